@@ -1,0 +1,265 @@
+//! Validated configuration: the typed values the rest of halo works with.
+//!
+//! Nothing here parses text. `config::load` turns a `halo.toml` into these
+//! values (or into a list of located errors); every other module takes them
+//! as given and never re-checks ranges.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole validated file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub global: Global,
+    /// VRRP instances, in file order.
+    pub vrrp: Vec<VrrpInstance>,
+    /// Proxy services, in file order.
+    pub proxy: Vec<ProxyService>,
+}
+
+/// `[global]`: process-wide settings. Every path halo writes comes from here
+/// (or a CLI flag), so several halos on one machine do not collide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// `log_level`, e.g. "info" or a tracing filter; `RUST_LOG` wins.
+    pub log_level: Option<String>,
+    /// `control_socket`, default `/run/halo/halo.sock`.
+    pub control_socket: PathBuf,
+    /// `pid_file`, none by default.
+    pub pid_file: Option<PathBuf>,
+}
+
+// === VRRP ===
+
+/// Virtual router identifier, 1..=255 (RFC 5798 5.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vrid(u8);
+
+impl Vrid {
+    pub fn new(v: u8) -> Option<Vrid> {
+        (v != 0).then_some(Vrid(v))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// Router priority. 1..=254 for a backup-capable router, 255 only for the
+/// address owner; 0 is never configured (it means "master is leaving").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const OWNER: Priority = Priority(255);
+    pub fn new(v: u8) -> Option<Priority> {
+        (v != 0).then_some(Priority(v))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// VRRP protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VrrpVersion {
+    /// RFC 3768: IPv4 only, interval in whole seconds, optional simple auth.
+    V2,
+    /// RFC 5798 / RFC 9568: IPv4 and IPv6, interval in centiseconds.
+    V3,
+}
+
+/// Advertisement interval in centiseconds. v3: 1..=4095 (10 ms .. 40.95 s);
+/// v2: a whole number of seconds, 1..=255 s (stored as centiseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AdvertInterval(u16);
+
+impl AdvertInterval {
+    pub fn from_centis(cs: u16) -> Option<AdvertInterval> {
+        (1..=4095).contains(&cs).then_some(AdvertInterval(cs))
+    }
+    pub fn centis(self) -> u16 {
+        self.0
+    }
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(u64::from(self.0) * 10)
+    }
+}
+
+/// v2 simple-text password: keepalived uses only the first 8 bytes, zero padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AuthPass(pub [u8; 8]);
+
+/// Something whose failure lowers the effective priority by `weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub what: TrackTarget,
+    /// Added to the priority while the target is down; negative in practice.
+    pub weight: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackTarget {
+    /// Link state of a network interface (netlink).
+    Interface(String),
+    /// A proxy service: down while it has no healthy server or its listener failed.
+    Proxy(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VrrpInstance {
+    /// The table name, e.g. `VI_1`.
+    pub name: String,
+    pub interface: String,
+    pub vrid: Vrid,
+    pub version: VrrpVersion,
+    pub priority: Priority,
+    pub advert_interval: AdvertInterval,
+    /// Addresses with prefix length; all of one family in v3, IPv4 in v2.
+    pub virtual_ips: Vec<IpNet>,
+    /// Preemption (RFC 5798 `Preempt_Mode`), on unless `nopreempt = true`.
+    pub preempt: bool,
+    /// Wait this long after start before preempting a lower-priority master.
+    pub preempt_delay: Duration,
+    /// Unicast mode: send adverts to these peers instead of multicast.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Source address for unicast adverts (default: the interface's primary).
+    pub unicast_src: Option<IpAddr>,
+    pub auth_pass: Option<AuthPass>,
+    /// Accept/send the v3 checksum without the IPv4 pseudo-header, as
+    /// keepalived's `vrrp_version 3` + `v3_checksum_as_v2` peers do.
+    pub v3_checksum_as_v2: bool,
+    /// Gratuitous ARP / unsolicited NA count on becoming master.
+    pub garp_repeat: u32,
+    /// Delay between those repeats.
+    pub garp_interval: Duration,
+    /// While master, refresh GARPs this often (none = off).
+    pub garp_refresh: Option<Duration>,
+    pub track: Vec<Track>,
+}
+
+// === Proxy ===
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    LeastConn,
+    /// Hash of the client address.
+    Source,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub name: String,
+    pub address: SocketAddr,
+    /// 1..=256 (HAProxy's range); 0 is not allowed, use `disabled`.
+    pub weight: u32,
+    /// Concurrent requests to this server, 0 = unlimited.
+    pub maxconn: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpectStatus {
+    Codes(Vec<u16>),
+    Range(u16, u16),
+}
+
+impl ExpectStatus {
+    pub fn matches(&self, status: u16) -> bool {
+        match self {
+            ExpectStatus::Codes(c) => c.contains(&status),
+            ExpectStatus::Range(lo, hi) => (*lo..=*hi).contains(&status),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DigestAlg {
+    Md5,
+    Sha256,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Http {
+        method: String,
+        path: String,
+        host: Option<String>,
+        expect_status: ExpectStatus,
+        /// (algorithm, lowercase hex digest of the body).
+        expect_body_digest: Option<(DigestAlg, String)>,
+    },
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    /// Interval while a server is between states (rising or falling).
+    pub fast_interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// State before the first check: true = up (HAProxy starts servers up).
+    pub initial_up: bool,
+    /// Passive: count connect failures on real traffic toward `fall`.
+    pub observe_connect_errors: bool,
+    /// Passive: count 5xx responses too.
+    pub observe_5xx: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub client: Duration,
+    pub server: Duration,
+    pub http_request: Duration,
+    pub keep_alive: Duration,
+    pub queue: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request or response head in bytes.
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardFor {
+    pub enabled: bool,
+    /// Clients in these networks get no X-Forwarded-For added.
+    pub except: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyService {
+    pub name: String,
+    pub bind: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub servers: Vec<Server>,
+    pub health: Option<HealthCheck>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub retries: u32,
+    /// Concurrent client connections for the service (0 = unlimited).
+    pub maxconn: u32,
+    /// Requests waiting for a server slot, beyond which 503.
+    pub queue_len: u32,
+    pub forwardfor: ForwardFor,
+    pub io: IoDriver,
+    /// Worker threads; default the number of cores.
+    pub workers: usize,
+    pub dontlognull: bool,
+}

@@ -1,0 +1,66 @@
+//! `halo`: VRRP floating IP + HTTP reverse proxy + health checks in one daemon.
+
+mod config;
+mod health;
+mod logging;
+mod proxy;
+mod vrrp;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const DEFAULT_CONFIG: &str = "/etc/halo/halo.toml";
+
+#[derive(Parser)]
+#[command(name = "halo", version, about = "VRRP floating IP, HTTP/1.1 reverse proxy and health checks in one daemon", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and summarise what it sets up.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                println!("{}: OK", config.display());
+                println!("{}", config::summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprintln!("{errs}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    eprintln!("{errs}");
+                    return ExitCode::from(1);
+                }
+            };
+            logging::init(cfg.global.log_level.as_deref());
+            tracing::error!("halo run: not implemented yet");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! VRRP: pure codec (`packet`) and state machine (`router`), and the I/O driver.
