@@ -1,10 +1,6 @@
 //! `halo`: VRRP floating IP + HTTP reverse proxy + health checks in one daemon.
 
-mod config;
-mod health;
-mod logging;
-mod proxy;
-mod vrrp;
+use halo::{config, logging};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

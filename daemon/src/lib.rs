@@ -1,0 +1,12 @@
+//! halo: one daemon for a floating virtual IP (VRRP), an HTTP/1.1 reverse
+//! proxy and the health checks that tie them together.
+//!
+//! The library holds everything; `main.rs` is only the command line. Pure
+//! protocol modules (`vrrp::packet`, `vrrp::router`, `proxy::http`, ...) do
+//! no I/O and read no clock; drivers around them do.
+
+pub mod config;
+pub mod health;
+pub mod logging;
+pub mod proxy;
+pub mod vrrp;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# halo's whole test suite. Run as root on Debian 12:  bash tests/run.sh
+# It installs what it needs (tests/lib/install-deps.sh), builds halo, and runs
+# unit tests, namespace integration tests (VRRP, proxy, keepalived interop),
+# and the packaging tests. Stages can be picked: bash tests/run.sh unit vrrp
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(deps fmt unit integration packaging)
+want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+failed=()
+stage() {
+  local name=$1; shift
+  echo
+  echo "=== stage: $name ==="
+  local t0=$SECONDS
+  if "$@"; then
+    echo "=== stage $name: ok ($((SECONDS - t0)) s) ==="
+  else
+    echo "=== stage $name: FAILED ($((SECONDS - t0)) s) ==="
+    failed+=("$name")
+  fi
+}
+
+if want deps; then
+  bash tests/lib/install-deps.sh
+fi
+
+build() {
+  cargo build --release --locked -p halo
+}
+stage build build
+export HALO_BIN="$root/target/release/halo"
+
+if want fmt; then
+  lint() { cargo fmt --all -- --check && cargo clippy --locked --all-targets -- -D warnings; }
+  stage lint lint
+fi
+
+if want unit; then
+  stage unit cargo test --locked -p halo
+fi
+
+if want integration || want vrrp || want proxy; then
+  sel=()
+  want integration || { want vrrp && sel+=(tests/vrrp); want proxy && sel+=(tests/proxy); }
+  [ ${#sel[@]} -gt 0 ] || sel=(tests/vrrp tests/proxy)
+  stage integration /usr/bin/python3 -m pytest -q -p no:cacheprovider "${sel[@]}"
+fi
+
+if want packaging && [ -x tests/packaging/run.sh ]; then
+  stage packaging bash tests/packaging/run.sh
+fi
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED stages: ${failed[*]}"
+  exit 1
+fi
+echo "all stages passed"
