@@ -1,0 +1,1356 @@
+//! Pure HTTP/1.x framing for the proxy (RFC 9110 / RFC 9112).
+//!
+//! What it does: decides whether a buffer holds a complete message head
+//! ([`check_head`], "incomplete vs invalid" before any parsing), parses
+//! request and response heads with `httparse`, applies the request-smuggling
+//! rules (CL+TE, differing Content-Length, TE not ending in chunked, obs-fold,
+//! bare CR, bad names/values, size and count limits), decides body framing,
+//! rewrites heads for forwarding (hop-by-hop removal, X-Forwarded-For,
+//! X-Forwarded-Proto, Forwarded) and decodes / re-encodes bodies with a
+//! small state machine ([`BodyDecoder`], [`BodyEncoder`]).
+//!
+//! What it does not do: no sockets, no clock, no allocation policy beyond
+//! the `Vec`s it is handed. The connection driver in `conn.rs` feeds it bytes.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Why a message was refused. Every variant maps to 400 for requests
+/// (and the client connection is closed) or 502 for responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The head is larger than `max_head_bytes`.
+    HeadTooLarge,
+    /// More header fields than `max_headers`.
+    TooManyHeaders,
+    /// A CR not followed by LF anywhere in the head.
+    BareCr,
+    /// A header line starting with SP/HTAB (RFC 9112 5.2: obs-fold).
+    ObsFold,
+    /// httparse refused the head (bad token, bad version, bad header name/value...).
+    Malformed(&'static str),
+    /// Content-Length together with Transfer-Encoding.
+    ContentLengthWithTransferEncoding,
+    /// Content-Length not 1*DIGIT, or repeated with different values.
+    BadContentLength,
+    /// Transfer-Encoding whose final coding is not `chunked`, or chunked twice.
+    BadTransferEncoding,
+    /// Transfer-Encoding in an HTTP/1.0 message.
+    TransferEncodingInHttp10,
+    /// HTTP/1.1 request without Host, or more than one Host.
+    BadHost,
+    /// A method the proxy does not forward (CONNECT).
+    UnsupportedMethod,
+    /// Chunked body syntax error.
+    BadChunk(&'static str),
+    /// The peer closed before the body was complete.
+    TruncatedBody,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            HttpError::HeadTooLarge => "message head too large",
+            HttpError::TooManyHeaders => "too many header fields",
+            HttpError::BareCr => "bare CR in message head",
+            HttpError::ObsFold => "obsolete line folding",
+            HttpError::Malformed(why) => return write!(f, "malformed head: {why}"),
+            HttpError::ContentLengthWithTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
+            HttpError::BadContentLength => "invalid or conflicting Content-Length",
+            HttpError::BadTransferEncoding => "Transfer-Encoding does not end in chunked",
+            HttpError::TransferEncodingInHttp10 => "Transfer-Encoding in HTTP/1.0",
+            HttpError::BadHost => "missing or repeated Host",
+            HttpError::UnsupportedMethod => "method not supported by the proxy",
+            HttpError::BadChunk(why) => return write!(f, "bad chunked body: {why}"),
+            HttpError::TruncatedBody => "body truncated",
+        };
+        f.write_str(s)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Limits on a head, from `ProxyService::limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Is there a complete head at the start of `buf`?
+///
+/// `Ok(None)`: incomplete, read more. `Ok(Some(n))`: the head is `buf[..n]`
+/// (terminator included). `Err`: invalid whatever follows; this is decided
+/// from the bytes seen so far, before any parsing.
+pub fn check_head(buf: &[u8], limits: HeadLimits) -> Result<Option<usize>, HttpError> {
+    // Leading empty lines before a request line are allowed (RFC 9112 2.2)
+    // and skipped by httparse; treat them as part of the head.
+    let mut line_start = 0;
+    let mut i = 0;
+    let mut lines = 0usize;
+    while i < buf.len() {
+        if i >= limits.max_head_bytes {
+            return Err(HttpError::HeadTooLarge);
+        }
+        match buf[i] {
+            b'\r' => {
+                if i + 1 == buf.len() {
+                    return Ok(None);
+                }
+                if buf[i + 1] != b'\n' {
+                    return Err(HttpError::BareCr);
+                }
+                i += 1;
+                continue;
+            }
+            b'\n' => {
+                let line = &buf[line_start..i];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() && lines > 0 {
+                    return Ok(Some(i + 1));
+                }
+                if !line.is_empty() {
+                    lines += 1;
+                    // lines - 1 header fields plus the start line.
+                    if lines > limits.max_headers + 1 {
+                        return Err(HttpError::TooManyHeaders);
+                    }
+                }
+                line_start = i + 1;
+            }
+            b' ' | b'\t' if i == line_start && lines > 1 => {
+                return Err(HttpError::ObsFold);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// How a message body is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body runs until the server closes.
+    Close,
+}
+
+/// A parsed request head, ready to be rewritten for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Every field in order, as received.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: BodyKind,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Connection: upgrade` with an `Upgrade` field: tunnel after a 101.
+    pub upgrade: Option<Vec<u8>>,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Transfer codings before the final `chunked`, kept for forwarding.
+    pub te_codings: Vec<String>,
+}
+
+impl RequestHead {
+    /// RFC 9110 9.2.2: safe to repeat if the server may not have seen it.
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
+    }
+
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub reason: String,
+    pub minor: u8,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: BodyKind,
+    /// The server will keep the connection open after the body.
+    pub keep_alive: bool,
+}
+
+fn map_httparse(e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,
+        httparse::Error::HeaderName => HttpError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HttpError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HttpError::Malformed("invalid line ending"),
+        httparse::Error::Status => HttpError::Malformed("invalid status"),
+        httparse::Error::Token => HttpError::Malformed("invalid token"),
+        httparse::Error::Version => HttpError::Malformed("invalid HTTP version"),
+    }
+}
+
+/// Split a comma-separated field value into trimmed, non-empty elements.
+fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// What the framing-relevant fields say, common to requests and responses.
+struct Framing {
+    content_length: Option<u64>,
+    /// All transfer codings, lowercased, in order.
+    te: Option<Vec<String>>,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    hosts: usize,
+}
+
+fn scan_framing(headers: &[(String, Vec<u8>)]) -> Result<Framing, HttpError> {
+    let mut f = Framing {
+        content_length: None,
+        te: None,
+        conn_close: false,
+        conn_keep_alive: false,
+        conn_upgrade: false,
+        hosts: 0,
+    };
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 6.3 (5): a list of identical values may be accepted;
+            // anything else is unrecoverable.
+            for item in value.split(|&b| b == b',').map(trim) {
+                if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                    return Err(HttpError::BadContentLength);
+                }
+                let n: u64 = std::str::from_utf8(item)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(HttpError::BadContentLength)?;
+                match f.content_length {
+                    Some(m) if m != n => return Err(HttpError::BadContentLength),
+                    _ => f.content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let te = f.te.get_or_insert_with(Vec::new);
+            for item in list_items(value) {
+                te.push(String::from_utf8_lossy(item).to_ascii_lowercase());
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for item in list_items(value) {
+                if item.eq_ignore_ascii_case(b"close") {
+                    f.conn_close = true;
+                } else if item.eq_ignore_ascii_case(b"keep-alive") {
+                    f.conn_keep_alive = true;
+                } else if item.eq_ignore_ascii_case(b"upgrade") {
+                    f.conn_upgrade = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            f.hosts += 1;
+        }
+    }
+    Ok(f)
+}
+
+fn collect_headers(h: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    h.iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect()
+}
+
+/// Values may not contain CTLs other than HTAB (RFC 9110 5.5); httparse
+/// lets obs-text and some CTLs through, the proxy is stricter.
+fn check_values(h: &[httparse::Header<'_>]) -> Result<(), HttpError> {
+    for h in h {
+        if h.value
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(HttpError::Malformed("control character in header value"));
+        }
+    }
+    Ok(())
+}
+
+/// Parse a complete request head (`buf` as delimited by [`check_head`]).
+pub fn parse_request(buf: &[u8], limits: HeadLimits) -> Result<RequestHead, HttpError> {
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut storage);
+    match req.parse(buf).map_err(map_httparse)? {
+        httparse::Status::Complete(_) => {}
+        httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
+    }
+    check_values(req.headers)?;
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default().to_owned();
+    let minor = req.version.unwrap_or(1);
+    if method == "CONNECT" {
+        return Err(HttpError::UnsupportedMethod);
+    }
+    if target.is_empty() {
+        return Err(HttpError::Malformed("empty request target"));
+    }
+    let headers = collect_headers(req.headers);
+    let f = scan_framing(&headers)?;
+    if f.hosts > 1 || (minor == 1 && f.hosts == 0) {
+        return Err(HttpError::BadHost);
+    }
+    let mut te_codings = Vec::new();
+    let body = match (&f.te, f.content_length) {
+        (Some(_), Some(_)) => return Err(HttpError::ContentLengthWithTransferEncoding),
+        (Some(_), None) if minor == 0 => return Err(HttpError::TransferEncodingInHttp10),
+        (Some(te), None) => {
+            // RFC 9112 6.3 (4): a request whose final coding is not chunked
+            // cannot be delimited; chunked may not be applied twice.
+            match te.split_last() {
+                Some((last, rest)) if last == "chunked" && !rest.iter().any(|c| c == "chunked") => {
+                    te_codings = rest.to_vec();
+                    BodyKind::Chunked
+                }
+                _ => return Err(HttpError::BadTransferEncoding),
+            }
+        }
+        (None, Some(0)) => BodyKind::None,
+        (None, Some(n)) => BodyKind::Length(n),
+        (None, None) => BodyKind::None,
+    };
+    let keep_alive = if minor == 0 {
+        f.conn_keep_alive && !f.conn_close
+    } else {
+        !f.conn_close
+    };
+    let upgrade = if f.conn_upgrade && minor == 1 {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+            .map(|(_, v)| v.clone())
+    } else {
+        None
+    };
+    let expect_continue = minor == 1
+        && headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("expect") && trim(v).eq_ignore_ascii_case(b"100-continue")
+        });
+    Ok(RequestHead {
+        method,
+        target,
+        minor,
+        headers,
+        body,
+        keep_alive,
+        upgrade,
+        expect_continue,
+        te_codings,
+    })
+}
+
+/// Parse a complete response head. `request_method` decides HEAD's empty body.
+pub fn parse_response(
+    buf: &[u8],
+    limits: HeadLimits,
+    request_method: &str,
+) -> Result<ResponseHead, HttpError> {
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(buf).map_err(map_httparse)? {
+        httparse::Status::Complete(_) => {}
+        httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
+    }
+    check_values(resp.headers)?;
+    let status = resp.code.unwrap_or(0);
+    if !(100..=999).contains(&status) {
+        return Err(HttpError::Malformed("invalid status"));
+    }
+    let minor = resp.version.unwrap_or(1);
+    let reason = resp.reason.unwrap_or("").to_owned();
+    let headers = collect_headers(resp.headers);
+    let f = scan_framing(&headers)?;
+    let no_body =
+        request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = if no_body {
+        BodyKind::None
+    } else {
+        match (&f.te, f.content_length) {
+            // RFC 9112 6.1: "ought to be handled as an error" by a proxy.
+            (Some(_), Some(_)) => return Err(HttpError::ContentLengthWithTransferEncoding),
+            (Some(te), None) => match te.split_last() {
+                Some((last, rest))
+                    if last == "chunked" && !rest.iter().any(|c| c == "chunked") && minor == 1 =>
+                {
+                    if !rest.is_empty() {
+                        // A coding the proxy would have to forward without
+                        // the client asking for it; refuse rather than guess.
+                        return Err(HttpError::BadTransferEncoding);
+                    }
+                    BodyKind::Chunked
+                }
+                // RFC 9112 6.3 (4): not ending in chunked -> read until close.
+                _ => BodyKind::Close,
+            },
+            (None, Some(0)) => BodyKind::None,
+            (None, Some(n)) => BodyKind::Length(n),
+            (None, None) => BodyKind::Close,
+        }
+    };
+    let keep_alive = minor == 1 && !f.conn_close && body != BodyKind::Close;
+    Ok(ResponseHead {
+        status,
+        reason,
+        minor,
+        headers,
+        body,
+        keep_alive,
+    })
+}
+
+/// Fields that describe one hop, never forwarded (RFC 9110 7.6.1).
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Names listed in Connection fields: also hop-by-hop.
+fn connection_named(headers: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| list_items(v).map(|s| s.to_ascii_lowercase()))
+        .collect()
+}
+
+fn dropped(name: &str, named: &[Vec<u8>]) -> bool {
+    is_hop_by_hop(name)
+        || named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// What the proxy adds about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardInfo {
+    pub client: IpAddr,
+    /// Add X-Forwarded-For / Forwarded / X-Forwarded-Proto.
+    pub add_forwarded: bool,
+    /// The client is in `forwardfor.except`: no X-Forwarded-For for it.
+    pub except: bool,
+}
+
+/// How the request body goes to the server.
+pub fn request_body_out(head: &RequestHead) -> BodyKind {
+    head.body
+}
+
+/// Serialize the request for the server: always HTTP/1.1 with keep-alive,
+/// hop-by-hop fields removed and framing re-stated.
+pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, out: &mut Vec<u8>) {
+    let named = connection_named(&head.headers);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Vec<u8> = Vec::new();
+    let mut fwd_prev: Vec<u8> = Vec::new();
+    let mut has_host = false;
+    for (name, value) in &head.headers {
+        if dropped(name, &named) {
+            continue;
+        }
+        if head.expect_continue && name.eq_ignore_ascii_case("expect") {
+            // The proxy answers 100 Continue itself.
+            continue;
+        }
+        if fwd.add_forwarded {
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                if !xff.is_empty() {
+                    xff.extend_from_slice(b", ");
+                }
+                xff.extend_from_slice(value);
+                continue;
+            }
+            if name.eq_ignore_ascii_case("forwarded") {
+                if !fwd_prev.is_empty() {
+                    fwd_prev.extend_from_slice(b", ");
+                }
+                fwd_prev.extend_from_slice(value);
+                continue;
+            }
+            if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                continue;
+            }
+        }
+        has_host |= name.eq_ignore_ascii_case("host");
+        put_header(out, name.as_bytes(), value);
+    }
+    if !has_host {
+        put_header(out, b"Host", default_host.as_bytes());
+    }
+    if fwd.add_forwarded {
+        let ip = fwd.client.to_canonical();
+        if !fwd.except {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(ip.to_string().as_bytes());
+            let node = match ip {
+                IpAddr::V4(a) => a.to_string(),
+                // RFC 7239 6: IPv6 in brackets, and then quoted.
+                IpAddr::V6(a) => format!("\"[{a}]\""),
+            };
+            if !fwd_prev.is_empty() {
+                fwd_prev.extend_from_slice(b", ");
+            }
+            fwd_prev.extend_from_slice(format!("for={node};proto=http").as_bytes());
+        }
+        if !xff.is_empty() {
+            put_header(out, b"X-Forwarded-For", &xff);
+        }
+        if !fwd_prev.is_empty() {
+            put_header(out, b"Forwarded", &fwd_prev);
+        }
+        put_header(out, b"X-Forwarded-Proto", b"http");
+    }
+    match head.body {
+        BodyKind::Length(n) => put_header(out, b"Content-Length", n.to_string().as_bytes()),
+        BodyKind::Chunked => {
+            let mut te = head.te_codings.join(", ");
+            if !te.is_empty() {
+                te.push_str(", ");
+            }
+            te.push_str("chunked");
+            put_header(out, b"Transfer-Encoding", te.as_bytes());
+        }
+        BodyKind::None | BodyKind::Close => {}
+    }
+    if let Some(up) = &head.upgrade {
+        put_header(out, b"Connection", b"upgrade");
+        put_header(out, b"Upgrade", up);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body goes to the client, given what the server sent
+/// and what the client understands.
+pub fn response_body_out(resp: &ResponseHead, client_minor: u8) -> BodyKind {
+    match resp.body {
+        BodyKind::None => BodyKind::None,
+        BodyKind::Length(n) => BodyKind::Length(n),
+        // An HTTP/1.0 client cannot read chunked: close-delimit instead.
+        BodyKind::Chunked | BodyKind::Close if client_minor == 0 => BodyKind::Close,
+        // Re-chunk a close-delimited body so the client connection survives.
+        BodyKind::Chunked | BodyKind::Close => BodyKind::Chunked,
+    }
+}
+
+/// Serialize the response for the client. `keep_alive` is whether the proxy
+/// keeps the client connection; `upgrade` is set for a 101 being tunnelled.
+pub fn encode_response(
+    resp: &ResponseHead,
+    body_out: BodyKind,
+    client_minor: u8,
+    keep_alive: bool,
+    upgrade: bool,
+    out: &mut Vec<u8>,
+) {
+    let named = connection_named(&resp.headers);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        if upgrade && name.eq_ignore_ascii_case("upgrade") {
+            put_header(out, name.as_bytes(), value);
+            continue;
+        }
+        if dropped(name, &named) {
+            continue;
+        }
+        put_header(out, name.as_bytes(), value);
+    }
+    match body_out {
+        BodyKind::Length(n) => put_header(out, b"Content-Length", n.to_string().as_bytes()),
+        BodyKind::Chunked => put_header(out, b"Transfer-Encoding", b"chunked"),
+        BodyKind::None | BodyKind::Close => {}
+    }
+    if upgrade {
+        put_header(out, b"Connection", b"upgrade");
+    } else if !keep_alive || body_out == BodyKind::Close {
+        put_header(out, b"Connection", b"close");
+    } else if client_minor == 0 {
+        put_header(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Longest chunk-size line (with extensions) or trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading the chunk-size line; bytes of it seen so far.
+    Size {
+        line: Vec<u8>,
+    },
+    /// Inside chunk data.
+    Data {
+        remaining: u64,
+    },
+    /// Expecting CRLF after chunk data; how many of the 2 bytes seen.
+    DataEnd {
+        seen: u8,
+    },
+    /// After the last chunk: trailer lines until an empty line.
+    Trailers {
+        line: Vec<u8>,
+        total: usize,
+    },
+    Done,
+}
+
+/// Decodes a message body incrementally: give it bytes, get body data out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyDecoder {
+    Length { remaining: u64 },
+    Chunked(ChunkState2),
+    Close,
+    Done,
+}
+
+/// Opaque chunked-decoder state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkState2(ChunkState);
+
+impl BodyDecoder {
+    pub fn new(kind: BodyKind) -> BodyDecoder {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) => BodyDecoder::Done,
+            BodyKind::Length(n) => BodyDecoder::Length { remaining: n },
+            BodyKind::Chunked => {
+                BodyDecoder::Chunked(ChunkState2(ChunkState::Size { line: Vec::new() }))
+            }
+            BodyKind::Close => BodyDecoder::Close,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyDecoder::Done)
+    }
+
+    /// Consume a prefix of `input`, appending decoded body data to `out`.
+    /// Returns how many bytes were consumed; stops at the end of the body,
+    /// leaving any following bytes (a pipelined message) unconsumed.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, HttpError> {
+        match self {
+            BodyDecoder::Done => Ok(0),
+            BodyDecoder::Close => {
+                out.extend_from_slice(input);
+                Ok(input.len())
+            }
+            BodyDecoder::Length { remaining } => {
+                let n = (*remaining).min(input.len() as u64) as usize;
+                out.extend_from_slice(&input[..n]);
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(n)
+            }
+            BodyDecoder::Chunked(ChunkState2(st)) => {
+                let n = decode_chunked(st, input, out)?;
+                if *st == ChunkState::Done {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// The peer closed: fine for a close-delimited body, an error otherwise.
+    pub fn on_eof(&mut self) -> Result<(), HttpError> {
+        match self {
+            BodyDecoder::Close | BodyDecoder::Done => {
+                *self = BodyDecoder::Done;
+                Ok(())
+            }
+            _ => Err(HttpError::TruncatedBody),
+        }
+    }
+}
+
+fn decode_chunked(
+    st: &mut ChunkState,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, HttpError> {
+    let mut i = 0;
+    while i < input.len() {
+        match st {
+            ChunkState::Done => break,
+            ChunkState::Size { line } => {
+                let b = input[i];
+                i += 1;
+                if b == b'\n' {
+                    let l = line
+                        .strip_suffix(b"\r")
+                        .ok_or(HttpError::BadChunk("bare LF"))?;
+                    let size = parse_chunk_size(l)?;
+                    *st = if size == 0 {
+                        ChunkState::Trailers {
+                            line: Vec::new(),
+                            total: 0,
+                        }
+                    } else {
+                        ChunkState::Data { remaining: size }
+                    };
+                } else {
+                    if line.last() == Some(&b'\r') {
+                        return Err(HttpError::BadChunk("bare CR"));
+                    }
+                    if line.len() >= MAX_CHUNK_LINE {
+                        return Err(HttpError::BadChunk("chunk-size line too long"));
+                    }
+                    line.push(b);
+                }
+            }
+            ChunkState::Data { remaining } => {
+                let n = (*remaining).min((input.len() - i) as u64) as usize;
+                out.extend_from_slice(&input[i..i + n]);
+                i += n;
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    *st = ChunkState::DataEnd { seen: 0 };
+                }
+            }
+            ChunkState::DataEnd { seen } => {
+                let want = if *seen == 0 { b'\r' } else { b'\n' };
+                if input[i] != want {
+                    return Err(HttpError::BadChunk("missing CRLF after chunk data"));
+                }
+                i += 1;
+                *seen += 1;
+                if *seen == 2 {
+                    *st = ChunkState::Size { line: Vec::new() };
+                }
+            }
+            ChunkState::Trailers { line, total } => {
+                let b = input[i];
+                i += 1;
+                *total += 1;
+                if *total > MAX_TRAILERS {
+                    return Err(HttpError::BadChunk("trailer section too large"));
+                }
+                if b == b'\n' {
+                    let l = line
+                        .strip_suffix(b"\r")
+                        .ok_or(HttpError::BadChunk("bare LF"))?;
+                    if l.is_empty() {
+                        *st = ChunkState::Done;
+                    } else {
+                        if l[0] == b' ' || l[0] == b'\t' || !l.contains(&b':') {
+                            return Err(HttpError::BadChunk("malformed trailer field"));
+                        }
+                        line.clear();
+                    }
+                } else {
+                    if line.last() == Some(&b'\r') {
+                        return Err(HttpError::BadChunk("bare CR"));
+                    }
+                    line.push(b);
+                }
+            }
+        }
+    }
+    Ok(i)
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    // chunk-size [ chunk-ext ]; extensions are ignored but must not hide CTLs.
+    let (size, ext) = match line.iter().position(|&b| b == b';') {
+        Some(p) => (&line[..p], &line[p..]),
+        None => (line, &line[line.len()..]),
+    };
+    if ext.iter().any(|&b| b < 0x20 && b != b'\t') {
+        return Err(HttpError::BadChunk("control character in chunk extension"));
+    }
+    let size = trim(size);
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return Err(HttpError::BadChunk("invalid chunk size"));
+    }
+    let s = std::str::from_utf8(size).map_err(|_| HttpError::BadChunk("invalid chunk size"))?;
+    u64::from_str_radix(s, 16).map_err(|_| HttpError::BadChunk("invalid chunk size"))
+}
+
+/// Encodes body data for the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoder {
+    /// Content-Length or close-delimited: bytes as they are.
+    Raw,
+    Chunked,
+    None,
+}
+
+impl BodyEncoder {
+    pub fn new(kind: BodyKind) -> BodyEncoder {
+        match kind {
+            BodyKind::None => BodyEncoder::None,
+            BodyKind::Length(_) | BodyKind::Close => BodyEncoder::Raw,
+            BodyKind::Chunked => BodyEncoder::Chunked,
+        }
+    }
+
+    pub fn encode(&self, data: &[u8], out: &mut Vec<u8>) {
+        match self {
+            BodyEncoder::None => {}
+            BodyEncoder::Raw => out.extend_from_slice(data),
+            BodyEncoder::Chunked => {
+                if data.is_empty() {
+                    return;
+                }
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Bytes that end the body (the last chunk for chunked).
+    pub fn finish(&self, out: &mut Vec<u8>) {
+        if *self == BodyEncoder::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+}
+
+/// A small complete response the proxy generates itself.
+pub fn error_response(status: u16, close: bool) -> Vec<u8> {
+    let (reason, text) = match status {
+        400 => (
+            "Bad Request",
+            "The request could not be understood by the proxy.",
+        ),
+        408 => (
+            "Request Timeout",
+            "The request head did not arrive in time.",
+        ),
+        502 => (
+            "Bad Gateway",
+            "The server sent an invalid response or could not be reached.",
+        ),
+        503 => (
+            "Service Unavailable",
+            "No server is available to handle this request.",
+        ),
+        504 => ("Gateway Timeout", "The server did not answer in time."),
+        _ => ("Error", "The proxy could not handle this request."),
+    };
+    let body = format!(
+        "<html><head><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{text}</p>\n<hr><p>halo</p></body></html>\n"
+    );
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n",
+        body.len()
+    );
+    if close {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIM: HeadLimits = HeadLimits {
+        max_head_bytes: 8192,
+        max_headers: 100,
+    };
+
+    fn req(bytes: &[u8]) -> Result<RequestHead, HttpError> {
+        match check_head(bytes, LIM)? {
+            Some(n) => parse_request(&bytes[..n], LIM),
+            None => panic!("incomplete: {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn resp(bytes: &[u8], method: &str) -> Result<ResponseHead, HttpError> {
+        let n = check_head(bytes, LIM)?.expect("complete");
+        parse_response(&bytes[..n], LIM, method)
+    }
+
+    #[test]
+    fn check_head_incomplete_vs_complete() {
+        assert_eq!(check_head(b"GET / HTTP/1.1\r\nHost: a\r\n", LIM), Ok(None));
+        assert_eq!(
+            check_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r", LIM),
+            Ok(None)
+        );
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nEXTRA";
+        assert_eq!(check_head(full, LIM), Ok(Some(full.len() - 5)));
+        assert_eq!(check_head(b"", LIM), Ok(None));
+    }
+
+    #[test]
+    fn simple_get_keeps_alive() {
+        let r = req(b"GET /x?y=1 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n").unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.target, "/x?y=1");
+        assert_eq!(r.body, BodyKind::None);
+        assert!(r.keep_alive);
+        assert!(r.idempotent());
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        assert!(!req(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            req(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn smuggling_cl_and_te_refused() {
+        let e = req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(e, Err(HttpError::ContentLengthWithTransferEncoding));
+    }
+
+    #[test]
+    fn smuggling_differing_content_length_refused() {
+        let e =
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert_eq!(e, Err(HttpError::BadContentLength));
+        let e = req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n");
+        assert_eq!(e, Err(HttpError::BadContentLength));
+        // Identical repeats are one value (RFC 9112 6.3).
+        let r =
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(r.unwrap().body, BodyKind::Length(5));
+    }
+
+    #[test]
+    fn bad_content_length_values_refused() {
+        for v in ["+5", "-1", "0x10", "5 5", "", "99999999999999999999"] {
+            let m = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {v}\r\n\r\n");
+            assert_eq!(req(m.as_bytes()), Err(HttpError::BadContentLength), "{v}");
+        }
+    }
+
+    #[test]
+    fn smuggling_te_not_ending_in_chunked_refused() {
+        for v in [
+            "gzip",
+            "chunked, gzip",
+            "chunked, chunked",
+            "chunkedx",
+            "identity",
+        ] {
+            let m = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+            assert_eq!(
+                req(m.as_bytes()),
+                Err(HttpError::BadTransferEncoding),
+                "{v}"
+            );
+        }
+        let r = req(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.body, BodyKind::Chunked);
+        assert_eq!(r.te_codings, vec!["gzip".to_string()]);
+    }
+
+    #[test]
+    fn te_in_http10_refused() {
+        let e = req(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(e, Err(HttpError::TransferEncodingInHttp10));
+    }
+
+    #[test]
+    fn obs_fold_refused() {
+        let m = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  continued\r\n\r\n";
+        assert_eq!(check_head(m, LIM), Err(HttpError::ObsFold));
+    }
+
+    #[test]
+    fn bare_cr_refused() {
+        let m = b"GET / HTTP/1.1\r\nHost: a\rX-B: 1\r\n\r\n";
+        assert_eq!(check_head(m, LIM), Err(HttpError::BareCr));
+    }
+
+    #[test]
+    fn invalid_header_name_and_value_refused() {
+        assert!(matches!(
+            req(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: 1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            req(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            req(b"GET / HTTP/1.1\r\nHost: a\r\nX\x00: 1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            req(b"GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_head_and_too_many_headers_refused() {
+        let small = HeadLimits {
+            max_head_bytes: 64,
+            max_headers: 3,
+        };
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(100)
+        );
+        assert_eq!(
+            check_head(big.as_bytes(), small),
+            Err(HttpError::HeadTooLarge)
+        );
+        // Incomplete but already over the limit: refused, not waited for.
+        assert_eq!(
+            check_head(&big.as_bytes()[..80], small),
+            Err(HttpError::HeadTooLarge)
+        );
+        let many = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(check_head(many, small), Err(HttpError::TooManyHeaders));
+        let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert!(check_head(three, small).unwrap().is_some());
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(req(b"GET / HTTP/1.1\r\n\r\n"), Err(HttpError::BadHost));
+        assert_eq!(
+            req(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HttpError::BadHost)
+        );
+        assert!(req(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn connect_and_garbage_refused() {
+        assert_eq!(
+            req(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            Err(HttpError::UnsupportedMethod)
+        );
+        assert!(req(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").is_err());
+        assert!(req(b"\x16\x03\x01 / HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn upgrade_and_expect() {
+        let r = req(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.upgrade.as_deref(), Some(&b"websocket"[..]));
+        let r = req(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert_eq!(r.upgrade, None);
+        let r =
+            req(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .unwrap();
+        assert!(r.expect_continue);
+    }
+
+    fn fwd(ip: &str, except: bool) -> ForwardInfo {
+        ForwardInfo {
+            client: ip.parse().unwrap(),
+            add_forwarded: true,
+            except,
+        }
+    }
+
+    fn encoded(r: &RequestHead, f: ForwardInfo) -> String {
+        let mut out = Vec::new();
+        encode_request(r, f, "backend", &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_rewrite_hop_by_hop_and_forwarded() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: site\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nX-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n")
+            .unwrap();
+        let s = encoded(&r, fwd("203.0.113.5", false));
+        assert_eq!(
+            s,
+            "GET / HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.9, 203.0.113.5\r\nForwarded: for=203.0.113.5;proto=http\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_ipv6_quoted_and_except() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: site\r\n\r\n").unwrap();
+        let s = encoded(&r, fwd("2001:db8::1", false));
+        assert!(s.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{s}");
+        assert!(
+            s.contains("Forwarded: for=\"[2001:db8::1]\";proto=http\r\n"),
+            "{s}"
+        );
+        // IPv4-mapped clients (dual-stack listener) show as IPv4.
+        let s = encoded(&r, fwd("::ffff:192.0.2.7", false));
+        assert!(s.contains("X-Forwarded-For: 192.0.2.7\r\n"), "{s}");
+        let s = encoded(&r, fwd("127.0.0.1", true));
+        assert!(!s.contains("X-Forwarded-For"), "{s}");
+        assert!(!s.contains("Forwarded: for"), "{s}");
+        assert!(s.contains("X-Forwarded-Proto: http"), "{s}");
+    }
+
+    #[test]
+    fn request_rewrite_framing_restated() {
+        let r = req(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let s = encoded(
+            &r,
+            ForwardInfo {
+                client: "192.0.2.1".parse().unwrap(),
+                add_forwarded: false,
+                except: false,
+            },
+        );
+        assert_eq!(
+            s,
+            "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let r = req(b"POST /p HTTP/1.0\r\nContent-Length: 3\r\n\r\n").unwrap();
+        let s = encoded(
+            &r,
+            ForwardInfo {
+                client: "192.0.2.1".parse().unwrap(),
+                add_forwarded: false,
+                except: false,
+            },
+        );
+        assert_eq!(
+            s,
+            "POST /p HTTP/1.1\r\nHost: backend\r\nContent-Length: 3\r\n\r\n"
+        );
+        let r = req(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        let s = encoded(
+            &r,
+            ForwardInfo {
+                client: "192.0.2.1".parse().unwrap(),
+                add_forwarded: false,
+                except: false,
+            },
+        );
+        assert!(
+            s.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "GET").unwrap();
+        assert_eq!((r.body, r.keep_alive), (BodyKind::Length(10), true));
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD").unwrap();
+        assert_eq!(r.body, BodyKind::None);
+        for s in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let m = format!("HTTP/1.1 {s}\r\nContent-Length: 10\r\n\r\n");
+            assert_eq!(
+                resp(m.as_bytes(), "GET").unwrap().body,
+                BodyKind::None,
+                "{s}"
+            );
+        }
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        assert_eq!(r.body, BodyKind::Chunked);
+        let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
+        assert_eq!((r.body, r.keep_alive), (BodyKind::Close, false));
+        let r = resp(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "GET").unwrap();
+        assert!(!r.keep_alive);
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn malformed_responses_refused() {
+        assert!(resp(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET"
+        )
+        .is_err());
+        assert!(resp(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "GET"
+        )
+        .is_err());
+        assert!(resp(b"HTTP/1.1 2000 OK\r\n\r\n", "GET").is_err());
+        assert!(resp(b"HTTX/1.1 200 OK\r\n\r\n", "GET").is_err());
+        assert!(check_head(b"HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n", LIM).is_err());
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let r = resp(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nServer: nginx\r\nTransfer-Encoding: chunked\r\n\r\n", "GET").unwrap();
+        let mut out = Vec::new();
+        let body = response_body_out(&r, 1);
+        encode_response(&r, body, 1, true, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        // HTTP/1.0 client: no chunked, close-delimited.
+        let body = response_body_out(&r, 0);
+        assert_eq!(body, BodyKind::Close);
+        let mut out = Vec::new();
+        encode_response(&r, body, 0, true, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: close\r\n\r\n"
+        );
+        // Close-delimited from the server is re-chunked for a 1.1 client.
+        let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
+        assert_eq!(response_body_out(&r, 1), BodyKind::Chunked);
+    }
+
+    fn decode_all(kind: BodyKind, pieces: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
+        let mut d = BodyDecoder::new(kind);
+        let mut out = Vec::new();
+        let mut rest = Vec::new();
+        for p in pieces {
+            let n = d.decode(p, &mut out)?;
+            rest.extend_from_slice(&p[n..]);
+        }
+        if !d.is_done() {
+            d.on_eof()?;
+        }
+        Ok((out, rest))
+    }
+
+    #[test]
+    fn chunked_decode_byte_by_byte_and_whole() {
+        let body =
+            b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let (out, rest) = decode_all(BodyKind::Chunked, &[body]).unwrap();
+        assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(rest, b"NEXT");
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        let (out2, rest2) = decode_all(BodyKind::Chunked, &bytes).unwrap();
+        assert_eq!((out2, rest2), (out, rest));
+    }
+
+    #[test]
+    fn chunked_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"4\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\n\r\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"4\r\nWiki\r\n0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(BodyKind::Chunked, &[bad]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Truncated.
+        assert_eq!(
+            decode_all(BodyKind::Chunked, &[b"4\r\nWi"]),
+            Err(HttpError::TruncatedBody)
+        );
+    }
+
+    #[test]
+    fn length_and_close_bodies() {
+        let (out, rest) = decode_all(BodyKind::Length(3), &[b"ab", b"cdef"]).unwrap();
+        assert_eq!(
+            (out.as_slice(), rest.as_slice()),
+            (&b"abc"[..], &b"def"[..])
+        );
+        assert_eq!(
+            decode_all(BodyKind::Length(3), &[b"ab"]),
+            Err(HttpError::TruncatedBody)
+        );
+        let (out, _) = decode_all(BodyKind::Close, &[b"ab", b"cd"]).unwrap();
+        assert_eq!(out, b"abcd");
+    }
+
+    #[test]
+    fn chunked_encode_roundtrip() {
+        let enc = BodyEncoder::new(BodyKind::Chunked);
+        let mut wire = Vec::new();
+        enc.encode(b"hello ", &mut wire);
+        enc.encode(b"", &mut wire);
+        enc.encode(b"world", &mut wire);
+        enc.finish(&mut wire);
+        assert_eq!(wire, b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n");
+        let (out, rest) = decode_all(BodyKind::Chunked, &[&wire]).unwrap();
+        assert_eq!(out, b"hello world");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn error_pages_are_complete_responses() {
+        for s in [400, 502, 503, 504] {
+            let page = error_response(s, true);
+            let r = resp(&page, "GET").unwrap();
+            assert_eq!(r.status, s);
+            let n = check_head(&page, LIM).unwrap().unwrap();
+            assert_eq!(r.body, BodyKind::Length((page.len() - n) as u64));
+        }
+    }
+}
