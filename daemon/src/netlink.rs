@@ -1,0 +1,223 @@
+//! Thin netlink driver: interface lookup, link-state events, and adding or
+//! removing virtual IPs, all through `rtnetlink` (never by running `ip`).
+//!
+//! Nothing here decides anything; the VRRP driver asks and acts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{AsyncSocket, SocketAddr};
+use rtnetlink::Handle;
+
+/// What halo needs to know about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    /// Administratively up and carrier present (IFF_UP && IFF_LOWER_UP).
+    pub up: bool,
+}
+
+/// A link-state change seen on the multicast group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+}
+
+fn link_info(msg: &LinkMessage) -> LinkInfo {
+    let mut name = String::new();
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(a);
+                mac = Some(m);
+            }
+            _ => {}
+        }
+    }
+    let flags = &msg.header.flags;
+    LinkInfo {
+        index: msg.header.index,
+        name,
+        mac,
+        up: flags.contains(&LinkFlag::Up) && flags.contains(&LinkFlag::LowerUp),
+    }
+}
+
+fn addr_of(msg: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS
+    // otherwise. Prefer LOCAL when present, as iproute2 does.
+    let mut addr = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(a) => return Some(*a),
+            AddressAttribute::Address(a) => addr = Some(*a),
+            _ => {}
+        }
+    }
+    addr
+}
+
+/// A netlink route connection driven on the current tokio runtime.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    pub fn connect() -> Result<Netlink> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().context("opening a netlink route socket")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<LinkInfo> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(link_info(&msg)),
+            Ok(None) => bail!("no interface named {name:?}"),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                bail!("no interface named {name:?}")
+            }
+            Err(e) => Err(anyhow!("looking up interface {name:?}: {e}")),
+        }
+    }
+
+    /// Every address on the interface, with its prefix length.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpNet, AddressScope)>> {
+        let mut out = Vec::new();
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            if let Some(a) = addr_of(&msg) {
+                if let Ok(net) = IpNet::new(a, msg.header.prefix_len) {
+                    out.push((net, msg.header.scope));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The interface's first IPv4 address that is not one of `exclude`
+    /// (the VIPs): the source of VRRP adverts, as keepalived picks it.
+    pub async fn primary_v4(&self, index: u32, exclude: &[IpAddr]) -> Result<Option<Ipv4Addr>> {
+        Ok(self.addresses(index).await?.into_iter().find_map(|(n, _)| match n.addr() {
+            IpAddr::V4(a) if !exclude.contains(&IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }))
+    }
+
+    /// The interface's link-local IPv6 address (VRRPv3 over IPv6 sends from it).
+    pub async fn link_local_v6(&self, index: u32) -> Result<Option<Ipv6Addr>> {
+        Ok(self.addresses(index).await?.into_iter().find_map(|(n, scope)| match n.addr() {
+            IpAddr::V6(a) if scope == AddressScope::Link => Some(a),
+            _ => None,
+        }))
+    }
+
+    /// Add `net` to the interface; an address already there is fine.
+    pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
+        let req = self
+            .handle
+            .address()
+            .add(index, net.addr(), net.prefix_len());
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(anyhow!("adding {net}: {}", describe(&e))),
+        }
+    }
+
+    /// Remove `net` from the interface; an address already gone is fine.
+    pub async fn del_address(&self, index: u32, net: IpNet) -> Result<()> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            if addr_of(&msg) == Some(net.addr()) && msg.header.prefix_len == net.prefix_len() {
+                return match self.handle.address().del(msg).execute().await {
+                    Ok(()) => Ok(()),
+                    Err(rtnetlink::Error::NetlinkError(e))
+                        if e.raw_code() == -libc::EADDRNOTAVAIL =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow!("removing {net}: {}", describe(&e))),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EPERM => {
+            "operation not permitted (halo needs CAP_NET_ADMIN)".into()
+        }
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Subscribe to link changes. Events arrive on the returned channel until it
+/// is dropped; the netlink socket lives in a task on the current runtime.
+pub fn watch_links() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>> {
+    let (mut conn, _handle, mut messages) =
+        rtnetlink::new_connection().context("opening a netlink socket for link events")?;
+    let groups = rtnetlink::constants::RTMGRP_LINK;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))
+        .context("joining the netlink link group")?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let msg: NetlinkMessage<RouteNetlinkMessage> = msg;
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
+            | NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = &msg.payload
+            {
+                let deleted = matches!(
+                    msg.payload,
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(_))
+                );
+                let info = link_info(link);
+                let ev = LinkEvent {
+                    index: info.index,
+                    name: info.name,
+                    up: info.up && !deleted,
+                };
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

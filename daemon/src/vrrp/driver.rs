@@ -1,0 +1,449 @@
+//! The VRRP I/O driver: one task per `[vrrp.NAME]` instance.
+//!
+//! It is the only VRRP code that reads the clock or touches a socket. It
+//! feeds received adverts, timer expiries, link and health changes into the
+//! pure `router::VirtualRouter`, and carries out the actions it returns
+//! (send an advert, add or remove VIPs, announce them).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::packet::{Advert, PacketCtx, Version};
+use super::router::{Action, RouterParams, State, VirtualRouter};
+use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
+use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
+use crate::health::HealthBoard;
+use crate::netlink::{LinkEvent, Netlink};
+
+/// What an instance can be told from outside while it runs.
+#[derive(Debug)]
+pub enum Control {
+    /// Clean stop: send priority 0, remove the VIPs, return.
+    Shutdown,
+}
+
+/// Where the driver learns about the health of tracked proxy services.
+#[derive(Clone)]
+pub struct ProxyTracking {
+    pub board: Arc<HealthBoard>,
+    /// Service name -> index in the board.
+    pub index: HashMap<String, usize>,
+}
+
+/// Rate-limits the warnings for dropped packets: one line per reason per
+/// ten seconds, with the count of what was suppressed.
+struct DropLog {
+    last: HashMap<String, (Instant, u64)>,
+}
+
+impl DropLog {
+    fn note(&mut self, inst: &str, now: Instant, reason: String) {
+        const EVERY: Duration = Duration::from_secs(10);
+        let e = self.last.entry(reason.clone()).or_insert((now - EVERY, 0));
+        if now.duration_since(e.0) >= EVERY {
+            if e.1 > 0 {
+                warn!(instance = inst, "{inst}: dropped advert: {reason} (and {} more like it)", e.1);
+            } else {
+                warn!(instance = inst, "{inst}: dropped advert: {reason}");
+            }
+            *e = (now, 0);
+        } else {
+            e.1 += 1;
+        }
+    }
+}
+
+/// The effective priority and the sentence explaining it.
+fn effective_priority(inst: &VrrpInstance, down: &[(String, i16)]) -> (u8, String) {
+    let base = inst.priority.get();
+    if base == 255 {
+        // The address owner's priority is fixed (RFC 5798 §6.1).
+        return (255, "address owner".into());
+    }
+    let sum: i32 = down.iter().map(|(_, w)| i32::from(*w)).sum();
+    let p = (i32::from(base) + sum).clamp(1, 254) as u8;
+    if down.is_empty() {
+        return (p, format!("{p} = configured"));
+    }
+    let parts: Vec<String> = down
+        .iter()
+        .map(|(what, w)| format!("{} {} ({what})", if *w < 0 { "-" } else { "+" }, w.unsigned_abs()))
+        .collect();
+    (p, format!("{p} = {base} {}", parts.join(" ")))
+}
+
+fn params(inst: &VrrpInstance, priority: u8) -> RouterParams {
+    RouterParams {
+        name: inst.name.clone(),
+        version: match inst.version {
+            VrrpVersion::V2 => Version::V2,
+            VrrpVersion::V3 => Version::V3,
+        },
+        vrid: inst.vrid.get(),
+        priority,
+        advert_interval_cs: inst.advert_interval.centis(),
+        preempt: inst.preempt,
+        preempt_delay: inst.preempt_delay,
+        vips: inst.virtual_ips.iter().map(|n| n.addr()).collect(),
+        auth: inst.auth_pass.map(|a| a.0),
+        garp_repeat: inst.garp_repeat,
+        garp_interval: inst.garp_interval,
+        garp_refresh: inst.garp_refresh,
+    }
+}
+
+struct Instance {
+    cfg: VrrpInstance,
+    nl: Netlink,
+    ifindex: u32,
+    sockets: VrrpSockets,
+    announcer: Announcer,
+    src: IpAddr,
+    router: VirtualRouter,
+    drops: DropLog,
+    vips_installed: bool,
+}
+
+impl Instance {
+    fn ctx(&self, src: IpAddr, dst: IpAddr) -> PacketCtx {
+        PacketCtx {
+            src,
+            dst,
+            v3_checksum_as_v2: self.cfg.v3_checksum_as_v2,
+        }
+    }
+
+    fn destinations(&self) -> Vec<IpAddr> {
+        if !self.cfg.unicast_peers.is_empty() {
+            return self.cfg.unicast_peers.clone();
+        }
+        match self.src {
+            IpAddr::V4(_) => vec![IpAddr::V4(MCAST_V4)],
+            IpAddr::V6(_) => vec![IpAddr::V6(MCAST_V6)],
+        }
+    }
+
+    fn on_packet(&mut self, now: Instant, pkt: Received) {
+        let name = self.cfg.name.clone();
+        if pkt.src == self.src {
+            return; // our own advert looped back
+        }
+        if pkt.ttl != 255 {
+            self.drops.note(&name, now, format!("TTL/hop limit {} != 255 from {}", pkt.ttl, pkt.src));
+            return;
+        }
+        let ctx = self.ctx(pkt.src, pkt.dst);
+        let advert = match Advert::decode(&pkt.payload, &ctx) {
+            Ok(a) => a,
+            Err(e) => {
+                self.drops.note(&name, now, format!("{e:?} from {}", pkt.src));
+                return;
+            }
+        };
+        if advert.vrid != self.cfg.vrid.get() {
+            return; // another virtual router on this link: not ours to judge
+        }
+        if let Err(d) = self.router.handle_advert(now.into_std(), pkt.src, &advert) {
+            let why = match d {
+                super::router::Drop::VipMismatch { src } => format!(
+                    "router {src} uses VRID {} with a different VIP set {:?} (ours: {:?}); check its config",
+                    self.cfg.vrid.get(),
+                    advert.addrs,
+                    self.cfg.virtual_ips.iter().map(|n| n.addr()).collect::<Vec<_>>()
+                ),
+                other => format!("{other:?} from {}", pkt.src),
+            };
+            self.drops.note(&name, now, why);
+        }
+    }
+
+    async fn run_actions(&mut self) {
+        while let Some(action) = self.router.poll_action() {
+            match action {
+                Action::SendAdvert {
+                    priority,
+                    interval_cs,
+                } => {
+                    let adv = Advert {
+                        version: match self.cfg.version {
+                            VrrpVersion::V2 => Version::V2,
+                            VrrpVersion::V3 => Version::V3,
+                        },
+                        vrid: self.cfg.vrid.get(),
+                        priority,
+                        interval_cs,
+                        addrs: self.cfg.virtual_ips.iter().map(|n| n.addr()).collect(),
+                        auth: self.cfg.auth_pass.map(|a| a.0),
+                    };
+                    for dst in self.destinations() {
+                        let bytes = adv.encode(&self.ctx(self.src, dst));
+                        if let Err(e) = self.sockets.send(dst, &bytes) {
+                            debug!(instance = %self.cfg.name, "sending advert to {dst}: {e}");
+                        }
+                    }
+                }
+                Action::SendGarp => {
+                    for vip in &self.cfg.virtual_ips {
+                        if let Err(e) = self.announcer.announce(vip.addr()) {
+                            debug!(instance = %self.cfg.name, "announcing {}: {e}", vip.addr());
+                        }
+                    }
+                }
+                Action::AddVips => {
+                    for vip in self.cfg.virtual_ips.clone() {
+                        if let Err(e) = self.nl.add_address(self.ifindex, vip).await {
+                            warn!(instance = %self.cfg.name, "{}: {e:#}", self.cfg.name);
+                        }
+                    }
+                    self.vips_installed = true;
+                }
+                Action::DelVips => {
+                    self.remove_vips().await;
+                }
+                Action::StateChanged { from, to, why } => {
+                    info!(
+                        instance = %self.cfg.name,
+                        state = %to,
+                        "{} {from} -> {to}: {why}",
+                        self.cfg.name
+                    );
+                }
+                Action::PriorityChanged { from, to, why } => {
+                    info!(
+                        instance = %self.cfg.name,
+                        priority = to,
+                        "{} priority {from} -> {to}: {why}",
+                        self.cfg.name
+                    );
+                }
+            }
+        }
+    }
+
+    async fn remove_vips(&mut self) {
+        for vip in self.cfg.virtual_ips.clone() {
+            if let Err(e) = self.nl.del_address(self.ifindex, vip).await {
+                warn!(instance = %self.cfg.name, "{}: {e:#}", self.cfg.name);
+            }
+        }
+        self.vips_installed = false;
+    }
+}
+
+/// Run one instance until told to shut down. Errors are start-up errors
+/// (no such interface, no address to send from, missing capability).
+pub async fn run_instance(
+    cfg: VrrpInstance,
+    nl: Netlink,
+    mut links: mpsc::UnboundedReceiver<LinkEvent>,
+    tracking: Option<ProxyTracking>,
+    mut control: mpsc::Receiver<Control>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<()> {
+    let link = nl
+        .link_by_name(&cfg.interface)
+        .await
+        .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
+    let vips: Vec<IpAddr> = cfg.virtual_ips.iter().map(|n| n.addr()).collect();
+    let v6 = vips.iter().any(|a| a.is_ipv6());
+    let src = match (cfg.unicast_src, v6) {
+        (Some(s), _) => s,
+        (None, false) => IpAddr::V4(
+            nl.primary_v4(link.index, &vips)
+                .await?
+                .with_context(|| format!("{}: {} has no IPv4 address to send adverts from", cfg.name, cfg.interface))?,
+        ),
+        (None, true) => IpAddr::V6(
+            nl.link_local_v6(link.index)
+                .await?
+                .with_context(|| format!("{}: {} has no link-local IPv6 address", cfg.name, cfg.interface))?,
+        ),
+    };
+    let sockets = match src {
+        IpAddr::V4(s) => VrrpSockets::open_v4(&cfg.interface, link.index, s),
+        IpAddr::V6(s) => VrrpSockets::open_v6(&cfg.interface, link.index, s),
+    }
+    .with_context(|| format!("{}: opening VRRP sockets on {}", cfg.name, cfg.interface))?;
+    let Some(mac) = link.mac else {
+        bail!("{}: {} has no Ethernet address", cfg.name, cfg.interface);
+    };
+    let announcer = Announcer::open(&cfg.interface, link.index, mac, !v6, v6)
+        .with_context(|| format!("{}: opening announce sockets", cfg.name))?;
+
+    // Tracked items currently down: (description, weight).
+    let mut link_up: HashMap<String, bool> = HashMap::new();
+    for t in &cfg.track {
+        if let TrackTarget::Interface(i) = &t.what {
+            let up = nl.link_by_name(i).await.map(|l| l.up).unwrap_or(false);
+            link_up.insert(i.clone(), up);
+        }
+    }
+    let mut health_rx = tracking.as_ref().map(|t| t.board.subscribe());
+    let down_items = |link_up: &HashMap<String, bool>| -> Vec<(String, i16)> {
+        cfg.track
+            .iter()
+            .filter_map(|t| match &t.what {
+                TrackTarget::Interface(i) => (!link_up.get(i).copied().unwrap_or(false))
+                    .then(|| (format!("track interface {i}: link down"), t.weight)),
+                TrackTarget::Proxy(p) => {
+                    let tr = tracking.as_ref()?;
+                    let idx = *tr.index.get(p)?;
+                    (!tr.board.service_up(idx))
+                        .then(|| (format!("track {p}: no healthy server"), t.weight))
+                }
+            })
+            .collect()
+    };
+    let (mut prio, mut prio_why) = effective_priority(&cfg, &down_items(&link_up));
+
+    let mut inst = Instance {
+        router: VirtualRouter::new(params(&cfg, prio)),
+        cfg: cfg.clone(),
+        nl,
+        ifindex: link.index,
+        sockets,
+        announcer,
+        src,
+        drops: DropLog {
+            last: HashMap::new(),
+        },
+        vips_installed: false,
+    };
+    info!(
+        instance = %cfg.name,
+        "{}: VRID {} on {} from {src}, priority {prio_why}, {}",
+        cfg.name,
+        cfg.vrid.get(),
+        cfg.interface,
+        if cfg.unicast_peers.is_empty() { "multicast".to_string() } else { format!("unicast to {:?}", cfg.unicast_peers) }
+    );
+    let mut own_link_up = link.up;
+    if own_link_up {
+        inst.router.startup(Instant::now().into_std());
+    } else {
+        warn!(instance = %cfg.name, state = "FAULT", "{}: {} is down, waiting for link", cfg.name, cfg.interface);
+    }
+    inst.run_actions().await;
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
+
+    loop {
+        let deadline = inst
+            .router
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let mut health_changed = false;
+        tokio::select! {
+            r = inst.sockets.recv() => match r {
+                Ok(pkt) => inst.on_packet(Instant::now(), pkt),
+                Err(e) => debug!(instance = %cfg.name, "receive: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                inst.router.handle_timeout(Instant::now().into_std());
+            }
+            Some(ev) = links.recv() => {
+                if ev.index == inst.ifindex && ev.up != own_link_up {
+                    own_link_up = ev.up;
+                    let now = Instant::now().into_std();
+                    if ev.up {
+                        info!(instance = %cfg.name, "{}: {} is up again, starting", cfg.name, cfg.interface);
+                        inst.router = VirtualRouter::new(params(&cfg, prio));
+                        inst.router.startup(now);
+                    } else {
+                        warn!(instance = %cfg.name, state = "FAULT", "{} -> FAULT: {} link down", cfg.name, cfg.interface);
+                        inst.router.shutdown(now);
+                    }
+                }
+                if link_up.contains_key(&ev.name) {
+                    link_up.insert(ev.name.clone(), ev.up);
+                    health_changed = true;
+                }
+            }
+            Some(_) = async {
+                match health_rx.as_mut() {
+                    Some(rx) => rx.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => { health_changed = true; }
+            c = control.recv() => {
+                match c {
+                    Some(Control::Shutdown) | None => {
+                        let now = Instant::now().into_std();
+                        inst.router.shutdown(now);
+                        inst.run_actions().await;
+                        if inst.vips_installed {
+                            inst.remove_vips().await;
+                        }
+                        info!(instance = %cfg.name, "{}: stopped", cfg.name);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if health_changed {
+            let (p, why) = effective_priority(&cfg, &down_items(&link_up));
+            if p != prio {
+                prio = p;
+                prio_why = why.clone();
+                inst.router.set_priority(Instant::now().into_std(), p, why);
+            }
+        }
+        inst.run_actions().await;
+        let _ = &prio_why;
+    }
+}
+
+/// Current state for status reports.
+pub fn state_name(s: State) -> String {
+    s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Track, TrackTarget};
+
+    fn inst(priority: u8, track: Vec<Track>) -> VrrpInstance {
+        let text = format!(
+            "[vrrp.VI_1]\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nvirtual_ips = [\"192.0.2.100/24\"]\n"
+        );
+        let mut c = crate::config::parse_str("t.toml", &text).unwrap().vrrp.remove(0);
+        c.track = track;
+        c
+    }
+
+    #[test]
+    fn effective_priority_explains_each_weight() {
+        let c = inst(101, vec![]);
+        let (p, why) = effective_priority(&c, &[("track web: no healthy server".into(), -2)]);
+        assert_eq!(p, 99);
+        assert_eq!(why, "99 = 101 - 2 (track web: no healthy server)");
+        let (p, _) = effective_priority(&c, &[]);
+        assert_eq!(p, 101);
+    }
+
+    #[test]
+    fn effective_priority_clamps_to_valid_range() {
+        let c = inst(
+            10,
+            vec![Track {
+                what: TrackTarget::Proxy("web".into()),
+                weight: -50,
+            }],
+        );
+        let (p, _) = effective_priority(&c, &[("x".into(), -50)]);
+        assert_eq!(p, 1, "never 0: that would mean 'leaving'");
+        let c = inst(250, vec![]);
+        let (p, _) = effective_priority(&c, &[("x".into(), 50)]);
+        assert_eq!(p, 254, "never 255: only the owner has it");
+    }
+}

@@ -1,0 +1,6 @@
+"""Shared pytest set-up: tests import `netns` from this directory."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,177 @@
+"""VRRP failover between real halo processes in network namespaces.
+
+Two or three LBs on one bridge (all inside namespaces). Each test checks
+who holds the VIP on its interface: the kernel's own view, not halo's.
+Timings are not asserted (see tests/bench/ for those); the waits below are
+generous upper bounds so a slow CI machine does not fail them.
+"""
+
+import os
+import signal
+import tempfile
+import time
+
+import pytest
+
+from netns import Topology, halo_bin, wait_for
+
+VIP = "192.0.2.100"
+LBS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12", "lb3": "192.0.2.13"}
+
+
+def cfg(priority, interval="100ms", extra="", vips=(VIP + "/24",), version=3):
+    vip_list = ", ".join(f'"{v}"' for v in vips)
+    return f"""
+[vrrp.VI_1]
+interface = "eth0"
+vrid = 51
+version = {version}
+priority = {priority}
+advert_interval = "{interval}"
+virtual_ips = [{vip_list}]
+{extra}
+"""
+
+
+@pytest.fixture
+def topo():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    with Topology("vr") as t:
+        t.switch()
+        yield t
+
+
+def start(t, name, text, tmp):
+    path = os.path.join(tmp, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return t.spawn(name, name, [halo_bin(), "run", "--config", path], logdir=tmp)
+
+
+def one_master(t, names, vip=VIP, timeout=10):
+    return wait_for(lambda: (h := t.holders(names, vip)) and len(h) == 1 and h[0], timeout,
+                    f"exactly one holder of {vip}")
+
+
+@pytest.fixture
+def tmp():
+    with tempfile.TemporaryDirectory(prefix="halo-vrrp-") as d:
+        yield d
+
+
+def pair(t, tmp, p1=101, p2=100, extra1="", extra2="", **kw):
+    t.host("lb1", LBS["lb1"] + "/24")
+    t.host("lb2", LBS["lb2"] + "/24")
+    start(t, "lb1", cfg(p1, extra=extra1, **kw), tmp)
+    start(t, "lb2", cfg(p2, extra=extra2, **kw), tmp)
+
+
+def test_higher_priority_wins_and_only_it_holds_the_vip(topo, tmp):
+    pair(topo, tmp)
+    assert one_master(topo, ["lb1", "lb2"]) == "lb1"
+    time.sleep(1)  # stable: no flapping over ten advert intervals
+    assert topo.holders(["lb1", "lb2"], VIP) == ["lb1"]
+    log = topo.log("lb1")
+    assert "-> MASTER" in log, log
+
+
+def test_kill_9_master_backup_takes_over_and_old_master_preempts_back(topo, tmp):
+    pair(topo, tmp)
+    one_master(topo, ["lb1", "lb2"])
+    topo.stop("lb1", signal.SIGKILL)
+    wait_for(lambda: VIP in topo.addrs("lb2"), 5, "lb2 to take the VIP after kill -9")
+    assert "no advert" in topo.log("lb2")
+    # lb1 comes back: a crash left its VIP behind; halo clears it at start,
+    # then preempts (priority 101 > 100).
+    start(topo, "lb1", cfg(101), tmp)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 to preempt back")
+
+
+def test_nopreempt_keeps_the_current_master(topo, tmp):
+    pair(topo, tmp, extra1="nopreempt = true", extra2="nopreempt = true")
+    one_master(topo, ["lb1", "lb2"])
+    topo.stop("lb1", signal.SIGTERM)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 5, "lb2 master")
+    start(topo, "lb1", cfg(101, extra="nopreempt = true"), tmp)
+    time.sleep(2)
+    assert topo.holders(["lb1", "lb2"], VIP) == ["lb2"], "lb1 must not preempt with nopreempt"
+
+
+def test_clean_stop_hands_over_and_removes_vip(topo, tmp):
+    pair(topo, tmp, interval="1s")
+    one_master(topo, ["lb1", "lb2"])
+    rc = topo.stop("lb1", signal.SIGTERM)
+    assert rc == 0, topo.log("lb1")
+    assert VIP not in topo.addrs("lb1"), "VIP removed on clean stop"
+    # The takeover reason proves the priority-0 path (skew time) was taken
+    # rather than master-down; how fast it is goes in the benchmark.
+    wait_for(lambda: VIP in topo.addrs("lb2"), 10, "lb2 to take over after priority 0")
+    assert "priority 0" in topo.log("lb2")
+
+
+def test_link_down_on_master_moves_vip(topo, tmp):
+    pair(topo, tmp)
+    one_master(topo, ["lb1", "lb2"])
+    topo.exec("lb1", "ip", "link", "set", "eth0", "down")
+    wait_for(lambda: VIP in topo.addrs("lb2"), 5, "lb2 to take over when lb1's link is down")
+    assert "FAULT" in topo.log("lb1")
+    topo.exec("lb1", "ip", "link", "set", "eth0", "up")
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 back as master")
+
+
+def test_three_nodes_elect_highest_then_next(topo, tmp):
+    for n in ("lb1", "lb2", "lb3"):
+        topo.host(n, LBS[n] + "/24")
+    start(topo, "lb1", cfg(90), tmp)
+    start(topo, "lb2", cfg(110), tmp)
+    start(topo, "lb3", cfg(100), tmp)
+    assert one_master(topo, ["lb1", "lb2", "lb3"]) == "lb2"
+    topo.stop("lb2", signal.SIGKILL)
+    wait_for(lambda: VIP in topo.addrs("lb3"), 5, "lb3 (next highest) to take over")
+    time.sleep(0.5)
+    assert VIP not in topo.addrs("lb1")
+
+
+def test_unicast_peers(topo, tmp):
+    t = topo
+    t.host("lb1", LBS["lb1"] + "/24")
+    t.host("lb2", LBS["lb2"] + "/24")
+    start(t, "lb1", cfg(101, extra=f'unicast_peers = ["{LBS["lb2"]}"]'), tmp)
+    start(t, "lb2", cfg(100, extra=f'unicast_peers = ["{LBS["lb1"]}"]'), tmp)
+    assert one_master(t, ["lb1", "lb2"]) == "lb1"
+    t.stop("lb1", signal.SIGTERM)
+    wait_for(lambda: VIP in t.addrs("lb2"), 5, "lb2 to take over in unicast mode")
+
+
+def test_ipv6_vip_with_v3(topo, tmp):
+    t = topo
+    vip6 = "2001:db8::100"
+    t.host("lb1", "2001:db8::11/64")
+    t.host("lb2", "2001:db8::12/64")
+    start(t, "lb1", cfg(101, vips=(vip6 + "/64",)), tmp)
+    start(t, "lb2", cfg(100, vips=(vip6 + "/64",)), tmp)
+    assert one_master(t, ["lb1", "lb2"], vip=vip6) == "lb1"
+    t.stop("lb1", signal.SIGKILL)
+    wait_for(lambda: vip6 in t.addrs("lb2"), 5, "lb2 to take the IPv6 VIP")
+
+
+def test_split_brain_heals_to_one_master(topo, tmp):
+    pair(topo, tmp)
+    one_master(topo, ["lb1", "lb2"])
+    port = topo.port_of("lb1")
+    topo.exec("sw", "ip", "link", "set", port, "down")  # cable cut at the switch
+    wait_for(lambda: VIP in topo.addrs("lb2"), 5, "lb2 to become master while cut off")
+    assert VIP in topo.addrs("lb1"), "lb1 still believes it is master: split brain"
+    topo.exec("sw", "ip", "link", "set", port, "up")
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "split brain to heal")
+
+
+def test_missing_interface_is_a_clear_error(topo, tmp):
+    topo.host("lb1", LBS["lb1"] + "/24")
+    path = os.path.join(tmp, "bad.toml")
+    with open(path, "w") as f:
+        f.write(cfg(101).replace('"eth0"', '"eth9"'))
+    r = topo.exec("lb1", halo_bin(), "run", "--config", path, check=False)
+    assert r.returncode != 0
+    assert "eth9" in r.stderr
