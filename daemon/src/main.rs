@@ -30,11 +30,32 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Fetch a page once and print the digest of its body, for a health
+    /// check's `expect_body_digest` (like keepalived's genhash).
+    Genhash {
+        /// http://host[:port]/path
+        url: String,
+        /// Print sha256 instead of md5.
+        #[arg(long)]
+        sha256: bool,
+        /// Host header to send (default: the URL's host and port).
+        #[arg(long)]
+        host: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Genhash {
+            url,
+            sha256,
+            host,
+            timeout,
+        } => halo::health::genhash::cli(&url, sha256, host.as_deref(), timeout),
         Cmd::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 println!("{}: OK", config.display());
