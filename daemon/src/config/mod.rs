@@ -1,9 +1,35 @@
 //! Configuration: `halo.toml` text -> raw serde structs -> validated [`Config`].
 //!
-//! Owned by the config work; see `types.rs` for the contract other modules use.
+//! The pipeline, each step collecting every problem it finds:
+//! 1. `toml` parses the text into a spanned document (syntax errors stop here);
+//! 2. `schema` walks it and reports unknown keys, with suggestions;
+//! 3. serde fills the `raw` structs, keeping type errors in place;
+//! 4. `validate` (with `vrrp` and `proxy`) checks ranges and cross-field
+//!    rules and builds the typed values of `types.rs`, the contract the rest
+//!    of halo codes against.
+//!
+//! Errors are located as `FILE:LINE:COL`. Nothing here touches the network:
+//! whether an interface exists or an address is local is the daemon's
+//! business at start-up, not `halo check`'s.
 
+mod diag;
+mod duration;
+mod proxy;
+mod raw;
+mod schema;
+mod summary;
 mod types;
+mod validate;
+mod vrrp;
+
+#[cfg(test)]
+mod tests;
+
+pub use duration::{format as format_duration, parse as parse_duration};
+pub use summary::summary;
 pub use types::*;
+
+use serde::Deserialize;
 
 use std::fmt;
 use std::path::Path;
@@ -19,7 +45,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -57,16 +87,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Validate config text; `name` is used in error locations.
 pub fn parse_str(name: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let _ = text;
-    Err(ConfigErrors(vec![ConfigError {
-        file: name.to_string(),
-        line: 1,
-        col: 1,
-        message: "config parsing not implemented yet".into(),
-    }]))
-}
-
-/// A one-screen human summary of what a config sets up (for `halo check`).
-pub fn summary(cfg: &Config) -> String {
-    format!("{} VRRP instance(s), {} proxy service(s)", cfg.vrrp.len(), cfg.proxy.len())
+    let mut diag = diag::Diag::new(name, text);
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        // A recovered document may be missing whole tables; checking it
+        // would report errors that are only echoes of the syntax error.
+        for e in syntax {
+            diag.error(&e.span().unwrap_or(0..0), e.message().trim());
+        }
+        return Err(ConfigErrors(diag.finish().err().unwrap_or_default()));
+    }
+    schema::check_keys(doc.get_ref(), &mut diag);
+    let raw = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(raw) => raw,
+        // Every field catches its own type errors; this is a safety net.
+        Err(e) => {
+            diag.error(&e.span().unwrap_or(0..0), e.message().trim());
+            raw::RawConfig::default()
+        }
+    };
+    let cfg = validate::config(&mut diag, raw);
+    match diag.finish() {
+        Ok(warnings) => Ok(Config { warnings, ..cfg }),
+        Err(errors) => Err(ConfigErrors(errors)),
+    }
 }

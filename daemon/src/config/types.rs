@@ -18,6 +18,9 @@ pub struct Config {
     pub vrrp: Vec<VrrpInstance>,
     /// Proxy services, in file order.
     pub proxy: Vec<ProxyService>,
+    /// Things accepted but worth telling the operator (e.g. an `auth_pass`
+    /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
+    pub warnings: Vec<super::ConfigError>,
 }
 
 /// `[global]`: process-wide settings. Every path halo writes comes from here
@@ -79,6 +82,11 @@ pub struct AdvertInterval(u16);
 impl AdvertInterval {
     pub fn from_centis(cs: u16) -> Option<AdvertInterval> {
         (1..=4095).contains(&cs).then_some(AdvertInterval(cs))
+    }
+    /// A VRRPv2 interval of whole seconds, 1..=255 (RFC 3768 5.3.7); above
+    /// 40 s this is outside the v3 range, so only v2 code may see it.
+    pub fn from_secs(s: u8) -> Option<AdvertInterval> {
+        (s != 0).then_some(AdvertInterval(u16::from(s) * 100))
     }
     pub fn centis(self) -> u16 {
         self.0
