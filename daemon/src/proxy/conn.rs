@@ -1,0 +1,935 @@
+//! One client connection, from accept to close, for either I/O driver.
+//!
+//! What it does: reads request heads under the `http_request` /
+//! `keep_alive` timers, refuses bad ones with 400, picks a server (queueing
+//! for a slot when servers are at `maxconn`), connects or reuses a pooled
+//! connection, retries where that is safe, streams bodies through the pure
+//! codecs in `http.rs`, tunnels upgrades, and writes one access-log line per
+//! request. What it does not do: parse HTTP itself, or know which driver
+//! runs it (everything goes through `stream::{Io, Stream}`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::time::timeout_at;
+
+use super::balance::Balancer;
+use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits, HttpError};
+use super::stream::{Io, Stream};
+use crate::config::ProxyService;
+use crate::health::{HealthBoard, PassiveEvent};
+
+/// Read buffer size: one 16 KiB read covers a typical head and small page.
+const BUF: usize = 16 * 1024;
+/// Idle server connections kept per server per worker.
+const POOL_MAX: usize = 128;
+
+/// State one service shares across its worker threads.
+pub(crate) struct Shared {
+    pub idx: usize,
+    pub svc: ProxyService,
+    pub board: Arc<HealthBoard>,
+    /// Requests in flight per server (leastconn, per-server maxconn).
+    active: Vec<AtomicU32>,
+    /// Client connections open (service maxconn).
+    pub conns: AtomicU32,
+    /// Requests waiting for a server slot.
+    queued: AtomicU32,
+    /// A server slot was released.
+    slot_freed: Notify,
+    /// A client connection closed.
+    pub conn_freed: Notify,
+    limits: HeadLimits,
+    /// `Host` for HTTP/1.0 requests that have none.
+    default_host: Vec<String>,
+}
+
+impl Shared {
+    pub fn new(idx: usize, svc: ProxyService, board: Arc<HealthBoard>) -> Shared {
+        let n = svc.servers.len();
+        Shared {
+            idx,
+            limits: HeadLimits {
+                max_head_bytes: svc.limits.max_head_bytes,
+                max_headers: svc.limits.max_headers,
+            },
+            default_host: svc.servers.iter().map(|s| s.address.to_string()).collect(),
+            svc,
+            board,
+            active: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            conns: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            slot_freed: Notify::new(),
+            conn_freed: Notify::new(),
+        }
+    }
+}
+
+/// One worker thread's view of a service.
+pub(crate) struct Worker<I: Io> {
+    pub shared: Arc<Shared>,
+    balancer: RefCell<Balancer>,
+    /// Idle keep-alive connections per server, newest last.
+    pool: RefCell<Vec<VecDeque<(I::Stream, Instant)>>>,
+}
+
+impl<I: Io> Worker<I> {
+    pub fn new(shared: Arc<Shared>) -> Worker<I> {
+        let weights = shared.svc.servers.iter().map(|s| s.weight).collect();
+        let n = shared.svc.servers.len();
+        Worker {
+            balancer: RefCell::new(Balancer::new(shared.svc.balance, weights)),
+            pool: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
+            shared,
+        }
+    }
+
+    fn pool_idle(&self) -> Duration {
+        self.shared.svc.timeouts.keep_alive
+    }
+
+    fn checkout(&self, srv: usize, now: Instant) -> Option<I::Stream> {
+        let mut pool = self.pool.borrow_mut();
+        let q = &mut pool[srv];
+        while let Some((s, since)) = q.pop_back() {
+            if now.saturating_duration_since(since) < self.pool_idle() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, srv: usize, s: I::Stream) {
+        let mut pool = self.pool.borrow_mut();
+        let q = &mut pool[srv];
+        if q.len() >= POOL_MAX {
+            q.pop_front();
+        }
+        q.push_back((s, Instant::now()));
+    }
+
+    /// Drop idle connections past their time; run every second or so.
+    pub fn prune_pool(&self, now: Instant) {
+        let idle = self.pool_idle();
+        for q in self.pool.borrow_mut().iter_mut() {
+            q.retain(|(_, since)| now.saturating_duration_since(*since) < idle);
+        }
+    }
+}
+
+/// A reserved request slot on a server; released on drop.
+struct Slot {
+    shared: Arc<Shared>,
+    srv: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.active[self.srv].fetch_sub(1, Ordering::Relaxed);
+        self.shared.slot_freed.notify_waiters();
+    }
+}
+
+/// Why no server was obtained.
+enum NoServer {
+    /// None is up.
+    NoneUp,
+    /// All at maxconn and the queue is full or timed out.
+    QueueFull,
+    QueueTimeout,
+}
+
+/// Which side failed and how, for error pages and logs.
+#[derive(Debug)]
+enum Fail {
+    ClientIo(io::Error),
+    ClientTimeout,
+    ClientProto(HttpError),
+    ServerIo(io::Error),
+    ServerTimeout,
+    ServerProto(HttpError),
+}
+
+/// What the access log says about one request.
+struct Log {
+    peer: SocketAddr,
+    method: String,
+    target: String,
+    server: Option<usize>,
+    status: u16,
+    bytes: u64,
+    /// When the first byte of the request head arrived (or accept).
+    start: Instant,
+    tq: Duration,
+    tw: Option<Duration>,
+    tc: Option<Duration>,
+    tr: Option<Duration>,
+    retries: u32,
+    note: &'static str,
+}
+
+fn ms(d: Option<Duration>) -> i64 {
+    d.map(|d| d.as_millis() as i64).unwrap_or(-1)
+}
+
+impl Log {
+    fn emit(&self, shared: &Shared) {
+        let server = self
+            .server
+            .map(|i| shared.svc.servers[i].name.as_str())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "halo::access",
+            client = %self.peer,
+            service = %shared.svc.name,
+            server,
+            status = self.status,
+            bytes = self.bytes,
+            Tq = self.tq.as_millis() as i64,
+            Tw = ms(self.tw),
+            Tc = ms(self.tc),
+            Tr = ms(self.tr),
+            Tt = self.start.elapsed().as_millis() as i64,
+            retries = self.retries,
+            note = self.note,
+            "{} {} {} {}",
+            self.peer,
+            self.status,
+            self.method,
+            self.target,
+        );
+    }
+}
+
+/// Make sure `buf` can take another read without reallocating in the loop.
+fn spare(buf: &mut Vec<u8>) {
+    if buf.capacity() - buf.len() < BUF / 4 {
+        buf.reserve(BUF);
+    }
+}
+
+async fn read_more<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<usize, Option<io::Error>> {
+    spare(buf);
+    let b = std::mem::take(buf);
+    match timeout_at(deadline.into(), s.read(b)).await {
+        Ok((r, b)) => {
+            *buf = b;
+            r.map_err(Some)
+        }
+        // The buffer went with the cancelled read; the caller closes.
+        Err(_) => Err(None),
+    }
+}
+
+async fn write<S: Stream>(
+    s: &S,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), Option<io::Error>> {
+    let b = std::mem::take(out);
+    match timeout_at(deadline.into(), s.write_all(b)).await {
+        Ok((r, mut b)) => {
+            b.clear();
+            *out = b;
+            r.map_err(Some)
+        }
+        Err(_) => Err(None),
+    }
+}
+
+/// Serve one client connection until it closes.
+pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: SocketAddr) {
+    let shared = w.shared.clone();
+    let t = &shared.svc.timeouts;
+    let mut cbuf: Vec<u8> = Vec::with_capacity(BUF);
+    let mut first = true;
+    loop {
+        // === request head ===
+        let mut start = Instant::now();
+        let mut deadline = start + t.http_request;
+        if !first && cbuf.is_empty() {
+            // Idle between requests: keep_alive, then http_request from the first byte.
+            match read_more(&client, &mut cbuf, start + t.keep_alive).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    start = Instant::now();
+                    deadline = start + t.http_request;
+                }
+            }
+        }
+        let head_len = loop {
+            match http::check_head(&cbuf, shared.limits) {
+                Ok(Some(n)) => break Ok(n),
+                Ok(None) => {}
+                Err(e) => break Err(Some(e)),
+            }
+            match read_more(&client, &mut cbuf, deadline).await {
+                Ok(0) => {
+                    if !(cbuf.is_empty() && (shared.svc.dontlognull || !first)) {
+                        log_short(
+                            &shared,
+                            peer,
+                            start,
+                            400,
+                            0,
+                            "client closed before a full head",
+                        );
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(Some(_)) => return,
+                Err(None) => break Err(None),
+            }
+        };
+        let head_len = match head_len {
+            Ok(n) => n,
+            Err(Some(e)) => {
+                refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+                return;
+            }
+            Err(None) => {
+                // Slowloris guard: the head did not arrive in time. Nothing
+                // is logged for a connection that never sent a byte.
+                if !(cbuf.is_empty() && shared.svc.dontlognull) {
+                    refuse(&client, &shared, peer, start, 408, "http_request timeout").await;
+                }
+                return;
+            }
+        };
+        let req = match http::parse_request(&cbuf[..head_len], shared.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+                return;
+            }
+        };
+        cbuf.drain(..head_len);
+        let tq = start.elapsed();
+        let mut log = Log {
+            peer,
+            method: req.method.clone(),
+            target: req.target.clone(),
+            server: None,
+            status: 0,
+            bytes: 0,
+            start,
+            tq,
+            tw: None,
+            tc: None,
+            tr: None,
+            retries: 0,
+            note: "",
+        };
+        let keep = exchange(&w, &client, &mut cbuf, req, &mut log).await;
+        log.emit(&shared);
+        if !keep {
+            client.shutdown(Shutdown::Both);
+            return;
+        }
+        first = false;
+    }
+}
+
+fn log_short(
+    shared: &Shared,
+    peer: SocketAddr,
+    start: Instant,
+    status: u16,
+    bytes: u64,
+    note: &'static str,
+) {
+    Log {
+        peer,
+        method: "-".into(),
+        target: "-".into(),
+        server: None,
+        status,
+        bytes,
+        start,
+        tq: start.elapsed(),
+        tw: None,
+        tc: None,
+        tr: None,
+        retries: 0,
+        note,
+    }
+    .emit(shared);
+}
+
+/// Answer with an error page, close, and log why.
+async fn refuse<S: Stream>(
+    client: &S,
+    shared: &Shared,
+    peer: SocketAddr,
+    start: Instant,
+    status: u16,
+    why: &str,
+) {
+    tracing::debug!(client = %peer, service = %shared.svc.name, "refusing request: {why}");
+    let mut page = http::error_response(status, true);
+    let n = page.len() as u64;
+    let _ = write(
+        client,
+        &mut page,
+        Instant::now() + shared.svc.timeouts.client,
+    )
+    .await;
+    client.shutdown(Shutdown::Both);
+    log_short(
+        shared,
+        peer,
+        start,
+        status,
+        n,
+        if status == 408 {
+            "http_request timeout"
+        } else {
+            "bad request"
+        },
+    );
+}
+
+/// Get a server slot: balance over up servers that have room, queueing
+/// (bounded, `timeouts.queue`) when all of them are at maxconn.
+async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result<Slot, NoServer> {
+    let shared = &w.shared;
+    let svc = shared.idx;
+    let n = shared.svc.servers.len();
+    let queue_deadline = Instant::now() + shared.svc.timeouts.queue;
+    let mut queued = false;
+    let result = loop {
+        let notified = shared.slot_freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let up: Vec<bool> = (0..n).map(|i| shared.board.is_up(svc, i)).collect();
+        if !up.iter().any(|&u| u) {
+            break Err(NoServer::NoneUp);
+        }
+        // Redispatch: prefer servers not tried yet; once every up server
+        // failed, any up server may be tried again.
+        let untried_left = (0..n).any(|i| up[i] && !tried[i]);
+        let room = |i: usize| {
+            let max = shared.svc.servers[i].maxconn;
+            max == 0 || shared.active[i].load(Ordering::Relaxed) < max
+        };
+        let pick = w.balancer.borrow_mut().pick(
+            client,
+            |i| up[i] && (!untried_left || !tried[i]) && room(i),
+            |i| shared.active[i].load(Ordering::Relaxed),
+        );
+        if let Some(i) = pick {
+            let max = shared.svc.servers[i].maxconn;
+            let prev = shared.active[i].fetch_add(1, Ordering::Relaxed);
+            if max != 0 && prev >= max {
+                // Another worker took the last slot in between.
+                shared.active[i].fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            break Ok(Slot {
+                shared: shared.clone(),
+                srv: i,
+            });
+        }
+        if !queued {
+            let q = shared.queued.fetch_add(1, Ordering::Relaxed);
+            if q >= shared.svc.queue_len {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(NoServer::QueueFull);
+            }
+            queued = true;
+        }
+        if timeout_at(queue_deadline.into(), notified).await.is_err() {
+            break Err(NoServer::QueueTimeout);
+        }
+    };
+    if queued {
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// One request/response exchange. Returns whether the client connection
+/// stays open for another request.
+async fn exchange<I: Io>(
+    w: &Rc<Worker<I>>,
+    client: &I::Stream,
+    cbuf: &mut Vec<u8>,
+    req: http::RequestHead,
+    log: &mut Log,
+) -> bool {
+    let shared = w.shared.clone();
+    let svc = &shared.svc;
+    let t = &svc.timeouts;
+    let n = svc.servers.len();
+    let ip = log.peer.ip();
+    let mut out: Vec<u8> = Vec::with_capacity(BUF);
+
+    if req.expect_continue && req.body != BodyKind::None {
+        // Answered here, and Expect is not forwarded: the body then flows
+        // without a round trip to the server first.
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if write(client, &mut out, Instant::now() + t.client)
+            .await
+            .is_err()
+        {
+            log.status = 400;
+            log.note = "client gone";
+            return false;
+        }
+    }
+
+    let except = svc
+        .forwardfor
+        .except
+        .iter()
+        .any(|net| net.contains(&ip.to_canonical()));
+    let fwd = http::ForwardInfo {
+        client: ip,
+        add_forwarded: svc.forwardfor.enabled,
+        except,
+    };
+    // Replaying is safe only when the server cannot have acted on the
+    // request and nothing of a body has been consumed from the client.
+    let replayable = req.idempotent() && req.body == BodyKind::None;
+    let mut tried = vec![false; n];
+    let mut attempts = 0u32;
+    let wait_start = Instant::now();
+
+    loop {
+        let slot = match acquire(w, ip, &tried).await {
+            Ok(s) => s,
+            Err(why) => {
+                log.tw = Some(wait_start.elapsed());
+                log.note = match why {
+                    NoServer::NoneUp => "no server up",
+                    NoServer::QueueFull => "queue full",
+                    NoServer::QueueTimeout => "queue timeout",
+                };
+                return send_error(client, log, 503, t.client).await;
+            }
+        };
+        let srv = slot.srv;
+        log.server = Some(srv);
+        log.tw.get_or_insert(wait_start.elapsed());
+        let connect_start = Instant::now();
+
+        // === connection: pooled or new ===
+        let (server, pooled) = match w.checkout(srv, connect_start) {
+            Some(s) => (s, true),
+            None => {
+                let addr = svc.servers[srv].address;
+                match timeout_at((connect_start + t.connect).into(), I::connect(addr)).await {
+                    Ok(Ok(s)) => (s, false),
+                    Ok(Err(e)) => {
+                        tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
+                        shared
+                            .board
+                            .report(shared.idx, srv, PassiveEvent::ConnectFailed);
+                        tried[srv] = true;
+                        attempts += 1;
+                        log.retries = attempts;
+                        if attempts > svc.retries {
+                            log.note = "connect failed";
+                            return send_error(client, log, 502, t.client).await;
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        shared
+                            .board
+                            .report(shared.idx, srv, PassiveEvent::ConnectFailed);
+                        tried[srv] = true;
+                        attempts += 1;
+                        log.retries = attempts;
+                        if attempts > svc.retries {
+                            log.note = "connect timeout";
+                            return send_error(client, log, 503, t.client).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        log.tc = Some(connect_start.elapsed());
+        log.retries = attempts;
+
+        // === request ===
+        out.clear();
+        let host = &shared.default_host[srv];
+        http::encode_request(&req, fwd, host, &mut out);
+        let sent_at = Instant::now();
+        let body_res = if req.body == BodyKind::None {
+            write(&server, &mut out, sent_at + t.server)
+                .await
+                .map_err(|e| e.map(Fail::ServerIo).unwrap_or(Fail::ServerTimeout))
+                .map(|_| 0)
+        } else {
+            copy_body(
+                client,
+                cbuf,
+                t.client,
+                &server,
+                t.server,
+                BodyDecoder::new(req.body),
+                BodyEncoder::new(req.body),
+                &mut out,
+                Side::ClientToServer,
+            )
+            .await
+        };
+        match body_res {
+            Ok(_) => {}
+            Err(Fail::ServerIo(_)) if pooled && replayable => {
+                // The server closed its idle connection under us.
+                drop(slot);
+                continue;
+            }
+            Err(f) => return fail(client, log, f, t.client).await,
+        }
+
+        // === response head ===
+        let mut sbuf: Vec<u8> = Vec::with_capacity(BUF);
+        let resp = loop {
+            let head = read_head(
+                &server,
+                &mut sbuf,
+                shared.limits,
+                &req.method,
+                sent_at + t.server,
+            )
+            .await;
+            match head {
+                Ok((resp, hl)) => {
+                    sbuf.drain(..hl);
+                    if (100..200).contains(&resp.status) && resp.status != 101 {
+                        // Interim responses go to HTTP/1.1 clients as they are.
+                        if req.minor == 1 {
+                            http::encode_response(&resp, BodyKind::None, 1, true, false, &mut out);
+                            if write(client, &mut out, Instant::now() + t.client)
+                                .await
+                                .is_err()
+                            {
+                                log.note = "client gone";
+                                return false;
+                            }
+                        }
+                        continue;
+                    }
+                    break Ok(resp);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(HeadFail::Closed) if pooled && replayable && sbuf.is_empty() => {
+                drop(slot);
+                continue;
+            }
+            Err(HeadFail::Closed) => {
+                log.note = "server closed before responding";
+                return send_error(client, log, 502, t.client).await;
+            }
+            Err(HeadFail::Io(e)) if pooled && replayable && sbuf.is_empty() => {
+                tracing::debug!("pooled connection failed ({e}); retrying");
+                drop(slot);
+                continue;
+            }
+            Err(HeadFail::Io(_)) => {
+                log.note = "server read error";
+                return send_error(client, log, 502, t.client).await;
+            }
+            Err(HeadFail::Timeout) => {
+                log.note = "server timeout";
+                return send_error(client, log, 504, t.client).await;
+            }
+            Err(HeadFail::Invalid(e)) => {
+                tracing::warn!(service = %svc.name, server = %svc.servers[srv].name, "bad response: {e}");
+                log.note = "bad response";
+                return send_error(client, log, 502, t.client).await;
+            }
+        };
+        log.tr = Some(sent_at.elapsed());
+        log.status = resp.status;
+        let ev = if resp.status >= 500 {
+            PassiveEvent::Status5xx
+        } else {
+            PassiveEvent::Ok
+        };
+        shared.board.report(shared.idx, srv, ev);
+
+        // === upgrade: tunnel ===
+        if resp.status == 101 {
+            if req.upgrade.is_none() {
+                log.note = "unrequested 101";
+                return send_error(client, log, 502, t.client).await;
+            }
+            http::encode_response(&resp, BodyKind::None, req.minor, true, true, &mut out);
+            out.extend_from_slice(&sbuf);
+            log.bytes += out.len() as u64;
+            if write(client, &mut out, Instant::now() + t.client)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            if !cbuf.is_empty() {
+                let mut early = std::mem::take(cbuf);
+                if write(&server, &mut early, Instant::now() + t.server)
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            let idle = t.client.max(t.server);
+            let (a, b) =
+                futures::join!(tunnel(client, &server, idle), tunnel(&server, client, idle));
+            log.bytes += b;
+            let _ = a;
+            log.note = "tunnel";
+            drop(slot);
+            return false;
+        }
+
+        // === response body ===
+        let body_out = http::response_body_out(&resp, req.minor);
+        let client_keep = req.keep_alive && body_out != BodyKind::Close;
+        http::encode_response(&resp, body_out, req.minor, client_keep, false, &mut out);
+        let head_bytes = out.len() as u64;
+        let res = if resp.body == BodyKind::None {
+            write(client, &mut out, Instant::now() + t.client)
+                .await
+                .map(|_| 0)
+                .map_err(|e| e.map(Fail::ClientIo).unwrap_or(Fail::ClientTimeout))
+        } else {
+            copy_body(
+                &server,
+                &mut sbuf,
+                t.server,
+                client,
+                t.client,
+                BodyDecoder::new(resp.body),
+                BodyEncoder::new(body_out),
+                &mut out,
+                Side::ServerToClient,
+            )
+            .await
+        };
+        match res {
+            Ok(body_bytes) => {
+                log.bytes += head_bytes + body_bytes;
+                if resp.keep_alive && sbuf.is_empty() {
+                    w.checkin(srv, server);
+                }
+                drop(slot);
+                return client_keep;
+            }
+            Err(f) => {
+                log.bytes += head_bytes;
+                log.note = match f {
+                    Fail::ServerTimeout => "server timeout in body",
+                    Fail::ServerIo(_) | Fail::ServerProto(_) => "server error in body",
+                    _ => "client error in body",
+                };
+                client.shutdown(Shutdown::Both);
+                return false;
+            }
+        }
+    }
+}
+
+async fn send_error<S: Stream>(client: &S, log: &mut Log, status: u16, t: Duration) -> bool {
+    log.status = status;
+    let mut page = http::error_response(status, true);
+    log.bytes += page.len() as u64;
+    let _ = write(client, &mut page, Instant::now() + t).await;
+    false
+}
+
+async fn fail<S: Stream>(client: &S, log: &mut Log, f: Fail, t: Duration) -> bool {
+    match f {
+        Fail::ServerTimeout => {
+            log.note = "server timeout";
+            send_error(client, log, 504, t).await
+        }
+        Fail::ServerIo(e) => {
+            tracing::debug!(client = %log.peer, "server I/O error: {e}");
+            log.note = "server error";
+            send_error(client, log, 502, t).await
+        }
+        Fail::ServerProto(e) => {
+            tracing::debug!(client = %log.peer, "bad server body: {e}");
+            log.note = "bad server body";
+            send_error(client, log, 502, t).await
+        }
+        Fail::ClientProto(e) => {
+            tracing::debug!(client = %log.peer, "bad request body: {e}");
+            log.note = "bad request body";
+            send_error(client, log, 400, t).await
+        }
+        Fail::ClientTimeout => {
+            log.note = "client timeout";
+            send_error(client, log, 408, t).await
+        }
+        Fail::ClientIo(e) => {
+            tracing::debug!(client = %log.peer, "client I/O error: {e}");
+            log.status = 400;
+            log.note = "client gone";
+            false
+        }
+    }
+}
+
+enum HeadFail {
+    Closed,
+    Io(io::Error),
+    Timeout,
+    Invalid(HttpError),
+}
+
+async fn read_head<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    limits: HeadLimits,
+    method: &str,
+    deadline: Instant,
+) -> Result<(http::ResponseHead, usize), HeadFail> {
+    loop {
+        if !buf.is_empty() {
+            match http::check_head(buf, limits) {
+                Ok(Some(n)) => {
+                    let head = http::parse_response(&buf[..n], limits, method)
+                        .map_err(HeadFail::Invalid)?;
+                    return Ok((head, n));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(HeadFail::Invalid(e)),
+            }
+        }
+        match read_more(s, buf, deadline).await {
+            Ok(0) => return Err(HeadFail::Closed),
+            Ok(_) => {}
+            Err(Some(e)) => return Err(HeadFail::Io(e)),
+            Err(None) => return Err(HeadFail::Timeout),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// Stream a body from `src` to `dst` through the codecs. `out` may already
+/// hold bytes to send first (the head), so small messages go in one write.
+/// Returns the body bytes written to `dst`.
+#[allow(clippy::too_many_arguments)]
+async fn copy_body<A: Stream, B: Stream>(
+    src: &A,
+    sbuf: &mut Vec<u8>,
+    src_t: Duration,
+    dst: &B,
+    dst_t: Duration,
+    mut dec: BodyDecoder,
+    enc: BodyEncoder,
+    out: &mut Vec<u8>,
+    side: Side,
+) -> Result<u64, Fail> {
+    let src_fail = |e: Option<io::Error>| match (side, e) {
+        (Side::ClientToServer, Some(e)) => Fail::ClientIo(e),
+        (Side::ClientToServer, None) => Fail::ClientTimeout,
+        (Side::ServerToClient, Some(e)) => Fail::ServerIo(e),
+        (Side::ServerToClient, None) => Fail::ServerTimeout,
+    };
+    let src_proto = |e: HttpError| match side {
+        Side::ClientToServer => Fail::ClientProto(e),
+        Side::ServerToClient => Fail::ServerProto(e),
+    };
+    let dst_fail = |e: Option<io::Error>| match (side, e) {
+        (Side::ClientToServer, Some(e)) => Fail::ServerIo(e),
+        (Side::ClientToServer, None) => Fail::ServerTimeout,
+        (Side::ServerToClient, Some(e)) => Fail::ClientIo(e),
+        (Side::ServerToClient, None) => Fail::ClientTimeout,
+    };
+    let mut data: Vec<u8> = Vec::new();
+    let mut written: u64 = 0;
+    loop {
+        if !sbuf.is_empty() && !dec.is_done() {
+            let before = out.len();
+            let consumed = if enc == BodyEncoder::Raw {
+                dec.decode(sbuf, out).map_err(src_proto)?
+            } else {
+                data.clear();
+                let c = dec.decode(sbuf, &mut data).map_err(src_proto)?;
+                enc.encode(&data, out);
+                c
+            };
+            sbuf.drain(..consumed);
+            written += (out.len() - before) as u64;
+        }
+        if dec.is_done() {
+            let before = out.len();
+            enc.finish(out);
+            written += (out.len() - before) as u64;
+            if !out.is_empty() {
+                write(dst, out, Instant::now() + dst_t)
+                    .await
+                    .map_err(dst_fail)?;
+            }
+            return Ok(written);
+        }
+        if !out.is_empty() {
+            write(dst, out, Instant::now() + dst_t)
+                .await
+                .map_err(dst_fail)?;
+        }
+        match read_more(src, sbuf, Instant::now() + src_t).await {
+            Ok(0) => {
+                dec.on_eof().map_err(src_proto)?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(src_fail(e)),
+        }
+    }
+}
+
+/// Copy one direction of an upgraded connection until EOF, error or idle
+/// timeout, then close the write side. Returns bytes copied.
+async fn tunnel<A: Stream, B: Stream>(src: &A, dst: &B, idle: Duration) -> u64 {
+    let mut buf: Vec<u8> = Vec::with_capacity(BUF);
+    let mut total = 0u64;
+    loop {
+        match read_more(src, &mut buf, Instant::now() + idle).await {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                if write(dst, &mut buf, Instant::now() + idle).await.is_err() {
+                    src.shutdown(Shutdown::Both);
+                    break;
+                }
+            }
+            Err(_) => {
+                // Timed out or failed: end both directions.
+                src.shutdown(Shutdown::Both);
+                dst.shutdown(Shutdown::Both);
+                return total;
+            }
+        }
+    }
+    dst.shutdown(Shutdown::Write);
+    total
+}

@@ -1,0 +1,155 @@
+//! The one seam between the connection logic and the two I/O drivers.
+//!
+//! `Stream` is an owned-buffer TCP stream (the shape io_uring needs: the
+//! kernel owns the buffer while an operation is in flight), implemented for
+//! `tokio_uring::net::TcpStream` and for `tokio::net::TcpStream`. Methods
+//! take `&self` so a tunnel can read and write both directions at once.
+//! `Io` adds connecting and accepting. Nothing here knows HTTP.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
+
+/// A connected TCP stream with owned buffers.
+pub(crate) trait Stream: Sized + 'static {
+    /// Read into the spare capacity of `buf` (after `buf.len()`), growing
+    /// its length by the count read. `Ok(0)` is end of stream. The caller
+    /// makes sure there is spare capacity.
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Write every byte of `buf`; the buffer comes back for reuse.
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Half- or full-close; errors (already closed) do not matter here.
+    fn shutdown(&self, how: Shutdown);
+}
+
+/// A driver: how to connect and accept.
+pub(crate) trait Io: 'static {
+    type Stream: Stream;
+    type Listener: 'static;
+    const NAME: &'static str;
+    async fn connect(addr: SocketAddr) -> io::Result<Self::Stream>;
+    async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
+    /// Wrap a bound, listening, non-blocking std listener.
+    fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener>;
+}
+
+fn nodelay(fd: &impl AsFd) {
+    // Heads and small bodies go out in one write; Nagle would only delay them.
+    let _ = socket2::SockRef::from(fd).set_nodelay(true);
+}
+
+// === epoll driver (plain tokio) ===
+
+pub(crate) struct Epoll;
+
+impl Stream for tokio::net::TcpStream {
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            match self.try_read_buf(&mut buf) {
+                Ok(n) => return (Ok(n), buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.readable().await {
+                return (Err(e), buf);
+            }
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut off = 0;
+        while off < buf.len() {
+            match self.try_write(&buf[off..]) {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.writable().await {
+                        return (Err(e), buf);
+                    }
+                }
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = socket2::SockRef::from(self).shutdown(how);
+    }
+}
+
+impl Io for Epoll {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+    const NAME: &'static str = "epoll";
+
+    async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        nodelay(&s);
+        Ok(s)
+    }
+
+    async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = l.accept().await?;
+        nodelay(&s);
+        Ok((s, a))
+    }
+
+    fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::from_std(l)
+    }
+}
+
+// === io_uring driver ===
+
+pub(crate) struct Uring;
+
+/// tokio-uring's stream, closed for real when dropped.
+///
+/// tokio-uring does not cancel an operation whose future is dropped (a
+/// timed-out read): the operation keeps the descriptor open until it
+/// completes, which for an idle peer is never. Shutting the socket down on
+/// drop completes such reads at once (with 0), so the descriptor is freed.
+pub(crate) struct UringStream(tokio_uring::net::TcpStream);
+
+impl Drop for UringStream {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for UringStream {
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.0.read(buf).await
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.0.write_all(buf).await
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = self.0.shutdown(how);
+    }
+}
+
+impl Io for Uring {
+    type Stream = UringStream;
+    type Listener = tokio_uring::net::TcpListener;
+    const NAME: &'static str = "io_uring";
+
+    async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
+        let s = tokio_uring::net::TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        Ok(UringStream(s))
+    }
+
+    async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = l.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((UringStream(s), a))
+    }
+
+    fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
+        Ok(tokio_uring::net::TcpListener::from_std(l))
+    }
+}
