@@ -115,15 +115,16 @@ pub struct GenHash {
 }
 
 impl GenHash {
-    /// The lines `halo genhash` prints.
+    /// The lines `halo genhash` prints; the last one can be pasted into a
+    /// `[proxy.NAME.health]` table.
     pub fn report(&self) -> String {
+        let alg = response::alg_name(&self.alg);
+        let digest = self.response.digest.as_deref().unwrap_or("");
         format!(
-            "address: {}\nstatus: {}\nbytes: {}\n{}: {}\n",
+            "address: {}\nstatus: {}\nbytes: {}\n{alg}: {digest}\nexpect_body_digest = \"{alg}:{digest}\"\n",
             self.addr,
             self.response.status_line(),
             self.response.body_len.unwrap_or(0),
-            response::alg_name(&self.alg),
-            self.response.digest.as_deref().unwrap_or("")
         )
     }
 }
