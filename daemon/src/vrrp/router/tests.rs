@@ -1,0 +1,741 @@
+//! One test per RFC transition and per timer formula, on a single router
+//! driven by hand. Expected durations are written out as numbers, not
+//! computed with the router's own functions.
+
+use super::*;
+
+const A: &str = "192.0.2.11";
+const B: &str = "192.0.2.12";
+const VIP: &str = "192.0.2.100";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn params(version: Version, priority: u8, interval_cs: u16) -> RouterParams {
+    RouterParams {
+        name: "VI_1".into(),
+        version,
+        vrid: 51,
+        priority,
+        advert_interval_cs: interval_cs,
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        vips: vec![ip(VIP)],
+        auth: None,
+        garp_repeat: 1,
+        garp_interval: Duration::ZERO,
+        garp_refresh: None,
+    }
+}
+
+fn router(p: RouterParams) -> VirtualRouter {
+    let mut r = VirtualRouter::new(p);
+    r.set_primary_addr(ip(A));
+    r
+}
+
+fn drain(r: &mut VirtualRouter) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn advert(r: &VirtualRouter, priority: u8, interval_cs: u16) -> Advert {
+    r.make_advert(priority, interval_cs)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn ns(n: u64) -> Duration {
+    Duration::from_nanos(n)
+}
+
+fn reason(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StateChanged { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .expect("a StateChanged action")
+}
+
+/// A backup, started at `t0`, with its actions drained.
+fn backup(p: RouterParams, t0: Instant) -> VirtualRouter {
+    let mut r = router(p);
+    r.startup(t0);
+    assert_eq!(r.state(), State::Backup);
+    drain(&mut r);
+    r
+}
+
+/// A master (it waited out the master down timer), actions drained.
+fn master(p: RouterParams, t0: Instant) -> (VirtualRouter, Instant) {
+    let mut r = backup(p, t0);
+    let t = r.poll_timeout().unwrap();
+    r.handle_timeout(t);
+    assert_eq!(r.state(), State::Master);
+    drain(&mut r);
+    (r, t)
+}
+
+// === timer arithmetic ===
+
+#[test]
+fn v3_skew_and_master_down_exact() {
+    let r = router(params(Version::V3, 100, 100));
+    // (256 - 100) * 100 / 256 = 60.9375 cs.
+    assert_eq!(r.skew_time(), Duration::from_micros(609_375));
+    assert_eq!(r.master_down_interval(), Duration::from_micros(3_609_375));
+    let r = router(params(Version::V3, 100, 300));
+    // v3 skew scales with the interval: 182.8125 cs.
+    assert_eq!(r.skew_time(), Duration::from_micros(1_828_125));
+    assert_eq!(r.master_down_interval(), Duration::from_micros(10_828_125));
+    let r = router(params(Version::V3, 255, 100));
+    assert_eq!(r.skew_time(), ns(3_906_250)); // 0.390625 cs
+    let r = router(params(Version::V3, 1, 4095));
+    // 255 * 4095 / 256 cs = 40.7900390625 s; the half nanosecond is dropped.
+    assert_eq!(r.skew_time(), ns(40_790_039_062));
+}
+
+#[test]
+fn v2_skew_is_seconds_and_ignores_interval() {
+    let r = router(params(Version::V2, 100, 300));
+    // RFC 3768: (256 - 100) / 256 s = 0.609375 s whatever the interval.
+    assert_eq!(r.skew_time(), Duration::from_micros(609_375));
+    assert_eq!(r.master_down_interval(), Duration::from_micros(9_609_375));
+    let r = router(params(Version::V2, 90, 100));
+    assert_eq!(r.skew_time(), ns(648_437_500));
+    assert_eq!(r.master_down_interval(), ns(3_648_437_500));
+}
+
+#[test]
+fn state_display() {
+    assert_eq!(State::Initialize.to_string(), "INIT");
+    assert_eq!(State::Backup.to_string(), "BACKUP");
+    assert_eq!(State::Master.to_string(), "MASTER");
+}
+
+// === Initialize ===
+
+#[test]
+fn new_router_is_idle() {
+    let mut r = router(params(Version::V3, 100, 100));
+    assert_eq!(r.state(), State::Initialize);
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(r.poll_action(), None);
+    assert_eq!(r.master(), None);
+    let t = Instant::now();
+    let adv = advert(&r, 100, 100);
+    assert_eq!(r.handle_advert(t, ip(B), &adv), Err(Drop::NotRunning));
+    r.handle_timeout(t + ms(100_000));
+    r.shutdown(t);
+    assert_eq!(r.poll_action(), None);
+    assert_eq!(r.counters().dropped.not_running, 1);
+}
+
+#[test]
+fn startup_non_owner_goes_backup_with_master_down_timer() {
+    let t0 = Instant::now();
+    let mut r = router(params(Version::V3, 100, 100));
+    r.startup(t0);
+    assert_eq!(r.state(), State::Backup);
+    let acts = drain(&mut r);
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    assert!(matches!(
+        &acts[0],
+        Action::StateChanged { from: State::Initialize, to: State::Backup, why }
+            if why.contains("3.61 s")
+    ));
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + Duration::from_micros(3_609_375))
+    );
+    // A second startup changes nothing.
+    r.startup(t0 + ms(5));
+    assert_eq!(r.poll_action(), None);
+}
+
+#[test]
+fn startup_owner_goes_master_at_once() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 255, 100);
+    p.garp_repeat = 2;
+    p.garp_interval = ms(500);
+    let mut r = router(p);
+    r.startup(t0);
+    assert_eq!(r.state(), State::Master);
+    let acts = drain(&mut r);
+    assert_eq!(
+        acts,
+        vec![
+            Action::StateChanged {
+                from: State::Initialize,
+                to: State::Master,
+                why: "startup as address owner (priority 255)".into()
+            },
+            Action::AddVips,
+            Action::SendAdvert {
+                priority: 255,
+                interval_cs: 100
+            },
+            Action::SendGarp,
+        ]
+    );
+    // Next: the second GARP round at +0.5 s, before the advert at +1 s.
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(500)));
+    assert_eq!(r.master(), Some((ip(A), 255)));
+}
+
+// === Backup ===
+
+#[test]
+fn backup_master_down_timer_fires_to_master() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let due = t0 + Duration::from_micros(3_609_375);
+    r.handle_timeout(due - ns(1));
+    assert_eq!(r.state(), State::Backup, "not yet due");
+    r.handle_timeout(due);
+    let acts = drain(&mut r);
+    assert_eq!(
+        reason(&acts),
+        "no advert from any master for 3.61 s (master down interval)"
+    );
+    assert_eq!(
+        &acts[1..],
+        &[
+            Action::AddVips,
+            Action::SendAdvert {
+                priority: 100,
+                interval_cs: 100
+            },
+            Action::SendGarp
+        ]
+    );
+    assert_eq!(r.poll_timeout(), Some(due + ms(1000)));
+    assert_eq!(r.counters().became_master, 1);
+}
+
+#[test]
+fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let t1 = t0 + ms(1000);
+    // The master advertises every 2 s: Master_Down = 6 s + 156 * 200 / 256 cs.
+    assert_eq!(r.handle_advert(t1, ip(B), &advert(&r, 150, 200)), Ok(()));
+    assert_eq!(r.master_adver_interval_cs(), 200);
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t1 + Duration::from_micros(7_218_750))
+    );
+    assert_eq!(r.master(), Some((ip(B), 150)));
+    // Equal priority is accepted too (RFC: greater than or equal).
+    let t2 = t1 + ms(2000);
+    assert_eq!(r.handle_advert(t2, ip(B), &advert(&r, 100, 100)), Ok(()));
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t2 + Duration::from_micros(3_609_375))
+    );
+    assert_eq!(r.state(), State::Backup);
+    r.handle_timeout(t2 + Duration::from_micros(3_609_375));
+    assert_eq!(
+        reason(&drain(&mut r)),
+        "no advert from 192.0.2.12 for 3.61 s (master down interval)"
+    );
+}
+
+#[test]
+fn v2_backup_keeps_its_own_interval() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V2, 100, 300), t0);
+    let adv = advert(&r, 200, 300);
+    r.handle_advert(t0, ip(B), &adv).unwrap();
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + Duration::from_micros(9_609_375))
+    );
+}
+
+#[test]
+fn backup_priority_zero_takes_over_after_skew() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t0, ip(B), &advert(&r, 200, 100)).unwrap();
+    let t1 = t0 + ms(700);
+    r.handle_advert(t1, ip(B), &advert(&r, 0, 100)).unwrap();
+    assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_micros(609_375)));
+    assert_eq!(r.master(), Some((ip(B), 0)));
+    r.handle_timeout(t1 + Duration::from_micros(609_375));
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        "master 192.0.2.12 sent priority 0 (shutdown)"
+    );
+    assert_eq!(r.counters().priority_zero_received, 1);
+}
+
+#[test]
+fn backup_discards_lower_priority_and_preempts_at_master_down() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let due = r.poll_timeout().unwrap();
+    for i in 0..3 {
+        let adv = advert(&r, 90, 100);
+        r.handle_advert(t0 + ms(1000 * i), ip(B), &adv).unwrap();
+        assert_eq!(
+            r.poll_timeout(),
+            Some(due),
+            "timer not reset by a lower advert"
+        );
+    }
+    assert_eq!(r.counters().lower_priority_discarded, 3);
+    r.handle_timeout(due);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        "preempting 192.0.2.12 (priority 90 < our 100)"
+    );
+}
+
+#[test]
+fn backup_without_preempt_accepts_lower_priority() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.preempt = false;
+    let mut r = backup(p, t0);
+    let t1 = t0 + ms(3000);
+    r.handle_advert(t1, ip(B), &advert(&r, 90, 100)).unwrap();
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t1 + Duration::from_micros(3_609_375))
+    );
+    // A priority rise does not preempt either.
+    r.set_priority(t1, 120, "test".into());
+    assert_eq!(r.state(), State::Backup);
+    // But master-down takeover still happens.
+    r.handle_timeout(t1 + Duration::from_micros(3_609_375));
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn preempt_delay_holds_back_preemption_until_it_ends() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.preempt_delay = ms(10_000);
+    let mut r = backup(p, t0);
+    // A lower master is accepted during the delay (timer reset).
+    for i in 0..10 {
+        let t = t0 + ms(1000 * i);
+        let adv = advert(&r, 90, 100);
+        r.handle_advert(t, ip(B), &adv).unwrap();
+        // The earlier of the reset master down timer and the delay's end.
+        let down = t + Duration::from_micros(3_609_375);
+        assert_eq!(r.poll_timeout(), Some(down.min(t0 + ms(10_000))));
+        r.handle_timeout(t);
+        assert_eq!(r.state(), State::Backup);
+    }
+    // Due at the end of the delay, even though an advert just reset the timer.
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(10_000)));
+    r.handle_timeout(t0 + ms(10_000));
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        "preempting 192.0.2.12 (priority 90 < our 100)"
+    );
+}
+
+#[test]
+fn preempt_delay_does_not_delay_master_down() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.preempt_delay = ms(60_000);
+    let mut r = backup(p, t0);
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + Duration::from_micros(3_609_375))
+    );
+    r.handle_timeout(t0 + Duration::from_micros(3_609_375));
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn preempt_delay_end_with_higher_master_changes_nothing() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.preempt_delay = ms(2_000);
+    let mut r = backup(p, t0);
+    r.handle_advert(t0 + ms(1000), ip(B), &advert(&r, 150, 100))
+        .unwrap();
+    r.handle_timeout(t0 + ms(2000));
+    assert_eq!(r.state(), State::Backup);
+    // The delay is over: the next deadline is the master down timer.
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + ms(1000) + Duration::from_micros(3_609_375))
+    );
+}
+
+#[test]
+fn backup_priority_rise_above_master_preempts_at_once() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t0, ip(B), &advert(&r, 110, 100)).unwrap();
+    r.set_priority(t0 + ms(10), 105, "tracked link up".into());
+    assert_eq!(r.state(), State::Backup, "105 < 110: no preemption");
+    r.set_priority(t0 + ms(20), 120, "tracked link up".into());
+    assert_eq!(r.state(), State::Master);
+    let acts = drain(&mut r);
+    assert!(acts.contains(&Action::PriorityChanged {
+        from: 105,
+        to: 120,
+        why: "tracked link up".into()
+    }));
+    assert_eq!(
+        reason(&acts),
+        "preempting 192.0.2.12 (priority 110 < our 120)"
+    );
+    assert!(acts.contains(&Action::SendAdvert {
+        priority: 120,
+        interval_cs: 100
+    }));
+}
+
+// === Master ===
+
+#[test]
+fn master_adver_timer_sends_and_rearms() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    assert_eq!(r.poll_timeout(), Some(t + ms(1000)));
+    r.handle_timeout(t + ms(999));
+    assert_eq!(r.poll_action(), None);
+    r.handle_timeout(t + ms(1000));
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::SendAdvert {
+            priority: 100,
+            interval_cs: 100
+        }]
+    );
+    assert_eq!(r.poll_timeout(), Some(t + ms(2000)));
+}
+
+#[test]
+fn master_answers_priority_zero_with_an_advert() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    let t1 = t + ms(300);
+    r.handle_advert(t1, ip(B), &advert(&r, 0, 100)).unwrap();
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::SendAdvert {
+            priority: 100,
+            interval_cs: 100
+        }]
+    );
+    assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
+}
+
+#[test]
+fn master_yields_to_higher_priority() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.garp_refresh = Some(ms(60_000));
+    let (mut r, t) = master(p, t0);
+    let t1 = t + ms(200);
+    r.handle_advert(t1, ip(B), &advert(&r, 101, 50)).unwrap();
+    assert_eq!(r.state(), State::Backup);
+    let acts = drain(&mut r);
+    assert_eq!(
+        reason(&acts),
+        "higher priority 101 from 192.0.2.12 > our 100"
+    );
+    assert_eq!(acts[1..], [Action::DelVips]);
+    // v3: the new master's 50 cs interval is learned: 1.5 s + 156*50/256 cs.
+    assert_eq!(r.poll_timeout(), Some(t1 + ns(1_804_687_500)));
+    assert_eq!(r.master(), Some((ip(B), 101)));
+    assert_eq!(r.counters().became_backup, 2);
+}
+
+#[test]
+fn master_equal_priority_tie_break_on_address() {
+    let t0 = Instant::now();
+    // B (192.0.2.12) is greater than our A (192.0.2.11): we yield.
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t, ip(B), &advert(&r, 100, 100)).unwrap();
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        "equal priority 100 from 192.0.2.12, whose address is greater than our 192.0.2.11"
+    );
+    // 192.0.2.10 is smaller: we stay master and answer at once.
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t, ip("192.0.2.10"), &advert(&r, 100, 100))
+        .unwrap();
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::SendAdvert {
+            priority: 100,
+            interval_cs: 100
+        }]
+    );
+}
+
+#[test]
+fn master_tie_break_compares_ipv6_as_unsigned() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.vips = vec![ip("2001:db8::100")];
+    let mut r = VirtualRouter::new(p);
+    r.set_primary_addr(ip("fe80::9"));
+    r.startup(t0);
+    let t = r.poll_timeout().unwrap();
+    r.handle_timeout(t);
+    // fe80::10 > fe80::9 numerically (0x10 > 0x9), though not as text.
+    let adv = r.make_advert(100, 100);
+    r.handle_advert(t, ip("fe80::10"), &adv).unwrap();
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn master_without_known_address_yields_on_tie() {
+    let t0 = Instant::now();
+    let mut r = VirtualRouter::new(params(Version::V3, 100, 100));
+    r.startup(t0);
+    let t = r.poll_timeout().unwrap();
+    r.handle_timeout(t);
+    assert_eq!(r.master(), None, "own address unknown");
+    let adv = r.make_advert(100, 100);
+    r.handle_advert(t, ip("192.0.2.1"), &adv).unwrap();
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn master_answers_lower_priority_at_once() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    let t1 = t + ms(400);
+    r.handle_advert(t1, ip(B), &advert(&r, 99, 100)).unwrap();
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::SendAdvert {
+            priority: 100,
+            interval_cs: 100
+        }]
+    );
+    assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
+    assert_eq!(r.counters().lower_priority_answered, 1);
+}
+
+#[test]
+fn master_priority_change_is_announced_at_once() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    let t1 = t + ms(250);
+    r.set_priority(t1, 80, "web: 0 of 2 servers up".into());
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::PriorityChanged {
+                from: 100,
+                to: 80,
+                why: "web: 0 of 2 servers up".into()
+            },
+            Action::SendAdvert {
+                priority: 80,
+                interval_cs: 100
+            }
+        ]
+    );
+    assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
+    assert_eq!(r.effective_priority(), 80);
+    // Unchanged priority: nothing.
+    r.set_priority(t1, 80, "again".into());
+    assert_eq!(r.poll_action(), None);
+    // 0 would mean "leaving" on the wire: clamped to 1.
+    r.set_priority(t1, 0, "everything down".into());
+    assert_eq!(r.effective_priority(), 1);
+}
+
+#[test]
+fn shutdown_from_master_sends_priority_zero_and_drops_vips() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.shutdown(t + ms(10));
+    assert_eq!(r.state(), State::Initialize);
+    let acts = drain(&mut r);
+    assert_eq!(
+        acts,
+        vec![
+            Action::StateChanged {
+                from: State::Master,
+                to: State::Initialize,
+                why: "shutdown".into()
+            },
+            Action::SendAdvert {
+                priority: 0,
+                interval_cs: 100
+            },
+            Action::DelVips
+        ]
+    );
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(r.counters().priority_zero_sent, 1);
+    // It can start again.
+    r.startup(t + ms(20));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn shutdown_from_backup_is_silent() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.shutdown(t0 + ms(10));
+    let acts = drain(&mut r);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+// === GARP schedule ===
+
+#[test]
+fn garp_burst_then_refresh() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 255, 1000);
+    p.garp_repeat = 3;
+    p.garp_interval = ms(2000);
+    p.garp_refresh = Some(ms(60_000));
+    let mut r = router(p);
+    r.startup(t0);
+    let mut garps = Vec::new();
+    let mut t = t0;
+    let end = t0 + ms(130_000);
+    loop {
+        for a in drain(&mut r) {
+            if a == Action::SendGarp {
+                garps.push(t - t0);
+            }
+        }
+        match r.poll_timeout() {
+            Some(next) if next <= end => t = next,
+            _ => break,
+        }
+        r.handle_timeout(t);
+    }
+    assert_eq!(
+        garps,
+        vec![ms(0), ms(2000), ms(4000), ms(64_000), ms(124_000)]
+    );
+    assert_eq!(r.counters().garp_rounds, 5);
+}
+
+#[test]
+fn garp_repeat_zero_sends_none() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 255, 100);
+    p.garp_repeat = 0;
+    let mut r = router(p);
+    r.startup(t0);
+    assert!(!drain(&mut r).contains(&Action::SendGarp));
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(1000)));
+}
+
+#[test]
+fn garp_stops_when_leaving_master() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.garp_repeat = 5;
+    p.garp_interval = ms(100);
+    p.garp_refresh = Some(ms(1000));
+    let (mut r, t) = master(p, t0);
+    r.handle_advert(t, ip(B), &advert(&r, 200, 100)).unwrap();
+    drain(&mut r);
+    r.handle_timeout(t + ms(150));
+    assert_eq!(r.poll_action(), None);
+}
+
+// === receive checks ===
+
+#[test]
+fn receive_checks_drop_and_count() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V2, 100, 100);
+    p.auth = Some(*b"secret\0\0");
+    let mut r = backup(p, t0);
+    let good = advert(&r, 120, 100);
+    let due = r.poll_timeout();
+
+    let mut a = good.clone();
+    a.vrid = 52;
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Err(Drop::WrongVrid));
+    let mut a = good.clone();
+    a.version = Version::V3;
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Err(Drop::VersionMismatch));
+    let mut a = good.clone();
+    a.auth = Some(*b"secreT\0\0");
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Err(Drop::AuthMismatch));
+    a.auth = None;
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Err(Drop::AuthMismatch));
+    let mut a = good.clone();
+    a.interval_cs = 200;
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Err(Drop::IntervalMismatch));
+    let mut a = good.clone();
+    a.addrs.push(ip("192.0.2.101"));
+    assert_eq!(
+        r.handle_advert(t0, ip(B), &a),
+        Err(Drop::VipMismatch { src: ip(B) })
+    );
+    assert_eq!(r.handle_advert(t0, ip(A), &good), Err(Drop::OwnAdvert));
+
+    // None of them touched the timer or the master.
+    assert_eq!(r.poll_timeout(), due);
+    assert_eq!(r.master(), None);
+    let d = &r.counters().dropped;
+    assert_eq!(
+        (
+            d.wrong_vrid,
+            d.version_mismatch,
+            d.auth_mismatch,
+            d.interval_mismatch
+        ),
+        (1, 1, 2, 1)
+    );
+    assert_eq!((d.vip_mismatch, d.own_advert, d.total()), (1, 1, 7));
+    assert_eq!(r.counters().adverts_received, 0);
+
+    assert_eq!(r.handle_advert(t0, ip(B), &good), Ok(()));
+    assert_eq!(r.counters().adverts_received, 1);
+}
+
+#[test]
+fn vip_set_is_compared_regardless_of_order() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.vips = vec![ip("192.0.2.100"), ip("192.0.2.101")];
+    let mut r = backup(p, t0);
+    let mut a = r.make_advert(120, 100);
+    a.addrs.reverse();
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Ok(()));
+}
+
+#[test]
+fn v3_interval_difference_is_not_a_drop() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let a = r.make_advert(120, 37);
+    assert_eq!(r.handle_advert(t0, ip(B), &a), Ok(()));
+    assert_eq!(r.master_adver_interval_cs(), 37);
+}
+
+#[test]
+fn v3_ignores_configured_auth() {
+    let mut p = params(Version::V3, 100, 100);
+    p.auth = Some(*b"unused\0\0");
+    let r = router(p);
+    assert_eq!(r.make_advert(100, 100).auth, None);
+}
