@@ -45,11 +45,23 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// A whole HA cluster in network namespaces on this machine (needs root).
+    Lab {
+        #[command(subcommand)]
+        cmd: halo::lab::LabCmd,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Lab { cmd } => match halo::lab::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("halo lab: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Genhash {
             url,
             sha256,

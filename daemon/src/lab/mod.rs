@@ -1,0 +1,169 @@
+//! `halo lab`: a whole HA cluster on one Linux machine, inside network
+//! namespaces: a switch (`halo-sw`, bridge `br0`), load balancers
+//! `halo-lb1..` running `halo run` (or keepalived on the last one with
+//! `--peer keepalived`), nginx backends `halo-web1..` and a `halo-client`.
+//! Addresses come from 192.0.2.0/24 only, and nothing is attached to the
+//! root namespace.
+//!
+//! This module is the command line and its dispatch. The layout and the
+//! generated config files are [`plan`] (pure), the system calls and
+//! shell-outs (`ip`, `nginx`, `keepalived`) are [`sys`], the HTTP probe is
+//! [`probe`], the commands are [`ops`] and the live view is [`watch`].
+//! It does not install packages: it says which one is missing.
+
+pub mod ops;
+pub mod plan;
+pub mod probe;
+pub mod sys;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub use plan::{Node, Peer, Spec};
+
+/// Where the lab keeps its generated configs, logs and pid files.
+#[derive(Args, Debug, Clone)]
+pub struct DirArg {
+    /// Lab directory [default: $HALO_LAB_DIR, else /var/lib/halo/lab].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .or_else(|| std::env::var_os("HALO_LAB_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(plan::DEFAULT_DIR))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Build the lab and start every node; waits for one master and all backends UP.
+    Up {
+        /// Load balancers (lb1..lbN), 1..=9.
+        #[arg(long, default_value_t = 2)]
+        lbs: u8,
+        /// nginx backends (web1..webM), 1..=9.
+        #[arg(long, default_value_t = 3)]
+        backends: u8,
+        /// What runs VRRP on the last LB.
+        #[arg(long, value_enum, default_value_t = Peer::Halo)]
+        peer: Peer,
+        /// Seconds to wait for the lab to converge.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Remove every lab namespace and every process inside them (also after a crash).
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Who is master, each LB's daemon and link, each backend's health.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// N requests from the client to http://192.0.2.100/, showing who answered.
+    Curl {
+        #[arg(default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        n: u32,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Live view: master changes and the client's traffic across backends.
+    Watch {
+        /// Stop after this many seconds (Ctrl-C stops earlier).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// Probe requests per second from the client.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rate: u32,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// SIGKILL a node's daemon (lbN: halo, and keepalived; webN: nginx).
+    Kill {
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// SIGTERM a node's daemon: a clean stop (halo hands the VIP over first).
+    Stop {
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Start a node's daemon again.
+    Start {
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Unplug a node's cable, or `lbs`: partition the LBs from each other only.
+    Cut {
+        target: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Undo `cut`.
+    Heal {
+        target: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Run a command inside a node (or `switch`): halo lab exec lb1 -- ip addr
+    Exec {
+        node: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Apply an edited DIR/lbN/halo.toml to that LB.
+    Reload {
+        node: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// Run one `halo lab` command.
+pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LabCmd::Up {
+            lbs,
+            backends,
+            peer,
+            timeout,
+            dir,
+        } => {
+            let spec = Spec::new(lbs, backends, peer).map_err(anyhow::Error::msg)?;
+            ops::up(
+                &spec,
+                &dir.resolve(),
+                std::time::Duration::from_secs(timeout),
+            )?;
+        }
+        LabCmd::Down { dir } => ops::down(&dir.resolve())?,
+        LabCmd::Status { dir } => ops::status(&dir.resolve())?,
+        LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()),
+        LabCmd::Watch { seconds, rate, dir } => watch::watch(
+            &dir.resolve(),
+            std::time::Duration::from_secs(seconds),
+            rate,
+        )?,
+        LabCmd::Kill { node, dir } => ops::signal_node(&node, ops::Action::Kill, &dir.resolve())?,
+        LabCmd::Stop { node, dir } => ops::signal_node(&node, ops::Action::Stop, &dir.resolve())?,
+        LabCmd::Start { node, dir } => ops::signal_node(&node, ops::Action::Start, &dir.resolve())?,
+        LabCmd::Cut { target, dir } => ops::cable(&target, false, &dir.resolve())?,
+        LabCmd::Heal { target, dir } => ops::cable(&target, true, &dir.resolve())?,
+        LabCmd::Exec { node, cmd } => return ops::exec(&node, &cmd),
+        LabCmd::Reload { node, dir } => ops::reload(&node, &dir.resolve())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

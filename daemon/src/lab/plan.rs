@@ -1,0 +1,390 @@
+//! The lab's layout as data: node names, namespaces, switch ports, addresses,
+//! and the text of every config file the lab generates (halo.toml,
+//! nginx.conf, keepalived.conf).
+//!
+//! Pure: nothing here touches the system, so the layout and the generated
+//! files are unit-tested (each halo.toml goes through `config::parse_str`).
+//! Creating namespaces and starting processes is `sys.rs` and `ops.rs`.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// Every namespace of the lab starts with this, so `halo lab down` finds
+/// them after a crash without any recorded state.
+pub const PREFIX: &str = "halo-";
+/// The switch namespace, holding the bridge.
+pub const SWITCH_NS: &str = "halo-sw";
+pub const BRIDGE: &str = "br0";
+/// The interface name inside every node namespace.
+pub const IFACE: &str = "eth0";
+pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const PREFIX_LEN: u8 = 24;
+pub const VRID: u8 = 51;
+/// LBs and backends each get at most nine addresses (.11-.19, .21-.29).
+pub const MAX_NODES: u8 = 9;
+pub const DEFAULT_DIR: &str = "/var/lib/halo/lab";
+
+/// One machine of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Node {
+    /// A load balancer running halo (or keepalived, see [`Peer`]).
+    Lb(u8),
+    /// A backend running nginx.
+    Web(u8),
+    /// The machine students send requests from.
+    Client,
+}
+
+impl Node {
+    /// `lb1`, `web2`, `client`.
+    pub fn parse(s: &str) -> Result<Node, String> {
+        let num = |rest: &str| -> Result<u8, String> {
+            match rest.parse::<u8>() {
+                Ok(n) if (1..=MAX_NODES).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{s}`: the number must be 1..={MAX_NODES} (nodes are lb1.., web1.., client)"
+                )),
+            }
+        };
+        if s == "client" {
+            Ok(Node::Client)
+        } else if let Some(rest) = s.strip_prefix("lb") {
+            num(rest).map(Node::Lb)
+        } else if let Some(rest) = s.strip_prefix("web") {
+            num(rest).map(Node::Web)
+        } else {
+            Err(format!(
+                "`{s}` is not a lab node: use lb1.., web1.. or client"
+            ))
+        }
+    }
+
+    /// Its namespace: `halo-lb1`.
+    pub fn netns(self) -> String {
+        format!("{PREFIX}{self}")
+    }
+
+    /// The switch-side end of its cable, in the switch namespace: `p-lb1`.
+    pub fn port(self) -> String {
+        format!("p-{self}")
+    }
+
+    pub fn addr(self) -> Ipv4Addr {
+        match self {
+            Node::Lb(n) => Ipv4Addr::new(192, 0, 2, 10 + n),
+            Node::Web(n) => Ipv4Addr::new(192, 0, 2, 20 + n),
+            Node::Client => Ipv4Addr::new(192, 0, 2, 2),
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Lb(n) => write!(f, "lb{n}"),
+            Node::Web(n) => write!(f, "web{n}"),
+            Node::Client => f.write_str("client"),
+        }
+    }
+}
+
+/// What speaks VRRP on the last LB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// halo everywhere.
+    Halo,
+    /// Debian's keepalived on the last LB, to show interop.
+    Keepalived,
+}
+
+/// The shape of a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub lbs: u8,
+    pub backends: u8,
+    pub peer: Peer,
+}
+
+impl Spec {
+    pub fn new(lbs: u8, backends: u8, peer: Peer) -> Result<Spec, String> {
+        if !(1..=MAX_NODES).contains(&lbs) {
+            return Err(format!("--lbs must be 1..={MAX_NODES}, got {lbs}"));
+        }
+        if !(1..=MAX_NODES).contains(&backends) {
+            return Err(format!(
+                "--backends must be 1..={MAX_NODES}, got {backends}"
+            ));
+        }
+        if peer == Peer::Keepalived && lbs < 2 {
+            return Err("--peer keepalived needs --lbs 2 or more (it replaces the last LB)".into());
+        }
+        Ok(Spec {
+            lbs,
+            backends,
+            peer,
+        })
+    }
+
+    pub fn lbs(&self) -> impl Iterator<Item = Node> {
+        (1..=self.lbs).map(Node::Lb)
+    }
+
+    pub fn webs(&self) -> impl Iterator<Item = Node> {
+        (1..=self.backends).map(Node::Web)
+    }
+
+    /// Every node, switch excluded, in start order.
+    pub fn nodes(&self) -> Vec<Node> {
+        let mut v: Vec<Node> = self.webs().collect();
+        v.extend(self.lbs());
+        v.push(Node::Client);
+        v
+    }
+
+    /// Does this LB run keepalived for VRRP?
+    pub fn is_keepalived(&self, lb: u8) -> bool {
+        self.peer == Peer::Keepalived && lb == self.lbs
+    }
+}
+
+/// lb1 110, lb2 100, lb3 90, ...: lb1 is the preferred master.
+pub fn priority(lb: u8) -> u8 {
+    120 - 10 * lb
+}
+
+/// The halo.toml of an LB. On a keepalived node it has only the proxy: the
+/// VIP is keepalived's job there, and halo serves whatever traffic the VIP
+/// brings, so a failover to that node still serves pages.
+pub fn halo_toml(spec: &Spec, lb: u8, dir: &Path) -> String {
+    let node = Node::Lb(lb);
+    let own = dir.join(node.to_string());
+    let mut t = String::new();
+    t.push_str(&format!(
+        "# halo.toml of {node} ({addr}), generated by `halo lab up`.\n\
+         # Edit it, then `halo lab reload {node}` to apply the change.\n\
+         # Every key is documented in docs/config.md.\n\n",
+        addr = node.addr()
+    ));
+    t.push_str(&format!(
+        "[global]\nlog_level = \"info\"\n\
+         # One control socket and pid file per LB: several halos share this machine.\n\
+         control_socket = {sock:?}\npid_file = {pid:?}\n\n",
+        sock = own.join("halo.sock").display().to_string(),
+        pid = own.join("halo.pid").display().to_string(),
+    ));
+    if spec.is_keepalived(lb) {
+        t.push_str(
+            "# No [vrrp] here: keepalived (keepalived.conf beside this file) holds the VIP\n\
+             # on this node. halo only proxies, so the node serves pages when it is master.\n\
+             # keepalived does not see halo's health checks: if every backend fails, it\n\
+             # keeps the VIP anyway (halo's own `track` has no keepalived equivalent here).\n\n",
+        );
+    } else {
+        t.push_str(&format!(
+            "[vrrp.VI_1]\n\
+             interface = \"{IFACE}\"\n\
+             vrid = {VRID}\n\
+             version = 3\n\
+             # The highest priority holds the VIP; lb1 is preferred.\n\
+             priority = {prio}\n\
+             advert_interval = \"1s\"\n\
+             virtual_ips = [\"{VIP}/{PREFIX_LEN}\"]\n\
+             # While the proxy below has no healthy backend, advertise priority - 50,\n\
+             # so a backup with working backends takes over.\n\
+             track = [{{ proxy = \"web\", weight = -50 }}]\n\
+             # Try: nopreempt = true, preempt_delay = \"5s\", unicast_peers = [\"192.0.2.12\"]\n\n",
+            prio = priority(lb)
+        ));
+    }
+    t.push_str(
+        "[proxy.web]\n\
+         # Every address, so the proxy is ready before this node holds the VIP, and\n\
+         # each LB can also be tested on its own address.\n\
+         bind = [\"0.0.0.0:80\"]\n\
+         balance = \"roundrobin\"\n\
+         workers = 1\n\
+         servers = [\n",
+    );
+    for w in spec.webs() {
+        t.push_str(&format!(
+            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
+            w.addr()
+        ));
+    }
+    t.push_str(
+        "]\n\n\
+         [proxy.web.health]\n\
+         path = \"/health\"\n\
+         interval = \"1s\"\n\
+         # UP after 2 good checks in a row, DOWN after 3 failed ones.\n\
+         rise = 2\n\
+         fall = 3\n",
+    );
+    t
+}
+
+/// keepalived.conf for the keepalived peer: the same virtual router as the
+/// halos (VRRPv3, vrid 51, 1 s adverts), as Debian's keepalived 2.2 reads it.
+pub fn keepalived_conf(lb: u8) -> String {
+    let node = Node::Lb(lb);
+    format!(
+        "# keepalived.conf of {node}, generated by `halo lab up --peer keepalived`.\n\
+         # keepalived runs VRRP only (--vrrp); halo next to it only proxies.\n\
+         global_defs {{\n\
+         \x20 router_id {node}\n\
+         \x20 vrrp_version 3\n\
+         \x20 script_user root\n\
+         \x20 enable_script_security\n\
+         }}\n\
+         vrrp_instance VI_1 {{\n\
+         \x20 state BACKUP\n\
+         \x20 interface {IFACE}\n\
+         \x20 virtual_router_id {VRID}\n\
+         \x20 priority {prio}\n\
+         \x20 advert_int 1\n\
+         \x20 virtual_ipaddress {{\n\
+         \x20   {VIP}/{PREFIX_LEN}\n\
+         \x20 }}\n\
+         }}\n",
+        prio = priority(lb)
+    )
+}
+
+/// nginx.conf of a backend: everything (pid, logs, temp files) under the
+/// node's own directory, a page naming the host and `/health`.
+pub fn nginx_conf(web: u8, dir: &Path) -> String {
+    let node = Node::Web(web);
+    let own = dir.join(node.to_string());
+    let p = |f: &str| own.join(f).display().to_string();
+    format!(
+        "# nginx.conf of {node} ({addr}), generated by `halo lab up`.\n\
+         # Runs as root: the lab directory may be private (mode 0700), and\n\
+         # nothing here reads files, so no worker needs another user.\n\
+         user root;\n\
+         worker_processes 1;\n\
+         pid {pid};\n\
+         error_log {err} notice;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         \x20 access_log {acc};\n\
+         \x20 client_body_temp_path {tmp}/body;\n\
+         \x20 proxy_temp_path {tmp}/proxy;\n\
+         \x20 fastcgi_temp_path {tmp}/fastcgi;\n\
+         \x20 uwsgi_temp_path {tmp}/uwsgi;\n\
+         \x20 scgi_temp_path {tmp}/scgi;\n\
+         \x20 default_type text/plain;\n\
+         \x20 server {{\n\
+         \x20   listen {addr}:80;\n\
+         \x20   add_header X-Served-By {node} always;\n\
+         \x20   location = /health {{ return 200 \"ok\\n\"; }}\n\
+         \x20   location / {{ return 200 \"{node}: hello from {addr}\\n\"; }}\n\
+         \x20 }}\n\
+         }}\n",
+        addr = node.addr(),
+        pid = p("nginx.pid"),
+        err = p("error.log"),
+        acc = p("access.log"),
+        tmp = p("tmp"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, TrackTarget};
+
+    #[test]
+    fn nodes_parse_and_print_back() {
+        for s in ["lb1", "lb9", "web3", "client"] {
+            assert_eq!(Node::parse(s).unwrap().to_string(), s);
+        }
+        for bad in ["lb0", "lb10", "web", "db1", "lb-1", "", "LB1"] {
+            assert!(Node::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_fit_in_an_interface_name_and_addresses_are_distinct() {
+        let spec = Spec::new(MAX_NODES, MAX_NODES, Peer::Halo).unwrap();
+        let nodes = spec.nodes();
+        let mut addrs: Vec<_> = nodes.iter().map(|n| n.addr()).collect();
+        addrs.push(VIP);
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), nodes.len() + 1);
+        for n in nodes {
+            assert!(n.port().len() <= 15, "{}", n.port());
+            assert!(n.netns().starts_with(PREFIX));
+            assert_eq!(n.addr().octets()[..3], [192, 0, 2]);
+        }
+    }
+
+    #[test]
+    fn spec_refuses_what_it_cannot_build() {
+        assert!(Spec::new(0, 3, Peer::Halo).is_err());
+        assert!(Spec::new(2, 10, Peer::Halo).is_err());
+        assert!(Spec::new(1, 3, Peer::Keepalived).is_err());
+        let s = Spec::new(3, 3, Peer::Keepalived).unwrap();
+        assert!(!s.is_keepalived(1) && !s.is_keepalived(2) && s.is_keepalived(3));
+    }
+
+    #[test]
+    fn generated_halo_toml_is_valid_and_says_what_the_lab_promises() {
+        let spec = Spec::new(2, 3, Peer::Halo).unwrap();
+        let dir = Path::new("/var/lib/halo/lab");
+        let text = halo_toml(&spec, 1, dir);
+        let cfg = config::parse_str("lb1/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.vrrp.len(), 1);
+        let v = &cfg.vrrp[0];
+        assert_eq!(v.vrid.get(), VRID);
+        assert_eq!(v.priority.get(), 110);
+        assert_eq!(v.virtual_ips[0].to_string(), "192.0.2.100/24");
+        assert_eq!(v.track[0].what, TrackTarget::Proxy("web".into()));
+        assert_eq!(cfg.proxy.len(), 1);
+        let names: Vec<_> = cfg.proxy[0]
+            .servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["web1", "web2", "web3"]);
+        assert_eq!(
+            cfg.global.control_socket,
+            Path::new("/var/lib/halo/lab/lb1/halo.sock")
+        );
+        let lb2 = config::parse_str("lb2", &halo_toml(&spec, 2, dir)).unwrap();
+        assert!(lb2.vrrp[0].priority < v.priority);
+    }
+
+    #[test]
+    fn keepalived_node_gets_a_proxy_only_halo_toml() {
+        let spec = Spec::new(2, 2, Peer::Keepalived).unwrap();
+        let text = halo_toml(&spec, 2, Path::new("/tmp/lab"));
+        let cfg = config::parse_str("lb2/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.vrrp.is_empty());
+        assert_eq!(cfg.proxy[0].servers.len(), 2);
+        let ka = keepalived_conf(2);
+        assert!(ka.contains("virtual_router_id 51") && ka.contains("priority 100"));
+        assert!(ka.contains("192.0.2.100/24"));
+    }
+
+    #[test]
+    fn nginx_conf_keeps_everything_under_the_lab_dir() {
+        let text = nginx_conf(2, Path::new("/tmp/lab"));
+        for line in text.lines() {
+            let line = line.trim();
+            for key in [
+                "pid ",
+                "error_log ",
+                "access_log ",
+                "client_body_temp_path ",
+            ] {
+                if line.starts_with(key) {
+                    assert!(line.contains("/tmp/lab/web2/"), "{line}");
+                }
+            }
+        }
+        assert!(text.contains("listen 192.0.2.22:80;"));
+        assert!(text.contains("X-Served-By web2"));
+    }
+}
