@@ -619,6 +619,76 @@ mod tests {
         assert_eq!(d.payload_len(), 6);
     }
 
+    /// Run a whole response through head parsing and body decoding in
+    /// pieces, as a probe does; errors are fine, panics are not.
+    fn read_all(wire: &[u8], step: usize) {
+        let Ok(Some((h, n))) = parse_head(wire, false) else {
+            return;
+        };
+        let mut d = BodyDecoder::new(h.framing);
+        let mut pending = Vec::new();
+        let mut total = 0u64;
+        for piece in wire[n..].chunks(step.max(1)) {
+            pending.extend_from_slice(piece);
+            match d.feed(&pending, &mut |b| total += b.len() as u64) {
+                Ok(used) => {
+                    assert!(used <= pending.len());
+                    pending.drain(..used);
+                }
+                Err(_) => return,
+            }
+            if d.is_done() {
+                break;
+            }
+        }
+        let _ = d.finish_on_close();
+        assert_eq!(total, d.payload_len());
+    }
+
+    /// A deterministic stand-in for the fuzzer: mutations of valid
+    /// responses (byte flips, insertions, truncations) and random bytes.
+    #[test]
+    fn mutated_responses_never_panic() {
+        let seeds: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: x\r\n\r\n",
+            b"HTTP/1.0 503 Service Unavailable\r\n\r\nbody until close",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ];
+        let alphabet = b"0123456789abcdefABCDEF\r\n:;, -HTTP/\x00\xff";
+        let mut x: u64 = 0x1234_5678_9abc_def0;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..60_000u32 {
+            let mut m = seeds[i as usize % seeds.len()].to_vec();
+            for _ in 0..(1 + rnd() % 4) {
+                let pos = (rnd() as usize) % (m.len() + 1);
+                let b = alphabet[(rnd() as usize) % alphabet.len()];
+                match rnd() % 4 {
+                    0 if pos < m.len() => m[pos] = b,
+                    1 => m.insert(pos, b),
+                    2 if pos < m.len() => {
+                        m.remove(pos);
+                    }
+                    _ => m.truncate(pos),
+                }
+            }
+            read_all(&m, 1 + (rnd() as usize) % 16);
+        }
+        for _ in 0..5_000 {
+            let len = (rnd() % 200) as usize;
+            let noise: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+            let mut m = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            m.extend_from_slice(&noise);
+            read_all(&m, 7);
+            read_all(&noise, 3);
+        }
+    }
+
     #[test]
     fn digests_match_known_vectors() {
         // RFC 1321 A.5 and FIPS 180-2 test vectors.
