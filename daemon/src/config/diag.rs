@@ -104,22 +104,31 @@ fn fold(s: &str) -> String {
         .collect()
 }
 
-/// Levenshtein distance over characters.
+/// Edit distance counting a swap of neighbours as one edit ("optimal
+/// string alignment"), since "intreface" is one slip, not two.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(above + 1);
-            diag = above;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // dist[i][j]: distance between a[..i] and b[..j].
+    let mut dist = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in dist.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in dist[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (dist[i - 1][j - 1] + cost)
+                .min(dist[i - 1][j] + 1)
+                .min(dist[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(dist[i - 2][j - 2] + 1);
+            }
+            dist[i][j] = d;
         }
     }
-    row[b.len()]
+    dist[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -149,6 +158,9 @@ mod tests {
             did_you_mean("round-robin", &["roundrobin", "leastconn", "source"]),
             "; did you mean `roundrobin`?"
         );
+        assert_eq!(did_you_mean("wbe", &["web"]), "; did you mean `web`?");
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -132,14 +132,17 @@ fn socket_addrs(
     let Some((at, items)) = required_list(d, key, f, table, here) else {
         return Vec::new();
     };
+    if items.is_empty() {
+        d.error(
+            &at,
+            format!("`{key}` is empty: give at least one \"ip:port\""),
+        );
+    }
     let mut out = Vec::new();
     for (at, text) in items {
         if let Some(a) = socket_addr(d, key, &at, &text) {
             out.push((at, a));
         }
-    }
-    if out.is_empty() {
-        d.error(&at, format!("`{key}` needs at least one \"ip:port\""));
     }
     no_duplicates(d, &format!("{key} address"), out.iter().cloned());
     out
