@@ -169,17 +169,20 @@ pub fn up(spec: &Spec, dir: &Path, timeout: Duration) -> Result<()> {
         webs: (1..=spec.backends).collect(),
         client: true,
     };
-    for w in spec.webs() {
-        start_daemons(&lab, w)?;
+    let mut daemons = Vec::new();
+    for node in spec.webs().chain(spec.lbs()) {
+        match start_daemons(&lab, node) {
+            Ok(started) => daemons.extend(started),
+            Err(e) => {
+                let _ = teardown();
+                return Err(e.context("starting the lab (removed what was started)"));
+            }
+        }
     }
-    for l in spec.lbs() {
-        start_daemons(&lab, l)?;
-    }
-    let master = wait_ready(&lab, timeout).with_context(|| {
-        format!(
-            "the lab is up but did not converge in {} s; it is left running to look at \
-             (`halo lab status{f}`, logs in {d}/lb*/); `halo lab down{f}` removes it",
-            timeout.as_secs(),
+    let master = wait_ready(&lab, &daemons, timeout).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nThe lab is left running to look at: `halo lab status{f}`, logs in {d}/lb*/; \
+             `halo lab down{f}` removes it.",
             f = lab.dir_flag(),
             d = dir.display()
         )
@@ -266,8 +269,18 @@ fn build_network(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Start what a node runs, unless it already runs.
-fn start_daemons(lab: &Running, node: Node) -> Result<()> {
+/// A daemon `halo lab` started in the background.
+struct Started {
+    node: Node,
+    name: &'static str,
+    pid: u32,
+    log: PathBuf,
+}
+
+/// Start what a node runs. Returns the daemons left running in the
+/// background (nginx daemonises itself and is not among them).
+fn start_daemons(lab: &Running, node: Node) -> Result<Vec<Started>> {
+    let mut started = Vec::new();
     let own = lab.node_dir(node);
     let ns = node.netns();
     match node {
@@ -304,17 +317,31 @@ fn start_daemons(lab: &Running, node: Node) -> Result<()> {
                     own.join("checkers.pid"),
                 ];
                 let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-                sys::spawn_detached(&ns, &ka, &args, &own.join("keepalived.log"))?;
+                let log = own.join("keepalived.log");
+                let pid = sys::spawn_detached(&ns, &ka, &args, &log)?;
+                started.push(Started {
+                    node,
+                    name: "keepalived",
+                    pid,
+                    log,
+                });
             }
             let conf = own.join("halo.toml");
             ensure_exists(&conf)?;
             let args = [OsStr::new("run"), OsStr::new("--config"), conf.as_os_str()];
-            let pid = sys::spawn_detached(&ns, &exe, &args, &own.join("halo.log"))?;
+            let log = own.join("halo.log");
+            let pid = sys::spawn_detached(&ns, &exe, &args, &log)?;
             fs::write(own.join("halo.pid"), format!("{pid}\n"))?;
+            started.push(Started {
+                node,
+                name: "halo",
+                pid,
+                log,
+            });
         }
         Node::Client => bail!("the client runs no daemon"),
     }
-    Ok(())
+    Ok(started)
 }
 
 fn ensure_exists(p: &Path) -> Result<()> {
@@ -365,21 +392,19 @@ fn tail(path: &Path, lines: usize) -> String {
 /// Wait until exactly one LB holds the VIP, every backend answers `/health`
 /// and requests through the VIP reach every backend (so the proxy has them
 /// all UP). Returns the master. Fails early if a daemon died.
-fn wait_ready(lab: &Running, timeout: Duration) -> Result<u8> {
+fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<u8> {
     let end = Instant::now() + timeout;
     let mut why;
     loop {
-        for &n in &lab.lbs {
-            let node = Node::Lb(n);
-            for d in lab.daemons(node) {
-                if sys::pids_named(&node.netns(), d).is_empty() {
-                    let log = lab.node_dir(node).join(format!("{d}.log"));
-                    bail!(
-                        "{d} on {node} exited; the end of {}:\n{}",
-                        log.display(),
-                        tail(&log, 15)
-                    );
-                }
+        for d in daemons {
+            if !sys::alive(d.pid) {
+                bail!(
+                    "{} on {} exited; the end of {}:\n{}",
+                    d.name,
+                    d.node,
+                    d.log.display(),
+                    tail(&d.log, 15)
+                );
             }
         }
         let holders = lab.holders();
@@ -785,7 +810,7 @@ pub fn signal_node(target: &str, action: Action, dir: &Path) -> Result<()> {
                 println!("{node}: {} already running", names.join(" + "));
                 return Ok(());
             }
-            start_daemons(&lab, node)?;
+            let _ = start_daemons(&lab, node)?;
             println!("{node}: started {}", names.join(" + "));
         }
         Action::Kill | Action::Stop => {

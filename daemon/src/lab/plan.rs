@@ -168,10 +168,10 @@ pub fn halo_toml(spec: &Spec, lb: u8, dir: &Path) -> String {
     ));
     t.push_str(&format!(
         "[global]\nlog_level = \"info\"\n\
-         # One control socket and pid file per LB: several halos share this machine.\n\
-         control_socket = {sock:?}\npid_file = {pid:?}\n\n",
+         # One control socket per LB: several halos share this machine.\n\
+         # (`halo lab` records each halo's pid in halo.pid beside this file.)\n\
+         control_socket = {sock:?}\n\n",
         sock = own.join("halo.sock").display().to_string(),
-        pid = own.join("halo.pid").display().to_string(),
     ));
     if spec.is_keepalived(lb) {
         t.push_str(

@@ -157,7 +157,8 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Is the process running (a zombie is not)?
+pub fn alive(pid: u32) -> bool {
     // A zombie has exited; its parent (often us) reaps it later.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
