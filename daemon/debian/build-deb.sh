@@ -97,7 +97,12 @@ changelog=$work/debian/changelog
 top=$(dpkg-parsechangelog -l "$deb/changelog" -S Version)
 if [ "$top" != "$version" ]; then
   maint=$(dpkg-parsechangelog -l "$deb/changelog" -S Maintainer)
-  date=$(dpkg-parsechangelog -l "$deb/changelog" -S Date)
+  # Dated now (or $SOURCE_DATE_EPOCH), and always after the entry below it
+  # (lintian: latest-changelog-entry-without-new-date).
+  ts=${SOURCE_DATE_EPOCH:-$(date +%s)}
+  top_ts=$(dpkg-parsechangelog -l "$deb/changelog" -S Timestamp)
+  [ "$ts" -gt "$top_ts" ] || ts=$((top_ts + 1))
+  date=$(date -u -R -d "@$ts")
   printf 'halo (%s) bookworm; urgency=medium\n\n  * Build of halo %s from the source tree (not released).\n\n -- %s  %s\n\n' \
     "$version" "$cargo_version" "$maint" "$date" >"$changelog"
 fi
