@@ -1,0 +1,198 @@
+"""`halo lab`: a whole HA cluster in network namespaces, driven only through
+the `halo lab` command line, as a student would.
+
+Each test brings a lab up in its own directory and always takes it down
+(fixture), then checks that nothing is left: no lab namespace, no process
+that was inside one. Who holds the VIP is read from the kernel
+(`ip -n halo-lbN -o addr`), not from halo. No timing is asserted; the waits
+are generous upper bounds.
+"""
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from netns import halo_bin, wait_for
+
+VIP = "192.0.2.100"
+LAB_NS = re.compile(r"^halo-(sw|client|lb[1-9]|web[1-9])$")
+
+
+def lab_namespaces():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip() and LAB_NS.match(line.split()[0])]
+
+
+def pids_in(namespaces):
+    pids = []
+    for ns in namespaces:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    return pids
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def holds_vip(lb):
+    out = subprocess.run(["ip", "-n", f"halo-{lb}", "-o", "-4", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True).stdout
+    return f" {VIP}/" in out
+
+
+def holders(lbs=("lb1", "lb2")):
+    return [lb for lb in lbs if holds_vip(lb)]
+
+
+def root_links():
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+
+class Lab:
+    def __init__(self, d):
+        self.dir = d
+
+    def run(self, *args, check=True, timeout=120):
+        cmd = [halo_bin(), "lab", *args]
+        # `exec` takes the command after `--`; `--dir` must come before it.
+        if args[0] != "exec":
+            cmd += ["--dir", self.dir]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def log(self, node, name="halo"):
+        try:
+            with open(os.path.join(self.dir, node, f"{name}.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def curl(self, n):
+        """Counts per server from `halo lab curl N`'s last line."""
+        out = self.run("curl", str(n), check=False).stdout
+        last = out.strip().splitlines()[-1]
+        counts = dict(re.findall(r"(\S+) (\d+)", last.split(":", 2)[-1]))
+        return {k: int(v) for k, v in counts.items()}, out
+
+
+@pytest.fixture
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    existing = lab_namespaces()
+    assert not existing, f"a lab is already up on this machine ({existing}); not touching it"
+    with tempfile.TemporaryDirectory(prefix="halo-lab-") as d:
+        l = Lab(d)
+        try:
+            yield l
+        finally:
+            subprocess.run([halo_bin(), "lab", "down", "--dir", d], capture_output=True, timeout=60)
+            for node in ("lb1", "lb2"):
+                if l.log(node):
+                    print(f"--- {node}/halo.log\n{l.log(node)[-3000:]}")
+
+
+def assert_down_leaves_nothing(lab):
+    pids = pids_in(lab_namespaces())
+    assert pids, "a lab that is up has processes in its namespaces"
+    lab.run("down")
+    assert lab_namespaces() == []
+    left = [p for p in pids if alive(p)]
+    assert left == [], f"processes left after halo lab down: {left}"
+    # Twice is fine, and says so.
+    r = lab.run("down")
+    assert "no lab was up" in r.stdout
+
+
+def test_up_round_robin_failover_and_down_leaves_nothing(lab):
+    before = root_links()
+    r = lab.run("up", "--lbs", "2", "--backends", "3")
+    assert "MASTER" in r.stdout and "halo lab curl" in r.stdout, r.stdout
+    assert holders() == ["lb1"], r.stdout
+    # The whole lab lives in namespaces: the root namespace gained no link.
+    assert root_links() == before
+
+    counts, out = lab.curl(9)
+    assert counts == {"web1": 3, "web2": 3, "web3": 3, "failed": 0}, out
+
+    status = lab.run("status").stdout
+    assert re.search(r"lb1 .* MASTER", status), status
+    assert re.search(r"web3 .* 200 UP", status), status
+
+    lab.run("kill", "lb1")
+    wait_for(lambda: holders() == ["lb2"], 15, "lb2 to take the VIP after kill lb1")
+    counts, out = lab.curl(6)
+    assert counts.get("failed") == 0 and len(counts) == 4, out
+
+    # The node comes back and, with the higher priority, preempts.
+    lab.run("start", "lb1")
+    wait_for(lambda: holders() == ["lb1"], 20, "lb1 to take the VIP back")
+
+    assert_down_leaves_nothing(lab)
+
+
+def test_backend_stopped_is_taken_out_then_back(lab):
+    lab.run("up", "--lbs", "2", "--backends", "3")
+    lab.run("stop", "web2")
+    # fall = 3 checks at 1 s: within a few seconds no request goes to web2.
+    wait_for(lambda: lab.curl(6)[0] == {"web1": 3, "web3": 3, "failed": 0}, 20,
+             "web2 out of the rotation")
+    lab.run("start", "web2")
+    wait_for(lambda: lab.curl(6)[0] == {"web1": 2, "web2": 2, "web3": 2, "failed": 0}, 20,
+             "web2 back in the rotation")
+
+
+def test_cut_lbs_is_split_brain_and_heal_ends_it(lab):
+    lab.run("up", "--lbs", "2", "--backends", "2")
+    lab.run("cut", "lbs")
+    # Neither LB hears the other: both become master.
+    wait_for(lambda: holders() == ["lb1", "lb2"], 15, "both LBs to hold the VIP (split brain)")
+    assert "SPLIT BRAIN" in lab.run("status").stdout
+    lab.run("heal", "lbs")
+    wait_for(lambda: holders() == ["lb1"], 15, "lb2 to step down after healing")
+
+
+def test_cut_master_cable_moves_the_vip(lab):
+    lab.run("up", "--lbs", "2", "--backends", "2")
+    lab.run("cut", "lb1")
+    wait_for(lambda: holds_vip("lb2"), 15, "lb2 to take the VIP when lb1's cable is cut")
+    counts, out = lab.curl(4)
+    assert counts.get("failed") == 0, out
+    lab.run("heal", "lb1")
+    wait_for(lambda: holders() == ["lb1"], 20, "lb1 back as the only master")
+
+
+def test_keepalived_peer_comes_up_with_one_master_and_takes_over(lab):
+    r = lab.run("up", "--lbs", "2", "--backends", "2", "--peer", "keepalived")
+    assert "keepalived" in r.stdout, r.stdout
+    assert holders() == ["lb1"], r.stdout
+    time.sleep(3)  # stays converged: two implementations do not flap
+    assert holders() == ["lb1"]
+    # Kill halo on lb1: keepalived on lb2 takes the VIP, halo's proxy there serves.
+    lab.run("kill", "lb1")
+    wait_for(lambda: holders() == ["lb2"], 15, "keepalived on lb2 to take the VIP")
+    wait_for(lambda: lab.curl(4)[0] == {"web1": 2, "web2": 2, "failed": 0}, 10,
+             "pages through lb2 (keepalived VIP, halo proxy)")
+    assert_down_leaves_nothing(lab)
+
+
+def test_exec_runs_inside_a_node_and_errors_are_clear(lab):
+    lab.run("up", "--lbs", "1", "--backends", "1")
+    r = lab.run("exec", "web1", "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+    assert "192.0.2.21/24" in r.stdout
+    r = lab.run("kill", "db1", check=False)
+    assert r.returncode != 0 and "not a lab node" in r.stderr, r.stderr
+    r = lab.run("up", check=False)
+    assert r.returncode != 0 and "already up" in r.stderr, r.stderr
