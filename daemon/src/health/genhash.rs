@@ -149,6 +149,7 @@ pub async fn genhash(
         method: "GET",
         path: &url.path,
         host: host.unwrap_or(&url.authority),
+        body_only_if: None,
     };
     let response = probe::http_fetch(addr, &req, Some(&alg), timeout)
         .await

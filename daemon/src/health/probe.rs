@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::checker::CheckResult;
 use super::response::{self, BodyDecoder, BodyHasher, Framing, ResponseError};
-use crate::config::{CheckKind, DigestAlg};
+use crate::config::{CheckKind, DigestAlg, ExpectStatus};
 
 /// Why a probe failed before a response could be judged.
 #[derive(Debug)]
@@ -79,6 +79,10 @@ pub struct HttpRequest<'a> {
     pub path: &'a str,
     /// The Host header.
     pub host: &'a str,
+    /// With a digest asked for, read the body only when the status matches
+    /// this: a wrong status already decides a check, and its error page
+    /// need not be read. `None`: always read it.
+    pub body_only_if: Option<&'a ExpectStatus>,
 }
 
 /// What came back.
@@ -171,7 +175,8 @@ async fn http_fetch_inner(
         body_len: None,
         digest: None,
     };
-    let Some(alg) = digest else {
+    let wanted = req.body_only_if.is_none_or(|e| e.matches(head.status));
+    let Some(alg) = digest.filter(|_| wanted) else {
         // The status is all that is judged; dropping the connection ends it.
         return Ok(resp);
     };
@@ -232,10 +237,13 @@ pub async fn run_check(addr: SocketAddr, kind: &CheckKind, timeout: Duration) ->
                     &default_host
                 }
             };
-            let req = HttpRequest { method, path, host };
+            let req = HttpRequest {
+                method,
+                path,
+                host,
+                body_only_if: Some(expect_status),
+            };
             let want = expect_body_digest.as_ref();
-            // The body is only read when the status passes: a wrong status
-            // already decides the check.
             match http_fetch(addr, &req, want.map(|(alg, _)| alg), timeout).await {
                 Err(e) => CheckResult::failure(e.to_string()),
                 Ok(r) => judge(&r, expect_status, want),
@@ -287,7 +295,6 @@ fn expected_text(e: &crate::config::ExpectStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ExpectStatus;
 
     fn resp(status: u16, reason: &str, digest: Option<&str>) -> HttpResponse {
         HttpResponse {
