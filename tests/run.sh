@@ -45,10 +45,10 @@ if want unit; then
   stage unit cargo test --locked -p halo
 fi
 
-if want integration || want vrrp || want proxy || want lab; then
+if want integration || want vrrp || want proxy || want lab || want health; then
   sel=()
-  want integration || { want vrrp && sel+=(tests/vrrp); want proxy && sel+=(tests/proxy); want lab && sel+=(tests/lab); }
-  [ ${#sel[@]} -gt 0 ] || sel=(tests/vrrp tests/proxy tests/lab)
+  want integration || { want vrrp && sel+=(tests/vrrp); want proxy && sel+=(tests/proxy); want lab && sel+=(tests/lab); want health && sel+=(tests/health); }
+  [ ${#sel[@]} -gt 0 ] || sel=(tests/vrrp tests/proxy tests/lab tests/health)
   stage integration /usr/bin/python3 -m pytest -q -p no:cacheprovider "${sel[@]}"
 fi
 
