@@ -931,3 +931,54 @@ fn global_rules() {
         "2:18: `control_socket` must be a non-empty path"
     );
 }
+
+// === robustness and documentation ===
+
+/// Bad input never panics: truncations of the example and positions
+/// overwritten with troublesome characters all give a result (bounded:
+/// a sample of positions, so this stays fast in debug builds).
+#[test]
+fn mangled_files_never_panic() {
+    let text = include_str!("../../../docs/examples/halo.toml");
+    assert!(parse_str("t.toml", &text[..0]).is_err());
+    assert!(parse_str("t.toml", text).is_ok());
+    let cuts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    for &i in cuts.iter().step_by(3) {
+        let _ = parse_str("t.toml", &text[..i]);
+    }
+    for &i in cuts.iter().step_by(11) {
+        let rest: String = text[i..].chars().skip(1).collect();
+        for c in ["\"", "]", "=", "\u{e9}", "\n", "0"] {
+            let _ = parse_str("t.toml", &format!("{}{c}{rest}", &text[..i]));
+        }
+    }
+}
+
+/// Every key the parser reads is documented in docs/config.md.
+#[test]
+fn every_key_is_documented() {
+    use super::raw::*;
+    let doc = include_str!("../../../docs/config.md");
+    let all = [
+        keys_of::<RawConfig>(),
+        keys_of::<RawGlobal>(),
+        keys_of::<RawVrrp>(),
+        keys_of::<RawTrack>(),
+        keys_of::<RawProxy>(),
+        keys_of::<RawServer>(),
+        keys_of::<RawTimeouts>(),
+        keys_of::<RawLimits>(),
+        keys_of::<RawHealth>(),
+    ];
+    for keys in all {
+        assert!(!keys.is_empty());
+        for key in keys {
+            assert!(
+                doc.contains(&format!("| `{key}` |"))
+                    || doc.contains(&format!("[{key}"))
+                    || doc.contains(&format!(".{key}]")),
+                "`{key}` is not in docs/config.md"
+            );
+        }
+    }
+}
