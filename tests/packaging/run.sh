@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Packaging tests: aarch64 cross build and unit tests under qemu, the amd64
+# and arm64 .debs, lintian, systemd-analyze, and install/upgrade/purge in
+# mmdebstrap chroots. Run as root on Debian 12:  bash tests/packaging/run.sh
+# (tests/run.sh calls it as its "packaging" stage). Idempotent: installs only
+# missing packages; chroot tarballs are cached in /var/cache/halo-tests.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH"
+[ "$(id -u)" -eq 0 ] || { echo "packaging: must run as root (apt, chroot, binfmt)" >&2; exit 1; }
+
+timings=()
+step() {
+  local name=$1; shift
+  echo "--- packaging: $name"
+  local t0=$SECONDS
+  "$@"
+  timings+=("$(printf '%-34s %4d s' "$name" $((SECONDS - t0)))")
+}
+
+install_deps() {
+  local want=() pkg
+  while read -r pkg; do
+    pkg=${pkg%%#*}; pkg=${pkg// /}
+    [ -n "$pkg" ] || continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || want+=("$pkg")
+  done <tests/packaging/apt-packages.txt
+  [ ${#want[@]} -gt 0 ] || return 0
+  echo "packaging: installing ${want[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep services from these packages (systemd, binfmt-support) from starting
+  # on the host; only add the policy if nobody else has one in place.
+  local own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+}
+
+# qemu-user for arm64 chroots and test binaries: the kernel's binfmt_misc,
+# with qemu-user-static's "F" (fix-binary) entry, so it works inside chroots.
+enable_binfmt() {
+  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+    update-binfmts --enable qemu-aarch64
+  fi
+  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
+  grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64
+}
+
+build_debs() {
+  rm -f target/debian/halo_*.deb
+  bash daemon/debian/build-deb.sh amd64
+  # The upgrade test's package: same binary, version + "+test1".
+  HALO_DEB_BIN=target/release/halo HALO_DEB_VERSION_SUFFIX=+test1 bash daemon/debian/build-deb.sh amd64
+  HALO_DEB_BIN=target/aarch64-unknown-linux-gnu/release/halo bash daemon/debian/build-deb.sh arm64
+}
+
+t_all=$SECONDS
+report() {
+  local rc=$?
+  echo "--- packaging timings"
+  [ ${#timings[@]} -eq 0 ] || printf '%s\n' "${timings[@]}"
+  printf '%-34s %4d s (%s)\n' "total" $((SECONDS - t_all)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)"
+}
+trap report EXIT
+step "apt packages" install_deps
+step "binfmt qemu-aarch64" enable_binfmt
+step "aarch64 release build" bash daemon/debian/build-aarch64.sh build
+step "aarch64 unit tests under qemu" bash daemon/debian/build-aarch64.sh test
+step "debs (amd64, amd64+test1, arm64)" build_debs
+step "pytest tests/packaging" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/packaging
