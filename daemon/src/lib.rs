@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod health;
+pub mod import;
 pub mod lab;
 pub mod logging;
 pub mod proxy;

@@ -45,6 +45,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Convert keepalived.conf and/or haproxy.cfg to halo.toml on stdout;
+    /// every directive not carried over is listed on stderr.
+    Import {
+        #[command(flatten)]
+        args: halo::import::ImportArgs,
+    },
     /// A whole HA cluster in network namespaces on this machine (needs root).
     Lab {
         #[command(subcommand)]
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Import { args } => halo::import::cli(args),
         Cmd::Genhash {
             url,
             sha256,

@@ -1,0 +1,760 @@
+//! keepalived.conf statements -> `[vrrp.NAME]` tables.
+//!
+//! Mapped: `vrrp_instance` (interface, virtual_router_id, priority,
+//! advert_int, virtual_ipaddress, nopreempt, preempt_delay, unicast_src_ip,
+//! unicast_peer, authentication PASS, version, garp timings), the global
+//! `vrrp_version`, `track_interface`, and a `track_script` whose script only
+//! checks that haproxy runs (it becomes a track of halo's own proxy
+//! services). keepalived's default VRRP version is 2, so an instance imports
+//! as `version = 2` unless the file says 3. Positive track weights, which
+//! keepalived adds while the check passes, become the same election: the
+//! priority is raised by the weight and the track lowers it by as much when
+//! down. Everything else is reported, once, where it is written.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::emit::{Entry, Item, Src, Table, Value};
+use super::keepalived_syntax::Stmt;
+use super::units::keepalived_secs;
+use super::words::{render_all, Word};
+use super::{Dropped, Options, Origin};
+
+pub struct Mapped {
+    pub tables: Vec<Table>,
+    pub dropped: Vec<Dropped>,
+}
+
+/// keepalived's weight 0 (the default) puts the instance in FAULT when the
+/// tracked thing fails; halo's closest is the largest priority drop.
+const FAULT_WEIGHT: i64 = -254;
+const FAULT_NOTE: &str = "keepalived's default weight 0 puts the instance in FAULT (no adverts, VIPs removed) when it fails; halo lowers the priority by 254 instead, so any healthy peer takes over";
+const NO_HOOKS: &str = "halo runs no state-change scripts yet (notify hooks are planned); `halo status` and the journal show every transition";
+
+/// A track to write: keepalived's weight (positive = added while up).
+struct TrackOut {
+    key: &'static str,
+    target: String,
+    weight: i64,
+    from: Vec<Src>,
+}
+
+struct Script {
+    src: Src,
+    command: Option<String>,
+    weight: i64,
+    reverse: bool,
+    carried: bool,
+    used: bool,
+}
+
+fn render_tree(stmts: &mut [Stmt], values: &BTreeMap<String, String>) {
+    for s in stmts {
+        render_all(&mut s.words, values);
+        if let Some(b) = &mut s.block {
+            render_tree(b, values);
+        }
+    }
+}
+
+fn placeholder_reason(w: &Word) -> Option<String> {
+    w.placeholder().map(|p| {
+        let name = p.trim_start_matches('{').trim_end_matches('}').trim();
+        format!("'{p}' is a template placeholder: render the template, or pass --set {name}=VALUE")
+    })
+}
+
+pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Mapped {
+    let mut tree = tree.to_vec();
+    render_tree(&mut tree, &opts.set);
+    let mut drops = Vec::new();
+    let mut g = Globals::default();
+    let mut scripts: BTreeMap<String, Script> = BTreeMap::new();
+
+    // Definitions first: keepalived reads the whole file before it starts.
+    for s in &tree {
+        match s.keyword() {
+            "global_defs" => globals(o, s, &mut g, &mut drops),
+            "vrrp_script" => {
+                let Some(name) = s.args().first() else {
+                    drops.push(o.drop(s.line(), "vrrp_script", "no name"));
+                    continue;
+                };
+                let mut sc = Script {
+                    src: o.src(&s.words),
+                    command: None,
+                    weight: 0,
+                    reverse: false,
+                    carried: false,
+                    used: false,
+                };
+                for c in s.children() {
+                    match c.keyword() {
+                        "script" => sc.command = Some(joined_args(c)),
+                        "weight" => {
+                            sc.weight = c
+                                .args()
+                                .first()
+                                .and_then(|w| w.text.parse().ok())
+                                .unwrap_or(0);
+                            sc.reverse = c.args().get(1).is_some_and(|w| w.text == "reverse");
+                        }
+                        _ => {}
+                    }
+                }
+                scripts.insert(name.text.clone(), sc);
+            }
+            _ => {}
+        }
+    }
+
+    let mut tables = Vec::new();
+    for s in &tree {
+        match s.keyword() {
+            "global_defs" | "vrrp_script" => {}
+            "vrrp_instance" => {
+                if let Some(t) = instance(o, s, &g, &mut scripts, services, opts, &mut drops) {
+                    tables.push(t);
+                }
+            }
+            kw => drops.push(o.drop(s.line(), kw, top_level_reason(kw))),
+        }
+    }
+    for (name, sc) in &scripts {
+        if !sc.carried {
+            let reason = if sc.used {
+                "see the track_script lines that use it"
+            } else {
+                "no vrrp_instance tracks it"
+            };
+            drops.push(o.drop(sc.src.line, &format!("vrrp_script {name}"), reason));
+        }
+    }
+    drops.sort_by_key(|d| d.line);
+    Mapped {
+        tables,
+        dropped: drops,
+    }
+}
+
+fn joined_args(s: &Stmt) -> String {
+    let a: Vec<&str> = s.args().iter().map(|w| w.text.as_str()).collect();
+    a.join(" ")
+}
+
+fn top_level_reason(kw: &str) -> &'static str {
+    match kw {
+        "virtual_server" | "virtual_server_group" => {
+            "LVS (kernel IPVS) load balancing is not part of halo: halo proxies HTTP itself ([proxy.*], see `halo import --haproxy`)"
+        }
+        "vrrp_sync_group" => {
+            "halo has no sync groups: each [vrrp.*] instance fails over on its own; give instances that must move together the same tracks"
+        }
+        "include" => "include is not followed: import the included file on its own and merge the output",
+        "static_ipaddress" | "static_routes" | "static_rules" => {
+            "halo manages only virtual IPs; configure static addresses and routes in the OS"
+        }
+        "vrrp_track_process" | "vrrp_track_file" | "track_file" | "track_process" | "track_bfd" => {
+            "halo tracks interfaces and its own proxy services only"
+        }
+        _ => "not a keepalived keyword halo knows",
+    }
+}
+
+// === global_defs ===
+
+#[derive(Default)]
+struct Globals {
+    version: Option<(Src, i64)>,
+    garp_repeat: Option<(Src, i64)>,
+    garp_interval: Option<(Src, Duration)>,
+    garp_refresh: Option<(Src, Duration)>,
+}
+
+fn globals(o: &Origin, s: &Stmt, g: &mut Globals, drops: &mut Vec<Dropped>) {
+    for c in s.children() {
+        let src = o.src(&c.words);
+        let arg = c.args().first().map(|w| w.text.as_str());
+        let mut drop = |reason: &str| drops.push(o.drop(c.line(), c.keyword(), reason));
+        match (c.keyword(), arg) {
+            ("vrrp_version", Some(v @ ("2" | "3"))) => {
+                g.version = Some((src, v.parse().unwrap_or(2)))
+            }
+            ("vrrp_version", _) => drop("must be 2 or 3"),
+            ("vrrp_garp_master_repeat", Some(n)) => match n.parse::<i64>() {
+                Ok(n) if (0..=100).contains(&n) => g.garp_repeat = Some((src, n)),
+                _ => drop("halo sends 0..=100 gratuitous ARPs"),
+            },
+            ("vrrp_garp_interval", Some(t)) => match keepalived_secs(t) {
+                Ok(d) => g.garp_interval = Some((src, d)),
+                Err(e) => drop(&e),
+            },
+            ("vrrp_garp_master_refresh", Some(t)) => match keepalived_secs(t) {
+                Ok(d) if !d.is_zero() => g.garp_refresh = Some((src, d)),
+                Ok(_) => {}
+                Err(e) => drop(&e),
+            },
+            ("router_id", _) => drop("only names this node in keepalived's logs and emails; halo logs the host name"),
+            ("script_user" | "enable_script_security", _) => {
+                drop("halo runs no scripts from this config; hooks, when they come, have their own script_user")
+            }
+            ("lvs_id" | "lvs_sync_daemon", _) => drop("LVS is not part of halo"),
+            (kw, _) if kw.starts_with("notification_email") || kw.starts_with("smtp_") => {
+                drop("halo sends no email; follow state changes in the journal or the metrics")
+            }
+            _ => drop("a keepalived process setting with no halo equivalent"),
+        }
+    }
+}
+
+// === vrrp_instance ===
+
+/// A parsed address list entry, or why it was left out.
+fn address(w: &Word) -> Result<IpAddr, String> {
+    if let Some(r) = placeholder_reason(w) {
+        return Err(r);
+    }
+    w.text
+        .parse()
+        .map_err(|_| format!("\"{}\" is not an IP address", w.text))
+}
+
+fn instance(
+    o: &Origin,
+    s: &Stmt,
+    g: &Globals,
+    scripts: &mut BTreeMap<String, Script>,
+    services: &[String],
+    opts: &Options,
+    drops: &mut Vec<Dropped>,
+) -> Option<Table> {
+    let Some(name) = s.args().first().map(|w| w.text.clone()) else {
+        drops.push(o.drop(s.line(), "vrrp_instance", "no name"));
+        return None;
+    };
+    let mut fatal: Vec<String> = Vec::new();
+    let mut interface = None;
+    let mut vrid = None;
+    let mut version = g.version.clone();
+    let mut priority = None;
+    let mut state: Option<(Src, String)> = None;
+    let mut advert = None;
+    let mut vips: Vec<Item> = Vec::new();
+    let mut nopreempt = None;
+    let mut preempt_delay = None;
+    let mut unicast_src = None;
+    let mut peers: Vec<Item> = Vec::new();
+    let mut peers_src: Option<Src> = None;
+    let mut auth: Option<(Src, String)> = None;
+    let mut garp_repeat = g.garp_repeat.clone();
+    let mut garp_interval = g.garp_interval.clone();
+    let mut garp_refresh = g.garp_refresh.clone();
+    let mut tracks: Vec<TrackOut> = Vec::new();
+
+    for c in s.children() {
+        let src = o.src(&c.words);
+        let kw = c.keyword().to_string();
+        let arg = c.args().first();
+        let mut drop =
+            |directive: &str, reason: String| drops.push(o.drop(c.line(), directive, reason));
+        if let Some(r) = c.words.iter().find_map(placeholder_reason) {
+            match kw.as_str() {
+                "interface" | "unicast_src_ip" | "virtual_router_id" => {
+                    fatal.push(format!("its {kw} is a template placeholder"))
+                }
+                _ => {}
+            }
+            if c.block.is_none() {
+                drop(&kw, r);
+                continue;
+            }
+        }
+        match (kw.as_str(), arg) {
+            ("interface", Some(i)) => interface = Some((src, i.text.clone())),
+            ("virtual_router_id", Some(v)) => match v.text.parse::<i64>() {
+                Ok(n) if (1..=255).contains(&n) => vrid = Some((src, n)),
+                _ => {
+                    drop(&kw, format!("\"{}\" is not a router id 1..=255", v.text));
+                    fatal.push("no valid virtual_router_id".into());
+                }
+            },
+            ("version", Some(v)) if v.text == "2" || v.text == "3" => {
+                version = Some((src, v.text.parse().unwrap_or(2)))
+            }
+            ("priority", Some(p)) => match p.text.parse::<i64>() {
+                Ok(n) if (1..=255).contains(&n) => priority = Some((src, n)),
+                _ => drop(&kw, format!("\"{}\" is not a priority 1..=255; keepalived's default 100 applies", p.text)),
+            },
+            ("state", Some(st)) => {
+                state = Some((src, st.text.clone()));
+                drop(&kw, "not needed: halo starts every instance as backup and the priorities decide who is master (RFC 5798 6.4.1)".into());
+            }
+            ("advert_int", Some(t)) => match keepalived_secs(&t.text) {
+                Ok(d) => advert = Some((src, d)),
+                Err(e) => drop(&kw, e),
+            },
+            ("virtual_ipaddress", _) => {
+                for e in c.children() {
+                    vip(o, e, interface.as_ref().map(|(_, i)| i.as_str()), &mut vips, drops);
+                }
+            }
+            ("nopreempt", _) => nopreempt = Some(src),
+            ("preempt", _) => {}
+            ("preempt_delay", Some(t)) => match keepalived_secs(&t.text) {
+                Ok(d) if d <= Duration::from_secs(1000) => preempt_delay = Some((src, d)),
+                Ok(_) => drop(&kw, "keepalived and halo allow at most 1000 seconds".into()),
+                Err(e) => drop(&kw, e),
+            },
+            ("unicast_src_ip", Some(a)) => match address(a) {
+                Ok(ip) => unicast_src = Some((src, ip.to_string())),
+                Err(e) => drop(&kw, e),
+            },
+            ("unicast_peer", _) => {
+                peers_src = Some(src);
+                for p in c.children() {
+                    match address(&p.words[0]) {
+                        Ok(ip) => peers.push(Item {
+                            value: Value::Str(ip.to_string()),
+                            from: vec![o.src(&p.words)],
+                        }),
+                        Err(e) => {
+                            if p.words[0].placeholder().is_some() {
+                                fatal.push("a unicast_peer is a template placeholder".into());
+                            }
+                            drops.push(o.drop(p.line(), &format!("unicast_peer {}", p.keyword()), e));
+                        }
+                    }
+                    for extra in p.args() {
+                        if !extra.text.parse::<i64>().is_ok() {
+                            drops.push(o.drop(p.line(), &format!("unicast_peer {} {}", p.keyword(), extra.text), "halo checks no TTL on unicast adverts"));
+                        }
+                    }
+                }
+            }
+            ("authentication", _) => {
+                let mut kind = None;
+                let mut pass = None;
+                for a in c.children() {
+                    match (a.keyword(), a.args().first()) {
+                        ("auth_type", Some(t)) => kind = Some(t.text.clone()),
+                        ("auth_pass", Some(p)) => pass = Some((o.src(&a.words), p.text.clone())),
+                        _ => drops.push(o.drop(a.line(), a.keyword(), "not an authentication setting")),
+                    }
+                }
+                let why = match (kind.as_deref(), pass) {
+                    (Some("PASS") | None, Some(p)) => {
+                        auth = Some(p);
+                        None
+                    }
+                    (Some("AH"), _) => Some("IPsec AH: halo supports only the simple password (auth_type PASS) of VRRP version 2".to_string()),
+                    (_, None) => Some("no auth_pass".to_string()),
+                    (Some(t), _) => Some(format!("auth_type {t} is not PASS or AH")),
+                };
+                if let Some(why) = why {
+                    drops.push(o.drop(c.line(), "authentication", why));
+                }
+            }
+            ("track_interface", _) => {
+                for t in c.children() {
+                    tracks.push(TrackOut {
+                        key: "interface",
+                        target: t.keyword().to_string(),
+                        weight: track_weight(t),
+                        from: vec![o.src(&t.words)],
+                    });
+                }
+            }
+            ("track_script", _) => {
+                for t in c.children() {
+                    track_script(o, t, scripts, services, &mut tracks, drops);
+                }
+            }
+            ("garp_master_repeat", Some(n)) => match n.text.parse::<i64>() {
+                Ok(n) if (0..=100).contains(&n) => garp_repeat = Some((src, n)),
+                _ => drop(&kw, "halo sends 0..=100 gratuitous ARPs".into()),
+            },
+            ("garp_interval", Some(t)) => match keepalived_secs(&t.text) {
+                Ok(d) => garp_interval = Some((src, d)),
+                Err(e) => drop(&kw, e),
+            },
+            ("garp_master_refresh", Some(t)) => match keepalived_secs(&t.text) {
+                Ok(d) if d.is_zero() => garp_refresh = None,
+                Ok(d) => garp_refresh = Some((src, d)),
+                Err(e) => drop(&kw, e),
+            },
+            ("garp_master_delay" | "garp_master_refresh_repeat", _) => drop(&kw, "halo sends one burst of gratuitous ARPs on becoming master (and repeats it every garp_refresh)".into()),
+            (k, _) if k.starts_with("notify") => drop(&kw, NO_HOOKS.into()),
+            ("smtp_alert", _) => drop(&kw, "halo sends no email".into()),
+            ("mcast_src_ip", _) => drop(&kw, "halo sends multicast adverts from the interface's primary address".into()),
+            ("virtual_ipaddress_excluded", _) => drop(&kw, "halo puts every virtual IP in its adverts; list these in virtual_ips or leave them to the OS".into()),
+            ("virtual_routes" | "virtual_rules", _) => drop(&kw, "halo manages only virtual IPs".into()),
+            ("use_vmac" | "vmac_xmit_base", _) => drop(&kw, "halo keeps the interface's own MAC address and sends gratuitous ARPs on failover".into()),
+            ("dont_track_primary", _) => drop(&kw, "halo does not track the instance's own interface unless told to (track = [{ interface = ... }])".into()),
+            ("lvs_sync_daemon_interface", _) => drop(&kw, "LVS is not part of halo".into()),
+            _ => drop(&kw, "no halo equivalent".into()),
+        }
+    }
+
+    // What keepalived would run with.
+    let any_v6 = vips
+        .iter()
+        .any(|i| matches!(&i.value, Value::Str(a) if a.contains(':')));
+    let (version_n, version_from, version_note) = match (&version, any_v6) {
+        (_, true) => (3, vec![], "keepalived uses VRRP version 3 for IPv6"),
+        (Some((src, v)), false) => (*v, vec![src.clone()], ""),
+        (None, false) => (2, vec![], "keepalived's default vrrp_version is 2"),
+    };
+    let state_master = state.as_ref().is_some_and(|(_, s)| s == "MASTER");
+    if let (Some(src), true) = (&nopreempt, state_master) {
+        drops.push(o.drop(
+            src.line,
+            "nopreempt",
+            "keepalived ignores nopreempt when state is MASTER",
+        ));
+        nopreempt = None;
+    }
+    if unicast_src.is_some() && peers.is_empty() {
+        if let Some((src, _)) = unicast_src.take() {
+            drops.push(o.drop(
+                src.line,
+                "unicast_src_ip",
+                "no unicast_peer: the adverts are multicast",
+            ));
+        }
+    }
+    for (inst, addr) in opts.vips.iter().filter(|(i, _)| *i == name) {
+        let ok = addr.parse::<IpNet>().is_ok() || addr.parse::<IpAddr>().is_ok();
+        if ok {
+            vips.push(Item {
+                value: Value::Str(addr.clone()),
+                from: vec![Src {
+                    file: "command line".into(),
+                    line: 0,
+                    text: format!("--vip {inst}={addr}"),
+                }],
+            });
+        } else {
+            drops.push(Dropped {
+                file: "command line".into(),
+                line: 0,
+                directive: format!("--vip {inst}={addr}"),
+                reason: "not an address or address/prefix".into(),
+            });
+        }
+    }
+    if interface.is_none() {
+        fatal.push("no interface".into());
+    }
+    if vrid.is_none() && !fatal.iter().any(|f| f.contains("virtual_router_id")) {
+        fatal.push("no virtual_router_id".into());
+    }
+    if vips.is_empty() {
+        fatal.push(format!(
+            "no virtual_ipaddress: keepalived runs such an instance for its election and scripts only, halo needs at least one virtual IP (pass --vip {name}=ADDRESS/PREFIX)"
+        ));
+    }
+    if !fatal.is_empty() {
+        fatal.dedup();
+        drops.push(o.drop(s.line(), &format!("vrrp_instance {name}"), fatal.join("; ")));
+        return None;
+    }
+
+    // Mark the scripts this instance carries (only now that it is carried).
+    for tr in &tracks {
+        for f in &tr.from {
+            for sc in scripts.values_mut() {
+                if sc.src == *f {
+                    sc.carried = true;
+                }
+            }
+        }
+    }
+
+    let mut t = Table::new(&["vrrp", &name], vec![o.src(&s.words)]);
+    let (isrc, iface) = interface.expect("checked above");
+    t.entries
+        .push(Entry::one("interface", Value::Str(iface), vec![isrc]));
+    let (vsrc, v) = vrid.expect("checked above");
+    t.entries
+        .push(Entry::one("vrid", Value::Int(v), vec![vsrc]));
+    let mut e = Entry::one("version", Value::Int(version_n), version_from);
+    if !version_note.is_empty() {
+        e = e.note(version_note);
+    }
+    t.entries.push(e);
+
+    // Priority: keepalived's base, raised by the positive weights.
+    let (mut prio, mut prio_from, mut prio_notes) = match (&priority, &state) {
+        (Some((src, p)), _) => (*p, vec![src.clone()], vec![]),
+        (None, Some((src, st))) if st == "MASTER" => (
+            255,
+            vec![src.clone()],
+            vec![
+                "keepalived gives a MASTER without a priority 255 (the address owner's)"
+                    .to_string(),
+            ],
+        ),
+        (None, _) => (
+            100,
+            vec![],
+            vec!["keepalived's default priority".to_string()],
+        ),
+    };
+    let raise: i64 = tracks.iter().map(|tr| tr.weight.max(0)).sum();
+    if raise > 0 && prio < 255 {
+        let raised = (prio + raise).min(254);
+        prio_notes.push(format!(
+            "{prio} + {raise}: keepalived adds a positive track weight while the check passes; halo's track subtracts it while the check fails, which gives the same election"
+        ));
+        if prio + raise > 254 {
+            prio_notes.push(
+                "capped at 254, the highest priority of a router that does not own the address"
+                    .into(),
+            );
+        }
+        prio = raised;
+        for tr in tracks.iter().filter(|tr| tr.weight > 0) {
+            prio_from.extend(tr.from.iter().take(1).cloned());
+        }
+    }
+    let mut e = Entry::one("priority", Value::Int(prio), prio_from);
+    e.notes = prio_notes;
+    t.entries.push(e);
+
+    if let Some((src, d)) = advert {
+        let (d, note) = advert_interval(d, version_n);
+        let mut e = Entry::one("advert_interval", Value::Dur(d), vec![src.clone()]);
+        if let Some(n) = note {
+            drops.push(o.drop(src.line, "advert_int", n.clone()));
+            e = e.note(n);
+        }
+        t.entries.push(e);
+    }
+    t.entries.push(Entry::many("virtual_ips", vips));
+    if let Some(src) = nopreempt {
+        t.entries
+            .push(Entry::one("nopreempt", Value::Bool(true), vec![src]));
+    }
+    if let Some((src, d)) = preempt_delay {
+        t.entries
+            .push(Entry::one("preempt_delay", Value::Dur(d), vec![src]));
+    }
+    if let Some((src, a)) = unicast_src {
+        t.entries
+            .push(Entry::one("unicast_src", Value::Str(a), vec![src]));
+    }
+    if !peers.is_empty() {
+        let mut e = Entry::many("unicast_peers", peers);
+        e.from.extend(peers_src);
+        t.entries.push(e);
+    }
+    if let Some((src, pass)) = auth {
+        if version_n == 3 {
+            drops.push(o.drop(
+                src.line,
+                "auth_pass",
+                "keepalived ignores authentication with VRRP version 3 (RFC 5798 removed it)",
+            ));
+        } else if pass.is_empty() {
+            drops.push(o.drop(src.line, "auth_pass", "empty"));
+        } else {
+            // keepalived sends only the first 8 bytes; so does halo.
+            t.entries
+                .push(Entry::one("auth_pass", Value::Str(pass), vec![src]));
+        }
+    }
+    if let Some((src, n)) = garp_repeat {
+        t.entries
+            .push(Entry::one("garp_repeat", Value::Int(n), vec![src]));
+    }
+    if let Some((src, d)) = garp_interval {
+        t.entries.push(Entry::one(
+            "garp_interval",
+            Value::Dur(super::units::ceil_ms(d)),
+            vec![src],
+        ));
+    }
+    if let Some((src, d)) = garp_refresh {
+        t.entries.push(Entry::one(
+            "garp_refresh",
+            Value::Dur(super::units::ceil_ms(d)),
+            vec![src],
+        ));
+    }
+    if !tracks.is_empty() {
+        let mut notes = Vec::new();
+        let items = tracks
+            .into_iter()
+            .map(|tr| {
+                let weight = match tr.weight {
+                    0 => {
+                        if !notes.iter().any(|n: &String| n == FAULT_NOTE) {
+                            notes.push(FAULT_NOTE.to_string());
+                        }
+                        FAULT_WEIGHT
+                    }
+                    w if w > 0 => -w,
+                    w => w,
+                };
+                Item {
+                    value: Value::Inline(vec![
+                        (tr.key, Value::Str(tr.target)),
+                        ("weight", Value::Int(weight)),
+                    ]),
+                    from: tr.from,
+                }
+            })
+            .collect();
+        let mut e = Entry::many("track", items);
+        e.notes = notes;
+        t.entries.push(e);
+    }
+    Some(t)
+}
+
+/// v2 advertises whole seconds (1..=255), v3 centiseconds (10ms..40.95s).
+fn advert_interval(d: Duration, version: i64) -> (Duration, Option<String>) {
+    let ms = d.as_millis();
+    if version == 2 {
+        let secs = ((ms + 500) / 1000).clamp(1, 255);
+        let r = Duration::from_secs(secs as u64);
+        let note = (r != d).then(|| {
+            format!(
+                "VRRP version 2 advertises whole seconds (1..=255): {} s is carried as {secs} s",
+                ms as f64 / 1000.0
+            )
+        });
+        (r, note)
+    } else {
+        let centis = ((ms + 5) / 10).clamp(1, 4095);
+        let r = Duration::from_millis(centis as u64 * 10);
+        let note = (r != d)
+            .then(|| "VRRP version 3 advertises 10 ms steps, 10ms..40.95s: rounded".to_string());
+        (r, note)
+    }
+}
+
+/// `NAME [weight N [reverse]]` in a track_* block: keepalived's weight.
+fn track_weight(t: &Stmt) -> i64 {
+    let a = t.args();
+    match a.iter().position(|w| w.text == "weight") {
+        Some(i) => a.get(i + 1).and_then(|w| w.text.parse().ok()).unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// Whether a vrrp_script only checks that an haproxy process exists.
+pub fn checks_haproxy_process(command: &str) -> bool {
+    let argv: Vec<&str> = command.split_whitespace().collect();
+    let Some((prog, args)) = argv.split_first() else {
+        return false;
+    };
+    let prog = prog.rsplit('/').next().unwrap_or(prog);
+    matches!(
+        (prog, args),
+        ("pkill" | "killall", ["-0", "haproxy"])
+            | ("pidof", ["haproxy"])
+            | ("pgrep", ["haproxy"] | ["-x", "haproxy"])
+    )
+}
+
+fn track_script(
+    o: &Origin,
+    t: &Stmt,
+    scripts: &mut BTreeMap<String, Script>,
+    services: &[String],
+    tracks: &mut Vec<TrackOut>,
+    drops: &mut Vec<Dropped>,
+) {
+    let name = t.keyword();
+    let directive = format!("track_script {name}");
+    let Some(sc) = scripts.get_mut(name) else {
+        drops.push(o.drop(t.line(), &directive, "no vrrp_script of that name"));
+        return;
+    };
+    sc.used = true;
+    let command = sc.command.clone().unwrap_or_default();
+    let reverse = sc.reverse || t.args().iter().any(|w| w.text == "reverse");
+    if !checks_haproxy_process(&command) || reverse {
+        drops.push(o.drop(
+            t.line(),
+            &directive,
+            format!("runs `{command}`: halo runs no track scripts yet ([track_script] sections are planned); it tracks interfaces and its own proxy services"),
+        ));
+        return;
+    }
+    if services.is_empty() {
+        drops.push(o.drop(
+            t.line(),
+            &directive,
+            format!("`{command}` checks that haproxy runs: halo tracks its own proxy service instead, but no HAProxy service was imported (add --haproxy haproxy.cfg)"),
+        ));
+        return;
+    }
+    let weight = if t.args().iter().any(|w| w.text == "weight") {
+        track_weight(t)
+    } else {
+        sc.weight
+    };
+    for svc in services {
+        tracks.push(TrackOut {
+            key: "proxy",
+            target: svc.clone(),
+            weight,
+            from: vec![o.src(&t.words), sc.src.clone()],
+        });
+    }
+}
+
+fn vip(
+    o: &Origin,
+    e: &Stmt,
+    interface: Option<&str>,
+    vips: &mut Vec<Item>,
+    drops: &mut Vec<Dropped>,
+) {
+    let addr = &e.words[0];
+    if let Some(r) = placeholder_reason(addr) {
+        drops.push(o.drop(e.line(), &format!("virtual_ipaddress {}", addr.text), r));
+        return;
+    }
+    let ok = addr.text.parse::<IpNet>().is_ok() || addr.text.parse::<IpAddr>().is_ok();
+    if !ok {
+        drops.push(o.drop(
+            e.line(),
+            &format!("virtual_ipaddress {}", addr.text),
+            "not an address or address/prefix (halo takes no address ranges)",
+        ));
+        return;
+    }
+    vips.push(Item {
+        value: Value::Str(addr.text.clone()),
+        from: vec![o.src(&e.words)],
+    });
+    let mut rest = e.args().iter();
+    while let Some(w) = rest.next() {
+        let directive = format!("virtual_ipaddress {} {}", addr.text, w.text);
+        let reason = match w.text.as_str() {
+            "dev" => {
+                let dev = rest.next().map(|d| d.text.clone()).unwrap_or_default();
+                if Some(dev.as_str()) == interface {
+                    continue;
+                }
+                format!("halo adds virtual IPs on the instance's interface, not on {dev}")
+            }
+            "label" => {
+                rest.next();
+                "halo adds addresses without a label".to_string()
+            }
+            "brd" | "scope" | "preferred_lft" | "track_group" => {
+                rest.next();
+                "halo adds addresses with the kernel's defaults".to_string()
+            }
+            _ => "halo adds addresses with the kernel's defaults".to_string(),
+        };
+        drops.push(o.drop(e.line(), &directive, reason));
+    }
+}

@@ -1,0 +1,438 @@
+//! Mapping tests: small configs with the exact halo keys they must give, and
+//! every seed fixture in tests/import/fixtures imported and then validated by
+//! halo's own config loader (what `halo check` runs).
+
+use super::*;
+
+fn opts() -> Options {
+    Options::default()
+}
+
+fn run(k: Option<&str>, h: Option<&str>, o: &Options) -> Result<Imported, ImportError> {
+    import(
+        k.map(|text| Source {
+            path: "keepalived.conf",
+            text,
+        }),
+        h.map(|text| Source {
+            path: "haproxy.cfg",
+            text,
+        }),
+        o,
+    )
+}
+
+/// The TOML without comments and blank lines, for exact comparisons.
+fn keys(toml: &str) -> String {
+    toml.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim_start().starts_with('#') && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn valid(toml: &str) -> crate::config::Config {
+    match crate::config::parse_str("imported.toml", toml) {
+        Ok(c) => c,
+        Err(e) => panic!("halo check refuses the import:\n{e}\n---\n{toml}"),
+    }
+}
+
+fn dropped(i: &Imported) -> Vec<String> {
+    i.dropped.iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn keepalived_instance_maps_key_by_key() {
+    let k = "vrrp_instance VI_1 {\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 90\n  advert_int 1\n  nopreempt\n  preempt_delay 5\n  authentication {\n    auth_type PASS\n    auth_pass secret12\n  }\n  virtual_ipaddress {\n    192.0.2.100/24 dev eth0 label eth0:1\n    192.0.2.101\n  }\n  unicast_src_ip 192.0.2.11\n  unicast_peer {\n    192.0.2.12\n  }\n  track_interface {\n    eth1 weight -20\n    eth2\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    assert_eq!(
+        keys(&i.toml),
+        "[vrrp.VI_1]\ninterface = \"eth0\"\nvrid = 51\nversion = 2\npriority = 90\nadvert_interval = \"1s\"\n\
+         virtual_ips = [\n  \"192.0.2.100/24\",\n  \"192.0.2.101\",\n]\nnopreempt = true\npreempt_delay = \"5s\"\n\
+         unicast_src = \"192.0.2.11\"\nunicast_peers = [\n  \"192.0.2.12\",\n]\nauth_pass = \"secret12\"\n\
+         track = [\n  { interface = \"eth1\", weight = -20 },\n  { interface = \"eth2\", weight = -254 },\n]"
+    );
+    assert!(i
+        .toml
+        .contains("# from keepalived.conf:4 virtual_router_id 51\nvrid = 51"));
+    assert!(i.toml.contains("keepalived's default vrrp_version is 2"));
+    assert_eq!(
+        dropped(&i),
+        [
+            "keepalived.conf:2: directive 'state' not carried over: not needed: halo starts every instance as backup and the priorities decide who is master (RFC 5798 6.4.1)",
+            "keepalived.conf:14: directive 'virtual_ipaddress 192.0.2.100/24 label' not carried over: halo adds addresses without a label",
+        ]
+    );
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].version, crate::config::VrrpVersion::V2);
+    assert_eq!(c.vrrp[0].unicast_peers.len(), 1);
+}
+
+#[test]
+fn global_vrrp_version_3_and_ipv6() {
+    let k = "global_defs {\n vrrp_version 3\n router_id LB1\n}\nvrrp_instance A {\n interface eth0\n virtual_router_id 1\n advert_int 0.5\n virtual_ipaddress {\n 192.0.2.1\n }\n authentication {\n auth_pass x\n }\n}\n\
+             vrrp_instance B {\n interface eth0\n virtual_router_id 2\n virtual_ipaddress {\n 2001:db8::1/64\n }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp.len(), 2);
+    assert!(c
+        .vrrp
+        .iter()
+        .all(|v| v.version == crate::config::VrrpVersion::V3));
+    assert_eq!(c.vrrp[0].advert_interval.centis(), 50);
+    assert!(c.vrrp[0].auth_pass.is_none());
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:3: directive 'router_id'"),
+        "{d}"
+    );
+    assert!(d.contains("keepalived.conf:13: directive 'auth_pass' not carried over: keepalived ignores authentication with VRRP version 3"), "{d}");
+}
+
+#[test]
+fn master_without_priority_is_the_owner_and_v2_rounds_the_interval() {
+    let k = "vrrp_instance A {\n state MASTER\n interface eth0\n virtual_router_id 1\n advert_int 1.5\n nopreempt\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].priority.get(), 255);
+    assert_eq!(c.vrrp[0].advert_interval.centis(), 200);
+    assert!(
+        c.vrrp[0].preempt,
+        "keepalived ignores nopreempt with state MASTER"
+    );
+    let d = dropped(&i).join("\n");
+    assert!(d.contains(":5: directive 'advert_int'"), "{d}");
+    assert!(d.contains(":6: directive 'nopreempt'"), "{d}");
+}
+
+const HAPROXY_CHECK: &str = "vrrp_script chk_haproxy {\n  script \"/usr/bin/pkill -0 haproxy\"\n  interval 2\n  weight 2\n}\n\
+    vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 42\n  priority 101\n  virtual_ipaddress {\n    192.0.2.100/24\n  }\n  track_script {\n    chk_haproxy\n  }\n  notify_master /etc/keepalived/master.sh\n}\n";
+
+const HAPROXY_CFG: &str = "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend web\n  bind *:80\n  default_backend pool\nbackend pool\n  server web1 192.0.2.21:80 check\n  server web2 192.0.2.22:80 check weight 2\n";
+
+#[test]
+fn a_haproxy_process_check_becomes_a_proxy_track_with_the_same_election() {
+    let i = run(Some(HAPROXY_CHECK), Some(HAPROXY_CFG), &opts()).unwrap();
+    let c = valid(&i.toml);
+    let v = &c.vrrp[0];
+    // keepalived: 101 + 2 while haproxy runs; halo: 103 - 2 while it is down.
+    assert_eq!(v.priority.get(), 103);
+    assert_eq!(
+        v.track,
+        [crate::config::Track {
+            what: crate::config::TrackTarget::Proxy("web".into()),
+            weight: -2
+        }]
+    );
+    assert!(i.toml.contains("# from keepalived.conf:14 chk_haproxy\n  # from keepalived.conf:1 vrrp_script chk_haproxy\n  { proxy = \"web\", weight = -2 },"), "{}", i.toml);
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:16: directive 'notify_master' not carried over"),
+        "{d}"
+    );
+    assert!(!d.contains("vrrp_script"), "{d}");
+}
+
+#[test]
+fn without_haproxy_the_process_check_is_reported() {
+    let i = run(Some(HAPROXY_CHECK), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].priority.get(), 101);
+    assert!(c.vrrp[0].track.is_empty());
+    let d = dropped(&i).join("\n");
+    assert!(d.contains("keepalived.conf:14: directive 'track_script chk_haproxy' not carried over: `/usr/bin/pkill -0 haproxy` checks that haproxy runs"), "{d}");
+    assert!(
+        d.contains("keepalived.conf:1: directive 'vrrp_script chk_haproxy'"),
+        "{d}"
+    );
+}
+
+#[test]
+fn other_scripts_are_reported_and_weight_zero_means_fault() {
+    assert!(from_keepalived::checks_haproxy_process(
+        "killall -0 haproxy"
+    ));
+    assert!(from_keepalived::checks_haproxy_process(
+        "/bin/pidof haproxy"
+    ));
+    assert!(!from_keepalived::checks_haproxy_process(
+        "/etc/keepalived/check_haproxy.sh"
+    ));
+    assert!(!from_keepalived::checks_haproxy_process("pkill -9 haproxy"));
+    let k = HAPROXY_CHECK.replace("  weight 2\n", "");
+    let i = run(Some(&k), Some(HAPROXY_CFG), &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].priority.get(), 101);
+    assert_eq!(c.vrrp[0].track[0].weight, -254);
+    assert!(i.toml.contains("puts the instance in FAULT"));
+}
+
+#[test]
+fn placeholders_need_values_and_vipless_instances_need_a_vip() {
+    let k = "vrrp_instance VI_1 {\n  interface vlan.99\n  virtual_router_id 42\n  unicast_src_ip {{ lb1_ip_address }}\n  unicast_peer {\n    {{ lb2_ip_address }}\n  }\n}\n";
+    let e = run(Some(k), None, &opts()).unwrap_err();
+    let ImportError::NothingCarried(d) = &e else {
+        panic!("{e:?}")
+    };
+    let text = e.to_string();
+    assert!(text.contains("keepalived.conf:4: directive 'unicast_src_ip' not carried over: '{{ lb1_ip_address }}' is a template placeholder: render the template, or pass --set lb1_ip_address=VALUE"), "{text}");
+    assert!(
+        text.contains("keepalived.conf:1: directive 'vrrp_instance VI_1' not carried over:"),
+        "{text}"
+    );
+    assert!(text.contains("--vip VI_1=ADDRESS/PREFIX"), "{text}");
+    assert!(d.len() >= 3);
+
+    let mut o = opts();
+    o.set.insert("lb1_ip_address".into(), "192.0.2.11".into());
+    o.set.insert("lb2_ip_address".into(), "192.0.2.12".into());
+    o.vips.push(("VI_1".into(), "203.0.113.10/32".into()));
+    let i = run(Some(k), None, &o).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].unicast_src, Some("192.0.2.11".parse().unwrap()));
+    assert!(i
+        .toml
+        .contains("# from command line:0 --vip VI_1=203.0.113.10/32"));
+}
+
+#[test]
+fn haproxy_frontend_and_backend_map_key_by_key() {
+    let h = "global\n  daemon\ndefaults\n  mode http\n  option dontlognull\n  option forwardfor except 127.0.0.0/8\n  option redispatch\n  retries 3\n  timeout connect 5000\n  timeout client 1m\n  timeout server 30s\n  timeout check 10s\n  maxconn 3000\n\
+             frontend fe\n  bind *:80,:::80\n  default_backend be\n  use_backend other if { path_beg /x }\n\
+             backend be\n  balance leastconn\n  option httpchk GET /health HTTP/1.1\\r\\nHost:\\ www.example\n  http-check expect status 200-299\n  default-server inter 3s fall 2\n  server a 192.0.2.21:8080 check weight 3 maxconn 50\n  server b 192.0.2.22 check\n  server c 192.0.2.23:80 backup\n\
+             backend unused\n  server z 192.0.2.99:80\n";
+    let i = run(None, Some(h), &opts()).unwrap();
+    assert_eq!(
+        keys(&i.toml),
+        "[proxy.fe]\nbind = [\n  \"0.0.0.0:80\",\n  \"[::]:80\",\n]\nbalance = \"leastconn\"\nservers = [\n  \
+         { name = \"a\", address = \"192.0.2.21:8080\", weight = 3, maxconn = 50 },\n  { name = \"b\", address = \"192.0.2.22:80\" },\n]\n\
+         retries = 3\nmaxconn = 3000\nforwardfor = true\nforwardfor_except = [\"127.0.0.0/8\"]\ndontlognull = true\n\
+         [proxy.fe.timeouts]\nconnect = \"5s\"\nclient = \"1m\"\nserver = \"30s\"\nhttp_request = \"1m\"\nkeep_alive = \"1m\"\nqueue = \"5s\"\n\
+         [proxy.fe.health]\ntype = \"http\"\nmethod = \"GET\"\npath = \"/health\"\nhost = \"www.example\"\nexpect_status = \"200-299\"\n\
+         interval = \"3s\"\ntimeout = \"3s\"\nrise = 2\nfall = 2"
+    );
+    let d = dropped(&i).join("\n");
+    for want in [
+        "haproxy.cfg:2: directive 'daemon'",
+        "haproxy.cfg:17: directive 'use_backend'",
+        "haproxy.cfg:25: directive 'server c backup'",
+        "haproxy.cfg:26: directive 'backend unused'",
+        "haproxy.cfg:24: directive 'server b 192.0.2.22' not carried over: no port",
+    ] {
+        assert!(d.contains(want), "{want} not in\n{d}");
+    }
+    // Only the server lines that were not carried are reported.
+    assert!(!d.contains("directive 'server a"), "{d}");
+    let c = valid(&i.toml);
+    assert_eq!(c.proxy[0].servers.len(), 2);
+}
+
+#[test]
+fn listen_sections_stats_pages_tcp_mode_and_hostnames() {
+    let h = "listen stats\n  bind *:8404\n  stats enable\n  stats uri /\nlisten app\n  mode http\n  bind 192.0.2.1:80\n  server s1 web1:80\nlisten db\n  mode tcp\n  bind :3306\n  server m 192.0.2.5:3306\n";
+    let e = run(None, Some(h), &opts()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("haproxy.cfg:1: directive 'listen stats' not carried over: a stats page"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "haproxy.cfg:8: directive 'server s1' not carried over: \"web1\" is a host name"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("haproxy.cfg:10: directive 'listen db' not carried over: mode tcp"),
+        "{text}"
+    );
+    let mut o = opts();
+    o.resolve
+        .insert("web1".into(), "192.0.2.21".parse().unwrap());
+    let i = run(None, Some(h), &o).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.proxy.len(), 1);
+    assert_eq!(
+        c.proxy[0].servers[0].address,
+        "192.0.2.21:80".parse().unwrap()
+    );
+    assert!(
+        !c.proxy[0].forwardfor.enabled,
+        "HAProxy adds no XFF by default"
+    );
+    assert!(!c.proxy[0].dontlognull);
+    assert!(c.proxy[0].health.is_none(), "no `check`, no health checks");
+}
+
+#[test]
+fn syntax_errors_name_file_and_line_in_both_files() {
+    let e = run(Some("a {\n"), Some("global\n  log \"x\n"), &opts()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "keepalived.conf:1: '{' of 'a' is never closed\nhaproxy.cfg:2: unterminated quoted string (no closing \" on this line)"
+    );
+    assert!(matches!(
+        run(None, None, &opts()),
+        Err(ImportError::NothingCarried(_))
+    ));
+}
+
+// === the seed fixtures ===
+
+/// (fixture names, --set, --resolve, --vip): what each seed needs.
+struct Case {
+    keepalived: Option<&'static str>,
+    haproxy: Option<&'static str>,
+    set: &'static [(&'static str, &'static str)],
+    resolve: &'static [(&'static str, &'static str)],
+    vip: &'static [(&'static str, &'static str)],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        keepalived: Some("000-pangrazzi-lb1.keepalived.conf"),
+        haproxy: None,
+        set: &[
+            ("lb1_ip_address", "192.0.2.11"),
+            ("lb2_ip_address", "192.0.2.12"),
+        ],
+        resolve: &[],
+        vip: &[("VI_1", "203.0.113.10/32")],
+    },
+    Case {
+        keepalived: Some("000-pangrazzi-lb2.keepalived.conf"),
+        haproxy: None,
+        set: &[
+            ("lb1_ip_address", "192.0.2.11"),
+            ("lb2_ip_address", "192.0.2.12"),
+        ],
+        resolve: &[],
+        vip: &[("VI_1", "203.0.113.10/32")],
+    },
+    Case {
+        keepalived: Some("001-essay-active.keepalived.conf"),
+        haproxy: Some("001-essay.haproxy.cfg"),
+        set: &[],
+        resolve: &[
+            ("server1", "192.0.2.21"),
+            ("server2", "192.0.2.22"),
+            ("server3", "192.0.2.23"),
+        ],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("001-essay-passive.keepalived.conf"),
+        haproxy: Some("001-essay.haproxy.cfg"),
+        set: &[],
+        resolve: &[
+            ("server1", "192.0.2.21"),
+            ("server2", "192.0.2.22"),
+            ("server3", "192.0.2.23"),
+        ],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("002-techjockey-lb01-relined.keepalived.conf"),
+        haproxy: None,
+        set: &[],
+        resolve: &[],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("003-ai-master.keepalived.conf"),
+        haproxy: Some("003-ai.haproxy.cfg"),
+        set: &[],
+        resolve: &[],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("003-ai-backup.keepalived.conf"),
+        haproxy: Some("003-ai.haproxy.cfg"),
+        set: &[],
+        resolve: &[],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("004-benyacoub-master.keepalived.conf"),
+        haproxy: None,
+        set: &[],
+        resolve: &[],
+        vip: &[],
+    },
+    Case {
+        keepalived: Some("004-benyacoub-backup.keepalived.conf"),
+        haproxy: None,
+        set: &[],
+        resolve: &[],
+        vip: &[],
+    },
+];
+
+fn fixture(name: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/import/fixtures/");
+    std::fs::read_to_string(format!("{dir}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_seed_fixture_imports_and_passes_halo_check() {
+    for case in CASES {
+        let mut o = opts();
+        o.set = case
+            .set
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        o.resolve = case
+            .resolve
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect();
+        o.vips = case
+            .vip
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let k = case.keepalived.map(fixture);
+        let h = case.haproxy.map(fixture);
+        let i = import(
+            case.keepalived
+                .zip(k.as_deref())
+                .map(|(path, text)| Source { path, text }),
+            case.haproxy
+                .zip(h.as_deref())
+                .map(|(path, text)| Source { path, text }),
+            &o,
+        )
+        .unwrap_or_else(|e| panic!("{:?}: {e}", case.keepalived));
+        let c = valid(&i.toml);
+        assert_eq!(
+            c.vrrp.len(),
+            usize::from(case.keepalived.is_some()),
+            "{:?}",
+            case.keepalived
+        );
+        assert_eq!(
+            c.proxy.len(),
+            usize::from(case.haproxy.is_some()),
+            "{:?}",
+            case.haproxy
+        );
+        assert!(
+            c.vrrp
+                .iter()
+                .all(|v| v.version == crate::config::VrrpVersion::V2),
+            "keepalived's default is v2"
+        );
+    }
+}
+
+#[test]
+fn the_verbatim_one_line_seed_is_refused_with_a_hint() {
+    let text = fixture("002-techjockey-lb01.keepalived.conf");
+    let e = run(Some(&text), None, &opts()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "keepalived.conf:3: '{' of 'global_defs' is never closed; the comment on line 3 contains braces: were this file's line breaks lost? A '#' or '!' comments out the rest of its line"
+    );
+}
