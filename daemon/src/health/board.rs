@@ -385,14 +385,25 @@ impl HealthBoard {
         let Some(checker) = &slot.checker else {
             return;
         };
-        let t = {
+        let (t, confirmed) = {
             let mut c = lock(checker);
+            let was_provisional = c.is_provisional();
+            let detail = result.detail.clone();
             let t = c.observe(now, result);
             if let Some(t) = &t {
                 slot.healthy.store(t.up, Ordering::Relaxed);
             }
-            t
+            let confirmed = (was_provisional && t.is_none())
+                .then(|| format!("{} {}", c.label(), if c.is_up() { "UP" } else { "DOWN" }))
+                .map(|what| format!("{what}: initial state confirmed ({detail})"));
+            (t, confirmed)
         };
+        if let Some(line) = confirmed {
+            // Not a change, so not worth an info line, but it tells an
+            // operator (and the tests) that the first check has happened.
+            let s = &self.services[svc];
+            tracing::debug!(service = %s.name, server = %slot.name, "{line}");
+        }
         if let Some(t) = t {
             self.publish(svc, srv, t);
         }

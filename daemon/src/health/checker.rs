@@ -172,6 +172,10 @@ impl Checker {
     pub fn streak(&self) -> u32 {
         self.streak
     }
+    /// True until a result has confirmed or flipped the initial state.
+    pub fn is_provisional(&self) -> bool {
+        self.provisional
+    }
     /// True while the server is between states (probes use `fast_interval`).
     pub fn in_transition(&self) -> bool {
         self.provisional || self.streak > 0

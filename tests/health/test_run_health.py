@@ -1,0 +1,157 @@
+"""Health checks inside `halo run` (proxy only, on loopback, no VRRP so no
+root needed) against real nginx: a backend stopped goes DOWN after `fall`
+checks with the cause in the log, comes back after `rise`, and the proxy
+answers 503 once no backend is left. Waits are bounded, never asserted."""
+
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from healthfix import Nginx, free_port
+
+WAIT = 20
+
+
+class HaloRun:
+    def __init__(self, halo, tmp, config):
+        self.tmp = tmp
+        self.cfg = tmp / "halo.toml"
+        self.cfg.write_text(config)
+        self.log = tmp / "halo.log"
+        self.logf = open(self.log, "w")
+        self.proc = subprocess.Popen([halo, "run", "-c", str(self.cfg)], stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+
+    def text(self):
+        return self.log.read_text()
+
+    def wait_log(self, pattern, count=1):
+        deadline = time.monotonic() + WAIT
+        while True:
+            lines = [l for l in self.text().splitlines() if re.search(pattern, l)]
+            if len(lines) >= count:
+                return lines
+            if self.proc.poll() is not None:
+                raise AssertionError(f"halo exited {self.proc.returncode}:\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} line(s) matching {pattern!r} in:\n{self.text()}")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.logf.close()
+
+
+@pytest.fixture
+def backends(tmp_path):
+    ns = []
+    try:
+        for i in (1, 2):
+            d = tmp_path / f"nginx{i}"
+            d.mkdir()
+            ns.append(Nginx(d))
+        yield ns
+    finally:
+        for n in ns:
+            n.stop()
+
+
+def config(tmp, port, backends, extra=""):
+    servers = ",\n".join(
+        f'  {{ name = "web{i + 1}", address = "127.0.0.1:{b.port}" }}' for i, b in enumerate(backends))
+    return f"""
+[global]
+control_socket = "{tmp}/halo.sock"
+log_level = "info,halo::health=debug"
+
+[proxy.web]
+bind = ["127.0.0.1:{port}"]
+io = "epoll"
+workers = 1
+servers = [
+{servers}
+]
+
+[proxy.web.health]
+path = "/health"
+expect_status = 200
+interval = "200ms"
+fast_interval = "100ms"
+timeout = "150ms"
+rise = 2
+fall = 3
+{extra}
+"""
+
+
+def get(port, path="/page.html"):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_backend_down_and_up_through_halo_run(halo, tmp_path, backends):
+    port = free_port()
+    h = HaloRun(halo, tmp_path, config(tmp_path, port, backends))
+    try:
+        # Both initial states confirmed by a first check: from here on a
+        # failure needs `fall` checks.
+        h.wait_log(r"web/web1 UP: initial state confirmed \(200 OK\)")
+        h.wait_log(r"web/web2 UP: initial state confirmed \(200 OK\)")
+        assert get(port) == 200
+        backends[1].stop()
+        h.wait_log(r"web/web2 DOWN: 3 consecutive failures \(connection refused\)")
+        # web1 still serves.
+        assert get(port) == 200
+        backends[1].start()
+        h.wait_log(r"web/web2 UP: 2 consecutive successes \(200 OK\)")
+        backends[0].stop()
+        backends[1].stop()
+        h.wait_log(r"web DOWN: no usable server")
+        assert get(port) == 503
+        backends[0].start()
+        h.wait_log(r"web UP: a server is usable again")
+        assert get(port) == 200
+        assert "panicked" not in h.text()
+    finally:
+        h.stop()
+
+
+def test_body_digest_from_genhash_keeps_the_server_up(halo, tmp_path, backends):
+    gh = subprocess.run([halo, "genhash", backends[0].url("/page.html")], capture_output=True,
+                        text=True, timeout=30, check=True)
+    line = [l for l in gh.stdout.splitlines() if l.startswith("expect_body_digest")][0]
+    port = free_port()
+    wrong = 'expect_body_digest = "md5:' + "0" * 32 + '"'
+    bad = config(tmp_path, port, backends[:1], extra=wrong).replace('"/health"', '"/page.html"')
+    h = HaloRun(halo, tmp_path, bad)
+    try:
+        lines = h.wait_log(r"web/web1 DOWN: 1 failure at startup")
+        assert re.search(r"200 OK but body md5 [0-9a-f]{32} is not the expected 0{32}", lines[0]), lines
+        assert get(port) == 503
+    finally:
+        h.stop()
+    (tmp_path / "halo.log").unlink()
+    port = free_port()
+    good = config(tmp_path, port, backends[:1], extra=line).replace('"/health"', '"/page.html"')
+    h = HaloRun(halo, tmp_path, good)
+    try:
+        h.wait_log(r"web/web1 UP: initial state confirmed \(200 OK, body md5 matches\)")
+        assert get(port) == 200
+        assert "DOWN" not in h.text(), h.text()
+    finally:
+        h.stop()
+
