@@ -91,7 +91,7 @@ fn instance(
     let vrid = required(d, "vrid", r.vrid, &table, &here)
         .filter(|(at, v)| in_range(d, "vrid", at, *v, 1..=255))
         .and_then(|(at, v)| Some((at, Vrid::new(v as u8)?)));
-    let version = choice_int(d, r.version);
+    let version = version(d, r.version);
     let priority = take(d, "priority", r.priority).and_then(|(at, v)| {
         if (1..=255).contains(&v) {
             Priority::new(v as u8)
@@ -125,13 +125,13 @@ fn instance(
         MAX_PREEMPT_DELAY,
     );
 
-    let (peers_at, unicast_peers) = match list(d, "unicast_peers", r.unicast_peers) {
-        Some((at, items)) => (Some(at), addresses(d, "unicast_peers", items, family)),
-        None => (None, Vec::new()),
+    let unicast_peers = match list(d, "unicast_peers", r.unicast_peers) {
+        Some((_, items)) => addresses(d, "unicast_peers", items, family),
+        None => Vec::new(),
     };
     let unicast_src = take(d, "unicast_src", r.unicast_src).and_then(|(at, text)| {
         let a: IpAddr = parse_as(d, "unicast_src", &at, &text, "an IP address")?;
-        if peers_at.is_none() {
+        if unicast_peers.is_empty() {
             d.error(
                 &at,
                 "`unicast_src` needs `unicast_peers` (it is the source of unicast adverts)",
@@ -195,7 +195,7 @@ fn instance(
     Some((inst, vrid?.0, family?))
 }
 
-fn choice_int(d: &mut Diag, f: Option<Field<i64>>) -> VrrpVersion {
+fn version(d: &mut Diag, f: Option<Field<i64>>) -> VrrpVersion {
     let Some((at, v)) = take(d, "version", f) else {
         return VrrpVersion::V3;
     };
