@@ -6,9 +6,12 @@
 //! no I/O and read no clock; drivers around them do.
 
 pub mod config;
+pub mod daemon;
 pub mod health;
 pub mod import;
 pub mod lab;
 pub mod logging;
+pub mod netlink;
 pub mod proxy;
+pub mod sdnotify;
 pub mod vrrp;

@@ -95,8 +95,14 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(cfg.global.log_level.as_deref());
-            tracing::error!("halo run: not implemented yet");
-            ExitCode::from(1)
+            match halo::daemon::run(cfg, &config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("halo: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -303,8 +303,13 @@ pub async fn run_instance(
     };
     let (mut prio, mut prio_why) = effective_priority(&cfg, &down_items(&link_up));
 
+    let new_router = |prio: u8| {
+        let mut r = VirtualRouter::new(params(&cfg, prio));
+        r.set_primary_addr(src);
+        r
+    };
     let mut inst = Instance {
-        router: VirtualRouter::new(params(&cfg, prio)),
+        router: new_router(prio),
         cfg: cfg.clone(),
         nl,
         ifindex: link.index,
@@ -324,6 +329,12 @@ pub async fn run_instance(
         cfg.interface,
         if cfg.unicast_peers.is_empty() { "multicast".to_string() } else { format!("unicast to {:?}", cfg.unicast_peers) }
     );
+    // A crash (kill -9) leaves the VIPs on the interface; a node starting as
+    // backup must not keep answering for them. The address owner's VIP is
+    // its own address and stays.
+    if cfg.priority.get() != 255 {
+        inst.remove_vips().await;
+    }
     let mut own_link_up = link.up;
     if own_link_up {
         inst.router.startup(Instant::now().into_std());
@@ -356,7 +367,7 @@ pub async fn run_instance(
                     let now = Instant::now().into_std();
                     if ev.up {
                         info!(instance = %cfg.name, "{}: {} is up again, starting", cfg.name, cfg.interface);
-                        inst.router = VirtualRouter::new(params(&cfg, prio));
+                        inst.router = new_router(prio);
                         inst.router.startup(now);
                     } else {
                         warn!(instance = %cfg.name, state = "FAULT", "{} -> FAULT: {} link down", cfg.name, cfg.interface);

@@ -1,7 +1,10 @@
 //! VRRP: pure codec (`packet`) and state machine (`router`), and the I/O driver.
 
+pub mod driver;
+pub mod garp;
 pub mod packet;
 pub mod router;
+pub mod sockets;
 
 #[cfg(test)]
 mod sim;

@@ -58,6 +58,14 @@ fn setsockopt_int(sock: &Socket, level: i32, name: i32, val: i32) -> io::Result<
     }
 }
 
+/// Register a socket with the tokio reactor for readability.
+fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: the Socket owns its fd and AsyncFd owns the Socket, so the fd
+    // stays open for exactly as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// Sockets of one VRRP instance on one interface and address family.
 pub struct VrrpSockets {
     recv: AsyncFd<Socket>,
@@ -91,7 +99,7 @@ impl VrrpSockets {
             .map_err(|e| io::Error::new(e.kind(), format!("binding VRRP source {src}: {e}")))?;
         send.set_nonblocking(true)?;
         Ok(VrrpSockets {
-            recv: AsyncFd::new(recv)?,
+            recv: register(recv)?,
             send,
             v6: false,
             ifindex,
@@ -119,7 +127,7 @@ impl VrrpSockets {
             .map_err(|e| io::Error::new(e.kind(), format!("binding VRRP source {src}: {e}")))?;
         send.set_nonblocking(true)?;
         Ok(VrrpSockets {
-            recv: AsyncFd::new(recv)?,
+            recv: register(recv)?,
             send,
             v6: true,
             ifindex,
