@@ -13,8 +13,8 @@
 # $HALO_DEB_BIN packages an already built binary instead of building one.
 #
 # Layout: /usr/bin/halo, /lib/systemd/system/halo.service, /etc/halo/halo.toml
-# (conffile; from docs/examples/halo.toml, or daemon/debian/halo.toml until
-# that exists), the man page, copyright and changelog; maintainer scripts
+# (conffile; the commented example docs/examples/halo.toml), the man page,
+# copyright and changelog; maintainer scripts
 # postinst/prerm/postrm and lintian overrides from daemon/debian/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -83,8 +83,10 @@ if [ "$arch" = arm64 ] && [ "$host_arch" != arm64 ]; then strip=aarch64-linux-gn
 
 install -D -m 0644 "$deb/halo.service" "$stage/lib/systemd/system/halo.service"
 
+# The commented example the config docs maintain; `halo check` accepts it
+# (tests/packaging/test_chroot.py checks the installed copy).
 example=docs/examples/halo.toml
-[ -f "$example" ] || example=$deb/halo.toml
+[ -f "$example" ] || die "$example missing: it becomes /etc/halo/halo.toml"
 install -D -m 0644 "$example" "$stage/etc/halo/halo.toml"
 
 doc=$stage/usr/share/doc/halo
