@@ -480,7 +480,11 @@ pub fn map(o: &Origin, file: &File, opts: &Options) -> Mapped {
         match s.kind() {
             "global" => {
                 for l in &s.body {
-                    drops.push(o.drop(l.line(), l.keyword(), global_reason(l.keyword())));
+                    let directive = match (l.keyword(), l.arg(0)) {
+                        ("stats", Some(sub)) => format!("stats {sub}"),
+                        (kw, _) => kw.to_string(),
+                    };
+                    drops.push(o.drop(l.line(), &directive, global_reason(l.keyword())));
                 }
                 read.push(None);
             }

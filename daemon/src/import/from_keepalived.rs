@@ -328,7 +328,7 @@ fn instance(
                         }
                     }
                     for extra in p.args() {
-                        if !extra.text.parse::<i64>().is_ok() {
+                        if extra.text.parse::<i64>().is_err() {
                             drops.push(o.drop(p.line(), &format!("unicast_peer {} {}", p.keyword(), extra.text), "halo checks no TTL on unicast adverts"));
                         }
                     }
@@ -561,9 +561,12 @@ fn instance(
         } else if pass.is_empty() {
             drops.push(o.drop(src.line, "auth_pass", "empty"));
         } else {
-            // keepalived sends only the first 8 bytes; so does halo.
-            t.entries
-                .push(Entry::one("auth_pass", Value::Str(pass), vec![src]));
+            let long = pass.len() > 8;
+            let mut e = Entry::one("auth_pass", Value::Str(pass), vec![src]);
+            if long {
+                e = e.note("keepalived sends only the first 8 bytes of the password; so does halo");
+            }
+            t.entries.push(e);
         }
     }
     if let Some((src, n)) = garp_repeat {
