@@ -134,6 +134,7 @@ pub enum LabCmd {
 
 /// Run one `halo lab` command.
 pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
+    sys::default_sigpipe();
     match cmd {
         LabCmd::Up {
             lbs,

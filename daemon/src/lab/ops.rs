@@ -463,7 +463,7 @@ fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
         lab.dir.display()
     );
     println!();
-    println!("  {:<7} {:<12} {:<34} state", "node", "address", "runs");
+    println!("  {:<7} {:<12} {:<40} state", "node", "address", "runs");
     for l in spec.lbs() {
         let n = lb_num(l);
         let runs = if spec.is_keepalived(n) {
@@ -477,21 +477,21 @@ fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
             "BACKUP".to_string()
         };
         println!(
-            "  {:<7} {:<12} {runs:<34} {state}",
+            "  {:<7} {:<12} {runs:<40} {state}",
             l.to_string(),
             l.addr().to_string()
         );
     }
     for w in spec.webs() {
         println!(
-            "  {:<7} {:<12} {:<34} UP",
+            "  {:<7} {:<12} {:<40} UP",
             w.to_string(),
             w.addr().to_string(),
             "nginx"
         );
     }
     println!(
-        "  {:<7} {:<12} {:<34}",
+        "  {:<7} {:<12} {:<40}",
         "client",
         Node::Client.addr().to_string(),
         "(you: halo lab curl / exec client)"
@@ -653,7 +653,7 @@ pub fn status(dir: &Path) -> Result<()> {
     let lab = Running::find(dir)?;
     let holders = lab.holders();
     println!(
-        "  {:<5} {:<12} {:<26} {:<9} {:<9} state",
+        "  {:<5} {:<12} {:<30} {:<9} {:<9} state",
         "LB", "address", "daemon", "priority", "cable"
     );
     for &n in &lab.lbs {
@@ -671,7 +671,10 @@ pub fn status(dir: &Path) -> Result<()> {
             running.join(", ")
         };
         let prio = configured_priority(&lab, n).map_or("?".into(), |p| p.to_string());
-        let state = if holders.contains(&n) {
+        let state = if holders.contains(&n) && running.is_empty() {
+            // SIGKILL leaves the address: nothing was left to remove it.
+            format!("STALE: {VIP} still on eth0, its daemon is dead")
+        } else if holders.contains(&n) {
             format!("MASTER (holds {VIP})")
         } else if running.is_empty() {
             "-".into()
@@ -679,7 +682,7 @@ pub fn status(dir: &Path) -> Result<()> {
             "BACKUP".into()
         };
         println!(
-            "  {:<5} {:<12} {daemon:<26} {prio:<9} {:<9} {state}",
+            "  {:<5} {:<12} {daemon:<30} {prio:<9} {:<9} {state}",
             node.to_string(),
             node.addr().to_string(),
             port_state(node)
@@ -689,7 +692,7 @@ pub fn status(dir: &Path) -> Result<()> {
         0 => println!("  no LB holds {VIP}: the service is down"),
         1 => {}
         _ => println!(
-            "  SPLIT BRAIN: {} all hold {VIP}",
+            "  SPLIT BRAIN: {} each hold {VIP}",
             holders
                 .iter()
                 .map(|n| format!("lb{n}"))

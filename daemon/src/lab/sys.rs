@@ -260,3 +260,13 @@ pub fn ipv4_addrs(ns: &str, dev: &str) -> Vec<std::net::Ipv4Addr> {
         })
         .collect()
 }
+
+/// Die quietly on a closed stdout (`halo lab status | head`), as Unix tools
+/// do, instead of failing a print. Rust starts with SIGPIPE ignored.
+pub fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal; no handler
+    // runs, and children started later get the default anyway.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
