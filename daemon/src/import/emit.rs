@@ -21,7 +21,11 @@ pub struct Src {
 
 impl std::fmt::Display for Src {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{} {}", self.file, self.line, self.text)
+        // Line 0: not from a file (a command-line option).
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.text),
+            n => write!(f, "{}:{n} {}", self.file, self.text),
+        }
     }
 }
 

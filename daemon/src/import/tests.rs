@@ -193,7 +193,7 @@ fn placeholders_need_values_and_vipless_instances_need_a_vip() {
     assert_eq!(c.vrrp[0].unicast_src, Some("192.0.2.11".parse().unwrap()));
     assert!(i
         .toml
-        .contains("# from command line:0 --vip VI_1=203.0.113.10/32"));
+        .contains("# from command line: --vip VI_1=203.0.113.10/32"));
 }
 
 #[test]
