@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import DEBIAN_DIR, cargo_version, deb_version, run
+from pkgtest import DEBIAN_DIR, cargo_version, deb_version, run
 
 MAX_AARCH64_BYTES = 4 * 1024 * 1024
 EM_AARCH64, EM_X86_64 = 183, 62

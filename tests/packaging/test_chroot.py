@@ -7,7 +7,7 @@ tests check that the maintainer scripts asked for the right actions.
 
 import pytest
 
-from conftest import UPGRADE_SUFFIX, deb_version
+from pkgtest import UPGRADE_SUFFIX, deb_version
 
 UNIT_LINK = "/etc/systemd/system/multi-user.target.wants/halo.service"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from pkgtest import run
 
 MAX_EXPOSURE = 2.0
 
