@@ -1,142 +1,460 @@
 //! `halo run`: wires the pieces together and owns the process lifecycle
-//! (signals, systemd notification, orderly shutdown).
+//! (signals, the control socket, reloads, systemd notification, orderly
+//! shutdown).
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
 
-use crate::config::Config;
-use crate::health::{self, HealthBoard};
-use crate::netlink::{self, Netlink};
-use crate::proxy;
+use crate::config::{self, Config, ProxyService, VrrpInstance};
+use crate::control::{self, Envelope, Request, Response, ServerAction};
+use crate::health::{self, AdminState, HealthBoard, HealthRuntime};
+use crate::netlink::{self, LinkEvent, Netlink};
+use crate::proxy::{self, ProxyRuntime};
 use crate::sdnotify;
+use crate::status::StatusHub;
 use crate::vrrp::driver::{self, Control, ProxyTracking};
 
-pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
+/// Options from the command line that override the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub socket: Option<PathBuf>,
+}
+
+pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
     if !cfg.vrrp.is_empty() {
         let missing = crate::vrrp::sockets::missing_capabilities();
         if !missing.is_empty() {
             bail!(
-                "VRRP needs {} (run as root, or give the binary the capabilities: setcap cap_net_raw,cap_net_admin+ep)",
+                "VRRP needs {} (run as root, or under systemd with AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN)",
                 missing.join(" and ")
             );
         }
     }
-    let board = HealthBoard::new(&cfg.proxy);
-    let health_rt = health::spawn(&cfg.proxy, board.clone()).context("starting health checks")?;
-    let proxy_rt = if cfg.proxy.is_empty() {
-        None
-    } else {
-        Some(proxy::start(&cfg.proxy, board.clone()).context("starting the proxy")?)
-    };
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the VRRP runtime")?;
-    let result = rt.block_on(supervise(&cfg, config_path, board, proxy_rt.as_ref().map(|p| p.driver())));
-    if let Some(p) = proxy_rt {
-        p.shutdown();
-    }
-    health_rt.shutdown();
-    result
+    rt.block_on(async move {
+        let mut d = Daemon::start(cfg, config_path.to_path_buf(), opts).await?;
+        let r = d.serve().await;
+        d.stop().await;
+        r
+    })
 }
 
-async fn supervise(
-    cfg: &Config,
-    config_path: &Path,
+/// The proxy side: board, checks and workers for one version of the config.
+struct ProxySide {
     board: Arc<HealthBoard>,
-    proxy_driver: Option<&'static str>,
-) -> Result<()> {
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    health: Option<HealthRuntime>,
+    proxy: Option<ProxyRuntime>,
+}
 
-    let tracking = ProxyTracking {
-        board,
-        index: cfg
-            .proxy
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.clone(), i))
-            .collect::<HashMap<_, _>>(),
-    };
+impl ProxySide {
+    fn start(services: &[ProxyService]) -> Result<ProxySide> {
+        let board = HealthBoard::new(services);
+        let health = health::spawn(services, board.clone()).context("starting health checks")?;
+        let proxy = if services.is_empty() {
+            None
+        } else {
+            Some(proxy::start(services, board.clone()).context("starting the proxy")?)
+        };
+        Ok(ProxySide {
+            board,
+            health: Some(health),
+            proxy,
+        })
+    }
 
-    let mut controls = Vec::new();
-    let mut tasks = Vec::new();
-    if !cfg.vrrp.is_empty() {
-        let nl = Netlink::connect()?;
-        let mut link_events = netlink::watch_links()?;
-        let mut fanout: Vec<mpsc::UnboundedSender<netlink::LinkEvent>> = Vec::new();
-        let mut readies = Vec::new();
-        for inst in &cfg.vrrp {
-            let (ltx, lrx) = mpsc::unbounded_channel();
-            fanout.push(ltx);
-            let (ctx, crx) = mpsc::channel(4);
-            controls.push(ctx);
-            let (rtx, rrx) = tokio::sync::oneshot::channel();
-            readies.push(rrx);
-            let name = inst.name.clone();
-            let fut = driver::run_instance(inst.clone(), nl.clone(), lrx, Some(tracking.clone()), crx, Some(rtx));
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    error!(instance = %name, "{e:#}");
-                    return Err(e);
-                }
-                Ok(())
-            }));
+    fn tracking(&self, services: &[ProxyService]) -> ProxyTracking {
+        ProxyTracking {
+            board: self.board.clone(),
+            index: services
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.name.clone(), i))
+                .collect::<HashMap<_, _>>(),
         }
+    }
+
+    /// Stop in the background: `ProxyRuntime::shutdown` joins threads.
+    fn stop(mut self) -> JoinHandle<()> {
+        let proxy = self.proxy.take();
+        let health = self.health.take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(p) = proxy {
+                p.shutdown();
+            }
+            if let Some(h) = health {
+                h.shutdown();
+            }
+        })
+    }
+}
+
+struct InstanceHandle {
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<Result<()>>,
+}
+
+struct Daemon {
+    cfg: Config,
+    config_path: PathBuf,
+    hub: Arc<StatusHub>,
+    proxy: ProxySide,
+    nl: Option<Netlink>,
+    links: Option<mpsc::UnboundedSender<mpsc::UnboundedSender<LinkEvent>>>,
+    instances: BTreeMap<String, InstanceHandle>,
+    requests: mpsc::Receiver<Envelope>,
+    socket_path: PathBuf,
+}
+
+impl Daemon {
+    async fn start(cfg: Config, config_path: PathBuf, opts: RunOptions) -> Result<Daemon> {
+        let socket_path = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| cfg.global.control_socket.clone());
+        let listener = control::bind(&socket_path)?;
+        let (req_tx, requests) = mpsc::channel(16);
+        tokio::spawn(control::serve(listener, req_tx));
+
+        let proxy = ProxySide::start(&cfg.proxy)?;
+        let hub = StatusHub::new(config_path.display().to_string(), proxy.board.clone());
+        hub.set_board(proxy.board.clone(), &cfg.proxy);
+        let mut d = Daemon {
+            cfg: cfg.clone(),
+            config_path,
+            hub,
+            proxy,
+            nl: None,
+            links: None,
+            instances: BTreeMap::new(),
+            requests,
+            socket_path: socket_path.clone(),
+        };
+        if let Err(e) = d.start_instances(&cfg.vrrp).await {
+            d.stop().await;
+            return Err(e);
+        }
+        if let Some(p) = &cfg.global.pid_file {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing pid file {}", p.display()))?;
+        }
+        let status = d.summary();
+        info!(
+            "halo {} running from {}: {status}; control socket {}",
+            env!("CARGO_PKG_VERSION"),
+            d.config_path.display(),
+            socket_path.display()
+        );
+        sdnotify::notify(&format!("READY=1\nSTATUS={status}"));
+        Ok(d)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} VRRP instance(s), {} proxy service(s){}",
+            self.cfg.vrrp.len(),
+            self.cfg.proxy.len(),
+            self.proxy
+                .proxy
+                .as_ref()
+                .map(|p| format!(" on {}", p.driver()))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Netlink and the link-event fan-out, made on first use.
+    fn netlink(&mut self) -> Result<Netlink> {
+        if let Some(nl) = &self.nl {
+            return Ok(nl.clone());
+        }
+        let nl = Netlink::connect()?;
+        let mut events = netlink::watch_links()?;
+        let (reg_tx, mut reg_rx) = mpsc::unbounded_channel::<mpsc::UnboundedSender<LinkEvent>>();
         tokio::spawn(async move {
-            while let Some(ev) = link_events.recv().await {
-                fanout.retain(|tx| tx.send(ev.clone()).is_ok());
+            let mut subs: Vec<mpsc::UnboundedSender<LinkEvent>> = Vec::new();
+            loop {
+                tokio::select! {
+                    Some(s) = reg_rx.recv() => subs.push(s),
+                    ev = events.recv() => match ev {
+                        Some(ev) => subs.retain(|tx| tx.send(ev.clone()).is_ok()),
+                        None => break,
+                    },
+                }
             }
         });
-        for r in readies {
+        self.nl = Some(nl.clone());
+        self.links = Some(reg_tx);
+        Ok(nl)
+    }
+
+    /// Start instances and wait until each has opened its sockets (or
+    /// failed, which is returned).
+    async fn start_instances(&mut self, list: &[VrrpInstance]) -> Result<()> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let nl = self.netlink()?;
+        let mut readies = Vec::new();
+        for inst in list {
+            let (ltx, lrx) = mpsc::unbounded_channel();
+            if let Some(reg) = &self.links {
+                let _ = reg.send(ltx);
+            }
+            let (ctx, crx) = mpsc::channel(8);
+            let (rtx, rrx) = oneshot::channel();
+            let name = inst.name.clone();
+            let fut = driver::run_instance(
+                inst.clone(),
+                nl.clone(),
+                lrx,
+                Some(self.proxy.tracking(&self.cfg.proxy)),
+                crx,
+                Some(rtx),
+                Some(self.hub.clone()),
+            );
+            let task = tokio::spawn(async move {
+                let r = fut.await;
+                if let Err(e) = &r {
+                    error!(instance = %name, "{e:#}");
+                }
+                r
+            });
+            readies.push((inst.name.clone(), rrx));
+            self.instances.insert(
+                inst.name.clone(),
+                InstanceHandle {
+                    control: ctx,
+                    task,
+                },
+            );
+        }
+        for (name, r) in readies {
             if r.await.is_err() {
-                // The instance failed to start; its task holds the error.
-                for t in tasks {
-                    if let Ok(Err(e)) = t.await {
-                        return Err(e);
+                let h = self.instances.remove(&name).expect("inserted above");
+                return match h.task.await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(anyhow::anyhow!("VRRP instance {name} failed to start")),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop_instance(&mut self, name: &str) {
+        if let Some(h) = self.instances.remove(name) {
+            let _ = h.control.send(Control::Shutdown).await;
+            let _ = h.task.await;
+        }
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut watchdog = sdnotify::watchdog_interval().map(tokio::time::interval);
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
+                _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
+                _ = sighup.recv() => {
+                    info!("SIGHUP: reloading {}", self.config_path.display());
+                    let r = self.reload().await;
+                    if !r.ok {
+                        error!("reload failed, still running the previous config: {}", r.message);
                     }
                 }
-                bail!("a VRRP instance failed to start");
+                Some((req, reply)) = self.requests.recv() => {
+                    let resp = self.handle(req).await;
+                    let _ = reply.send(resp);
+                }
+                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                    sdnotify::notify("WATCHDOG=1");
+                }
             }
         }
     }
 
-    let status = format!(
-        "{} VRRP instance(s), {} proxy service(s){}",
-        cfg.vrrp.len(),
-        cfg.proxy.len(),
-        proxy_driver.map(|d| format!(" on {d}")).unwrap_or_default()
-    );
-    info!("halo {} running from {}: {status}", env!("CARGO_PKG_VERSION"), config_path.display());
-    sdnotify::notify(&format!("READY=1\nSTATUS={status}"));
-    let mut watchdog = sdnotify::watchdog_interval().map(tokio::time::interval);
-
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => {
-                warn!("SIGHUP: live reload is not supported by this build; restart halo to apply config changes");
+    async fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Response {
+                ok: true,
+                message: String::new(),
+                status: Some(self.hub.snapshot()),
+            },
+            Request::Reload => self.reload().await,
+            Request::VrrpRelease { instance, for_secs } => {
+                let Some(h) = self.instances.get(&instance) else {
+                    return Response::err(format!("no VRRP instance {instance:?}"));
+                };
+                let until = match for_secs {
+                    Some(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => {
+                        Some(tokio::time::Instant::now() + Duration::from_secs_f64(s))
+                    }
+                    Some(s) => return Response::err(format!("--for must be 0 < s <= 1d, not {s}")),
+                    None => None,
+                };
+                let _ = h.control.send(Control::Release { until }).await;
+                Response::ok(match for_secs {
+                    Some(s) => format!("{instance}: released for {s}s (priority 0 sent, staying backup)"),
+                    None => format!("{instance}: released until `halo vrrp reclaim {instance}`"),
+                })
             }
-            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
-                sdnotify::notify("WATCHDOG=1");
+            Request::VrrpReclaim { instance } => {
+                let Some(h) = self.instances.get(&instance) else {
+                    return Response::err(format!("no VRRP instance {instance:?}"));
+                };
+                let _ = h.control.send(Control::Reclaim).await;
+                Response::ok(format!("{instance}: reclaimed, back to the configured priority"))
+            }
+            Request::Server {
+                action,
+                service,
+                server,
+            } => {
+                let board = &self.proxy.board;
+                let Some(si) = board.service_index(&service) else {
+                    return Response::err(format!("no proxy service {service:?}"));
+                };
+                let Some(vi) = self.cfg.proxy[si].servers.iter().position(|s| s.name == server) else {
+                    return Response::err(format!("service {service} has no server {server:?}"));
+                };
+                let admin = match action {
+                    ServerAction::Drain => AdminState::Drain,
+                    ServerAction::Disable => AdminState::Disabled,
+                    ServerAction::Enable => AdminState::Enabled,
+                };
+                board.set_admin(si, vi, admin);
+                info!(service = %service, server = %server, "{service}/{server}: admin state {}", admin.as_str());
+                Response::ok(format!("{service}/{server}: {}", admin.as_str()))
             }
         }
     }
-    sdnotify::notify("STOPPING=1");
-    for c in &controls {
-        let _ = c.send(Control::Shutdown).await;
+
+    /// Re-read the config and apply the difference. An invalid file changes
+    /// nothing.
+    async fn reload(&mut self) -> Response {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(errs) => return Response::err(errs.to_string()),
+        };
+        let mut notes = Vec::new();
+
+        // Proxy: a changed service set starts a new generation beside the
+        // old one (SO_REUSEPORT lets both listen), then the old one stops.
+        if new.proxy != self.cfg.proxy {
+            let side = match ProxySide::start(&new.proxy) {
+                Ok(s) => s,
+                Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
+            };
+            let old = std::mem::replace(&mut self.proxy, side);
+            self.hub.set_board(self.proxy.board.clone(), &new.proxy);
+            let tracking = self.proxy.tracking(&new.proxy);
+            for h in self.instances.values() {
+                let _ = h.control.send(Control::Tracking(tracking.clone())).await;
+            }
+            // Admin states (drain, disable) carry over by name.
+            for (si, svc) in new.proxy.iter().enumerate() {
+                let Some(osi) = self.cfg.proxy.iter().position(|p| p.name == svc.name) else {
+                    continue;
+                };
+                for (vi, srv) in svc.servers.iter().enumerate() {
+                    if let Some(ovi) = self.cfg.proxy[osi].servers.iter().position(|s| s.name == srv.name) {
+                        if let Some(a) = old.board.admin(osi, ovi) {
+                            self.proxy.board.set_admin(si, vi, a);
+                        }
+                    }
+                }
+            }
+            old.stop();
+            notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
+        }
+
+        // VRRP: removed instances stop, new ones start; a change of
+        // priority or tracking is applied in place (the master keeps its
+        // VIP); any other change restarts that instance.
+        let old_by_name: BTreeMap<_, _> = self.cfg.vrrp.iter().map(|i| (i.name.clone(), i.clone())).collect();
+        let new_by_name: BTreeMap<_, _> = new.vrrp.iter().map(|i| (i.name.clone(), i.clone())).collect();
+        for name in old_by_name.keys() {
+            if !new_by_name.contains_key(name) {
+                self.stop_instance(name).await;
+                notes.push(format!("vrrp {name}: removed"));
+            }
+        }
+        let mut to_start = Vec::new();
+        for (name, n) in &new_by_name {
+            match old_by_name.get(name) {
+                None => to_start.push(n.clone()),
+                Some(o) if o == n => {}
+                Some(o) if in_place(o, n) => {
+                    if let Some(h) = self.instances.get(name) {
+                        let _ = h.control.send(Control::Reconfigure(Box::new(n.clone()))).await;
+                    }
+                    notes.push(format!("vrrp {name}: priority/tracking updated in place"));
+                }
+                Some(_) => {
+                    self.stop_instance(name).await;
+                    to_start.push(n.clone());
+                    notes.push(format!("vrrp {name}: restarted (interface, VRID, VIPs or timers changed)"));
+                }
+            }
+        }
+        self.cfg = Config {
+            vrrp: self.cfg.vrrp.iter().filter(|i| new_by_name.contains_key(&i.name)).cloned().collect(),
+            ..new.clone()
+        };
+        if let Err(e) = self.start_instances(&to_start).await {
+            self.cfg = new;
+            return Response::err(format!("reload applied partly: {e:#}"));
+        }
+        self.cfg = new;
+        if notes.is_empty() {
+            notes.push("no changes".into());
+        }
+        let msg = format!("reloaded {}: {}", self.config_path.display(), notes.join("; "));
+        info!("{msg}");
+        sdnotify::notify(&format!("STATUS={}", self.summary()));
+        Response::ok(msg)
     }
-    for t in tasks {
-        let _ = t.await;
+
+    async fn stop(&mut self) {
+        sdnotify::notify("STOPPING=1");
+        let names: Vec<String> = self.instances.keys().cloned().collect();
+        for n in names {
+            self.stop_instance(&n).await;
+        }
+        let board = self.proxy.board.clone();
+        let side = std::mem::replace(
+            &mut self.proxy,
+            ProxySide {
+                board,
+                health: None,
+                proxy: None,
+            },
+        );
+        let _ = side.stop().await;
+        if let Some(p) = &self.cfg.global.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        info!("halo stopped");
     }
-    Ok(())
+}
+
+/// True when only priority and tracking differ: those apply without
+/// restarting the instance.
+fn in_place(old: &VrrpInstance, new: &VrrpInstance) -> bool {
+    let mut o = old.clone();
+    o.priority = new.priority;
+    o.track = new.track.clone();
+    &o == new
 }

@@ -6,6 +6,8 @@
 //! no I/O and read no clock; drivers around them do.
 
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod health;
 pub mod import;
@@ -14,4 +16,5 @@ pub mod logging;
 pub mod netlink;
 pub mod proxy;
 pub mod sdnotify;
+pub mod status;
 pub mod vrrp;

@@ -23,6 +23,38 @@ enum Cmd {
         /// Configuration file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Control socket path (overrides the config's control_socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Show what the running daemon is doing and why.
+    Status {
+        /// Machine-readable JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: halo::ctl::Target,
+    },
+    /// Re-read the config in the running daemon; an invalid file changes nothing.
+    Reload {
+        #[command(flatten)]
+        target: halo::ctl::Target,
+    },
+    /// Operate a VRRP instance of the running daemon.
+    Vrrp {
+        #[command(subcommand)]
+        cmd: halo::ctl::VrrpCmd,
+        #[command(flatten)]
+        target: halo::ctl::Target,
+    },
+    /// Take a proxy server out of rotation or put it back.
+    Server {
+        #[arg(value_enum)]
+        action: halo::ctl::ServerVerb,
+        /// SERVICE/SERVER, e.g. web/web2.
+        which: String,
+        #[command(flatten)]
+        target: halo::ctl::Target,
     },
     /// Validate a configuration file and summarise what it sets up.
     Check {
@@ -86,7 +118,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config } => {
+        Cmd::Status { json, target } => halo::ctl::status(&target, json),
+        Cmd::Reload { target } => halo::ctl::reload(&target),
+        Cmd::Vrrp { cmd, target } => halo::ctl::vrrp(&target, cmd),
+        Cmd::Server {
+            action,
+            which,
+            target,
+        } => halo::ctl::server(&target, action, &which),
+        Cmd::Run { config, socket } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -95,7 +135,7 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(cfg.global.log_level.as_deref());
-            match halo::daemon::run(cfg, &config) {
+            match halo::daemon::run(cfg, &config, halo::daemon::RunOptions { socket }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

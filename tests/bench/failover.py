@@ -67,7 +67,7 @@ def start(t, impl, name, prio, interval_s, tmp):
         path = os.path.join(tmp, f"{name}.toml")
         with open(path, "w") as f:
             f.write(halo_cfg(prio, f"{int(interval_s * 1000)}ms"))
-        t.spawn(name, name, [halo_bin(), "run", "--config", path], logdir=tmp)
+        t.spawn(name, name, [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")], logdir=tmp)
     else:
         path = os.path.join(tmp, f"{name}.conf")
         with open(path, "w") as f:

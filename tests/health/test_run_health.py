@@ -24,7 +24,7 @@ class HaloRun:
         self.cfg.write_text(config)
         self.log = tmp / "halo.log"
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen([halo, "run", "-c", str(self.cfg)], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([halo, "run", "-c", str(self.cfg), "--socket", str(tmp / "halo.sock")], stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
 
     def text(self):

@@ -46,7 +46,7 @@ def start(t, name, text, tmp):
     path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
         f.write(text)
-    return t.spawn(name, name, [halo_bin(), "run", "--config", path], logdir=tmp)
+    return t.spawn(name, name, [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")], logdir=tmp)
 
 
 def one_master(t, names, vip=VIP, timeout=10):
@@ -185,6 +185,6 @@ def test_missing_interface_is_a_clear_error(topo, tmp):
     path = os.path.join(tmp, "bad.toml")
     with open(path, "w") as f:
         f.write(cfg(101).replace('"eth0"', '"eth9"'))
-    r = topo.exec("lb1", halo_bin(), "run", "--config", path, check=False)
+    r = topo.exec("lb1", halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "bad.sock"), check=False)
     assert r.returncode != 0
     assert "eth9" in r.stderr

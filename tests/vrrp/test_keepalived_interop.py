@@ -94,7 +94,7 @@ def test_interop(version, unicast, halo_master):
         kc = os.path.join(tmp, "keepalived.conf")
         with open(kc, "w") as f:
             f.write(keepalived_cfg(kp, version, unicast))
-        t.spawn("halo", "halo", [halo_bin(), "run", "--config", hc], logdir=tmp)
+        t.spawn("halo", "halo", [halo_bin(), "run", "--config", hc, "--socket", os.path.join(tmp, "halo.sock")], logdir=tmp)
         t.spawn(
             "ka",
             "ka",

@@ -28,6 +28,7 @@ mod tests;
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use summary::summary;
 pub use types::*;
+pub use validate::DEFAULT_CONTROL_SOCKET;
 
 use serde::Deserialize;
 

@@ -5,7 +5,7 @@
 //! pure `router::VirtualRouter`, and carries out the actions it returns
 //! (send an advert, add or remove VIPs, announce them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +20,23 @@ use super::router::{Action, RouterParams, State, VirtualRouter};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::HealthBoard;
+use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 use crate::netlink::{LinkEvent, Netlink};
 
 /// What an instance can be told from outside while it runs.
-#[derive(Debug)]
 pub enum Control {
     /// Clean stop: send priority 0, remove the VIPs, return.
     Shutdown,
+    /// `halo vrrp release`: hand the VIP over (priority 0) and stay backup
+    /// at the lowest priority until `until` (none: until reclaimed).
+    Release { until: Option<Instant> },
+    /// `halo vrrp reclaim`: end a release now.
+    Reclaim,
+    /// A reload changed what this instance tracks or its priority. Other
+    /// changes restart the instance (the supervisor decides).
+    Reconfigure(Box<VrrpInstance>),
+    /// A reload replaced the proxy's health board.
+    Tracking(ProxyTracking),
 }
 
 /// Where the driver learns about the health of tracked proxy services.
@@ -109,6 +119,10 @@ struct Instance {
     router: VirtualRouter,
     drops: DropLog,
     vips_installed: bool,
+    /// Packets dropped before the router saw them (TTL, decoding).
+    driver_drops: BTreeMap<String, u64>,
+    peers: BTreeMap<IpAddr, Peer>,
+    last_change: Option<(Instant, String)>,
 }
 
 impl Instance {
@@ -136,6 +150,7 @@ impl Instance {
             return; // our own advert looped back
         }
         if pkt.ttl != 255 {
+            *self.driver_drops.entry("ttl".into()).or_default() += 1;
             self.drops.note(&name, now, format!("TTL/hop limit {} != 255 from {}", pkt.ttl, pkt.src));
             return;
         }
@@ -143,13 +158,22 @@ impl Instance {
         let advert = match Advert::decode(&pkt.payload, &ctx) {
             Ok(a) => a,
             Err(e) => {
-                self.drops.note(&name, now, format!("{e:?} from {}", pkt.src));
+                *self.driver_drops.entry("malformed".into()).or_default() += 1;
+                self.drops.note(&name, now, format!("{e} from {}", pkt.src));
                 return;
             }
         };
         if advert.vrid != self.cfg.vrid.get() {
             return; // another virtual router on this link: not ours to judge
         }
+        self.peers.insert(
+            pkt.src,
+            Peer {
+                priority: advert.priority,
+                interval_cs: advert.interval_cs,
+                at: now,
+            },
+        );
         if let Err(d) = self.router.handle_advert(now.into_std(), pkt.src, &advert) {
             let why = match d {
                 super::router::Drop::VipMismatch { src } => format!(
@@ -208,6 +232,7 @@ impl Instance {
                     self.remove_vips().await;
                 }
                 Action::StateChanged { from, to, why } => {
+                    self.last_change = Some((Instant::now(), why.clone()));
                     info!(
                         instance = %self.cfg.name,
                         state = %to,
@@ -227,6 +252,113 @@ impl Instance {
         }
     }
 
+    fn status(
+        &self,
+        tracker: &Tracker,
+        prio_why: &str,
+        released: Option<Option<Instant>>,
+        link_up: bool,
+    ) -> VrrpStatus {
+        let now = Instant::now();
+        let r = &self.router;
+        let state = if !link_up {
+            "FAULT".to_string()
+        } else {
+            r.state().to_string()
+        };
+        let eff = r.effective_priority();
+        let master = match r.state() {
+            State::Master => Some((self.src, eff)),
+            _ => r.master(),
+        };
+        let explanation = if !link_up {
+            format!("interface {} is down", self.cfg.interface)
+        } else if let Some(until) = released {
+            match until {
+                Some(u) => format!(
+                    "released by operator for {:.0}s more (priority 1)",
+                    u.saturating_duration_since(now).as_secs_f64()
+                ),
+                None => "released by operator until `halo vrrp reclaim` (priority 1)".into(),
+            }
+        } else {
+            match (r.state(), master) {
+                (State::Master, _) => format!("no router with a higher priority than ours ({prio_why})"),
+                (State::Backup, Some((m, mp))) if mp > eff => {
+                    format!("peer {m} has priority {mp} > {prio_why}")
+                }
+                (State::Backup, Some((m, mp))) if mp == eff => {
+                    format!("peer {m} has the same priority {mp} and a higher address")
+                }
+                (State::Backup, Some((m, mp))) if !self.cfg.preempt => {
+                    format!("peer {m} (priority {mp}) is master and nopreempt is set; ours is {prio_why}")
+                }
+                (State::Backup, Some((m, mp))) => {
+                    format!("peer {m} (priority {mp}) is master; preemption pending (ours: {prio_why})")
+                }
+                (State::Backup, None) => "waiting for a master's advert (master down interval)".into(),
+                (State::Initialize, _) => "not started".into(),
+            }
+        };
+        let mut drops = self.driver_drops.clone();
+        let d = &r.counters().dropped;
+        for (k, v) in [
+            ("auth", d.auth_mismatch),
+            ("version", d.version_mismatch),
+            ("interval", d.interval_mismatch),
+            ("vip_set", d.vip_mismatch),
+        ] {
+            if v > 0 {
+                drops.insert(k.into(), v);
+            }
+        }
+        VrrpStatus {
+            name: self.cfg.name.clone(),
+            interface: self.cfg.interface.clone(),
+            vrid: self.cfg.vrid.get(),
+            version: match self.cfg.version {
+                VrrpVersion::V2 => 2,
+                VrrpVersion::V3 => 3,
+            },
+            state,
+            base_priority: self.cfg.priority.get(),
+            effective_priority: eff,
+            priority_reason: prio_why.to_string(),
+            tracks: tracker
+                .items(&self.cfg)
+                .into_iter()
+                .map(|(what, weight, down)| TrackView { what, weight, down })
+                .collect(),
+            vips: self.cfg.virtual_ips.iter().map(|v| v.to_string()).collect(),
+            master: master.map(|(a, _)| a.to_string()),
+            master_priority: master.map(|(_, p)| p),
+            explanation,
+            last_change: self.last_change.as_ref().map(|(_, w)| w.clone()),
+            last_change_secs_ago: self
+                .last_change
+                .as_ref()
+                .map(|(t, _)| now.duration_since(*t).as_secs_f64()),
+            peers: self
+                .peers
+                .iter()
+                .map(|(a, p)| PeerView {
+                    address: a.to_string(),
+                    priority: p.priority,
+                    interval_ms: u32::from(p.interval_cs) * 10,
+                    secs_ago: now.duration_since(p.at).as_secs_f64(),
+                })
+                .collect(),
+            adverts_sent: r.counters().adverts_sent,
+            adverts_received: r.counters().adverts_received,
+            transitions: r.counters().transitions,
+            drops,
+            released_secs_left: released.map(|u| {
+                u.map(|u| u.saturating_duration_since(now).as_secs_f64())
+                    .unwrap_or(-1.0)
+            }),
+        }
+    }
+
     async fn remove_vips(&mut self) {
         for vip in self.cfg.virtual_ips.clone() {
             if let Err(e) = self.nl.del_address(self.ifindex, vip).await {
@@ -237,15 +369,60 @@ impl Instance {
     }
 }
 
+/// Tracked items and how each one is doing.
+struct Tracker {
+    link_up: HashMap<String, bool>,
+    proxy: Option<ProxyTracking>,
+}
+
+impl Tracker {
+    /// (description, weight, down) for every `track` entry.
+    fn items(&self, cfg: &VrrpInstance) -> Vec<(String, i16, bool)> {
+        cfg.track
+            .iter()
+            .map(|t| match &t.what {
+                TrackTarget::Interface(i) => {
+                    let down = !self.link_up.get(i).copied().unwrap_or(false);
+                    (format!("track interface {i}: link down"), t.weight, down)
+                }
+                TrackTarget::Proxy(p) => {
+                    let down = self
+                        .proxy
+                        .as_ref()
+                        .and_then(|tr| tr.index.get(p).map(|&i| !tr.board.service_up(i)))
+                        .unwrap_or(false);
+                    (format!("track {p}: no healthy server"), t.weight, down)
+                }
+            })
+            .collect()
+    }
+
+    fn down(&self, cfg: &VrrpInstance) -> Vec<(String, i16)> {
+        self.items(cfg)
+            .into_iter()
+            .filter(|(_, _, d)| *d)
+            .map(|(w, n, _)| (w, n))
+            .collect()
+    }
+}
+
+/// The last advert seen from each other router.
+struct Peer {
+    priority: u8,
+    interval_cs: u16,
+    at: Instant,
+}
+
 /// Run one instance until told to shut down. Errors are start-up errors
 /// (no such interface, no address to send from, missing capability).
 pub async fn run_instance(
-    cfg: VrrpInstance,
+    mut cfg: VrrpInstance,
     nl: Netlink,
     mut links: mpsc::UnboundedReceiver<LinkEvent>,
     tracking: Option<ProxyTracking>,
     mut control: mpsc::Receiver<Control>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
+    hub: Option<Arc<StatusHub>>,
 ) -> Result<()> {
     let link = nl
         .link_by_name(&cfg.interface)
@@ -255,16 +432,12 @@ pub async fn run_instance(
     let v6 = vips.iter().any(|a| a.is_ipv6());
     let src = match (cfg.unicast_src, v6) {
         (Some(s), _) => s,
-        (None, false) => IpAddr::V4(
-            nl.primary_v4(link.index, &vips)
-                .await?
-                .with_context(|| format!("{}: {} has no IPv4 address to send adverts from", cfg.name, cfg.interface))?,
-        ),
-        (None, true) => IpAddr::V6(
-            nl.link_local_v6(link.index)
-                .await?
-                .with_context(|| format!("{}: {} has no link-local IPv6 address", cfg.name, cfg.interface))?,
-        ),
+        (None, false) => IpAddr::V4(nl.primary_v4(link.index, &vips).await?.with_context(|| {
+            format!("{}: {} has no IPv4 address to send adverts from", cfg.name, cfg.interface)
+        })?),
+        (None, true) => IpAddr::V6(nl.link_local_v6(link.index).await?.with_context(|| {
+            format!("{}: {} has no link-local IPv6 address", cfg.name, cfg.interface)
+        })?),
     };
     let sockets = match src {
         IpAddr::V4(s) => VrrpSockets::open_v4(&cfg.interface, link.index, s),
@@ -277,39 +450,26 @@ pub async fn run_instance(
     let announcer = Announcer::open(&cfg.interface, link.index, mac, !v6, v6)
         .with_context(|| format!("{}: opening announce sockets", cfg.name))?;
 
-    // Tracked items currently down: (description, weight).
-    let mut link_up: HashMap<String, bool> = HashMap::new();
+    let mut tracker = Tracker {
+        link_up: HashMap::new(),
+        proxy: tracking,
+    };
     for t in &cfg.track {
         if let TrackTarget::Interface(i) = &t.what {
             let up = nl.link_by_name(i).await.map(|l| l.up).unwrap_or(false);
-            link_up.insert(i.clone(), up);
+            tracker.link_up.insert(i.clone(), up);
         }
     }
-    let mut health_rx = tracking.as_ref().map(|t| t.board.subscribe());
-    let down_items = |link_up: &HashMap<String, bool>| -> Vec<(String, i16)> {
-        cfg.track
-            .iter()
-            .filter_map(|t| match &t.what {
-                TrackTarget::Interface(i) => (!link_up.get(i).copied().unwrap_or(false))
-                    .then(|| (format!("track interface {i}: link down"), t.weight)),
-                TrackTarget::Proxy(p) => {
-                    let tr = tracking.as_ref()?;
-                    let idx = *tr.index.get(p)?;
-                    (!tr.board.service_up(idx))
-                        .then(|| (format!("track {p}: no healthy server"), t.weight))
-                }
-            })
-            .collect()
-    };
-    let (mut prio, mut prio_why) = effective_priority(&cfg, &down_items(&link_up));
+    let mut health_rx = tracker.proxy.as_ref().map(|t| t.board.subscribe());
+    let (mut prio, mut prio_why) = effective_priority(&cfg, &tracker.down(&cfg));
 
-    let new_router = |prio: u8| {
-        let mut r = VirtualRouter::new(params(&cfg, prio));
+    let new_router = |cfg: &VrrpInstance, prio: u8| {
+        let mut r = VirtualRouter::new(params(cfg, prio));
         r.set_primary_addr(src);
         r
     };
     let mut inst = Instance {
-        router: new_router(prio),
+        router: new_router(&cfg, prio),
         cfg: cfg.clone(),
         nl,
         ifindex: link.index,
@@ -320,6 +480,9 @@ pub async fn run_instance(
             last: HashMap::new(),
         },
         vips_installed: false,
+        driver_drops: BTreeMap::new(),
+        peers: BTreeMap::new(),
+        last_change: None,
     };
     info!(
         instance = %cfg.name,
@@ -327,7 +490,11 @@ pub async fn run_instance(
         cfg.name,
         cfg.vrid.get(),
         cfg.interface,
-        if cfg.unicast_peers.is_empty() { "multicast".to_string() } else { format!("unicast to {:?}", cfg.unicast_peers) }
+        if cfg.unicast_peers.is_empty() {
+            "multicast".to_string()
+        } else {
+            format!("unicast to {:?}", cfg.unicast_peers)
+        }
     );
     // A crash (kill -9) leaves the VIPs on the interface; a node starting as
     // backup must not keep answering for them. The address owner's VIP is
@@ -345,21 +512,37 @@ pub async fn run_instance(
     if let Some(r) = ready {
         let _ = r.send(());
     }
+    // While released, the deadline (or none = until reclaimed).
+    let mut released: Option<Option<Instant>> = None;
 
     loop {
-        let deadline = inst
+        let mut deadline = inst
             .router
             .poll_timeout()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let mut health_changed = false;
+        if let Some(Some(until)) = released {
+            deadline = deadline.min(until);
+        }
+        if hub.is_some() {
+            // Refresh "secs ago" figures at least once a second.
+            deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+        }
+        let mut recompute = false;
+        let mut end_release = false;
         tokio::select! {
             r = inst.sockets.recv() => match r {
                 Ok(pkt) => inst.on_packet(Instant::now(), pkt),
                 Err(e) => debug!(instance = %cfg.name, "receive: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => {
-                inst.router.handle_timeout(Instant::now().into_std());
+                let now = Instant::now();
+                if let Some(Some(until)) = released {
+                    if now >= until {
+                        end_release = true;
+                    }
+                }
+                inst.router.handle_timeout(now.into_std());
             }
             Some(ev) = links.recv() => {
                 if ev.index == inst.ifindex && ev.up != own_link_up {
@@ -367,16 +550,18 @@ pub async fn run_instance(
                     let now = Instant::now().into_std();
                     if ev.up {
                         info!(instance = %cfg.name, "{}: {} is up again, starting", cfg.name, cfg.interface);
-                        inst.router = new_router(prio);
+                        let p = if released.is_some() { 1 } else { prio };
+                        inst.router = new_router(&cfg, p);
                         inst.router.startup(now);
                     } else {
                         warn!(instance = %cfg.name, state = "FAULT", "{} -> FAULT: {} link down", cfg.name, cfg.interface);
                         inst.router.shutdown(now);
+                        inst.last_change = Some((Instant::now(), format!("{} link down", cfg.interface)));
                     }
                 }
-                if link_up.contains_key(&ev.name) {
-                    link_up.insert(ev.name.clone(), ev.up);
-                    health_changed = true;
+                if tracker.link_up.contains_key(&ev.name) {
+                    tracker.link_up.insert(ev.name.clone(), ev.up);
+                    recompute = true;
                 }
             }
             Some(_) = async {
@@ -384,32 +569,86 @@ pub async fn run_instance(
                     Some(rx) => rx.changed().await.ok(),
                     None => std::future::pending().await,
                 }
-            } => { health_changed = true; }
+            } => { recompute = true; }
             c = control.recv() => {
+                let now = Instant::now();
                 match c {
                     Some(Control::Shutdown) | None => {
-                        let now = Instant::now().into_std();
-                        inst.router.shutdown(now);
+                        inst.router.shutdown(now.into_std());
                         inst.run_actions().await;
                         if inst.vips_installed {
                             inst.remove_vips().await;
                         }
+                        if let Some(h) = &hub {
+                            h.remove_vrrp(&cfg.name);
+                        }
                         info!(instance = %cfg.name, "{}: stopped", cfg.name);
                         return Ok(());
+                    }
+                    Some(Control::Release { until }) => {
+                        let why = match until {
+                            Some(u) => format!("released by operator for {:.0}s", u.duration_since(now).as_secs_f64()),
+                            None => "released by operator until reclaimed".to_string(),
+                        };
+                        info!(instance = %cfg.name, "{}: {why}", cfg.name);
+                        // Priority 0 hands over after skew time; then wait
+                        // as a backup of the lowest priority, which still
+                        // takes over if nobody else is there.
+                        inst.router.shutdown(now.into_std());
+                        inst.run_actions().await;
+                        inst.router = new_router(&cfg, 1);
+                        if own_link_up {
+                            inst.router.startup(now.into_std());
+                        }
+                        released = Some(until);
+                    }
+                    Some(Control::Reclaim) => {
+                        if released.is_some() {
+                            end_release = true;
+                        }
+                    }
+                    Some(Control::Reconfigure(new)) => {
+                        info!(instance = %cfg.name, "{}: reconfigured (priority {}, {} tracked item(s))", cfg.name, new.priority.get(), new.track.len());
+                        for t in &new.track {
+                            if let TrackTarget::Interface(i) = &t.what {
+                                if !tracker.link_up.contains_key(i) {
+                                    let up = inst.nl.link_by_name(i).await.map(|l| l.up).unwrap_or(false);
+                                    tracker.link_up.insert(i.clone(), up);
+                                }
+                            }
+                        }
+                        cfg = *new;
+                        inst.cfg = cfg.clone();
+                        recompute = true;
+                    }
+                    Some(Control::Tracking(t)) => {
+                        health_rx = Some(t.board.subscribe());
+                        tracker.proxy = Some(t);
+                        recompute = true;
                     }
                 }
             }
         }
-        if health_changed {
-            let (p, why) = effective_priority(&cfg, &down_items(&link_up));
-            if p != prio {
+        if end_release {
+            released = None;
+            info!(instance = %cfg.name, "{}: release over, back to priority {prio_why}", cfg.name);
+            inst.router
+                .set_priority(Instant::now().into_std(), prio, "release over".into());
+        }
+        if recompute {
+            let (p, why) = effective_priority(&cfg, &tracker.down(&cfg));
+            if p != prio || why != prio_why {
                 prio = p;
                 prio_why = why.clone();
-                inst.router.set_priority(Instant::now().into_std(), p, why);
+                if released.is_none() {
+                    inst.router.set_priority(Instant::now().into_std(), p, why);
+                }
             }
         }
         inst.run_actions().await;
-        let _ = &prio_why;
+        if let Some(h) = &hub {
+            h.publish_vrrp(inst.status(&tracker, &prio_why, released, own_link_up));
+        }
     }
 }
 

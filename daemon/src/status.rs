@@ -1,0 +1,307 @@
+//! What a running halo reports about itself: the data behind `halo status`,
+//! the control socket's `status` answer, and the admin listener's
+//! `/status.json` and `/metrics`.
+//!
+//! Drivers publish into a [`StatusHub`]; readers take a [`Snapshot`]. The
+//! types serialise to JSON and back, so the CLI renders exactly what the
+//! daemon sent.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::HealthBoard;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: f64,
+    pub config: String,
+    pub vrrp: Vec<VrrpStatus>,
+    pub proxy: Vec<ServiceView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct VrrpStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// INIT, BACKUP, MASTER or FAULT.
+    pub state: String,
+    pub base_priority: u8,
+    pub effective_priority: u8,
+    /// "99 = 101 - 2 (track web: no healthy server)".
+    pub priority_reason: String,
+    pub tracks: Vec<TrackView>,
+    pub vips: Vec<String>,
+    /// The master as last seen (ourselves when master).
+    pub master: Option<String>,
+    pub master_priority: Option<u8>,
+    /// Why we are in this state, in one sentence.
+    pub explanation: String,
+    /// The reason given for the last state change.
+    pub last_change: Option<String>,
+    pub last_change_secs_ago: Option<f64>,
+    pub peers: Vec<PeerView>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub transitions: u64,
+    /// Dropped packets by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Set while `halo vrrp release` holds this node back: seconds left,
+    /// or -1 for "until reclaimed".
+    pub released_secs_left: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackView {
+    pub what: String,
+    pub weight: i16,
+    pub down: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerView {
+    pub address: String,
+    pub priority: u8,
+    pub interval_ms: u32,
+    pub secs_ago: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceView {
+    pub name: String,
+    pub up: bool,
+    pub listeners_ok: bool,
+    pub servers: Vec<ServerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerView {
+    pub name: String,
+    pub address: String,
+    pub healthy: bool,
+    /// enabled, drain or disabled.
+    pub admin: String,
+    pub usable: bool,
+    pub checked: bool,
+    pub weight: u32,
+    pub last_result: Option<String>,
+    pub last_check_secs_ago: Option<f64>,
+    pub state_secs: f64,
+}
+
+/// Where the running pieces publish their state.
+pub struct StatusHub {
+    started: Instant,
+    config: String,
+    vrrp: Mutex<BTreeMap<String, VrrpStatus>>,
+    board: Mutex<Arc<HealthBoard>>,
+    weights: Mutex<BTreeMap<(String, String), u32>>,
+}
+
+impl StatusHub {
+    pub fn new(config: String, board: Arc<HealthBoard>) -> Arc<StatusHub> {
+        Arc::new(StatusHub {
+            started: Instant::now(),
+            config,
+            vrrp: Mutex::new(BTreeMap::new()),
+            board: Mutex::new(board),
+            weights: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn publish_vrrp(&self, st: VrrpStatus) {
+        self.vrrp.lock().unwrap().insert(st.name.clone(), st);
+    }
+
+    pub fn remove_vrrp(&self, name: &str) {
+        self.vrrp.lock().unwrap().remove(name);
+    }
+
+    /// After a reload the proxy runs on a new board.
+    pub fn set_board(&self, board: Arc<HealthBoard>, services: &[crate::config::ProxyService]) {
+        *self.board.lock().unwrap() = board;
+        let mut w = self.weights.lock().unwrap();
+        w.clear();
+        for s in services {
+            for srv in &s.servers {
+                w.insert((s.name.clone(), srv.name.clone()), srv.weight);
+            }
+        }
+    }
+
+    pub fn board(&self) -> Arc<HealthBoard> {
+        self.board.lock().unwrap().clone()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let weights = self.weights.lock().unwrap().clone();
+        let proxy = self
+            .board()
+            .snapshot()
+            .into_iter()
+            .map(|s| ServiceView {
+                servers: s
+                    .servers
+                    .iter()
+                    .map(|v| ServerView {
+                        name: v.name.clone(),
+                        address: v.address.to_string(),
+                        healthy: v.healthy,
+                        admin: v.admin.as_str().to_string(),
+                        usable: v.usable,
+                        checked: v.checked,
+                        weight: weights
+                            .get(&(s.name.clone(), v.name.clone()))
+                            .copied()
+                            .unwrap_or(1),
+                        last_result: v.last_result.clone(),
+                        last_check_secs_ago: v
+                            .last_at
+                            .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                        state_secs: now.saturating_duration_since(v.since).as_secs_f64(),
+                    })
+                    .collect(),
+                name: s.name,
+                up: s.up,
+                listeners_ok: s.listeners_ok,
+            })
+            .collect();
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: now.duration_since(self.started).as_secs_f64(),
+            config: self.config.clone(),
+            vrrp: self.vrrp.lock().unwrap().values().cloned().collect(),
+            proxy,
+        }
+    }
+}
+
+fn ago(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s ago")
+    } else if secs < 3600.0 {
+        format!("{:.0}m ago", secs / 60.0)
+    } else {
+        format!("{:.1}h ago", secs / 3600.0)
+    }
+}
+
+/// The human view of a snapshot for `halo status`.
+pub fn render(s: &Snapshot) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "halo {} (pid {}, up {:.0}s, config {})",
+        s.version, s.pid, s.uptime_secs, s.config
+    );
+    for v in &s.vrrp {
+        let _ = writeln!(
+            o,
+            "\nvrrp {}: {} on {} vrid {} v{}  priority {}",
+            v.name, v.state, v.interface, v.vrid, v.version, v.priority_reason
+        );
+        let _ = writeln!(o, "  why:     {}", v.explanation);
+        let _ = writeln!(o, "  vips:    {}", v.vips.join(", "));
+        if let Some(m) = &v.master {
+            let _ = writeln!(
+                o,
+                "  master:  {m}{}",
+                v.master_priority
+                    .map(|p| format!(" (priority {p})"))
+                    .unwrap_or_default()
+            );
+        }
+        for t in &v.tracks {
+            let _ = writeln!(
+                o,
+                "  track:   {} weight {} {}",
+                t.what,
+                t.weight,
+                if t.down { "DOWN" } else { "up" }
+            );
+        }
+        for p in &v.peers {
+            let _ = writeln!(
+                o,
+                "  peer:    {} priority {} interval {}ms, last advert {}",
+                p.address,
+                p.priority,
+                p.interval_ms,
+                ago(p.secs_ago)
+            );
+        }
+        if let (Some(c), Some(a)) = (&v.last_change, v.last_change_secs_ago) {
+            let _ = writeln!(o, "  changed: {} ({c})", ago(a));
+        }
+        match v.released_secs_left {
+            Some(r) if r < 0.0 => {
+                let _ = writeln!(o, "  released: staying backup until `halo vrrp reclaim`");
+            }
+            Some(r) => {
+                let _ = writeln!(o, "  released: staying backup for {r:.0}s more");
+            }
+            None => {}
+        }
+        let drops: u64 = v.drops.values().sum();
+        let _ = writeln!(
+            o,
+            "  adverts: {} sent, {} received, {} dropped{}",
+            v.adverts_sent,
+            v.adverts_received,
+            drops,
+            if drops > 0 {
+                format!(
+                    " ({})",
+                    v.drops
+                        .iter()
+                        .map(|(k, n)| format!("{k}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    for p in &s.proxy {
+        let _ = writeln!(
+            o,
+            "\nproxy {}: {}{}",
+            p.name,
+            if p.up { "UP" } else { "DOWN" },
+            if p.listeners_ok {
+                ""
+            } else {
+                " (listener failed)"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "  {:<12} {:<22} {:<5} {:<9} {:>6}  last check",
+            "server", "address", "state", "admin", "weight"
+        );
+        for v in &p.servers {
+            let state = if !v.healthy { "DOWN" } else { "UP" };
+            let last = match (&v.last_result, v.last_check_secs_ago) {
+                (Some(r), Some(a)) => format!("{r}, {}", ago(a)),
+                _ if !v.checked => "not checked".to_string(),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<12} {:<22} {:<5} {:<9} {:>6}  {last}",
+                v.name, v.address, state, v.admin, v.weight
+            );
+        }
+    }
+    o
+}
