@@ -106,7 +106,8 @@ pub enum LabCmd {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Unplug a node's cable, or `lbs`: partition the LBs from each other only.
+    /// Unplug a node's cable; `lbs`: partition the LBs from each other only;
+    /// `multicast`: the switch stops forwarding multicast to the LBs.
     Cut {
         target: String,
         #[command(flatten)]

@@ -629,6 +629,8 @@ fn port_state(node: Node) -> String {
         "CUT".into()
     } else if out.contains("isolated on") {
         "isolated".into()
+    } else if out.contains("mcast_flood off") {
+        "no-mcast".into()
     } else {
         "up".into()
     }
@@ -848,6 +850,31 @@ pub fn signal_node(target: &str, action: Action, dir: &Path) -> Result<()> {
 
 pub fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
     let lab = Running::find(dir)?;
+    if target == "multicast" {
+        // The switch stops flooding multicast (VRRP's 224.0.0.18) to the
+        // LBs' ports, as some clouds and switches do; broadcast (ARP) and
+        // unicast still pass. halo then needs `unicast_peers`.
+        sys::require(&[BRIDGE_TOOL])?;
+        let flag = if connect { "on" } else { "off" };
+        for &n in &lab.lbs {
+            let port = Node::Lb(n).port();
+            sys::exec_in(
+                SWITCH_NS,
+                "bridge",
+                &["link", "set", "dev", &port, "mcast_flood", flag],
+            )?;
+        }
+        if connect {
+            println!("the switch forwards multicast to the LBs again");
+        } else {
+            println!(
+                "the switch no longer forwards multicast to the LBs (VRRP adverts to 224.0.0.18 \
+                 are lost; unicast and ARP pass); `halo lab heal multicast{}` undoes it",
+                lab.dir_flag()
+            );
+        }
+        return Ok(());
+    }
     if target == "lbs" {
         // Port isolation: isolated ports cannot reach each other but reach
         // every other port, so the LBs stop hearing each other's adverts

@@ -79,7 +79,13 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, ProbeError> {
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Reply, ProbeError> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| ProbeError::Connect(e.to_string()))?;
-    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
+    let io = |e: std::io::Error| match e.kind() {
+        // A read timeout surfaces as EAGAIN ("resource temporarily unavailable").
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            ProbeError::Io(format!("no answer within {} ms", timeout.as_millis()))
+        }
+        _ => ProbeError::Io(e.to_string()),
+    };
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     let req = format!(

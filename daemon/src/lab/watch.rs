@@ -58,9 +58,12 @@ impl Tally {
         }
     }
 
+    /// Events are kept in time order: a probe's result arrives up to its
+    /// timeout after it was sent, later than a VIP move it preceded.
     fn event(&mut self, at: Instant, what: String) {
-        self.events
-            .push((at.saturating_duration_since(self.start), what));
+        let t = at.saturating_duration_since(self.start);
+        let i = self.events.partition_point(|(u, _)| *u <= t);
+        self.events.insert(i, (t, what));
     }
 
     /// The LBs holding the VIP at `now`; records an event when it changes.
@@ -209,18 +212,25 @@ pub fn watch(dir: &Path, seconds: Duration, rate: u32) -> Result<()> {
         );
     }
     loop {
-        let now = Instant::now();
-        tally.holders(now, lab.holders());
+        // Probes first: they were sent before `now`, so events stay in time order.
         while let Ok((at, outcome)) = rx.try_recv() {
             tally.probe(at, outcome);
         }
+        let now = Instant::now();
+        tally.holders(now, lab.holders());
         if tty {
             draw(&lab, &tally, now.duration_since(start), seconds, rate);
         } else {
-            for (t, e) in &tally.events[printed..] {
+            // Print only events older than any result still in flight, so
+            // lines come out in time order.
+            let settled = now.duration_since(start).saturating_sub(timeout + REDRAW);
+            for (t, e) in tally.events[printed..]
+                .iter()
+                .take_while(|(t, _)| *t <= settled)
+            {
                 println!("t+{:>7.3}s  {e}", t.as_secs_f64());
+                printed += 1;
             }
-            printed = tally.events.len();
         }
         if stop.load(Ordering::SeqCst) || now >= end {
             break;
@@ -328,6 +338,24 @@ fn summary(t: &Tally, elapsed: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_stay_in_time_order_when_a_result_arrives_late() {
+        let t0 = Instant::now();
+        let mut t = Tally::new(t0);
+        t.holders(t0, vec![1]);
+        t.holders(t0 + Duration::from_millis(1070), vec![]);
+        t.probe(t0 + Duration::from_millis(1000), Err("no answer".into()));
+        let ev: Vec<&str> = t.events.iter().map(|(_, e)| e.as_str()).collect();
+        assert_eq!(
+            ev,
+            [
+                "VIP held by lb1",
+                "client: request failed (no answer)",
+                "VIP moved: lb1 -> nobody"
+            ]
+        );
+    }
 
     #[test]
     fn master_changes_become_events_once() {
