@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Image tests: build the Raspberry Pi image (image/halo-image build), a plain
+# Debian image and the same customised with --base, then pytest tests/image:
+# static checks of the images, the `node` command, and a boot of the image in
+# qemu-system-aarch64 (TCG) that waits for halo's READY and checks the proxy,
+# MASTER, SSH by key only and the grown root. Run as root on Debian 12:
+#   bash tests/image/run.sh          (tests/run.sh calls it as stage "image")
+# Build outputs go to build/image/ (HALO_IMAGE_OUT); the base root file
+# system is cached in build/image/cache (HALO_IMAGE_CACHE), so the second run
+# skips the slow mmdebstrap. Timings of each step are printed at the end.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
+[ "$(id -u)" -eq 0 ] || { echo "image: must run as root (mmdebstrap, chroot, loop devices)" >&2; exit 1; }
+out=${HALO_IMAGE_OUT:-$root/build/image}
+mkdir -p "$out"
+
+timings=()
+step() {
+  local name=$1; shift
+  echo "--- image: $name"
+  local t0=$SECONDS
+  "$@"
+  timings+=("$(printf '%-40s %5d s' "$name" $((SECONDS - t0)))")
+}
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+install_deps() {
+  local want=() pkg
+  while read -r pkg; do
+    pkg=${pkg%%#*}; pkg=${pkg// /}
+    [ -n "$pkg" ] || continue
+    have_pkg "$pkg" || want+=("$pkg")
+  done <tests/image/apt-packages.txt
+  [ ${#want[@]} -gt 0 ] || return 0
+  echo "image: installing ${want[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  local own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+}
+
+# qemu-system-aarch64. Debian's qemu-system-arm normally; on a machine where
+# it cannot be installed (here: qemu-utils from bookworm-backports, which
+# Breaks bookworm's qemu-system-common) the package is unpacked into a cache
+# directory instead, its libraries installed from Debian. -kernel boots of
+# the "virt" machine need no firmware files from qemu-system-data.
+qemu_dir=/var/cache/halo-tests/qemu-system
+ensure_qemu() {
+  if command -v qemu-system-aarch64 >/dev/null; then
+    HALO_QEMU=$(command -v qemu-system-aarch64)
+  elif DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    qemu-system-arm >/dev/null 2>&1; then
+    HALO_QEMU=$(command -v qemu-system-aarch64)
+  else
+    echo "image: qemu-system-arm cannot be installed next to this machine's qemu packages; unpacking it into $qemu_dir"
+    local deps
+    deps=$(apt-cache depends --no-recommends --no-suggests qemu-system-arm 2>/dev/null |
+      awk '/^  Depends: lib/ {print $2}' | sort -u | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $deps >/dev/null
+    if [ ! -x "$qemu_dir/root/usr/bin/qemu-system-aarch64" ]; then
+      mkdir -p "$qemu_dir"
+      (cd "$qemu_dir" && rm -f ./*.deb && apt-get download qemu-system-arm >/dev/null 2>&1 &&
+        dpkg-deb -x qemu-system-arm_*.deb root)
+    fi
+    HALO_QEMU=$qemu_dir/root/usr/bin/qemu-system-aarch64
+  fi
+  "$HALO_QEMU" --version | head -n1
+  export HALO_QEMU
+}
+
+enable_binfmt() {
+  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
+  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
+}
+
+build_deb() {
+  # daemon/debian/build-deb.sh builds the aarch64 binary first (cargo,
+  # incremental) and prints the .deb's path last.
+  HALO_IMAGE_DEB=$(bash daemon/debian/build-deb.sh arm64 | tail -n1)
+  [ -f "$HALO_IMAGE_DEB" ] || { echo "image: no arm64 .deb built" >&2; return 1; }
+  export HALO_IMAGE_DEB
+}
+
+build_image() {
+  local cache=${HALO_IMAGE_CACHE:-$out/cache}
+  local cold=warm
+  compgen -G "$cache/base-*.tar" >/dev/null || cold=cold
+  local t0=$SECONDS
+  image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"
+  echo "$cold $((SECONDS - t0))" >"$out/build-time.txt"
+  export HALO_IMAGE=$out/halo-pi-arm64.img
+}
+
+build_base_variant() {
+  # A plain Debian Pi image stands in for a downloaded Raspberry Pi OS Lite:
+  # --base adds halo to it in place.
+  image/halo-image build --no-halo --no-xz --out "$out"
+  xz -T0 -0 -f -k "$out/debian-pi-arm64.img"
+  image/halo-image build --base "$out/debian-pi-arm64.img.xz" --deb "$HALO_IMAGE_DEB" --no-xz --out "$out"
+  export HALO_BASE_IMAGE=$out/debian-pi-arm64-halo.img
+  rm -f "$out/debian-pi-arm64.img.xz"
+}
+
+t_all=$SECONDS
+report() {
+  local rc=$?
+  echo "--- image timings"
+  [ ${#timings[@]} -eq 0 ] || printf '%s\n' "${timings[@]}"
+  printf '%-40s %5d s (%s)\n' "total" $((SECONDS - t_all)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)"
+}
+trap report EXIT
+step "apt packages" install_deps
+step "qemu-system-aarch64" ensure_qemu
+step "binfmt qemu-aarch64" enable_binfmt
+step "halo arm64 .deb" build_deb
+step "image build ($(compgen -G "${HALO_IMAGE_CACHE:-$out/cache}/base-*.tar" >/dev/null && echo warm || echo cold))" build_image
+step "plain image + --base customisation" build_base_variant
+step "pytest tests/image (static, node, boot)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image

@@ -1,0 +1,182 @@
+"""`image/halo-image node`: per-card settings written onto a FAT boot
+partition in an image file without mounting, read back with mtools and with
+the card's own node.toml parser; bad input is refused with a clear error and
+the card is left untouched."""
+
+import subprocess
+
+import pytest
+
+from conftest import HALO_IMAGE_TOOL, NODE_PARSER, Disk, run
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHaloTestKeyHaloTestKeyHaloTestKey00 admin@laptop"
+
+HALO_TOML = """\
+[vrrp.VI_1]
+interface = "eth0"
+vrid = 51
+priority = 100
+virtual_ips = ["192.0.2.100/24"]
+
+[proxy.web]
+bind = ["0.0.0.0:80"]
+servers = [{ name = "web1", address = "192.0.2.21:80" }]
+"""
+
+
+@pytest.fixture
+def card(tmp_path):
+    """A 48 MiB 'card': MBR, FAT32 partition 1 at 1 MiB, like the image's."""
+    img = tmp_path / "card.img"
+    with open(img, "wb") as f:
+        f.truncate(48 * 1024 * 1024)
+    run(["sfdisk", "--quiet", str(img)], input="label: dos\nstart=2048, type=c, bootable\n")
+    disk = Disk(img)
+    run(["mkfs.vfat", "-F", "32", "--offset", str(disk.offset(1) // 512), "-n", "RASPIFIRM", str(img)])
+    return img
+
+
+def node(*args):
+    return subprocess.run([str(HALO_IMAGE_TOOL), "node", *map(str, args)], capture_output=True, text=True)
+
+
+def parse(text, tmp_path):
+    p = tmp_path / "node.toml"
+    p.write_text(text)
+    r = subprocess.run(["awk", "-f", str(NODE_PARSER), str(p)], capture_output=True, text=True)
+    return r
+
+
+def parsed_pairs(text, tmp_path):
+    r = parse(text, tmp_path)
+    assert r.returncode == 0, r.stderr
+    return [tuple(line.split("\t", 1)) for line in r.stdout.splitlines()]
+
+
+def test_node_writes_node_toml_and_halo_toml(card, tmp_path):
+    conf = tmp_path / "halo.toml"
+    conf.write_text(HALO_TOML)
+    pub = tmp_path / "id.pub"
+    pub.write_text(KEY + "\n")
+    r = node(
+        "--hostname", "lb1", "--address", "192.0.2.11/24", "--gateway", "192.0.2.1",
+        "--dns", "192.0.2.53", "--priority", "101", "--ssh-key", pub,
+        "--ssh-key", "ssh-rsa AAAAB3Nza second@key", "--halo-toml", conf, card,
+    )
+    assert r.returncode == 0, r.stderr
+    disk = Disk(card)
+    assert disk.fat_ls("::/halo") == ["halo.toml", "node.toml"]
+    assert disk.fat_read("::/halo/halo.toml") == HALO_TOML
+    pairs = parsed_pairs(disk.fat_read("::/halo/node.toml"), tmp_path)
+    assert pairs == [
+        ("hostname", "lb1"),
+        ("address", "192.0.2.11/24"),
+        ("gateway", "192.0.2.1"),
+        ("dns", "192.0.2.53"),
+        ("priority", "101"),
+        ("ssh_authorized_keys", KEY),
+        ("ssh_authorized_keys", "ssh-rsa AAAAB3Nza second@key"),
+    ]
+
+
+def test_node_again_replaces_the_settings(card, tmp_path):
+    assert node("--hostname", "lb1", "--ssh-key", KEY, card).returncode == 0
+    r = node("--hostname", "lb2", "--address", "192.0.2.12/24", "--address", "2001:db8::12/64", "--ssh-key", KEY, card)
+    assert r.returncode == 0, r.stderr
+    pairs = parsed_pairs(Disk(card).fat_read("::/halo/node.toml"), tmp_path)
+    assert ("hostname", "lb2") in pairs and ("hostname", "lb1") not in pairs
+    assert [v for k, v in pairs if k == "address"] == ["192.0.2.12/24", "2001:db8::12/64"]
+    # Without --halo-toml the tool says halo will not start yet.
+    assert "no halo/halo.toml" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hostname", "LB_1", "--ssh-key", KEY], "not a valid host name"),
+        (["--hostname", "lb1"], "--ssh-key is required"),
+        (["--hostname", "lb1", "--ssh-key", "hunter2"], "does not look like an SSH public key"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "0"], "--priority must be 1..254"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "255"], "--priority must be 1..254"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--address", "192.0.2.11"], "must be ADDRESS/PREFIX"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--address", "192.0.2.300/24"], "must be ADDRESS/PREFIX"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--gateway", "gw"], "is not an IP address"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--bogus"], "unknown option"),
+    ],
+)
+def test_node_refuses_bad_input_and_writes_nothing(card, args, message):
+    r = node(*args, card)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert "halo" not in Disk(card).fat_ls("::/")
+
+
+def test_node_refuses_a_halo_toml_that_fails_halo_check(card, tmp_path, halo_bin):
+    bad = tmp_path / "halo.toml"
+    bad.write_text(HALO_TOML.replace("priority = 100", "priority = 300"))
+    r = subprocess.run(
+        [str(HALO_IMAGE_TOOL), "node", "--hostname", "lb1", "--ssh-key", KEY, "--halo-toml", str(bad), str(card)],
+        capture_output=True, text=True, env={"HALO_BIN": str(halo_bin), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert r.returncode != 0
+    assert "does not pass 'halo check'" in r.stderr
+    assert "halo" not in Disk(card).fat_ls("::/")
+
+
+def test_node_refuses_compressed_and_non_fat_targets(tmp_path, card):
+    xz = tmp_path / "x.img.xz"
+    xz.write_bytes(b"\xfd7zXZ\x00")
+    r = node("--hostname", "lb1", "--ssh-key", KEY, xz)
+    assert r.returncode != 0 and "is compressed" in r.stderr
+
+    linux = tmp_path / "linux.img"
+    with open(linux, "wb") as f:
+        f.truncate(8 * 1024 * 1024)
+    run(["sfdisk", "--quiet", str(linux)], input="label: dos\nstart=2048, type=83\n")
+    r = node("--hostname", "lb1", "--ssh-key", KEY, linux)
+    assert r.returncode != 0 and "not a FAT boot partition" in r.stderr
+
+    r = node("--hostname", "lb1", "--ssh-key", KEY, tmp_path / "missing.img")
+    assert r.returncode != 0 and "no such file" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('hostname = "lb1\n', "unterminated string"),
+        ('hostname = "lb1" extra\n', "unexpected text after the value"),
+        ("hostname = lb1\n", "unsupported value"),
+        ('[node]\nhostname = "lb1"\n', "tables are not used"),
+        ('hostname = "a"\nhostname = "b"\n', "duplicate key 'hostname'"),
+        ('dns = ["192.0.2.1" "192.0.2.2"]\n', "missing ','"),
+        ('dns = [\n "192.0.2.1",\n', "unterminated array 'dns'"),
+        ('hostname = "a\\tb"\n', "escapes are supported"),
+        ("= 1\n", "expected `key = value`"),
+    ],
+)
+def test_card_parser_names_the_line_of_an_error(tmp_path, text, message):
+    r = parse(text, tmp_path)
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "node.toml:" in r.stderr
+
+
+def test_card_parser_reads_comments_multiline_arrays_and_escapes(tmp_path):
+    text = (
+        "# a comment\n\n"
+        'hostname = "lb1"   # trailing # comment\n'
+        "ssh_authorized_keys = [\n"
+        '  "ssh-ed25519 AAAA a#b",  # a key with a hash in its comment\n'
+        '  "ssh-rsa BBBB \\"quoted\\"",\n'
+        "]\n"
+        "priority = 101\n"
+        "dns = []\n"
+    )
+    assert parsed_pairs(text, tmp_path) == [
+        ("hostname", "lb1"),
+        ("ssh_authorized_keys", "ssh-ed25519 AAAA a#b"),
+        ("ssh_authorized_keys", 'ssh-rsa BBBB "quoted"'),
+        ("priority", "101"),
+        ("dns", ""),
+    ]
