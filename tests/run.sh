@@ -45,10 +45,15 @@ if want unit; then
   stage unit cargo test --locked -p halo
 fi
 
-if want integration || want vrrp || want proxy || want lab || want health; then
-  sel=()
-  want integration || { want vrrp && sel+=(tests/vrrp); want proxy && sel+=(tests/proxy); want lab && sel+=(tests/lab); want health && sel+=(tests/health); }
-  [ ${#sel[@]} -gt 0 ] || sel=(tests/vrrp tests/proxy tests/lab tests/health)
+# pytest areas under tests/; `bash tests/run.sh vrrp ops` runs just those.
+areas=(vrrp ops proxy health import lab)
+sel=()
+for a in "${areas[@]}"; do
+  if want integration || want "$a"; then
+    [ -d "tests/$a" ] && sel+=("tests/$a")
+  fi
+done
+if [ ${#sel[@]} -gt 0 ]; then
   stage integration /usr/bin/python3 -m pytest -q -p no:cacheprovider "${sel[@]}"
 fi
 

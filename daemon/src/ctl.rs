@@ -13,10 +13,10 @@ use crate::control::{self, Request, ServerAction};
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// Control socket (default: the config's control_socket, else /run/halo/halo.sock).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
     /// Configuration file, read only to find the control socket.
-    #[arg(short, long, default_value = "/etc/halo/halo.toml")]
+    #[arg(short, long, global = true, default_value = "/etc/halo/halo.toml")]
     pub config: PathBuf,
 }
 
