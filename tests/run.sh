@@ -9,7 +9,7 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(deps fmt unit integration packaging)
+[ ${#stages[@]} -gt 0 ] || stages=(deps fmt unit integration packaging image)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 failed=()
@@ -59,6 +59,10 @@ fi
 
 if want packaging && [ -x tests/packaging/run.sh ]; then
   stage packaging bash tests/packaging/run.sh
+fi
+
+if want image && [ -x tests/image/run.sh ]; then
+  stage image bash tests/image/run.sh
 fi
 
 echo

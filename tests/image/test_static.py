@@ -1,0 +1,204 @@
+"""Static checks of the built images, read in place (no mounts): partition
+table, boot partition (firmware, config.txt, cmdline.txt, DTBs, kernel,
+initrd), root file system (the halo .deb's files, units enabled, no shared
+secrets or passwords), and the .xz/.bmap companions. The same halo checks run
+on the image made by `build --base`."""
+
+import io
+import subprocess
+import tarfile
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import run
+
+# Device trees the Pi firmware loads for each supported model (names as the
+# firmware looks them up on the boot partition).
+PI_DTBS = {
+    "Pi 3 B": "bcm2710-rpi-3-b.dtb",
+    "Pi 3 B+": "bcm2710-rpi-3-b-plus.dtb",
+    "Pi 4 B": "bcm2711-rpi-4-b.dtb",
+    "Pi 400": "bcm2711-rpi-400.dtb",
+}
+MIB = 1024 * 1024
+
+
+# === partition table =======================================================
+
+
+def test_partition_table_is_mbr_fat_then_ext4(disk):
+    t = disk.table
+    assert t["label"] == "dos", "the Pi 3 boot ROM reads MBR only"
+    assert len(disk.parts) == 2
+    boot, root = disk.parts
+    assert boot["type"] == "c" and boot.get("bootable") is True
+    assert boot["start"] * 512 == 4 * MIB
+    assert boot["size"] * 512 == 256 * MIB
+    assert root["type"] == "83"
+    assert root["start"] == boot["start"] + boot["size"]
+    assert (root["start"] + root["size"]) * 512 == disk.path.stat().st_size, "root ends the image (it grows on first boot)"
+
+
+def test_file_system_labels(disk):
+    fat = run(["blkid", "-p", "-O", str(disk.offset(1)), "-o", "export", str(disk.path)]).stdout
+    assert "TYPE=vfat" in fat and "LABEL=RASPIFIRM" in fat
+    ext = run(["blkid", "-p", "-O", str(disk.offset(2)), "-o", "export", str(disk.path)]).stdout
+    assert "TYPE=ext4" in ext and "LABEL=RASPIROOT" in ext
+
+
+# === boot partition ========================================================
+
+
+def test_firmware_kernel_and_initrd_on_the_boot_partition(disk):
+    files = disk.fat_ls()
+    for f in ("bootcode.bin", "start4.elf", "fixup4.dat", "start.elf", "fixup.dat", "config.txt", "cmdline.txt"):
+        assert f in files, f
+    kernels = [f for f in files if f.startswith("vmlinuz-")]
+    initrds = [f for f in files if f.startswith("initrd.img-")]
+    assert len(kernels) == 1 and len(initrds) == 1
+    assert kernels[0].removeprefix("vmlinuz-") == initrds[0].removeprefix("initrd.img-")
+
+
+@pytest.mark.parametrize("model", sorted(PI_DTBS))
+def test_device_tree_for_each_supported_model(disk, model):
+    assert PI_DTBS[model] in disk.fat_ls(), f"{model}: {PI_DTBS[model]}"
+
+
+def test_config_txt_boots_the_64_bit_kernel_and_initrd(disk):
+    config = disk.fat_read("::/config.txt")
+    lines = [ln.strip() for ln in config.splitlines()]
+    assert "arm_64bit=1" in lines
+    files = disk.fat_ls()
+    kernel = next(f for f in files if f.startswith("vmlinuz-"))
+    initrd = next(f for f in files if f.startswith("initrd.img-"))
+    assert f"kernel={kernel}" in lines
+    assert any(ln.startswith("initramfs ") and initrd in ln for ln in lines), config
+
+
+def test_cmdline_txt_names_the_root_by_label(disk):
+    args = disk.fat_read("::/cmdline.txt").split()
+    assert "root=LABEL=RASPIROOT" in args
+    assert "rootwait" in args
+    assert "net.ifnames=0" in args, "eth0 on every model, as halo.toml says"
+    assert len(disk.fat_read("::/cmdline.txt").strip().splitlines()) == 1, "the firmware reads one line"
+
+
+def test_initrd_holds_what_mounts_the_root(disk, tmp_path):
+    initrd = next(f for f in disk.fat_ls() if f.startswith("initrd.img-"))
+    run(["mcopy", "-n", "-i", disk.fat(), f"::/{initrd}", str(tmp_path / "initrd")],
+        env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
+    # zstd-compressed newc cpio (COMPRESS=zstd), maybe after an uncompressed
+    # microcode archive: list what zstd can decode.
+    data = (tmp_path / "initrd").read_bytes()
+    start = data.find(b"\x28\xb5\x2f\xfd")
+    assert start >= 0, "zstd archive in the initrd"
+    listing = subprocess.run(
+        f"tail -c +{start + 1} {tmp_path / 'initrd'} | zstd -dc | cpio -it --quiet",
+        shell=True, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    mods = {p.rsplit("/", 1)[-1].split(".ko")[0] for p in listing if ".ko" in p}
+    for m in ("ext4", "jbd2", "mbcache", "virtio_blk", "virtio_pci", "sdhci-iproc", "mmc_block", "bcm2835", "usb-storage", "uas"):
+        assert m in mods, m
+    assert any(p.endswith("busybox") for p in listing)
+
+
+# === root file system ======================================================
+
+
+def halo_checks(disk, deb):
+    """The halo layer, the same on our image and on a --base image."""
+    # Every file of the .deb, with its mode.
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+    assert any(m.name.endswith("usr/bin/halo") for m in members)
+    for m in members:
+        path = "/" + m.name.removeprefix("./")
+        st = disk.ext_stat(path)
+        assert st is not None, f"{path} from the .deb is missing"
+        assert st[0] == "regular", path
+        if path != "/etc/halo/halo.toml":  # the conffile's mode is set by postinst
+            assert int(st[1], 8) == m.mode & 0o7777, path
+    status = disk.ext_read("/var/lib/dpkg/status")
+    block = next(b for b in status.split("\n\n") if b.startswith("Package: halo\n"))
+    assert "Status: install ok installed" in block
+    assert "Architecture: arm64" in block
+    # dpkg's postinst made the user and the config's ownership.
+    assert any(line.startswith("halo:") for line in disk.ext_read("/etc/passwd").splitlines())
+    st = disk.ext_stat("/etc/halo/halo.toml")
+    assert st[1] == "0640"
+
+    # Enabled: halo by its package, first boot support by the image.
+    wants = {
+        "multi-user.target.wants": ["halo.service", "systemd-networkd.service"],
+        "sysinit.target.wants": ["halo-firstboot.service", "halo-growroot.service"],
+        "halo.service.wants": ["halo-ready.service"],
+    }
+    for target, units in wants.items():
+        for unit in units:
+            st = disk.ext_stat(f"/etc/systemd/system/{target}/{unit}")
+            assert st is not None and st[0] == "symlink", f"{unit} enabled in {target}"
+            assert st[4].endswith("/" + unit), st
+    assert disk.ext_stat("/lib/systemd/system/halo.service") or disk.ext_stat("/usr/lib/systemd/system/halo.service")
+    dropin = disk.ext_read("/etc/systemd/system/halo.service.d/halo-image.conf")
+    assert "ConditionPathExists=/var/lib/halo-image/halo-configured" in dropin
+    for f in ("firstboot", "growroot", "node-toml.awk"):
+        st = disk.ext_stat(f"/usr/lib/halo-image/{f}")
+        assert st is not None and st[2] == 0, f
+
+    # Key-only SSH, no host keys shared by every card.
+    sshd = disk.ext_read("/etc/ssh/sshd_config.d/halo-image.conf")
+    assert "PasswordAuthentication no" in sshd
+    assert "KbdInteractiveAuthentication no" in sshd
+    assert [n for n in disk.ext_ls("/etc/ssh") if n.startswith("ssh_host_")] == []
+
+
+def test_halo_layer(disk, deb):
+    halo_checks(disk, deb)
+
+
+def test_no_password_anywhere(disk):
+    for line in disk.ext_read("/etc/shadow").splitlines():
+        name, pw = line.split(":")[:2]
+        assert pw.startswith(("!", "*")), f"{name} has a usable password field"
+    root = next(ln for ln in disk.ext_read("/etc/shadow").splitlines() if ln.startswith("root:"))
+    assert root.split(":")[1].startswith("!"), "root is locked"
+
+
+def test_per_card_identity_is_made_at_first_boot(disk):
+    assert disk.ext_read("/etc/machine-id") == ""
+    assert disk.ext_stat("/var/lib/halo-image/applied") is None
+
+
+def test_fstab_and_packages(disk):
+    fstab = disk.ext_read("/etc/fstab")
+    assert "LABEL=RASPIROOT /" in " ".join(fstab.split())
+    assert "LABEL=RASPIFIRM /boot/firmware vfat" in " ".join(fstab.split())
+    status = disk.ext_read("/var/lib/dpkg/status")
+    installed = {b.split("\n", 1)[0].removeprefix("Package: ") for b in status.split("\n\n") if "Status: install ok installed" in b}
+    for p in ("raspi-firmware", "linux-image-arm64", "systemd-sysv", "openssh-server", "nftables", "chrony", "initramfs-tools"):
+        assert p in installed, p
+    init = disk.ext_read("/etc/initramfs-tools/conf.d/halo-image.conf")
+    assert "MODULES=list" in init
+
+
+def test_xz_and_bmap_describe_the_image(image):
+    xz = image.with_name(image.name + ".xz")
+    bmap = image.with_name(image.name + ".bmap")
+    assert xz.is_file() and bmap.is_file()
+    listing = run(["xz", "--robot", "--list", str(xz)]).stdout
+    totals = next(ln for ln in listing.splitlines() if ln.startswith("totals"))
+    assert int(totals.split("\t")[4]) == image.stat().st_size, "the .xz unpacks to the image's size"
+    root = ET.parse(bmap).getroot()
+    assert int(root.findtext("ImageSize")) == image.stat().st_size
+    assert 0 < int(root.findtext("MappedBlocksCount")) < int(root.findtext("BlocksCount"))
+
+
+# === --base ================================================================
+
+
+def test_base_image_keeps_its_layout_and_gets_the_halo_layer(base_disk, deb):
+    assert base_disk.table["label"] == "dos" and len(base_disk.parts) == 2
+    halo_checks(base_disk, deb)
+    assert "cmdline.txt" in base_disk.fat_ls()
