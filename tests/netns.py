@@ -22,6 +22,16 @@ import time
 _counter = 0
 
 
+def _exit_on_sigterm(*_):
+    # SIGTERM (a timeout, a killed run) unwinds like an exception, so every
+    # Topology's __exit__ still removes its namespaces and processes.
+    raise SystemExit(143)
+
+
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def sh(*args, check=True, capture=True, timeout=30):
     r = subprocess.run(
         [str(a) for a in args],

@@ -28,7 +28,11 @@ pub fn init(config_level: Option<&str>) {
     };
     if under_journald() {
         if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer.with_syslog_identifier("halo".into());
+            // Fields become HALO_INSTANCE=VI_1, HALO_SERVICE=web, ...:
+            // `journalctl -u halo HALO_INSTANCE=VI_1` filters on them.
+            let layer = layer
+                .with_syslog_identifier("halo".into())
+                .with_field_prefix(Some("HALO".into()));
             tracing_subscriber::registry().with(filter).with(layer).init();
             return;
         }
