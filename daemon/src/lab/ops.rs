@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::thread;
@@ -20,6 +20,8 @@ use anyhow::{bail, Context, Result};
 use super::plan::{self, Node, Peer, Spec, BRIDGE, IFACE, PREFIX, SWITCH_NS, VIP};
 use super::probe::{self, Reply};
 use super::sys::{self, Tool};
+use crate::control;
+use crate::status::Snapshot;
 
 const IPROUTE: Tool = Tool {
     command: "ip",
@@ -207,6 +209,10 @@ fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
     for node in spec.nodes() {
         let own = dir.join(node.to_string());
         fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
+        // A new lab starts new logs (start/reload append to them).
+        for log in ["halo.log", "keepalived.log", "error.log", "access.log"] {
+            let _ = fs::remove_file(own.join(log));
+        }
         match node {
             Node::Lb(n) => {
                 write(own.join("halo.toml"), plan::halo_toml(spec, n, dir))?;
@@ -651,19 +657,41 @@ fn configured_priority(lab: &Running, lb: u8) -> Option<u8> {
     }
 }
 
+/// The control socket of an LB's halo: its halo.toml's `control_socket`
+/// (students may edit it), else where the lab puts it.
+fn control_socket(lab: &Running, lb: u8) -> PathBuf {
+    let own = lab.node_dir(Node::Lb(lb));
+    crate::config::load(&own.join("halo.toml"))
+        .map(|c| c.global.control_socket)
+        .unwrap_or_else(|_| own.join("halo.sock"))
+}
+
+/// What an LB's halo says about itself over its control socket, if it
+/// answers. (A Unix socket path works across network namespaces.)
+fn snapshot(lab: &Running, lb: u8) -> Option<Snapshot> {
+    let req = control::Request::Status;
+    control::request(&control_socket(lab, lb), &req, Duration::from_secs(2))
+        .ok()?
+        .status
+}
+
 pub fn status(dir: &Path) -> Result<()> {
     let lab = Running::find(dir)?;
     let holders = lab.holders();
+    let snaps: BTreeMap<u8, Snapshot> = lab
+        .lbs
+        .iter()
+        .filter_map(|&n| snapshot(&lab, n).map(|s| (n, s)))
+        .collect();
     println!(
-        "  {:<5} {:<12} {:<30} {:<9} {:<9} state",
-        "LB", "address", "daemon", "priority", "cable"
+        "  {:<5} {:<12} {:<28} {:<9} {:<13} {:<10} the kernel's view",
+        "LB", "address", "daemon", "cable", "priority", "halo says"
     );
     for &n in &lab.lbs {
         let node = Node::Lb(n);
         let mut running = Vec::new();
         for d in lab.daemons(node) {
-            let pids = sys::pids_named(&node.netns(), d);
-            if let Some(p) = pids.iter().min() {
+            if let Some(p) = sys::pids_named(&node.netns(), d).iter().min() {
                 running.push(format!("{d} {p}"));
             }
         }
@@ -672,23 +700,39 @@ pub fn status(dir: &Path) -> Result<()> {
         } else {
             running.join(", ")
         };
-        let prio = configured_priority(&lab, n).map_or("?".into(), |p| p.to_string());
+        let vrrp = snaps.get(&n).and_then(|s| s.vrrp.first());
+        // The effective priority from halo itself, else the configured one.
+        let prio = match vrrp {
+            Some(v) if v.effective_priority != v.base_priority => {
+                format!("{} (of {})", v.effective_priority, v.base_priority)
+            }
+            Some(v) => v.effective_priority.to_string(),
+            None => configured_priority(&lab, n).map_or("?".into(), |p| format!("{p} (conf)")),
+        };
+        let says = match (vrrp, lab.is_keepalived(n)) {
+            (Some(v), _) => v.state.clone(),
+            (None, true) => "keepalived".into(),
+            (None, false) => "-".into(),
+        };
         let state = if holders.contains(&n) && running.is_empty() {
             // SIGKILL leaves the address: nothing was left to remove it.
             format!("STALE: {VIP} still on eth0, its daemon is dead")
         } else if holders.contains(&n) {
-            format!("MASTER (holds {VIP})")
-        } else if running.is_empty() {
-            "-".into()
+            format!("holds {VIP}")
         } else {
-            "BACKUP".into()
+            "-".into()
         };
         println!(
-            "  {:<5} {:<12} {daemon:<30} {prio:<9} {:<9} {state}",
+            "  {:<5} {:<12} {daemon:<28} {:<9} {prio:<13} {says:<10} {state}",
             node.to_string(),
             node.addr().to_string(),
             port_state(node)
         );
+        if let Some(v) = vrrp {
+            if v.effective_priority != v.base_priority && !v.priority_reason.is_empty() {
+                println!("        priority {}", v.priority_reason);
+            }
+        }
     }
     match holders.len() {
         0 => println!("  no LB holds {VIP}: the service is down"),
@@ -702,14 +746,13 @@ pub fn status(dir: &Path) -> Result<()> {
                 .join(", ")
         ),
     }
-    println!(
-        "  (priority: as configured; halo lowers it by a track's weight while that target is down)"
-    );
     println!();
-    println!(
-        "  {:<5} {:<12} {:<9} /health from the client",
-        "web", "address", "cable"
-    );
+    // Each LB's health-check view of each backend, beside the client's.
+    let mut head = format!("  {:<5} {:<12} {:<9}", "web", "address", "cable");
+    for n in snaps.keys() {
+        head.push_str(&format!(" {:<9}", format!("lb{n} sees")));
+    }
+    println!("{head} /health from the client");
     if lab.client {
         for (w, r) in backend_health(&lab.webs)? {
             let node = Node::Web(w);
@@ -718,12 +761,30 @@ pub fn status(dir: &Path) -> Result<()> {
                 Ok(rep) => format!("{} DOWN", rep.status),
                 Err(e) => format!("DOWN ({e})"),
             };
-            println!(
-                "  {:<5} {:<12} {:<9} {h}",
+            let mut line = format!(
+                "  {:<5} {:<12} {:<9}",
                 node.to_string(),
                 node.addr().to_string(),
                 port_state(node)
             );
+            for snap in snaps.values() {
+                let seen = snap
+                    .proxy
+                    .iter()
+                    .flat_map(|p| p.servers.iter())
+                    .find(|sv| sv.name == node.to_string())
+                    .map_or("-".to_string(), |sv| {
+                        if !sv.admin.is_empty() && sv.admin != "enabled" {
+                            sv.admin.to_uppercase()
+                        } else if sv.healthy {
+                            "UP".into()
+                        } else {
+                            "DOWN".into()
+                        }
+                    });
+                line.push_str(&format!(" {seen:<9}"));
+            }
+            println!("{line} {h}");
         }
         let vip = from_client(|| probe::get(vip_url(), "/", Duration::from_secs(1)))?;
         match vip {
@@ -968,29 +1029,32 @@ pub fn reload(target: &str, dir: &Path) -> Result<()> {
         }
         println!("{node}: keepalived reloaded (SIGHUP)");
     }
-    // `halo run` does not reload live yet (it logs a warning on SIGHUP), so
-    // the lab restarts it: SIGTERM (a master hands over with a priority-0
-    // advert), then start.
-    let pids = sys::pids_named(&ns, "halo");
-    for &p in &pids {
-        sys::signal(p, libc::SIGTERM);
+    // Live reload over the control socket: halo applies the difference
+    // (VRRP keeps its state unless the instance itself changed).
+    let socket = control_socket(&lab, n);
+    match control::request(&socket, &control::Request::Reload, Duration::from_secs(10)) {
+        Ok(resp) if resp.ok => {
+            let msg = resp.message.trim();
+            println!(
+                "{node}: {}",
+                if msg.is_empty() { "halo reloaded" } else { msg }
+            );
+            return Ok(());
+        }
+        Ok(resp) => bail!("{node}: halo refused the reload: {}", resp.message),
+        Err(e) if !sys::pids_named(&ns, "halo").is_empty() => {
+            bail!("{node}: halo is running but its control socket does not answer: {e:#}")
+        }
+        Err(_) => {}
     }
-    if !sys::wait_gone(&pids, Duration::from_secs(10)) {
-        bail!("{node}: halo did not stop within 10 s of SIGTERM");
-    }
+    // halo is not running: start it with the new file.
     let exe = std::env::current_exe()?;
     let args = [OsStr::new("run"), OsStr::new("--config"), conf.as_os_str()];
     let pid = sys::spawn_detached(&ns, &exe, &args, &own.join("halo.log"))?;
     fs::write(own.join("halo.pid"), format!("{pid}\n"))?;
     println!(
-        "{node}: {} is valid; halo restarted with it (pid {pid}). halo run has no live \
-         reload yet, so a master hands the VIP over and takes it back if it still wins",
+        "{node}: halo was not running; started it with {} (pid {pid})",
         conf.display()
     );
     Ok(())
-}
-
-/// For `watch`: is `addr` held by this LB?
-pub fn lb_holds(lb: u8, addr: Ipv4Addr) -> bool {
-    sys::ipv4_addrs(&Node::Lb(lb).netns(), IFACE).contains(&addr)
 }
