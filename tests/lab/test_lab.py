@@ -198,3 +198,23 @@ def test_exec_runs_inside_a_node_and_errors_are_clear(lab):
     assert r.returncode != 0 and "not a lab node" in r.stderr, r.stderr
     r = lab.run("up", check=False)
     assert r.returncode != 0 and "already up" in r.stderr, r.stderr
+
+
+def test_reload_applies_an_edited_priority_live(lab):
+    lab.run("up", "--lbs", "2", "--backends", "1")
+    conf = os.path.join(lab.dir, "lb1", "halo.toml")
+    with open(conf) as f:
+        text = f.read()
+    pid_before = open(os.path.join(lab.dir, "lb1", "halo.pid")).read().strip()
+    # A broken edit is refused and lb1 keeps running what it had.
+    with open(conf, "w") as f:
+        f.write(text.replace("priority = 110", "priority = 300"))
+    r = lab.run("reload", "lb1", check=False)
+    assert r.returncode != 0 and "priority" in r.stderr, r.stderr
+    assert holders() == ["lb1"]
+    # Below lb2's 100: lb2 preempts, without lb1's halo restarting.
+    with open(conf, "w") as f:
+        f.write(text.replace("priority = 110", "priority = 90"))
+    lab.run("reload", "lb1")
+    wait_for(lambda: holders() == ["lb2"], 15, "lb2 to preempt after lb1's priority drops to 90")
+    assert pid_before in lab.run("status").stdout
