@@ -31,6 +31,10 @@ const BRIDGE_TOOL: Tool = Tool {
     command: "bridge",
     package: "iproute2",
 };
+const SYSCTL: Tool = Tool {
+    command: "sysctl",
+    package: "procps",
+};
 const NGINX: Tool = Tool {
     command: "nginx",
     package: "nginx-light",
@@ -147,7 +151,7 @@ fn parse_node(s: &str) -> Result<Node> {
 // === up ===
 
 pub fn up(spec: &Spec, dir: &Path, timeout: Duration) -> Result<()> {
-    let mut tools = vec![IPROUTE, BRIDGE_TOOL, NGINX];
+    let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL, NGINX];
     if spec.peer == Peer::Keepalived {
         tools.push(KEEPALIVED);
     }

@@ -74,7 +74,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(program);
+    let mut cmd = Command::new(resolve(program));
     cmd.args(args).stdin(Stdio::null());
     let shown = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
@@ -93,9 +93,20 @@ pub fn ip<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     run("ip", args)
 }
 
+/// A bare command name as a full path when found (see [`which`]), so that
+/// a PATH without the sbin directories still works.
+fn resolve(program: &str) -> std::ffi::OsString {
+    if program.contains('/') {
+        return program.into();
+    }
+    which(program).map_or_else(|| program.into(), PathBuf::into_os_string)
+}
+
 /// `ip netns exec NS PROGRAM ARGS...`, to completion.
 pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
-    let mut all = vec!["netns", "exec", ns, program];
+    let program = resolve(program);
+    let program = program.to_string_lossy();
+    let mut all = vec!["netns", "exec", ns, &program];
     all.extend_from_slice(args);
     ip(&all)
 }
@@ -192,7 +203,7 @@ pub fn spawn_detached(ns: &str, program: &Path, args: &[&OsStr], log: &Path) -> 
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut cmd = Command::new("ip");
+    let mut cmd = Command::new(resolve("ip"));
     cmd.args(["netns", "exec", ns])
         .arg(program)
         .args(args)
