@@ -119,10 +119,11 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--intervals", default="1.0,0.1", help="advert intervals in seconds, comma-separated")
     a = ap.parse_args()
     print("| daemons | advert interval | master down interval | failover gap (median of %d) | min | max |" % a.trials)
     print("|---|---|---|---|---|---|")
-    for interval in (1.0, 0.1):
+    for interval in [float(x) for x in a.intervals.split(",")]:
         mdi = 3 * interval + (256 - 100) * interval / 256
         for impl in ("halo", "keepalived"):
             gaps = [trial(impl, interval) for _ in range(a.trials)]

@@ -188,3 +188,41 @@ def test_missing_interface_is_a_clear_error(topo, tmp):
     r = topo.exec("lb1", halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "bad.sock"), check=False)
     assert r.returncode != 0
     assert "eth9" in r.stderr
+
+
+def test_other_router_with_different_vip_set_is_named(topo, tmp):
+    topo.host("lb1", LBS["lb1"] + "/24")
+    topo.host("lb2", LBS["lb2"] + "/24")
+    start(topo, "lb1", cfg(101), tmp)
+    start(topo, "lb2", cfg(100, vips=("192.0.2.200/24",)), tmp)
+    wait_for(lambda: "different VIP set" in topo.log("lb1") or "different VIP set" in topo.log("lb2"),
+             5, "a warning about the VIP set")
+    log = topo.log("lb2")
+    assert "192.0.2.11 uses VRID 51 with a different VIP set" in log, log
+
+
+def test_runs_unprivileged_with_only_net_raw_and_net_admin(topo, tmp):
+    topo.host("lb1", LBS["lb1"] + "/24")
+    os.chmod(tmp, 0o777)
+    path = os.path.join(tmp, "lb1.toml")
+    with open(path, "w") as f:
+        f.write(cfg(101))
+    os.chmod(path, 0o644)
+    topo.spawn("lb1", "lb1", [
+        "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+        "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
+        "--bounding-set=-all,+net_raw,+net_admin",
+        halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "lb1.sock")], logdir=tmp)
+    wait_for(lambda: VIP in topo.addrs("lb1"), 10, "unprivileged halo to become master")
+
+
+@pytest.mark.parametrize("cap", ["net_raw", "net_admin"])
+def test_missing_capability_is_named(topo, tmp, cap):
+    topo.host("lb1", LBS["lb1"] + "/24")
+    path = os.path.join(tmp, "lb1.toml")
+    with open(path, "w") as f:
+        f.write(cfg(101))
+    r = topo.exec("lb1", "setpriv", f"--bounding-set=-{cap}", f"--inh-caps=-{cap}",
+                  halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "x.sock"), check=False)
+    assert r.returncode == 1
+    assert f"CAP_{cap.upper()}" in r.stderr, r.stderr
