@@ -5,6 +5,8 @@ Run with Debian's python3 (package python3-scapy):
 
     /usr/bin/python3 tests/vectors/gen_vrrp_vectors.py > tests/vectors/vrrp_vectors.txt
 
+Real keepalived adverts come from capture_keepalived.py (same format).
+
 Each output line is one advertisement, fields separated by " | ":
 
     name | src | dst | v3_checksum_as_v2 (0/1) | version | vrid | priority |

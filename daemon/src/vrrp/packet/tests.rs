@@ -6,6 +6,9 @@ use super::*;
 
 /// Output of tests/vectors/gen_vrrp_vectors.py (scapy).
 const VECTORS: &str = include_str!("../../../../tests/vectors/vrrp_vectors.txt");
+/// Output of tests/vectors/capture_keepalived.py: adverts sent by a real
+/// keepalived, with the expected fields taken from its configuration.
+const KEEPALIVED: &str = include_str!("../../../../tests/vectors/keepalived_vectors.txt");
 
 struct Vector {
     name: String,
@@ -23,9 +26,21 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Scapy's vectors.
 fn vectors() -> Vec<Vector> {
+    parse_vectors(VECTORS)
+}
+
+/// Scapy's and keepalived's vectors.
+fn all_vectors() -> Vec<Vector> {
+    let mut v = parse_vectors(VECTORS);
+    v.extend(parse_vectors(KEEPALIVED));
+    v
+}
+
+fn parse_vectors(text: &str) -> Vec<Vector> {
     let mut out = Vec::new();
-    for line in VECTORS.lines() {
+    for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
@@ -70,19 +85,22 @@ fn vectors_cover_every_kind() {
         .any(|v| v.advert.version == Version::V2 && v.advert.auth.is_some()));
     assert!(v.iter().any(|v| v.ctx.v3_checksum_as_v2));
     assert!(v.iter().any(|v| v.ctx.src.is_ipv6()));
+    let k = parse_vectors(KEEPALIVED);
+    assert!(k.len() >= 12, "only {} keepalived vectors", k.len());
+    assert!(k.iter().any(|v| v.advert.priority == 0));
 }
 
 #[test]
-fn decode_scapy_vectors() {
-    for v in vectors() {
+fn decode_scapy_and_keepalived_vectors() {
+    for v in all_vectors() {
         let got = Advert::decode(&v.msg, &v.ctx).unwrap_or_else(|e| panic!("{}: {e}", v.name));
         assert_eq!(got, v.advert, "{}", v.name);
     }
 }
 
 #[test]
-fn encode_matches_scapy_bytes() {
-    for v in vectors() {
+fn encode_matches_scapy_and_keepalived_bytes() {
+    for v in all_vectors() {
         assert_eq!(v.advert.encode(&v.ctx), v.msg, "{}", v.name);
         assert_eq!(
             v.advert.try_encode(&v.ctx).as_ref(),
@@ -94,8 +112,8 @@ fn encode_matches_scapy_bytes() {
 }
 
 #[test]
-fn strip_ipv4_header_of_scapy_datagrams() {
-    for v in vectors() {
+fn strip_ipv4_header_of_captured_datagrams() {
+    for v in all_vectors() {
         let Some(d) = &v.datagram else { continue };
         let (meta, payload) = strip_ipv4_header(d).unwrap_or_else(|e| panic!("{}: {e}", v.name));
         assert_eq!(IpAddr::V4(meta.src), v.ctx.src, "{}", v.name);
@@ -103,7 +121,7 @@ fn strip_ipv4_header_of_scapy_datagrams() {
         assert_eq!(meta.ttl, VRRP_TTL);
         assert_eq!(meta.protocol, IPPROTO_VRRP);
         assert_eq!(payload, &v.msg[..], "{}", v.name);
-        // The IP header's own checksum from scapy verifies with ours.
+        // The IP header's own checksum (scapy's, the kernel's) verifies with ours.
         assert_eq!(internet_checksum(&d[..20]), 0, "{}", v.name);
     }
 }
@@ -112,7 +130,7 @@ fn strip_ipv4_header_of_scapy_datagrams() {
 fn checksum_variant_matters() {
     // A v3 IPv4 message checksummed with the pseudo-header fails under
     // v3_checksum_as_v2 and vice versa; v2 and IPv6 ignore the knob.
-    for v in vectors() {
+    for v in all_vectors() {
         let flipped = PacketCtx {
             v3_checksum_as_v2: !v.ctx.v3_checksum_as_v2,
             ..v.ctx
