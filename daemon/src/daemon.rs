@@ -55,21 +55,31 @@ struct ProxySide {
     board: Arc<HealthBoard>,
     health: Option<HealthRuntime>,
     proxy: Option<ProxyRuntime>,
+    /// Traffic counters, carried over by name across reloads.
+    stats: Arc<crate::stats::ProxyStats>,
 }
 
 impl ProxySide {
-    fn start(services: &[ProxyService]) -> Result<ProxySide> {
+    fn start(
+        services: &[ProxyService],
+        prev: Option<&crate::stats::ProxyStats>,
+    ) -> Result<ProxySide> {
         let board = HealthBoard::new(services);
+        let stats = crate::stats::ProxyStats::new(services, prev);
         let health = health::spawn(services, board.clone()).context("starting health checks")?;
         let proxy = if services.is_empty() {
             None
         } else {
-            Some(proxy::start(services, board.clone()).context("starting the proxy")?)
+            Some(
+                proxy::start_with_stats(services, board.clone(), stats.clone())
+                    .context("starting the proxy")?,
+            )
         };
         Ok(ProxySide {
             board,
             health: Some(health),
             proxy,
+            stats,
         })
     }
 
@@ -114,6 +124,8 @@ struct Daemon {
     instances: BTreeMap<String, InstanceHandle>,
     requests: mpsc::Receiver<Envelope>,
     socket_path: PathBuf,
+    /// The `[admin]` listener (metrics, status page); idle when off.
+    admin: crate::admin::AdminServer,
 }
 
 impl Daemon {
@@ -126,9 +138,11 @@ impl Daemon {
         let (req_tx, requests) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, req_tx));
 
-        let proxy = ProxySide::start(&cfg.proxy)?;
+        let proxy = ProxySide::start(&cfg.proxy, None)?;
         let hub = StatusHub::new(config_path.display().to_string(), proxy.board.clone());
         hub.set_board(proxy.board.clone(), &cfg.proxy);
+        hub.set_stats(proxy.stats.clone());
+        let admin = crate::admin::AdminServer::start(&cfg.admin, hub.clone())?;
         let mut d = Daemon {
             cfg: cfg.clone(),
             config_path,
@@ -139,6 +153,7 @@ impl Daemon {
             instances: BTreeMap::new(),
             requests,
             socket_path: socket_path.clone(),
+            admin,
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
@@ -348,16 +363,22 @@ impl Daemon {
             Err(errs) => return Response::err(errs.to_string()),
         };
         let mut notes = Vec::new();
+        // Admin first: failing to bind there leaves everything unchanged.
+        match self.admin.reconfigure(&new.admin) {
+            Ok(note) => notes.extend(note),
+            Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
+        }
 
         // Proxy: a changed service set starts a new generation beside the
         // old one (SO_REUSEPORT lets both listen), then the old one stops.
         if new.proxy != self.cfg.proxy {
-            let side = match ProxySide::start(&new.proxy) {
+            let side = match ProxySide::start(&new.proxy, Some(&self.proxy.stats)) {
                 Ok(s) => s,
                 Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
             };
             let old = std::mem::replace(&mut self.proxy, side);
             self.hub.set_board(self.proxy.board.clone(), &new.proxy);
+            self.hub.set_stats(self.proxy.stats.clone());
             let tracking = self.proxy.tracking(&new.proxy);
             for h in self.instances.values() {
                 let _ = h.control.send(Control::Tracking(tracking.clone())).await;
@@ -433,10 +454,12 @@ impl Daemon {
             self.stop_instance(&n).await;
         }
         let board = self.proxy.board.clone();
+        let stats = self.proxy.stats.clone();
         let side = std::mem::replace(
             &mut self.proxy,
             ProxySide {
                 board,
+                stats,
                 health: None,
                 proxy: None,
             },

@@ -5,6 +5,7 @@
 //! protocol modules (`vrrp::packet`, `vrrp::router`, `proxy::http`, ...) do
 //! no I/O and read no clock; drivers around them do.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod ctl;
@@ -16,5 +17,6 @@ pub mod logging;
 pub mod netlink;
 pub mod proxy;
 pub mod sdnotify;
+pub mod stats;
 pub mod status;
 pub mod vrrp;

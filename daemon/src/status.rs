@@ -93,6 +93,16 @@ pub struct ServerView {
     pub last_result: Option<String>,
     pub last_check_secs_ago: Option<f64>,
     pub state_secs: f64,
+    /// Traffic (`stats`): requests sent to this server, those answered
+    /// 5xx, requests in flight, requests per second lately.
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub active: u64,
+    #[serde(default)]
+    pub rate: f64,
 }
 
 /// Where the running pieces publish their state.
@@ -102,6 +112,7 @@ pub struct StatusHub {
     vrrp: Mutex<BTreeMap<String, VrrpStatus>>,
     board: Mutex<Arc<HealthBoard>>,
     weights: Mutex<BTreeMap<(String, String), u32>>,
+    stats: Mutex<Option<Arc<crate::stats::ProxyStats>>>,
 }
 
 impl StatusHub {
@@ -112,6 +123,7 @@ impl StatusHub {
             vrrp: Mutex::new(BTreeMap::new()),
             board: Mutex::new(board),
             weights: Mutex::new(BTreeMap::new()),
+            stats: Mutex::new(None),
         })
     }
 
@@ -135,6 +147,15 @@ impl StatusHub {
         }
     }
 
+    /// The proxy's traffic counters (set again after a reload).
+    pub fn set_stats(&self, stats: Arc<crate::stats::ProxyStats>) {
+        *self.stats.lock().unwrap() = Some(stats);
+    }
+
+    pub fn stats(&self) -> Option<Arc<crate::stats::ProxyStats>> {
+        self.stats.lock().unwrap().clone()
+    }
+
     pub fn board(&self) -> Arc<HealthBoard> {
         self.board.lock().unwrap().clone()
     }
@@ -142,6 +163,7 @@ impl StatusHub {
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let weights = self.weights.lock().unwrap().clone();
+        let stats = self.stats();
         let proxy = self
             .board()
             .snapshot()
@@ -166,6 +188,7 @@ impl StatusHub {
                             .last_at
                             .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                         state_secs: now.saturating_duration_since(v.since).as_secs_f64(),
+                        ..traffic(stats.as_deref(), now, &s.name, &v.name)
                     })
                     .collect(),
                 name: s.name,
@@ -181,6 +204,34 @@ impl StatusHub {
             vrrp: self.vrrp.lock().unwrap().values().cloned().collect(),
             proxy,
         }
+    }
+}
+
+/// A ServerView carrying only the traffic fields, for `..` in `snapshot`.
+fn traffic(
+    stats: Option<&crate::stats::ProxyStats>,
+    now: Instant,
+    service: &str,
+    server: &str,
+) -> ServerView {
+    let t = stats
+        .and_then(|st| st.server(service, server))
+        .unwrap_or_default();
+    ServerView {
+        name: String::new(),
+        address: String::new(),
+        healthy: false,
+        admin: String::new(),
+        usable: false,
+        checked: false,
+        weight: 0,
+        last_result: None,
+        last_check_secs_ago: None,
+        state_secs: 0.0,
+        requests: t.requests(),
+        errors: t.errors(),
+        active: t.active,
+        rate: stats.map_or(0.0, |st| st.rate(now, service, server, t.requests())),
     }
 }
 
@@ -286,8 +337,8 @@ pub fn render(s: &Snapshot) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<12} {:<22} {:<5} {:<9} {:>6}  last check",
-            "server", "address", "state", "admin", "weight"
+            "  {:<12} {:<22} {:<5} {:<9} {:>6} {:>6} {:>7} {:>9} {:>6}  last check",
+            "server", "address", "state", "admin", "weight", "active", "req/s", "requests", "5xx"
         );
         for v in &p.servers {
             let state = if !v.healthy { "DOWN" } else { "UP" };
@@ -298,8 +349,16 @@ pub fn render(s: &Snapshot) -> String {
             };
             let _ = writeln!(
                 o,
-                "  {:<12} {:<22} {:<5} {:<9} {:>6}  {last}",
-                v.name, v.address, state, v.admin, v.weight
+                "  {:<12} {:<22} {:<5} {:<9} {:>6} {:>6} {:>7.1} {:>9} {:>6}  {last}",
+                v.name,
+                v.address,
+                state,
+                v.admin,
+                v.weight,
+                v.active,
+                v.rate,
+                v.requests,
+                v.errors
             );
         }
     }

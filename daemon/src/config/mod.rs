@@ -12,6 +12,7 @@
 //! whether an interface exists or an address is local is the daemon's
 //! business at start-up, not `halo check`'s.
 
+mod admin;
 mod diag;
 mod duration;
 mod proxy;
@@ -25,6 +26,7 @@ mod vrrp;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{crypt_parts, Admin, BasicAuth, CryptParts};
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use summary::summary;
 pub use types::*;

@@ -140,6 +140,7 @@ impl<'de> Deserialize<'de> for RawExpect {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
     pub global: Opt<RawGlobal>,
+    pub admin: Opt<super::admin::RawAdmin>,
     pub vrrp: Opt<Named<RawVrrp>>,
     pub proxy: Opt<Named<RawProxy>>,
 }

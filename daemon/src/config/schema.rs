@@ -20,6 +20,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
     if let Some(global) = table(root, "global") {
         check_table(global, keys_of::<RawGlobal>(), "[global]", diag);
     }
+    if let Some(admin) = table(root, "admin") {
+        let known = keys_of::<super::admin::RawAdmin>();
+        check_table(admin, known, "[admin]", diag);
+    }
     for (name, vrrp) in named_tables(root, "vrrp") {
         let here = format!("[vrrp.{name}]");
         check_table(vrrp, keys_of::<RawVrrp>(), &here, diag);

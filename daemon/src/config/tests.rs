@@ -969,6 +969,7 @@ fn every_key_is_documented() {
         keys_of::<RawTimeouts>(),
         keys_of::<RawLimits>(),
         keys_of::<RawHealth>(),
+        keys_of::<super::admin::RawAdmin>(),
     ];
     for keys in all {
         assert!(!keys.is_empty());

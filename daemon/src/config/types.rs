@@ -18,6 +18,8 @@ pub struct Config {
     pub vrrp: Vec<VrrpInstance>,
     /// Proxy services, in file order.
     pub proxy: Vec<ProxyService>,
+    /// `[admin]`: metrics and status page listener (off by default).
+    pub admin: super::Admin,
     /// Things accepted but worth telling the operator (e.g. an `auth_pass`
     /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
     pub warnings: Vec<super::ConfigError>,

@@ -33,6 +33,7 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
             pid_file: None,
         },
     };
+    let admin = super::admin::admin(d, raw.admin);
     let vrrp_raw = named(d, "vrrp", raw.vrrp);
     let proxy_raw = named(d, "proxy", raw.proxy);
     if vrrp_raw.is_empty() && proxy_raw.is_empty() {
@@ -48,6 +49,7 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
         global,
         vrrp,
         proxy,
+        admin,
         warnings: Vec::new(),
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub idx: usize,
     pub svc: ProxyService,
     pub board: Arc<HealthBoard>,
+    /// Traffic counters (`/metrics`, `halo status`).
+    pub stats: Arc<crate::stats::ServiceStats>,
     /// Requests in flight per server (leastconn, per-server maxconn).
     active: Vec<AtomicU32>,
     /// Client connections open (service maxconn).
@@ -52,7 +54,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(idx: usize, svc: ProxyService, board: Arc<HealthBoard>) -> Shared {
+    pub fn new(
+        idx: usize,
+        svc: ProxyService,
+        board: Arc<HealthBoard>,
+        stats: Arc<crate::stats::ServiceStats>,
+    ) -> Shared {
         let n = svc.servers.len();
         Shared {
             idx,
@@ -63,6 +70,7 @@ impl Shared {
             default_host: svc.servers.iter().map(|s| s.address.to_string()).collect(),
             svc,
             board,
+            stats,
             active: (0..n).map(|_| AtomicU32::new(0)).collect(),
             conns: AtomicU32::new(0),
             queued: AtomicU32::new(0),
@@ -133,6 +141,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.active[self.srv].fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.server_idle(self.srv);
         self.shared.slot_freed.notify_waiters();
     }
 }
@@ -181,6 +190,8 @@ fn ms(d: Option<Duration>) -> i64 {
 
 impl Log {
     fn emit(&self, shared: &Shared) {
+        let tt = self.start.elapsed();
+        shared.stats.response(self.server, self.status, self.bytes, tt);
         let server = self
             .server
             .map(|i| shared.svc.servers[i].name.as_str())
@@ -196,7 +207,7 @@ impl Log {
             Tw = ms(self.tw),
             Tc = ms(self.tc),
             Tr = ms(self.tr),
-            Tt = self.start.elapsed().as_millis() as i64,
+            Tt = tt.as_millis() as i64,
             retries = self.retries,
             note = self.note,
             "{} {} {} {}",
@@ -437,6 +448,7 @@ async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result
                 shared.active[i].fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
+            shared.stats.server_busy(i);
             break Ok(Slot {
                 shared: shared.clone(),
                 srv: i,
@@ -540,6 +552,7 @@ async fn exchange<I: Io>(
                         tried[srv] = true;
                         attempts += 1;
                         log.retries = attempts;
+                        shared.stats.connect_failed(srv, attempts <= svc.retries);
                         if attempts > svc.retries {
                             log.note = "connect failed";
                             return send_error(client, log, 502, t.client).await;
@@ -553,6 +566,7 @@ async fn exchange<I: Io>(
                         tried[srv] = true;
                         attempts += 1;
                         log.retries = attempts;
+                        shared.stats.connect_failed(srv, attempts <= svc.retries);
                         if attempts > svc.retries {
                             log.note = "connect timeout";
                             return send_error(client, log, 503, t.client).await;
@@ -569,6 +583,7 @@ async fn exchange<I: Io>(
         out.clear();
         let host = &shared.default_host[srv];
         http::encode_request(&req, fwd, host, &mut out);
+        shared.stats.sent(srv, out.len() as u64);
         let sent_at = Instant::now();
         let body_res = if req.body == BodyKind::None {
             write(&server, &mut out, sent_at + t.server)
@@ -590,7 +605,7 @@ async fn exchange<I: Io>(
             .await
         };
         match body_res {
-            Ok(_) => {}
+            Ok(n) => shared.stats.sent(srv, n),
             Err(Fail::ServerIo(_)) if pooled && replayable => {
                 // The server closed its idle connection under us.
                 drop(slot);

@@ -94,6 +94,15 @@ fn resolve_driver(
 
 /// Bind every service's listeners and start its worker threads.
 pub fn start(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Result<ProxyRuntime> {
+    start_with_stats(services, board, crate::stats::ProxyStats::new(services, None))
+}
+
+/// [`start`], counting traffic into `stats` (made for `services`).
+pub fn start_with_stats(
+    services: &[ProxyService],
+    board: Arc<HealthBoard>,
+    stats: Arc<crate::stats::ProxyStats>,
+) -> anyhow::Result<ProxyRuntime> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     let mut first_driver = None;
@@ -122,7 +131,12 @@ pub fn start(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
         }
         first_driver.get_or_insert(driver);
         let workers = svc.workers.max(1);
-        let shared = Arc::new(Shared::new(idx, svc.clone(), board.clone()));
+        let shared = Arc::new(Shared::new(
+            idx,
+            svc.clone(),
+            board.clone(),
+            stats.service(idx),
+        ));
         // Bind everything first, so a failure leaves nothing half-running.
         let mut sets = Vec::new();
         for _ in 0..workers {
@@ -281,6 +295,7 @@ async fn accept_loop<I: Io>(w: Rc<Worker<I>>, l: I::Listener) {
                     shared.board.set_listener_ok(shared.idx, true);
                 }
                 shared.conns.fetch_add(1, Ordering::Relaxed);
+                shared.stats.conn_open();
                 let w = w.clone();
                 tokio::task::spawn_local(async move {
                     let guard = ConnGuard(w.shared.clone());
@@ -318,6 +333,7 @@ struct ConnGuard(Arc<Shared>);
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.conns.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.conn_close();
         self.0.conn_freed.notify_waiters();
     }
 }

@@ -1,0 +1,69 @@
+"""A bounded HTTP client loop against the VIP, run inside the controller
+namespace during the rolling upgrade:
+
+    python3 client.py URL --stop-file F --max-requests N --max-seconds S
+
+One new TCP connection per request (as a browser's first request), a short
+pause between requests. It stops at the stop file, N requests or S seconds,
+whichever comes first, then prints one JSON object: requests, ok, failed,
+the first failures, which backends answered, and the longest gap between
+two successful responses (seconds).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import time
+import urllib.parse
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("--stop-file", required=True)
+    ap.add_argument("--max-requests", type=int, default=20000)
+    ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--pause", type=float, default=0.02)
+    ap.add_argument("--timeout", type=float, default=5)
+    a = ap.parse_args()
+    u = urllib.parse.urlsplit(a.url)
+    start = time.monotonic()
+    last_ok = start
+    longest_gap = 0.0
+    longest_gap_at = 0.0
+    n = ok = 0
+    failures = []
+    served = {}
+    while n < a.max_requests and time.monotonic() - start < a.max_seconds and not os.path.exists(a.stop_file):
+        n += 1
+        t0 = time.monotonic()
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=a.timeout)
+            c.request("GET", u.path or "/")
+            r = c.getresponse()
+            body = r.read().decode(errors="replace")
+            c.close()
+            m = re.search(r"served by (\S+)", body)
+            if r.status != 200 or not m:
+                raise RuntimeError(f"status {r.status}: {body[:80]!r}")
+            ok += 1
+            served[m.group(1).strip("<>/p")] = served.get(m.group(1).strip("<>/p"), 0) + 1
+            now = time.monotonic()
+            if now - last_ok > longest_gap:
+                longest_gap, longest_gap_at = now - last_ok, last_ok - start
+            last_ok = now
+        except Exception as e:  # every failure counts; the loop goes on
+            if len(failures) < 20:
+                failures.append({"at": round(t0 - start, 3), "error": f"{type(e).__name__}: {e}"})
+        time.sleep(a.pause)
+    print(json.dumps({
+        "requests": n, "ok": ok, "failed": n - ok, "failures": failures, "served": served,
+        "seconds": round(time.monotonic() - start, 3),
+        "longest_gap_s": round(longest_gap, 3), "longest_gap_at_s": round(longest_gap_at, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Four Debian hosts (lb1, lb2, web1, web2) and an Ansible controller, all
+in network namespaces, for the ansible/ tests.
+
+Topology (nothing in the root namespace):
+
+    netns <p>sw   : bridge br0 and one veth end per host and the controller
+    netns <p>ctl  : 192.0.2.1/24: ansible-playbook, ssh and the test clients
+    netns <p>lb1 ...: each host's eth0 (the other veth end)
+
+Each host is a systemd-nspawn -b container: its own systemd as PID 1, sshd,
+journald, its own network namespace (the one above). Its root is an
+overlayfs over the cached Debian tree (tests/ansible/build-image.sh), so every
+run starts from a freshly installed Debian. Its name and address are written
+into the overlay before it boots (/etc/hostname, a systemd-networkd file).
+
+Why nspawn and not qemu: on this machine /dev/kvm exists but a 64-bit guest
+hangs in early boot under it, and TCG emulation took 112 s to bring four
+guests to ssh. nspawn needs two things here: a tmpfs on /run/systemd/nspawn
+(it keeps its propagation mounts there) and --register=no --keep-unit (there
+is no systemd/machined on the host to register with).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ANSIBLE_DIR = os.path.join(ROOT, "ansible")
+
+# The addresses of ansible/inventories/example.ini: the tests use that file as is.
+HOSTS = {
+    "lb1": "192.0.2.11",
+    "lb2": "192.0.2.12",
+    "web1": "192.0.2.21",
+    "web2": "192.0.2.22",
+}
+CONTROLLER = "192.0.2.1"
+VIP = "192.0.2.100"
+
+
+def run(args, check=True, timeout=120, **kw):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+class Cluster:
+    def __init__(self, image_dir):
+        self.image = image_dir
+        self.prefix = f"ha{os.getpid() % 100000}"
+        self.sw = self.prefix + "sw"
+        self.ctl = self.prefix + "ctl"
+        self.work = tempfile.mkdtemp(prefix="halo-ansible-", dir="/var/tmp")
+        self.key = os.path.join(self.work, "id_ed25519")
+        shutil.copy(os.path.join(image_dir, "id_ed25519"), self.key)
+        os.chmod(self.key, 0o600)
+        self.hosts = {}  # name -> Popen (systemd-nspawn)
+        self.mounts = []
+        self.namespaces = []
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self._network()
+            for name in HOSTS:
+                self._boot(name)
+            self.wait_ssh()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        # SIGTERM makes nspawn shut the container's systemd down in order.
+        for p in self.hosts.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.hosts.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        for m in reversed(self.mounts):
+            run(["umount", "-l", m], check=False)
+        for ns in reversed(self.namespaces):
+            run(["ip", "netns", "del", ns], check=False)
+        if os.environ.get("HALO_ANSIBLE_KEEP_WORK"):
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _network(self):
+        for ns in [self.sw, self.ctl] + [self.prefix + n for n in HOSTS]:
+            run(["ip", "netns", "add", ns])
+            self.namespaces.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        sw = ["ip", "-n", self.sw]
+        run(sw + ["link", "add", "br0", "type", "bridge"])
+        run(sw + ["link", "set", "br0", "up"])
+        # Each veth is made in the switch namespace, its peer moved straight
+        # into the host's (or the controller's) namespace as eth0.
+        for name, ns in [("ctl", self.ctl)] + [(n, self.prefix + n) for n in HOSTS]:
+            run(sw + ["link", "add", "v-" + name, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            run(sw + ["link", "set", "v-" + name, "master", "br0", "up"])
+        run(["ip", "-n", self.ctl, "addr", "add", CONTROLLER + "/24", "dev", "eth0"])
+        run(["ip", "-n", self.ctl, "link", "set", "eth0", "up"])
+
+    def _boot(self, name):
+        nsdir = "/run/systemd/nspawn"
+        os.makedirs(nsdir, exist_ok=True)
+        if run(["mountpoint", "-q", nsdir], check=False).returncode != 0:
+            run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", nsdir])
+        base = os.path.join(self.work, name)
+        upper, wk, merged = (os.path.join(base, d) for d in ("upper", "work", "root"))
+        for d in (upper, wk, merged):
+            os.makedirs(d)
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={self.image}/root,upperdir={upper},workdir={wk}", merged])
+        self.mounts.append(merged)
+        with open(os.path.join(merged, "etc/hostname"), "w") as f:
+            f.write(name + "\n")
+        with open(os.path.join(merged, "etc/systemd/network/10-eth0.network"), "w") as f:
+            f.write(f"[Match]\nName=eth0\n\n[Network]\nAddress={HOSTS[name]}/24\n"
+                    "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+        args = ["systemd-nspawn", "--quiet", "--boot", "--directory", merged,
+                "--machine", self.prefix + name, "--hostname", name,
+                "--register=no", "--keep-unit",
+                "--network-namespace-path", f"/run/netns/{self.prefix + name}",
+                # Its own network namespace: VIPs, raw VRRP sockets, nftables.
+                "--capability=CAP_NET_ADMIN,CAP_NET_RAW"]
+        log = open(os.path.join(self.work, name + ".console"), "w")
+        self.hosts[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def console(self, name):
+        try:
+            with open(os.path.join(self.work, name + ".console"), errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def wait_ssh(self, names=None, timeout=180):
+        names = list(names or HOSTS)
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                if self.hosts[name].poll() is not None:
+                    raise RuntimeError(f"systemd-nspawn for {name} exited:\n{self.console(name)}")
+                if self.ssh(name, "systemctl is-system-running --wait >/dev/null; true", check=False, timeout=60).returncode == 0:
+                    pending.discard(name)
+            if pending:
+                time.sleep(1)
+        if pending:
+            raise RuntimeError("no ssh to " + ", ".join(sorted(pending)) + "\n" +
+                               "\n".join(f"--- {n} console:\n{self.console(n)}" for n in sorted(pending)))
+
+    # --- reaching the hosts ------------------------------------------------
+
+    def in_ctl(self, args):
+        return ["ip", "netns", "exec", self.ctl] + [str(a) for a in args]
+
+    def ssh_args(self):
+        return ["-i", self.key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"]
+
+    def ssh(self, name, command, check=True, timeout=60):
+        return run(self.in_ctl(["ssh"] + self.ssh_args() + ["root@" + HOSTS[name], command]),
+                   check=check, timeout=timeout)
+
+    def status(self, name):
+        """halo status --json on an LB, parsed; None when halo does not answer."""
+        r = self.ssh(name, "halo status --json", check=False)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def vrrp_state(self, name):
+        st = self.status(name)
+        if st is None or not st.get("vrrp"):
+            return None
+        return st["vrrp"][0]["state"]
+
+    def http_get(self, path="/", host=VIP, timeout=5):
+        r = run(self.in_ctl(["curl", "-sS", "--max-time", str(timeout), f"http://{host}{path}"]),
+                check=False, timeout=timeout + 10)
+        return r.returncode, r.stdout
+
+    def link(self, name, up):
+        """Plug or pull the host's cable (its port on the switch)."""
+        run(["ip", "-n", self.sw, "link", "set", "v-" + name, "up" if up else "down"])
+
+    # --- ansible -----------------------------------------------------------
+
+    def playbook(self, playbook, extra=None, timeout=900):
+        """ansible-playbook in the controller namespace against the example
+        inventory. Returns (rc, output, recap{host: {ok, changed, ...}})."""
+        env = dict(os.environ)
+        env.update({
+            "ANSIBLE_CONFIG": os.path.join(ANSIBLE_DIR, "ansible.cfg"),
+            "ANSIBLE_PRIVATE_KEY_FILE": self.key,
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile=/dev/null -o ControlMaster=auto -o ControlPersist=120s "
+                                f"-o ControlPath={self.work}/cp-%C",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": os.path.join(self.work, "ansible-tmp"),
+            "ANSIBLE_HOME": os.path.join(self.work, "ansible-home"),
+        })
+        variables = {
+            "ansible_user": "root",
+            "common_apt_update": False,
+            "common_ntp_servers": [CONTROLLER],
+        }
+        variables.update(extra or {})
+        args = self.in_ctl(["ansible-playbook", "-i", os.path.join(ANSIBLE_DIR, "inventories", "example.ini"),
+                            "-e", json.dumps(variables), os.path.join(ANSIBLE_DIR, playbook)])
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=ANSIBLE_DIR)
+        out = r.stdout + r.stderr
+        with open(os.path.join(self.work, "ansible.log"), "a") as f:
+            f.write(f"\n===== {playbook} {variables}\n{out}")
+        return r.returncode, out, parse_recap(out)
+
+
+def parse_recap(out):
+    recap = {}
+    tail = out.split("PLAY RECAP", 1)[-1]
+    for line in tail.splitlines():
+        m = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        if m:
+            recap[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return recap

@@ -1,0 +1,146 @@
+"""site.yml, a second run, rolling-upgrade.yml and failover on four real
+hosts (systemd-nspawn containers booting systemd and sshd, see cluster.py),
+with Ansible connecting over SSH from a controller namespace and using the
+shipped ansible/inventories/example.ini unchanged.
+
+The tests run in file order on one cluster; each needs the ones before it.
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from cluster import HERE, HOSTS, VIP
+
+# Where the rolling upgrade's numbers go (docs/benchmarks.md quotes them).
+RESULTS = os.environ.get("HALO_ANSIBLE_RESULTS", "/var/tmp/halo-ansible-results.json")
+
+
+def wait_for(what, fn, timeout=60, step=0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def master_of(cluster):
+    states = {n: cluster.vrrp_state(n) for n in ("lb1", "lb2")}
+    masters = [n for n, s in states.items() if s == "MASTER"]
+    return masters[0] if len(masters) == 1 else None
+
+
+def served_by(body):
+    for name in HOSTS:
+        if f"served by {name}" in body:
+            return name
+    return None
+
+
+def test_site_converges(cluster, debs):
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0]})
+    assert rc == 0, out[-6000:]
+    assert set(recap) == set(HOSTS), recap
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values()), recap
+
+
+def test_halo_runs_the_templated_config(cluster):
+    for lb, prio in (("lb1", 150), ("lb2", 140)):
+        r = cluster.ssh(lb, "systemctl is-active halo; halo check --config /etc/halo/halo.toml")
+        assert r.stdout.startswith("active"), r.stdout
+        st = wait_for(f"{lb} status", lambda: cluster.status(lb))
+        assert st["vrrp"][0]["base_priority"] == prio, st["vrrp"][0]
+    assert wait_for("one master", lambda: master_of(cluster), timeout=30) == "lb1"
+
+
+def test_vip_round_robin_over_the_webs(cluster):
+    wait_for("both backends healthy on lb1", lambda: all(
+        s["healthy"] for s in (cluster.status("lb1") or {"proxy": [{"servers": [{"healthy": False}]}]})["proxy"][0]["servers"]))
+    seen = []
+    for _ in range(6):
+        rc, body = cluster.http_get()
+        assert rc == 0, body
+        seen.append(served_by(body))
+    assert set(seen) == {"web1", "web2"}, seen
+    # Round robin: consecutive requests alternate.
+    assert all(a != b for a, b in zip(seen, seen[1:])), seen
+    rc, body = cluster.http_get("/health", host=HOSTS["web1"])
+    assert rc == 0 and "ok web1" in body
+
+
+def test_second_run_changes_nothing(cluster, debs):
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0]})
+    assert rc == 0, out[-6000:]
+    changed = {h: r["changed"] for h, r in recap.items()}
+    assert set(changed) == set(HOSTS) and all(v == 0 for v in changed.values()), (changed, out[-6000:])
+
+
+def test_rolling_upgrade_fails_no_request(cluster, debs):
+    new_version = subprocess.run(["dpkg-deb", "--field", debs[1], "Version"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+    stop = os.path.join(cluster.work, "client.stop")
+    client = subprocess.Popen(cluster.in_ctl(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
+                                              "--stop-file", stop, "--max-requests", "30000",
+                                              "--max-seconds", "600"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        t0 = time.monotonic()
+        rc, out, recap = cluster.playbook("rolling-upgrade.yml", {"halo_deb": debs[1]})
+        took = time.monotonic() - t0
+        time.sleep(2)
+    finally:
+        open(stop, "w").close()
+        cout, cerr = client.communicate(timeout=60)
+    assert rc == 0, out[-8000:]
+    result = json.loads(cout)
+    result.update({"playbook_seconds": round(took, 1), "version": new_version})
+    with open(RESULTS, "w") as f:
+        json.dump(result, f, indent=2)
+    print("rolling upgrade:", json.dumps(result))
+    for lb in ("lb1", "lb2"):
+        v = cluster.ssh(lb, "dpkg-query --showformat='${Version}' --show halo").stdout.strip()
+        assert v == new_version, (lb, v)
+    # The upgrade order: the backup first, the master last, and the master
+    # ends as master again.
+    upgrade = out.split("PLAY [Upgrade halo, one load balancer at a time]", 1)[1]
+    assert upgrade.index("[lb2]") < upgrade.index("[lb1]"), "the backup lb2 goes first"
+    assert master_of(cluster) == "lb1"
+    assert result["requests"] > 100, result
+    assert result["failed"] == 0, result
+
+
+def test_second_upgrade_run_changes_nothing(cluster, debs):
+    rc, out, recap = cluster.playbook("rolling-upgrade.yml", {"halo_deb": debs[1]})
+    assert rc == 0, out[-6000:]
+    assert all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
+
+
+def test_failover_when_the_masters_cable_is_pulled(cluster):
+    assert master_of(cluster) == "lb1"
+    cluster.link("lb1", up=False)
+    try:
+        wait_for("lb2 MASTER", lambda: cluster.vrrp_state("lb2") == "MASTER", timeout=30)
+        rc, body = wait_for("VIP answers via lb2", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
+        assert served_by(body) in ("web1", "web2")
+    finally:
+        cluster.link("lb1", up=True)
+    # lb1 has the higher priority and preempts once it hears lb2 again.
+    wait_for("lb1 MASTER again", lambda: master_of(cluster) == "lb1", timeout=30)
+
+
+def test_failover_when_halo_stops_on_the_master(cluster):
+    cluster.ssh("lb1", "systemctl stop halo")
+    try:
+        wait_for("lb2 MASTER", lambda: cluster.vrrp_state("lb2") == "MASTER", timeout=30)
+        rc, body = wait_for("VIP answers via lb2", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
+        assert served_by(body) in ("web1", "web2")
+    finally:
+        cluster.ssh("lb1", "systemctl start halo")
+    wait_for("lb1 MASTER again", lambda: master_of(cluster) == "lb1", timeout=60)
