@@ -52,8 +52,9 @@ def v3_4(name, src, vrid, prio, adv_cs, addrs, as_v2=False, dst=V4_GROUP):
         vrid=vrid, priority=prio, adv=adv_cs, addrlist=addrs)
     raw = bytearray(bytes(pkt))
     if as_v2:
-        # keepalived's v3_checksum_as_v2: the checksum covers the VRRP
-        # message only. scapy's own checksum() over the zeroed message.
+        # RFC 9568 form (keepalived's v3_checksum_as_v2): the checksum
+        # covers the VRRP message only. scapy's own checksum() over the
+        # zeroed message; scapy itself sends the RFC 5798 pseudo-header form.
         msg = raw[20:]
         msg[6:8] = b"\0\0"
         ck = checksum(bytes(msg))

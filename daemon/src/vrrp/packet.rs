@@ -73,15 +73,24 @@ impl fmt::Display for Version {
 
 /// Where a message travels: the IP source and destination (the v3 checksum
 /// covers them through the pseudo-header, and they fix the address family),
-/// and keepalived's `v3_checksum_as_v2` interoperability knob.
+/// and which v3-over-IPv4 checksum form is in use.
+///
+/// The v3 IPv4 checksum exists in two forms. RFC 5798 5.2.8 sums a
+/// pseudo-header (source, destination, protocol, length) and the message;
+/// keepalived (2.2.7 in Debian 12, captured in tests/vectors) and most
+/// deployed routers send that, so it is the default here. RFC 9568 5.2.8
+/// changed IPv4 to the message alone, as v2 always did; keepalived calls
+/// that `v3_checksum_as_v2`. IPv6 always uses the pseudo-header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketCtx {
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// v3 over IPv4 only: checksum the VRRP message alone, without the IPv4
-    /// pseudo-header, as keepalived does with `v3_checksum_as_v2` (older
-    /// keepalived and some vendors computed it that way). Ignored for v2
-    /// (always message-only) and for IPv6 (always with pseudo-header).
+    /// v3 over IPv4 only: checksum the VRRP message alone (RFC 9568 form,
+    /// keepalived's `v3_checksum_as_v2`) instead of pseudo-header + message
+    /// (RFC 5798 form). Ignored for v2 (always message-only) and for IPv6
+    /// (always with pseudo-header). A unicast peer running keepalived's
+    /// `old_unicast_checksum` (before 1.3.6) summed the multicast group as
+    /// destination; a driver can reach it by passing 224.0.0.18 as `dst`.
     pub v3_checksum_as_v2: bool,
 }
 
@@ -152,9 +161,10 @@ impl PacketCtx {
 ///    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// ```
 ///
-/// Max Adver Int is in centiseconds (12 bits); Checksum covers the IPv4 or
-/// IPv6 pseudo-header and the VRRP message (RFC 5798 5.2.8, clarified for
-/// IPv4 by RFC 9568).
+/// Max Adver Int is in centiseconds (12 bits); Checksum covers the IPv6
+/// pseudo-header and the message, and over IPv4 either an IPv4
+/// pseudo-header and the message (RFC 5798) or the message alone (RFC 9568);
+/// see [`PacketCtx`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Advert {
     pub version: Version,
@@ -190,6 +200,11 @@ pub enum DecodeError {
     BadLength { expected: usize, got: usize },
     /// The checksum does not verify; `computed` is what it should be.
     BadChecksum { got: u16, computed: u16 },
+    /// v3 over IPv4: the checksum is wrong for our setting but right for
+    /// the other form, so the sender is configured differently, not
+    /// corrupt. `message_only`: the sender used the RFC 9568 message-only
+    /// form (we expect the pseudo-header form), or the reverse when false.
+    ChecksumVariant { message_only: bool },
     /// v2 over IPv6, or source and destination of different families.
     BadAddrFamily,
     /// v2 auth type other than 0 (none) and 1 (simple text), e.g. 2 (IP AH).
@@ -222,6 +237,18 @@ impl fmt::Display for DecodeError {
             DecodeError::BadChecksum { got, computed } => {
                 write!(f, "bad checksum {got:#06x}, expected {computed:#06x}")
             }
+            DecodeError::ChecksumVariant { message_only: true } => write!(
+                f,
+                "checksum is the RFC 9568 message-only form; the sender has \
+                 v3_checksum_as_v2 and we do not"
+            ),
+            DecodeError::ChecksumVariant {
+                message_only: false,
+            } => write!(
+                f,
+                "checksum includes the IPv4 pseudo-header (RFC 5798 form); we have \
+                 v3_checksum_as_v2 and the sender does not"
+            ),
             DecodeError::BadAddrFamily => {
                 write!(f, "address family does not fit the VRRP version")
             }
@@ -316,6 +343,17 @@ impl Advert {
         let got = u16::from_be_bytes([payload[6], payload[7]]);
         let computed = message_checksum(version, ctx, payload);
         if got != computed {
+            if version == Version::V3 && !v6 {
+                let other = PacketCtx {
+                    v3_checksum_as_v2: !ctx.v3_checksum_as_v2,
+                    ..*ctx
+                };
+                if got == message_checksum(version, &other, payload) {
+                    return Err(DecodeError::ChecksumVariant {
+                        message_only: other.v3_checksum_as_v2,
+                    });
+                }
+            }
             return Err(DecodeError::BadChecksum { got, computed });
         }
         let vrid = payload[1];
@@ -458,9 +496,9 @@ fn family_is_v6(ctx: &PacketCtx) -> Result<bool, DecodeError> {
 }
 
 /// The checksum a message should carry, computed with its checksum field
-/// taken as zero. v2 and `v3_checksum_as_v2`: message only. v3: the
-/// pseudo-header of RFC 5798 5.2.8 (IPv4 as in RFC 768 / RFC 9568, IPv6 as
-/// in RFC 8200 8.1) followed by the message.
+/// taken as zero. v2 and `v3_checksum_as_v2`: message only. Otherwise v3:
+/// the pseudo-header of RFC 5798 5.2.8 (IPv4 laid out as UDP's in RFC 768,
+/// IPv6 as in RFC 8200 8.1) followed by the message.
 fn message_checksum(version: Version, ctx: &PacketCtx, msg: &[u8]) -> u16 {
     let mut sum = Checksum::default();
     let with_pseudo = match ctx.src {
