@@ -85,6 +85,9 @@ pub enum LabCmd {
         /// Probe requests per second from the client.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
         rate: u32,
+        /// A probe without an answer within this many ms counts as failed.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(20..=5000))]
+        timeout_ms: u64,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -154,10 +157,16 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::Down { dir } => ops::down(&dir.resolve())?,
         LabCmd::Status { dir } => ops::status(&dir.resolve())?,
         LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()),
-        LabCmd::Watch { seconds, rate, dir } => watch::watch(
+        LabCmd::Watch {
+            seconds,
+            rate,
+            timeout_ms,
+            dir,
+        } => watch::watch(
             &dir.resolve(),
             std::time::Duration::from_secs(seconds),
             rate,
+            std::time::Duration::from_millis(timeout_ms),
         )?,
         LabCmd::Kill { node, dir } => ops::signal_node(&node, ops::Action::Kill, &dir.resolve())?,
         LabCmd::Stop { node, dir } => ops::signal_node(&node, ops::Action::Stop, &dir.resolve())?,

@@ -170,14 +170,13 @@ fn on_ctrl_c(flag: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-pub fn watch(dir: &Path, seconds: Duration, rate: u32) -> Result<()> {
+pub fn watch(dir: &Path, seconds: Duration, rate: u32, timeout: Duration) -> Result<()> {
     let lab = Running::find(dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     on_ctrl_c(stop.clone())?;
     let start = Instant::now();
     let end = start + seconds;
     let period = Duration::from_secs(1) / rate.max(1);
-    let timeout = period.max(Duration::from_millis(500));
     let (tx, rx) = mpsc::channel::<(Instant, Outcome)>();
     let probe_stop = stop.clone();
     let prober = thread::spawn(move || {
