@@ -412,6 +412,25 @@ async fn refuse<S: Stream>(
     );
 }
 
+/// Close after an error page without losing it: closing a socket with
+/// unread input makes the kernel send RST, and the client may then drop
+/// the page before reading it. Half-close, then drain what the client
+/// still sends, bounded in time and bytes.
+async fn linger<S: Stream>(client: &S) {
+    client.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = Vec::with_capacity(BUF);
+    let mut total = 0;
+    while total < 1 << 20 {
+        buf.clear();
+        match read_more(client, &mut buf, deadline).await {
+            Ok(n) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+    client.shutdown(Shutdown::Both);
+}
+
 /// Get a server slot: balance over up servers that have room, queueing
 /// (bounded, `timeouts.queue`) when all of them are at maxconn.
 async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result<Slot, NoServer> {
@@ -770,7 +789,9 @@ async fn send_error<S: Stream>(client: &S, log: &mut Log, status: u16, t: Durati
     log.status = status;
     let mut page = http::error_response(status, true);
     log.bytes += page.len() as u64;
-    let _ = write(client, &mut page, Instant::now() + t).await;
+    if write(client, &mut page, Instant::now() + t).await.is_ok() {
+        linger(client).await;
+    }
     false
 }
 
