@@ -20,6 +20,7 @@ use crate::netlink::{self, LinkEvent, Netlink};
 use crate::proxy::{self, ProxyRuntime};
 use crate::sdnotify;
 use crate::status::StatusHub;
+use crate::track_script::ScriptRuntime;
 use crate::vrrp::driver::{self, Control, ProxyTracking};
 
 /// Options from the command line that override the config.
@@ -126,6 +127,8 @@ struct Daemon {
     socket_path: PathBuf,
     /// The `[admin]` listener (metrics, status page); idle when off.
     admin: crate::admin::AdminServer,
+    /// `[track_script.*]` runs, shared by every instance.
+    scripts: ScriptRuntime,
 }
 
 impl Daemon {
@@ -138,6 +141,7 @@ impl Daemon {
         let (req_tx, requests) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, req_tx));
 
+        let scripts = ScriptRuntime::start(&cfg.track_scripts)?;
         let proxy = ProxySide::start(&cfg.proxy, None)?;
         let hub = StatusHub::new(config_path.display().to_string(), proxy.board.clone());
         hub.set_board(proxy.board.clone(), &cfg.proxy);
@@ -154,6 +158,7 @@ impl Daemon {
             requests,
             socket_path: socket_path.clone(),
             admin,
+            scripts,
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
@@ -233,6 +238,7 @@ impl Daemon {
                 nl.clone(),
                 lrx,
                 Some(self.proxy.tracking(&self.cfg.proxy)),
+                Some(self.scripts.watch()),
                 crx,
                 Some(rtx),
                 Some(self.hub.clone()),
@@ -400,6 +406,21 @@ impl Daemon {
             notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
         }
 
+        // Track scripts: a changed set restarts them all; instances switch
+        // to the new states (which start up, as at start-up).
+        if new.track_scripts != self.cfg.track_scripts {
+            let scripts = match ScriptRuntime::start(&new.track_scripts) {
+                Ok(s) => s,
+                Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
+            };
+            let old = std::mem::replace(&mut self.scripts, scripts);
+            for h in self.instances.values() {
+                let _ = h.control.send(Control::Scripts(self.scripts.watch())).await;
+            }
+            old.stop();
+            notes.push(format!("track scripts: {} restarted", new.track_scripts.len()));
+        }
+
         // VRRP: removed instances stop, new ones start; a change of
         // priority or tracking is applied in place (the master keeps its
         // VIP); any other change restarts that instance.
@@ -465,6 +486,7 @@ impl Daemon {
             },
         );
         let _ = side.stop().await;
+        std::mem::replace(&mut self.scripts, ScriptRuntime::empty()).stop();
         if let Some(p) = &self.cfg.global.pid_file {
             let _ = std::fs::remove_file(p);
         }

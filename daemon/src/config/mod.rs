@@ -18,6 +18,7 @@ mod duration;
 mod proxy;
 mod raw;
 mod schema;
+mod scripts;
 mod summary;
 mod types;
 mod validate;

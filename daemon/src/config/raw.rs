@@ -143,6 +143,7 @@ pub struct RawConfig {
     pub admin: Opt<super::admin::RawAdmin>,
     pub vrrp: Opt<Named<RawVrrp>>,
     pub proxy: Opt<Named<RawProxy>>,
+    pub track_script: Opt<Named<RawTrackScript>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,14 @@ pub struct RawVrrp {
     pub garp_interval: Opt<RawDuration>,
     pub garp_refresh: Opt<RawDuration>,
     pub track: Opt<Vec<Field<RawTrack>>>,
+    pub notify_master: Opt<Vec<Field<String>>>,
+    pub notify_backup: Opt<Vec<Field<String>>>,
+    pub notify_fault: Opt<Vec<Field<String>>>,
+    pub notify_stop: Opt<Vec<Field<String>>>,
+    pub notify: Opt<Vec<Field<String>>>,
+    pub script_user: Opt<String>,
+    pub script_timeout: Opt<RawDuration>,
+    pub notify_retries: Opt<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,7 +188,20 @@ pub struct RawVrrp {
 pub struct RawTrack {
     pub interface: Opt<String>,
     pub proxy: Opt<String>,
+    pub script: Opt<String>,
     pub weight: Opt<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a [track_script.NAME] table")]
+pub struct RawTrackScript {
+    pub command: Opt<Vec<Field<String>>>,
+    pub interval: Opt<RawDuration>,
+    pub timeout: Opt<RawDuration>,
+    pub rise: Opt<i64>,
+    pub fall: Opt<i64>,
+    pub weight: Opt<i64>,
+    pub user: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::diag::{did_you_mean, Diag};
 use super::raw::{
     keys_of, RawConfig, RawGlobal, RawHealth, RawLimits, RawProxy, RawServer, RawTimeouts,
-    RawTrack, RawVrrp,
+    RawTrack, RawTrackScript, RawVrrp,
 };
 
 /// Report every unknown key in the document.
@@ -30,6 +30,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         for track in array_tables(vrrp, "track") {
             check_table(track, keys_of::<RawTrack>(), "a track entry", diag);
         }
+    }
+    for (name, script) in named_tables(root, "track_script") {
+        let here = format!("[track_script.{name}]");
+        check_table(script, keys_of::<RawTrackScript>(), &here, diag);
     }
     for (name, proxy) in named_tables(root, "proxy") {
         let here = format!("[proxy.{name}]");

@@ -83,6 +83,7 @@ fn vrrp(out: &mut String, v: &VrrpInstance) {
             .map(|t| match &t.what {
                 TrackTarget::Interface(i) => format!("interface {i} {:+}", t.weight),
                 TrackTarget::Proxy(p) => format!("proxy {p} {:+}", t.weight),
+                TrackTarget::Script(s) => format!("script {s} {:+}", t.weight),
             })
             .collect();
         let _ = writeln!(out, "  track {}", tracks.join(", "));

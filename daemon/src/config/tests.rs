@@ -794,11 +794,11 @@ fn track_rules() {
     );
     assert_eq!(
         t("{ proxy = \"p\", interface = \"eth1\", weight = -50 }"),
-        vec!["8:10: track entry needs exactly one of `interface` or `proxy`"]
+        vec!["8:10: track entry needs exactly one of `interface`, `proxy` or `script`"]
     );
     assert_eq!(
         t("{ weight = -50 }"),
-        vec!["8:10: track entry needs exactly one of `interface` or `proxy`"]
+        vec!["8:10: track entry needs exactly one of `interface`, `proxy` or `script`"]
     );
     assert_eq!(
         t("{ interface = \"eth1\", weight = 0 }"),
@@ -964,6 +964,7 @@ fn every_key_is_documented() {
         keys_of::<RawGlobal>(),
         keys_of::<RawVrrp>(),
         keys_of::<RawTrack>(),
+        keys_of::<RawTrackScript>(),
         keys_of::<RawProxy>(),
         keys_of::<RawServer>(),
         keys_of::<RawTimeouts>(),

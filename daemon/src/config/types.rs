@@ -20,6 +20,8 @@ pub struct Config {
     pub proxy: Vec<ProxyService>,
     /// `[admin]`: metrics and status page listener (off by default).
     pub admin: super::Admin,
+    /// `[track_script.NAME]` sections, in file order.
+    pub track_scripts: Vec<TrackScript>,
     /// Things accepted but worth telling the operator (e.g. an `auth_pass`
     /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
     pub warnings: Vec<super::ConfigError>,
@@ -116,6 +118,57 @@ pub enum TrackTarget {
     Interface(String),
     /// A proxy service: down while it has no healthy server or its listener failed.
     Proxy(String),
+    /// A `[track_script.NAME]`: down while its command fails.
+    Script(String),
+}
+
+/// Who hooks and track scripts run as when the file does not say:
+/// never root unless the file says `"root"`.
+pub const DEFAULT_SCRIPT_USER: &str = "halo";
+
+/// The `notify*` hooks of one instance and how they are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// argv lists; no shell unless the list itself starts one.
+    pub master: Option<Vec<String>>,
+    pub backup: Option<Vec<String>>,
+    pub fault: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+    /// Generic hook: gets `INSTANCE NAME STATE PRIORITY` appended, as
+    /// keepalived's `notify` does.
+    pub notify: Option<Vec<String>>,
+    /// `script_user`, a user name resolved at start.
+    pub user: String,
+    /// `script_timeout`: a hook still running after this is killed.
+    pub timeout: Duration,
+    /// `notify_retries`: extra attempts of a failed `notify_master`.
+    pub retries: u32,
+}
+
+impl Hooks {
+    /// True when at least one hook is configured.
+    pub fn any(&self) -> bool {
+        self.master.is_some()
+            || self.backup.is_some()
+            || self.fault.is_some()
+            || self.stop.is_some()
+            || self.notify.is_some()
+    }
+}
+
+/// `[track_script.NAME]`: a command run every `interval`; exit 0 is
+/// success, anything else (including "cannot run it") is failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackScript {
+    pub name: String,
+    pub command: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Used by tracks that name this script without their own weight.
+    pub weight: i16,
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +201,7 @@ pub struct VrrpInstance {
     /// While master, refresh GARPs this often (none = off).
     pub garp_refresh: Option<Duration>,
     pub track: Vec<Track>,
+    pub hooks: Hooks,
 }
 
 // === Proxy ===

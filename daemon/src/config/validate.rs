@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use super::diag::{did_you_mean, Diag};
 use super::raw::{Field, Named, Opt, RawConfig, RawDuration, RawGlobal};
-use super::{duration, proxy, vrrp, Config, Global};
+use super::{duration, proxy, scripts, vrrp, Config, Global};
 
 pub type Span = Range<usize>;
 
@@ -36,6 +36,7 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let admin = super::admin::admin(d, raw.admin);
     let vrrp_raw = named(d, "vrrp", raw.vrrp);
     let proxy_raw = named(d, "proxy", raw.proxy);
+    let scripts_raw = named(d, "track_script", raw.track_script);
     if vrrp_raw.is_empty() && proxy_raw.is_empty() {
         d.error(&START, "nothing to do: no [vrrp.*] or [proxy.*] section");
     }
@@ -43,13 +44,15 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     // Tracks may name a proxy service whose own table has errors: it still
     // exists, so look names up in the raw list.
     let proxy_names: Vec<String> = proxy_raw.iter().map(|(n, _)| n.get_ref().clone()).collect();
-    let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names);
+    let (track_scripts, script_names) = scripts::track_scripts(d, scripts_raw);
+    let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names, &script_names);
     let proxy = proxy::services(d, proxy_raw);
     Config {
         global,
         vrrp,
         proxy,
         admin,
+        track_scripts,
         warnings: Vec::new(),
     }
 }

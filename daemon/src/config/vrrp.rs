@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::diag::{did_you_mean, Diag};
 use super::raw::{Field, RawTrack, RawVrrp};
 use super::validate::{
-    at_most, boolean, dur, in_range, int, int_at, list, no_duplicates, parse_as, positive,
-    required, required_list, take, Span,
+    at_most, boolean, dur, in_range, int, list, no_duplicates, parse_as, positive, required,
+    required_list, take, Span,
 };
 use super::{
     duration, AdvertInterval, AuthPass, Priority, Track, TrackTarget, Vrid, VrrpInstance,
@@ -51,12 +51,13 @@ pub fn instances(
     d: &mut Diag,
     raw: Vec<(Spanned<String>, RawVrrp)>,
     proxies: &[String],
+    scripts: &BTreeMap<String, Option<i16>>,
 ) -> Vec<VrrpInstance> {
     let mut out = Vec::new();
     // (interface, family, vrid) -> (instance, place of its vrid)
     let mut taken: BTreeMap<(String, Family, u8), (String, Span)> = BTreeMap::new();
     for (name, r) in raw {
-        let Some((inst, vrid_at, family)) = instance(d, &name, r, proxies) else {
+        let Some((inst, vrid_at, family)) = instance(d, &name, r, proxies, scripts) else {
             continue;
         };
         let key = (inst.interface.clone(), family, inst.vrid.get());
@@ -80,11 +81,14 @@ pub fn instances(
 fn instance(
     d: &mut Diag,
     name: &Spanned<String>,
-    r: RawVrrp,
+    mut r: RawVrrp,
     proxies: &[String],
+    scripts: &BTreeMap<String, Option<i16>>,
 ) -> Option<(VrrpInstance, Span, Family)> {
     let here = format!("[vrrp.{}]", name.get_ref());
     let table = name.span();
+    // First, while `r` is whole: it takes its keys out of `r`.
+    let hooks = super::scripts::hooks(d, &mut r);
 
     let interface = required(d, "interface", r.interface, &table, &here)
         .and_then(|(at, v)| interface_name(d, "interface", &at, v));
@@ -165,7 +169,7 @@ fn instance(
     let track = match list(d, "track", r.track) {
         Some((_, items)) => items
             .into_iter()
-            .filter_map(|(at, t)| track(d, &at, t, proxies))
+            .filter_map(|(at, t)| track(d, &at, t, proxies, scripts))
             .collect(),
         None => Vec::new(),
     };
@@ -188,6 +192,7 @@ fn instance(
         garp_interval,
         garp_refresh,
         track,
+        hooks,
     };
     if inst.virtual_ips.is_empty() {
         return None;
@@ -381,31 +386,46 @@ fn auth_pass(d: &mut Diag, at: &Span, text: &str, version: VrrpVersion) -> Optio
     Some(AuthPass(pass))
 }
 
-fn track(d: &mut Diag, at: &Span, t: RawTrack, proxies: &[String]) -> Option<Track> {
+fn track(
+    d: &mut Diag,
+    at: &Span,
+    t: RawTrack,
+    proxies: &[String],
+    scripts: &BTreeMap<String, Option<i16>>,
+) -> Option<Track> {
     let interface = take(d, "interface", t.interface);
     let proxy = take(d, "proxy", t.proxy);
+    let script = take(d, "script", t.script);
     let weight = match t.weight {
+        // A script carries its own weight; a bad one was reported there.
+        None if script.is_some() => script
+            .as_ref()
+            .and_then(|(_, name)| scripts.get(name).copied().flatten()),
         None => {
             d.error(at, "track entry needs a `weight` (-254..=254, added to the priority while the target is down)");
             None
         }
-        Some(w) => int_at(d, "weight", Some(w), -254..=254).and_then(|(wat, w)| {
-            if w == 0 {
-                d.error(
-                    &wat,
-                    "track `weight` 0 would never change the priority: use -254..=-1 (or 1..=254)",
-                );
-                None
-            } else {
-                Some(w as i16)
-            }
-        }),
+        some => super::scripts::weight(d, some),
     };
-    let what = match (interface, proxy) {
-        (Some((iat, name)), None) => {
+    let what = match (interface, proxy, script) {
+        (Some((iat, name)), None, None) => {
             TrackTarget::Interface(interface_name(d, "interface", &iat, name)?)
         }
-        (None, Some((pat, name))) => {
+        (None, None, Some((sat, name))) => {
+            if !scripts.contains_key(&name) {
+                let known: Vec<&str> = scripts.keys().map(String::as_str).collect();
+                d.error(
+                    &sat,
+                    format!(
+                        "track names script \"{name}\" but there is no [track_script.{name}] section{}",
+                        did_you_mean(&name, &known)
+                    ),
+                );
+                return None;
+            }
+            TrackTarget::Script(name)
+        }
+        (None, Some((pat, name)), None) => {
             if !proxies.contains(&name) {
                 let known: Vec<&str> = proxies.iter().map(String::as_str).collect();
                 d.error(
@@ -422,7 +442,7 @@ fn track(d: &mut Diag, at: &Span, t: RawTrack, proxies: &[String]) -> Option<Tra
         _ => {
             d.error(
                 at,
-                "track entry needs exactly one of `interface` or `proxy`",
+                "track entry needs exactly one of `interface`, `proxy` or `script`",
             );
             return None;
         }

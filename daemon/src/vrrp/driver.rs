@@ -20,8 +20,10 @@ use super::router::{Action, RouterParams, State, VirtualRouter};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::HealthBoard;
+use crate::hooks::{HookState, Hooks};
 use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 use crate::netlink::{LinkEvent, Netlink};
+use crate::track_script::ScriptWatch;
 
 /// What an instance can be told from outside while it runs.
 pub enum Control {
@@ -37,6 +39,8 @@ pub enum Control {
     Reconfigure(Box<VrrpInstance>),
     /// A reload replaced the proxy's health board.
     Tracking(ProxyTracking),
+    /// A reload restarted the track scripts.
+    Scripts(ScriptWatch),
 }
 
 /// Where the driver learns about the health of tracked proxy services.
@@ -123,6 +127,8 @@ struct Instance {
     driver_drops: BTreeMap<String, u64>,
     peers: BTreeMap<IpAddr, Peer>,
     last_change: Option<(Instant, String)>,
+    /// notify_* hooks (none configured: `None`); `fire` only queues.
+    hooks: Option<Hooks>,
 }
 
 impl Instance {
@@ -232,6 +238,16 @@ impl Instance {
                     self.remove_vips().await;
                 }
                 Action::StateChanged { from, to, why } => {
+                    // Initialize is the way out (stop, link down, release);
+                    // those hooks are fired where the cause is known.
+                    let hook = match to {
+                        State::Master => Some(HookState::Master),
+                        State::Backup => Some(HookState::Backup),
+                        State::Initialize => None,
+                    };
+                    if let (Some(h), Some(s)) = (&self.hooks, hook) {
+                        h.fire(s, self.router.effective_priority());
+                    }
                     self.last_change = Some((Instant::now(), why.clone()));
                     info!(
                         instance = %self.cfg.name,
@@ -373,6 +389,7 @@ impl Instance {
 struct Tracker {
     link_up: HashMap<String, bool>,
     proxy: Option<ProxyTracking>,
+    scripts: Option<ScriptWatch>,
 }
 
 impl Tracker {
@@ -392,6 +409,10 @@ impl Tracker {
                         .and_then(|tr| tr.index.get(p).map(|&i| !tr.board.service_up(i)))
                         .unwrap_or(false);
                     (format!("track {p}: no healthy server"), t.weight, down)
+                }
+                TrackTarget::Script(s) => {
+                    let down = self.scripts.as_ref().is_some_and(|w| w.is_down(s));
+                    (format!("track script {s}: failing"), t.weight, down)
                 }
             })
             .collect()
@@ -415,11 +436,14 @@ struct Peer {
 
 /// Run one instance until told to shut down. Errors are start-up errors
 /// (no such interface, no address to send from, missing capability).
+// Each argument is a separate channel from the supervisor.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_instance(
     mut cfg: VrrpInstance,
     nl: Netlink,
     mut links: mpsc::UnboundedReceiver<LinkEvent>,
     tracking: Option<ProxyTracking>,
+    scripts: Option<ScriptWatch>,
     mut control: mpsc::Receiver<Control>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
     hub: Option<Arc<StatusHub>>,
@@ -450,9 +474,11 @@ pub async fn run_instance(
     let announcer = Announcer::open(&cfg.interface, link.index, mac, !v6, v6)
         .with_context(|| format!("{}: opening announce sockets", cfg.name))?;
 
+    let hooks = Hooks::start(&cfg).with_context(|| format!("{}: script_user", cfg.name))?;
     let mut tracker = Tracker {
         link_up: HashMap::new(),
         proxy: tracking,
+        scripts,
     };
     for t in &cfg.track {
         if let TrackTarget::Interface(i) = &t.what {
@@ -483,6 +509,7 @@ pub async fn run_instance(
         driver_drops: BTreeMap::new(),
         peers: BTreeMap::new(),
         last_change: None,
+        hooks,
     };
     info!(
         instance = %cfg.name,
@@ -507,6 +534,9 @@ pub async fn run_instance(
         inst.router.startup(Instant::now().into_std());
     } else {
         warn!(instance = %cfg.name, state = "FAULT", "{}: {} is down, waiting for link", cfg.name, cfg.interface);
+        if let Some(h) = &inst.hooks {
+            h.fire(HookState::Fault, prio);
+        }
     }
     inst.run_actions().await;
     if let Some(r) = ready {
@@ -556,6 +586,9 @@ pub async fn run_instance(
                     } else {
                         warn!(instance = %cfg.name, state = "FAULT", "{} -> FAULT: {} link down", cfg.name, cfg.interface);
                         inst.router.shutdown(now);
+                        if let Some(h) = &inst.hooks {
+                            h.fire(HookState::Fault, inst.router.effective_priority());
+                        }
                         inst.last_change = Some((Instant::now(), format!("{} link down", cfg.interface)));
                     }
                 }
@@ -570,6 +603,12 @@ pub async fn run_instance(
                     None => std::future::pending().await,
                 }
             } => { recompute = true; }
+            true = async {
+                match tracker.scripts.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => { recompute = true; }
             c = control.recv() => {
                 let now = Instant::now();
                 match c {
@@ -581,6 +620,11 @@ pub async fn run_instance(
                         }
                         if let Some(h) = &hub {
                             h.remove_vrrp(&cfg.name);
+                        }
+                        if let Some(h) = inst.hooks.take() {
+                            h.fire(HookState::Stop, inst.router.effective_priority());
+                            // Bounded by script_timeout per queued hook.
+                            h.finish().await;
                         }
                         info!(instance = %cfg.name, "{}: stopped", cfg.name);
                         return Ok(());
@@ -624,6 +668,10 @@ pub async fn run_instance(
                     Some(Control::Tracking(t)) => {
                         health_rx = Some(t.board.subscribe());
                         tracker.proxy = Some(t);
+                        recompute = true;
+                    }
+                    Some(Control::Scripts(w)) => {
+                        tracker.scripts = Some(w);
                         recompute = true;
                     }
                 }
