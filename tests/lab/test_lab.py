@@ -218,3 +218,16 @@ def test_reload_applies_an_edited_priority_live(lab):
     lab.run("reload", "lb1")
     wait_for(lambda: holders() == ["lb2"], 15, "lb2 to preempt after lb1's priority drops to 90")
     assert pid_before in lab.run("status").stdout
+
+
+def test_without_root_it_says_so_and_touches_nothing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("drops from root to nobody with setpriv")
+    d = tmp_path / "lab"
+    for cmd in (["up"], ["down"], ["status"]):
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            halo_bin(), "lab", *cmd, "--dir", str(d)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        assert "needs root" in r.stderr and "panicked" not in r.stderr, r.stderr
+    assert not d.exists()
