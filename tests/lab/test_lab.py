@@ -10,6 +10,7 @@ are generous upper bounds.
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -231,3 +232,16 @@ def test_without_root_it_says_so_and_touches_nothing(tmp_path):
         assert r.returncode == 1, (cmd, r.stdout, r.stderr)
         assert "needs root" in r.stderr and "panicked" not in r.stderr, r.stderr
     assert not d.exists()
+
+
+def test_down_needs_nothing_recorded(lab):
+    # As after a crash that lost the lab directory: down finds the lab
+    # from its namespaces alone.
+    lab.run("up", "--lbs", "1", "--backends", "1")
+    pids = pids_in(lab_namespaces())
+    shutil.rmtree(lab.dir)
+    r = subprocess.run([halo_bin(), "lab", "down", "--dir", lab.dir + "-never-existed"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert lab_namespaces() == []
+    assert [p for p in pids if alive(p)] == []
