@@ -381,7 +381,7 @@ impl VirtualRouter {
             return;
         }
         self.preempt_allowed_at =
-            (!self.p.preempt_delay.is_zero()).then(|| now + self.p.preempt_delay);
+            (!self.p.preempt_delay.is_zero()).then(|| later(now, self.p.preempt_delay));
         self.master = None;
         self.master_adver_interval_cs = self.p.advert_interval_cs;
         if self.effective == 255 {
@@ -672,13 +672,13 @@ impl VirtualRouter {
 
     fn arm_master_down(&mut self, now: Instant, after: Duration) {
         self.down_interval = after;
-        self.master_down_at = Some(now + after);
+        self.master_down_at = Some(later(now, after));
     }
 
     /// Master: send an advert now and restart the Adver_Timer.
     fn send_advert(&mut self, now: Instant) {
         self.push_advert(self.effective, self.p.advert_interval_cs);
-        self.adver_at = Some(now + cs(self.p.advert_interval_cs));
+        self.adver_at = Some(later(now, cs(self.p.advert_interval_cs)));
     }
 
     fn push_advert(&mut self, priority: u8, interval_cs: u16) {
@@ -703,14 +703,24 @@ impl VirtualRouter {
     /// The next round: a repeat of the initial burst, else a refresh.
     fn schedule_garp(&mut self, now: Instant) {
         self.garp_at = if self.garp_left > 0 {
-            Some(now + self.p.garp_interval)
+            Some(later(now, self.p.garp_interval))
         } else {
             self.p
                 .garp_refresh
                 .filter(|d| !d.is_zero())
-                .map(|d| now + d)
+                .map(|d| later(now, d))
         };
     }
+}
+
+/// `now + d`, total: an absurd duration (a config typo like a preempt
+/// delay of u64::MAX seconds) means "not in this process's lifetime"
+/// instead of an overflow panic.
+fn later(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
 }
 
 fn cs(centis: u16) -> Duration {

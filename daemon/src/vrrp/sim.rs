@@ -553,3 +553,145 @@ fn seeded_loss_then_clean_link_converges_to_highest() {
         assert!(sim.changes(2, secs_f(302.0)).is_empty(), "seed {seed}");
     }
 }
+
+/// Random events against one router: arbitrary adverts (any priority,
+/// interval, version, VIP set, source including our own), timer jumps,
+/// priority changes, restarts. After every event the action stream must be
+/// consistent with the state, and due timers must make progress.
+#[test]
+fn random_event_storm_keeps_invariants() {
+    let vip: IpAddr = "192.0.2.100".parse().unwrap();
+    let other: IpAddr = "192.0.2.200".parse().unwrap();
+    let srcs = [node_addr(0), node_addr(1), node_addr(2), node_addr(3)];
+    let (mut masters, mut accepted, mut dropped) = (0, 0, 0);
+    for seed in 1..=300u64 {
+        let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut pick = |n: u64| rng.next() % n;
+        let version = if pick(2) == 0 {
+            Version::V2
+        } else {
+            Version::V3
+        };
+        let p = RouterParams {
+            version,
+            priority: [1, 50, 100, 254, 255][pick(5) as usize],
+            advert_interval_cs: if version == Version::V2 {
+                100
+            } else {
+                [1, 100, 4095][pick(3) as usize]
+            },
+            preempt: pick(2) == 0,
+            preempt_delay: Duration::from_secs([0, 5][pick(2) as usize]),
+            auth: if version == Version::V2 && pick(2) == 0 {
+                Some(*b"pw\0\0\0\0\0\0")
+            } else {
+                None
+            },
+            garp_repeat: pick(4) as u32,
+            garp_interval: Duration::from_millis([0, 100][pick(2) as usize]),
+            garp_refresh: [None, Some(Duration::ZERO), Some(Duration::from_secs(7))]
+                [pick(3) as usize],
+            ..params(100)
+        };
+        let mut r = VirtualRouter::new(p.clone());
+        r.set_primary_addr(node_addr(1));
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut held = false;
+        let mut state = State::Initialize;
+        for step in 0..2000 {
+            match pick(10) {
+                0..=3 => {
+                    let mut adv = r.make_advert(
+                        [0, 1, 50, 99, 100, 101, 200, 255][pick(8) as usize],
+                        [1, 37, 100, 4095][pick(4) as usize],
+                    );
+                    match pick(12) {
+                        0 => {
+                            adv.version = if version == Version::V2 {
+                                Version::V3
+                            } else {
+                                Version::V2
+                            }
+                        }
+                        1 => adv.vrid = 52,
+                        2 => adv.addrs = vec![other],
+                        3 => adv.addrs = vec![vip, other],
+                        4 => adv.auth = None,
+                        _ => {}
+                    }
+                    let src = srcs[pick(4) as usize];
+                    let _ = r.handle_advert(now, src, &adv);
+                }
+                4..=6 => {
+                    if let Some(t) = r.poll_timeout() {
+                        assert!(t >= t0, "seed {seed} step {step}");
+                        now = now.max(t);
+                    }
+                    now += Duration::from_millis(pick(3) * 7);
+                    // Due timers make progress: a few calls at one instant
+                    // leave nothing due (GARP repeats at zero spacing fire
+                    // one per call).
+                    for _ in 0..8 {
+                        r.handle_timeout(now);
+                    }
+                    assert!(
+                        r.poll_timeout().is_none_or(|t| t > now),
+                        "seed {seed} step {step}: stuck deadline"
+                    );
+                }
+                7 => r.set_priority(now, pick(256) as u8, "storm".into()),
+                8 => {
+                    if pick(4) == 0 {
+                        r.shutdown(now);
+                    }
+                }
+                _ => r.startup(now),
+            }
+            while let Some(a) = r.poll_action() {
+                match a {
+                    Action::AddVips => {
+                        assert!(!held, "seed {seed} step {step}: AddVips twice");
+                        held = true;
+                    }
+                    Action::DelVips => {
+                        assert!(held, "seed {seed} step {step}: DelVips without AddVips");
+                        held = false;
+                    }
+                    Action::SendGarp => assert!(held, "seed {seed} step {step}: GARP without VIPs"),
+                    Action::SendAdvert {
+                        priority,
+                        interval_cs,
+                    } => {
+                        assert_eq!(interval_cs, p.advert_interval_cs);
+                        // Priority 0 only on the way out of Master.
+                        assert!(priority != 0 || r.state() == State::Initialize);
+                    }
+                    Action::StateChanged { from, to, why } => {
+                        assert_eq!(from, state, "seed {seed} step {step}");
+                        assert_ne!(from, to);
+                        assert!(!why.is_empty());
+                        state = to;
+                    }
+                    Action::PriorityChanged { from, to, .. } => {
+                        assert_ne!(from, to);
+                        assert_ne!(to, 0);
+                    }
+                }
+            }
+            assert_eq!(state, r.state(), "seed {seed} step {step}");
+            assert_eq!(held, state == State::Master, "seed {seed} step {step}");
+            match state {
+                State::Initialize => assert_eq!(r.poll_timeout(), None),
+                State::Backup | State::Master => assert!(r.poll_timeout().is_some()),
+            }
+        }
+        masters += r.counters().became_master;
+        accepted += r.counters().adverts_received;
+        dropped += r.counters().dropped.total();
+    }
+    // The storm must exercise the interesting paths, not just drops.
+    assert!(masters > 3000, "{masters} master transitions");
+    assert!(accepted > 50_000, "{accepted} adverts accepted");
+    assert!(dropped > 20_000, "{dropped} adverts dropped");
+}

@@ -739,3 +739,18 @@ fn v3_ignores_configured_auth() {
     let r = router(p);
     assert_eq!(r.make_advert(100, 100).auth, None);
 }
+
+#[test]
+fn absurd_durations_do_not_overflow() {
+    let t0 = Instant::now();
+    let mut p = params(Version::V3, 100, 100);
+    p.preempt_delay = Duration::MAX;
+    p.garp_repeat = 3;
+    p.garp_interval = Duration::MAX;
+    p.garp_refresh = Some(Duration::MAX);
+    let (mut r, t) = master(p, t0);
+    // The advert timer is the only near deadline.
+    assert_eq!(r.poll_timeout(), Some(t + ms(1000)));
+    r.handle_timeout(t + ms(1000));
+    assert_eq!(r.state(), State::Master);
+}
