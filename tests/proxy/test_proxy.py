@@ -497,7 +497,11 @@ def test_all_down_by_health_is_503(backends_alive, make_halo):
                 break
             time.sleep(0.2)
         assert r.status_code == 503
-        assert "no server up" in h.log()
+        # The access line is written just after the response.
+        deadline = time.time() + 3
+        while "no server up" not in h.log() and time.time() < deadline:
+            time.sleep(0.05)
+        assert 'note="no server up"' in h.log()
     finally:
         for b in backends_alive:
             b.start()

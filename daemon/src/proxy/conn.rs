@@ -192,6 +192,10 @@ impl Log {
     fn emit(&self, shared: &Shared) {
         let tt = self.start.elapsed();
         shared.stats.response(self.server, self.status, self.bytes, tt);
+        let tt = self.start.elapsed();
+        shared
+            .stats
+            .response(self.server, self.status, self.bytes, tt);
         let server = self
             .server
             .map(|i| shared.svc.servers[i].name.as_str())
@@ -279,7 +283,11 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 }
             }
         }
+        // A timed-out read takes the buffer with it: remember whether any
+        // byte of this head had arrived.
+        let mut seen = !cbuf.is_empty();
         let head_len = loop {
+            seen |= !cbuf.is_empty();
             match http::check_head(&cbuf, shared.limits) {
                 Ok(Some(n)) => break Ok(n),
                 Ok(None) => {}
@@ -313,7 +321,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             Err(None) => {
                 // Slowloris guard: the head did not arrive in time. Nothing
                 // is logged for a connection that never sent a byte.
-                if !(cbuf.is_empty() && shared.svc.dontlognull) {
+                if seen || !shared.svc.dontlognull {
                     refuse(&client, &shared, peer, start, 408, "http_request timeout").await;
                 }
                 return;
@@ -346,7 +354,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let keep = exchange(&w, &client, &mut cbuf, req, &mut log).await;
         log.emit(&shared);
         if !keep {
-            client.shutdown(Shutdown::Both);
+            linger(&client).await;
             return;
         }
         first = false;
@@ -410,6 +418,7 @@ async fn refuse<S: Stream>(
             "bad request"
         },
     );
+    linger(client).await;
 }
 
 /// Close after an error page without losing it: closing a socket with
@@ -789,9 +798,7 @@ async fn send_error<S: Stream>(client: &S, log: &mut Log, status: u16, t: Durati
     log.status = status;
     let mut page = http::error_response(status, true);
     log.bytes += page.len() as u64;
-    if write(client, &mut page, Instant::now() + t).await.is_ok() {
-        linger(client).await;
-    }
+    let _ = write(client, &mut page, Instant::now() + t).await;
     false
 }
 

@@ -173,6 +173,8 @@ pub fn start_with_stats(
                         match tokio_uring::Runtime::new(&tokio_uring::builder()) {
                             Ok(rt) => {
                                 let _ = ready_tx.send(Ok(()));
+                                // The start loop reads until every sender is gone.
+                                drop(ready_tx);
                                 rt.block_on(run_worker::<Uring>(shared, ls, stop_rx));
                             }
                             Err(e) => {
@@ -186,6 +188,7 @@ pub fn start_with_stats(
                         match rt {
                             Ok(rt) => {
                                 let _ = ready_tx.send(Ok(()));
+                                drop(ready_tx);
                                 let local = tokio::task::LocalSet::new();
                                 local.block_on(&rt, run_worker::<Epoll>(shared, ls, stop_rx));
                             }
