@@ -1,0 +1,268 @@
+"""notify_* hooks and [track_script] through the real binary.
+
+Two halo LBs on one bridge, everything inside network namespaces (see
+tests/netns.py). Hooks and track scripts run as the unprivileged user
+`halo-hooktest` (created here if missing) and write what they saw into a
+world-writable temporary directory. Who holds the VIP is read from the
+kernel. Timings are not asserted: the waits are generous upper bounds.
+"""
+
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from netns import Topology, halo_bin, wait_for
+
+VIP = "192.0.2.100"
+LBS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12"}
+USER = "halo-hooktest"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hook_user():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces and a test user")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+            check=True,
+        )
+    return USER
+
+
+@pytest.fixture
+def topo():
+    with Topology("hk") as t:
+        t.switch()
+        yield t
+
+
+@pytest.fixture
+def tmp():
+    with tempfile.TemporaryDirectory(prefix="halo-hooks-") as d:
+        # The hook user must be able to write here.
+        os.chmod(d, 0o1777)
+        yield d
+
+
+def script(tmp, name, body):
+    """An executable shell script readable by the hook user."""
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, 0o755)
+    return path
+
+
+def cfg(priority, extra="", pre=""):
+    return f"""{pre}
+[vrrp.VI_1]
+interface = "eth0"
+vrid = 51
+priority = {priority}
+advert_interval = "100ms"
+virtual_ips = ["{VIP}/24"]
+script_user = "{USER}"
+{extra}
+"""
+
+
+def start(t, name, text, tmp):
+    path = os.path.join(tmp, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return t.spawn(
+        name,
+        name,
+        [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")],
+        logdir=tmp,
+    )
+
+
+def hosts(t):
+    t.host("lb1", LBS["lb1"] + "/24")
+    t.host("lb2", LBS["lb2"] + "/24")
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def toml_list(*argv):
+    return "[" + ", ".join(f'"{a}"' for a in argv) + "]"
+
+
+def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
+    hosts(topo)
+    rec = script(
+        tmp,
+        "record.sh",
+        'echo "$(id -un) $HALO_INSTANCE $HALO_STATE $HALO_VIPS $HALO_PRIORITY args=$*" >> "$1"\n'
+        'echo "hook says hello"\n',
+    )
+    out = {n: os.path.join(tmp, f"{n}.out") for n in LBS}
+    gen = {n: os.path.join(tmp, f"{n}.generic") for n in LBS}
+
+    def hooks(n):
+        return (
+            f"notify_master = {toml_list(rec, out[n])}\n"
+            f"notify_backup = {toml_list(rec, out[n])}\n"
+            f"notify_stop = {toml_list(rec, out[n])}\n"
+            f"notify = {toml_list(rec, gen[n])}\n"
+        )
+
+    start(topo, "lb1", cfg(101, hooks("lb1")), tmp)
+    start(topo, "lb2", cfg(100, hooks("lb2")), tmp)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
+    wait_for(lambda: f"{USER} VI_1 MASTER {VIP} 101" in read(out["lb1"]), 10, "lb1 notify_master")
+    wait_for(lambda: f"{USER} VI_1 BACKUP {VIP} 100" in read(out["lb2"]), 10, "lb2 notify_backup")
+    # The generic hook: keepalived's arguments appended to the argv.
+    wait_for(
+        lambda: f"{USER} VI_1 MASTER {VIP} 101 args={gen['lb1']} INSTANCE VI_1 MASTER 101" in read(gen["lb1"]),
+        10,
+        "lb1 generic notify with INSTANCE VI_1 MASTER 101",
+    )
+    # Output is logged line by line, with the exit status.
+    log = topo.log("lb1")
+    assert "VI_1 notify_master: hook says hello" in log, log
+    assert "VI_1 notify_master: exit status 0" in log, log
+    assert f"as {USER}" in log, log
+    assert "root" not in read(out["lb1"]) + read(out["lb2"])
+
+    # Failover: lb2 runs notify_master; lb1 stopping runs notify_stop.
+    # (lb2 may have been master for a moment at start-up, before it heard
+    # lb1: only what comes after the stop counts.)
+    states = lambda: [line.split()[2] for line in read(out["lb2"]).splitlines()]
+    wait_for(lambda: states()[-1:] == ["BACKUP"], 10, "lb2 settled as backup")
+    before = len(states())
+    assert topo.stop("lb1", signal.SIGTERM) == 0, topo.log("lb1")
+    assert f"{USER} VI_1 STOP {VIP}" in read(out["lb1"]), read(out["lb1"])
+    wait_for(lambda: states()[before:] == ["MASTER"], 10, "lb2 notify_master after failover")
+    assert f"{USER} VI_1 MASTER {VIP} 100" in read(out["lb2"]).splitlines()[-1]
+    # Hooks ran in the order of the states.
+    assert states()[0] == "BACKUP", states()
+
+
+def test_hook_past_its_timeout_is_killed_and_does_not_delay_vrrp(topo, tmp):
+    hosts(topo)
+    pidfile = os.path.join(tmp, "slow.pid")
+    slow = script(
+        tmp,
+        "slow.sh",
+        f'echo "slow hook starting"\nsleep 300 &\necho $! > {pidfile}\nwait\n',
+    )
+    retry_out = os.path.join(tmp, "retries")
+    flaky = script(tmp, "flaky.sh", f'echo try >> {retry_out}\nexit 1\n')
+    start(
+        topo,
+        "lb1",
+        cfg(101, f'notify_master = {toml_list(slow)}\nnotify_backup = {toml_list(flaky)}\nscript_timeout = "1s"\n'),
+        tmp,
+    )
+    wait_for(lambda: "VI_1 notify_master: slow hook starting" in topo.log("lb1"), 10, "lb1 master, hook hanging")
+    # lb2 joins while lb1's hook hangs: lb1's adverts must keep it backup.
+    start(topo, "lb2", cfg(100), tmp)
+    wait_for(lambda: "timed out after 1s, process group killed" in topo.log("lb1"), 15, "the timeout to be logged")
+    log = topo.log("lb1")
+    assert "VI_1 notify_master: slow hook starting" in log, log
+    # The background sleep was in the hook's process group: killed too.
+    pid = int(read(pidfile).strip())
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or ") Z " in read(f"/proc/{pid}/stat"), 5,
+             "the hook's child to be killed")
+    # While the hook hung, adverts went on: lb2 never took the VIP.
+    assert topo.holders(["lb1", "lb2"], VIP) == ["lb1"]
+    assert "-> MASTER" not in topo.log("lb2"), topo.log("lb2")
+    # A failing notify_backup is not retried (retries are for notify_master).
+    assert read(retry_out).count("try") <= 1
+
+
+def test_notify_master_is_retried(topo, tmp):
+    hosts(topo)
+    count = os.path.join(tmp, "count")
+    # Fails twice, then succeeds: the seed's "move the floating IP, retry".
+    move = script(
+        tmp,
+        "move-ip.sh",
+        f'echo x >> {count}\n[ "$(wc -l < {count})" -ge 3 ] || {{ echo "provider API busy" >&2; exit 1; }}\necho moved\n',
+    )
+    start(topo, "lb1", cfg(101, f"notify_master = {toml_list(move, '--to', 'me')}\nnotify_retries = 5\n"), tmp)
+    wait_for(lambda: "VI_1 notify_master: moved" in topo.log("lb1"), 20, "the third attempt to succeed")
+    log = topo.log("lb1")
+    assert "provider API busy" in log
+    assert "failed: exit status 1 (attempt 1 of 6)" in log, log
+    assert read(count).count("x") == 3, "no attempts after the success"
+
+
+def test_failing_track_script_moves_the_vip_and_recovers_after_rise(topo, tmp):
+    hosts(topo)
+    flag = os.path.join(tmp, "healthy")
+    open(flag, "w").close()
+    pre = f"""
+[track_script.chk]
+command = {toml_list("/usr/bin/test", "-e", flag)}
+interval = "200ms"
+timeout = "1s"
+rise = 3
+fall = 2
+weight = -10
+user = "{USER}"
+"""
+    start(topo, "lb1", cfg(101, 'track = [{ script = "chk" }]', pre=pre), tmp)
+    start(topo, "lb2", cfg(100), tmp)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
+    os.remove(flag)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 to take over when the script fails")
+    log = topo.log("lb1")
+    assert "track_script chk DOWN: 2 consecutive failures (exit status 1)" in log, log
+    assert "91 = 101 - 10 (track script chk: failing)" in log, log
+    open(flag, "w").close()
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 to preempt back after rise")
+    assert "track_script chk UP: 3 consecutive successes" in topo.log("lb1")
+
+
+def test_track_script_that_cannot_run_counts_as_failure(topo, tmp):
+    hosts(topo)
+    pre = f"""
+[track_script.missing]
+command = ["/nonexistent/halo-check"]
+interval = "200ms"
+weight = -10
+user = "{USER}"
+
+[track_script.sh127]
+command = ["/bin/sh", "-c", "/nonexistent/halo-check"]
+interval = "200ms"
+weight = -10
+user = "{USER}"
+"""
+    start(topo, "lb1", cfg(101, 'track = [{ script = "missing" }, { script = "sh127", weight = -5 }]', pre=pre), tmp)
+    start(topo, "lb2", cfg(100), tmp)
+    wait_for(lambda: "86 = 101 - 10 (track script missing: failing) - 5 (track script sh127: failing)" in topo.log("lb1"),
+             10, "both scripts to count as failing")
+    log = topo.log("lb1")
+    assert "track_script missing DOWN" in log and "cannot be started" in log, log
+    assert "track_script sh127 DOWN" in log and "exit status 127 (command not found)" in log, log
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 master (lb1 at 86)")
+
+
+def test_missing_script_user_is_an_error_at_start(topo, tmp):
+    topo.host("lb1", LBS["lb1"] + "/24")
+    text = cfg(101, 'notify_master = ["/bin/true"]').replace(f'script_user = "{USER}"', 'script_user = "halo-no-such-user"')
+    p = start(topo, "lb1", text, tmp)
+    rc = p.wait(timeout=20)
+    assert rc != 0
+    log = topo.log("lb1")
+    assert 'user "halo-no-such-user" does not exist' in log, log
+    assert VIP not in topo.addrs("lb1")
