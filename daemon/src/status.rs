@@ -350,15 +350,7 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(
                 o,
                 "  {:<12} {:<22} {:<5} {:<9} {:>6} {:>6} {:>7.1} {:>9} {:>6}  {last}",
-                v.name,
-                v.address,
-                state,
-                v.admin,
-                v.weight,
-                v.active,
-                v.rate,
-                v.requests,
-                v.errors
+                v.name, v.address, state, v.admin, v.weight, v.active, v.rate, v.requests, v.errors
             );
         }
     }
