@@ -299,12 +299,16 @@ impl VirtualRouter {
     }
 
     /// The current master: ourselves when Master (if our address is known),
-    /// otherwise the sender of the last advert we processed, with the
-    /// priority it sent (0 while its shutdown is being taken over).
+    /// otherwise the sender of the last advert we accepted, with the
+    /// priority it sent (0 while its shutdown is being taken over), or
+    /// failing that the lower-priority master we are about to preempt.
     pub fn master(&self) -> Option<(IpAddr, u8)> {
         match self.state {
             State::Master => self.primary.map(|a| (a, self.effective)),
-            State::Backup => self.master,
+            State::Backup => self.master.or(match self.down_cause {
+                DownCause::Preempting(addr, prio) => Some((addr, prio)),
+                _ => None,
+            }),
             State::Initialize => None,
         }
     }
@@ -454,21 +458,27 @@ impl VirtualRouter {
 
     /// RFC 5798 6.4.2 (as in RFC 9568), Backup receiving an advert.
     fn backup_receive(&mut self, now: Instant, src: IpAddr, adv: &Advert) {
-        self.master = Some((src, adv.priority));
         if adv.priority == 0 {
+            self.master = Some((src, 0));
             // The master is leaving: take over after Skew_Time only, so the
             // highest-priority backup (smallest skew) wins the race.
             self.down_cause = DownCause::Shutdown(src);
             self.arm_master_down(now, self.skew_time());
         } else if !self.may_preempt(now) || adv.priority >= self.effective {
+            self.master = Some((src, adv.priority));
             if self.p.version == Version::V3 {
-                self.master_adver_interval_cs = adv.interval_cs;
+                // The codec refuses 0; a hand-built advert must not make
+                // the Master_Down_Interval vanish either.
+                self.master_adver_interval_cs = adv.interval_cs.max(1);
             }
             self.down_cause = DownCause::Silence;
             self.arm_master_down(now, self.master_down_interval());
         } else {
             // Preempt_Mode and a lower priority: discard, so the
-            // Master_Down_Timer runs out and we take over.
+            // Master_Down_Timer runs out and we take over. Not recorded as
+            // our master: with three routers mid-heal, the master we follow
+            // may be a higher one, and a priority change must not preempt
+            // on the strength of this one.
             self.counters.lower_priority_discarded += 1;
             self.down_cause = DownCause::Preempting(src, adv.priority);
         }
@@ -500,7 +510,7 @@ impl VirtualRouter {
                 }
             };
             if self.p.version == Version::V3 {
-                self.master_adver_interval_cs = adv.interval_cs;
+                self.master_adver_interval_cs = adv.interval_cs.max(1);
             }
             self.master = Some((src, adv.priority));
             self.down_cause = DownCause::Silence;

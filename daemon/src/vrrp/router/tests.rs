@@ -754,3 +754,25 @@ fn absurd_durations_do_not_overflow() {
     r.handle_timeout(t + ms(1000));
     assert_eq!(r.state(), State::Master);
 }
+
+#[test]
+fn priority_rise_does_not_preempt_on_a_discarded_lower_advert() {
+    // We follow B (110); C (80, a leftover split-brain master) speaks; our
+    // priority rises to 100 — above C, still below B: stay backup.
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 90, 100), t0);
+    r.handle_advert(t0, ip(B), &advert(&r, 110, 100)).unwrap();
+    r.handle_advert(t0 + ms(10), ip("192.0.2.13"), &advert(&r, 80, 100))
+        .unwrap();
+    assert_eq!(r.master(), Some((ip(B), 110)));
+    r.set_priority(t0 + ms(20), 100, "tracked link up".into());
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn master_shows_the_lower_router_being_preempted() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t0, ip(B), &advert(&r, 90, 100)).unwrap();
+    assert_eq!(r.master(), Some((ip(B), 90)));
+}
