@@ -448,19 +448,46 @@ fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<u
                 .filter(|w| !seen.contains(w))
                 .collect();
             if missing.is_empty() {
-                return Ok(holders[0]);
+                // The backups' view too: a failover must find every backend UP.
+                match not_all_up(lab) {
+                    None => return Ok(holders[0]),
+                    Some(why) => why,
+                }
+            } else {
+                format!(
+                    "requests to the VIP did not reach {} (got {:?})",
+                    missing.join(", "),
+                    seen
+                )
             }
-            format!(
-                "requests to the VIP did not reach {} (got {:?})",
-                missing.join(", "),
-                seen
-            )
         };
         if Instant::now() > end {
             bail!("still waiting: {why}");
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Why not every LB's halo reports every backend UP yet, if so.
+fn not_all_up(lab: &Running) -> Option<String> {
+    for &n in &lab.lbs {
+        let Some(snap) = snapshot(lab, n) else {
+            return Some(format!(
+                "lb{n}'s halo does not answer on its control socket"
+            ));
+        };
+        let down: Vec<&str> = snap
+            .proxy
+            .iter()
+            .flat_map(|p| p.servers.iter())
+            .filter(|s| !s.healthy)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !down.is_empty() {
+            return Some(format!("lb{n} does not see {} UP yet", down.join(", ")));
+        }
+    }
+    None
 }
 
 fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
