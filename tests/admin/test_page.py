@@ -1,0 +1,164 @@
+"""The live status page in headless Debian chromium, with real VRRP.
+
+Two halos in network namespaces on one bridge (which has its own
+namespace; nothing touches the root namespace): lb1 (priority 150, with
+two real nginx backends in its namespace) becomes MASTER, lb2 (priority
+100) BACKUP. Chromium runs inside each namespace against the admin
+listener on that namespace's loopback, and the dumped DOM must show the
+state, the explanation, the peer and the server states; after one nginx
+is stopped the page must show that server DOWN. Screenshots are kept
+under target/test-artifacts/.
+"""
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adminfix import ARTIFACTS, Halo, Nginx, kill, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from netns import Topology  # noqa: E402
+
+CHROMIUM = shutil.which("chromium")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="VRRP in namespaces needs root"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium is not installed"),
+]
+
+ADMIN = 8404
+
+
+def vrrp_section(priority, track):
+    lines = [
+        "[vrrp.VI_1]",
+        'interface = "eth0"',
+        "vrid = 51",
+        "version = 3",
+        f"priority = {priority}",
+        'advert_interval = "100ms"',
+        'virtual_ips = ["192.0.2.100/24"]',
+    ]
+    if track:
+        lines.append('track = [{ proxy = "web", weight = -60 }]')
+    return lines
+
+
+def proxy_section(backends):
+    lines = ['[proxy.web]', 'bind = ["127.0.0.1:8080"]', 'io = "epoll"', "workers = 1", "servers = ["]
+    lines += [f'  {{ name = "{b.name}", address = "127.0.0.1:{b.port}" }},' for b in backends]
+    lines += [
+        "]",
+        "[proxy.web.health]",
+        'type = "http"',
+        'path = "/health"',
+        'interval = "200ms"',
+        'fast_interval = "200ms"',
+        'timeout = "150ms"',
+        "rise = 1",
+        "fall = 1",
+    ]
+    return lines
+
+
+def chromium(t, host, tmp, shot=None, budget=3000):
+    """The page's DOM after `budget` ms of virtual time (and a screenshot)."""
+    prof = tmp / f"chromium-{host}"
+    prof.mkdir(exist_ok=True)
+    base = [
+        "ip", "netns", "exec", t.ns(host), CHROMIUM,
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={prof}", "--window-size=1200,900", f"--virtual-time-budget={budget}",
+    ]
+    url = f"http://127.0.0.1:{ADMIN}/"
+    env = dict(os.environ, HOME=str(prof))
+    r = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=90, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if shot:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / shot
+        s = subprocess.run(base + [f"--screenshot={path}", url], capture_output=True, text=True, timeout=90, env=env)
+        assert s.returncode == 0 and path.exists() and path.stat().st_size > 1000, s.stderr[-2000:]
+    return r.stdout
+
+
+def server_states(dom):
+    return dict(re.findall(r'data-server="web/([^"]+)" data-state="([A-Z]+)"', dom))
+
+
+def vrrp_state(dom):
+    m = re.search(r'id="vrrp-state-VI_1" data-state="([A-Z]+)"', dom) or re.search(
+        r'data-state="([A-Z]+)"[^>]*id="vrrp-state-VI_1"', dom
+    )
+    return m and m.group(1)
+
+
+def test_page_shows_master_backup_and_a_server_going_down(tmp_path):
+    tmp_path.chmod(0o755)
+    with Topology("adm") as t:
+        t.switch()
+        t.host("lb1", "192.0.2.11/24")
+        t.host("lb2", "192.0.2.12/24")
+        wrap1 = ["ip", "netns", "exec", t.ns("lb1")]
+        backends = [Nginx(f"web{i}", tmp_path, port=8080 + i, wrap=wrap1) for i in (1, 2)]
+        halos = []
+        try:
+            for b in backends:
+                b.start(wait=False)
+            d1, d2 = tmp_path / "lb1", tmp_path / "lb2"
+            d1.mkdir()
+            d2.mkdir()
+            lb1 = Halo(d1, vrrp_section(150, True) + [""] + proxy_section(backends), admin_port=ADMIN, wrap=wrap1)
+            lb2 = Halo(d2, vrrp_section(100, False), admin_port=ADMIN, wrap=["ip", "netns", "exec", t.ns("lb2")])
+            halos = [lb1.start(wait=False), lb2.start(wait=False)]
+
+            def state(h):
+                try:
+                    return h.status_cli()["vrrp"][0]["state"]
+                except (AssertionError, IndexError, KeyError, ValueError):
+                    assert h.proc.poll() is None, h.log()
+                    return None
+
+            wait_for(lambda: state(lb1) == "MASTER" and state(lb2) == "BACKUP", 20, "lb1 MASTER, lb2 BACKUP")
+            wait_for(
+                lambda: all(s["healthy"] and s["checked"] for s in lb1.status_cli()["proxy"][0]["servers"]),
+                10,
+                "both backends up",
+            )
+            wait_for(lambda: lb2.status_cli()["vrrp"][0]["peers"], 10, "lb2 hears lb1")
+
+            dom = chromium(t, "lb1", tmp_path, shot="admin-page-master.png")
+            assert vrrp_state(dom) == "MASTER", dom[-3000:]
+            assert server_states(dom) == {"web1": "UP", "web2": "UP"}, dom[-3000:]
+            expl = lb1.status_cli()["vrrp"][0]["explanation"]
+            assert expl and html.escape(expl, quote=False) in dom, (expl, dom[-3000:])
+            assert "192.0.2.100/24" in dom or "192.0.2.100" in dom
+            assert "updated " in dom  # the page's own fetch of status.json worked
+
+            dom2 = chromium(t, "lb2", tmp_path, shot="admin-page-backup.png")
+            assert vrrp_state(dom2) == "BACKUP", dom2[-3000:]
+            assert 'data-peer="192.0.2.11"' in dom2
+            assert "No proxy service on this node." in dom2
+
+            # One backend goes away: the checks mark it DOWN and the page says so.
+            backends[1].stop()
+            wait_for(
+                lambda: [s["healthy"] for s in lb1.status_cli()["proxy"][0]["servers"]] == [True, False],
+                10,
+                "web2 DOWN",
+            )
+            dom3 = chromium(t, "lb1", tmp_path, shot="admin-page-server-down.png")
+            assert server_states(dom3) == {"web1": "UP", "web2": "DOWN"}, dom3[-3000:]
+            assert vrrp_state(dom3) == "MASTER"
+        finally:
+            for h in halos:
+                h.stop()
+            for b in backends:
+                kill(b.proc)
