@@ -1,7 +1,7 @@
 #!/bin/bash
 # mmdebstrap --customize-hook for the halo Pi image: runs after every package
-# is installed, with the root file system directory as $1. Pi boot settings,
-# the initramfs with the image's module list, and what must differ per card
+# is installed, with the root file system directory as $1: Pi boot settings
+# (config.txt, cmdline.txt), a locked root, and what must differ per card
 # (SSH host keys, machine-id) removed.
 set -euo pipefail
 r=$1
@@ -9,21 +9,29 @@ here=$(cd "$(dirname "$0")" && pwd)
 in_root() { chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 install -m 0644 "$here/fstab" "$r/etc/fstab"
-install -m 0644 "$here/initramfs-modules" "$r/etc/initramfs-tools/modules"
+cmp -s "$here/initramfs-modules" "$r/etc/initramfs-tools/modules" ||
+	{ echo "customize-hook: /etc/initramfs-tools/modules was replaced during the install" >&2; exit 1; }
 echo halo >"$r/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\thalo\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
 
-# raspi-firmware writes cmdline.txt from these. Fixed interface names
-# (net.ifnames=0): eth0 on every Pi model and in qemu, as halo.toml says.
-sed -i -e 's|^#\?ROOTPART=.*|ROOTPART=LABEL=RASPIROOT|' "$r/etc/default/raspi-firmware"
-grep -q '^ROOTPART=LABEL=RASPIROOT' "$r/etc/default/raspi-firmware" ||
-	echo 'ROOTPART=LABEL=RASPIROOT' >>"$r/etc/default/raspi-firmware"
-echo "net.ifnames=0" >"$r/etc/default/raspi-extra-cmdline"
+# raspi-firmware writes config.txt and cmdline.txt from these settings
+# whenever the kernel or initramfs changes (on the Pi too). Root by label;
+# consoles on HDMI and the Pi 3/4 UART (ttyS1, the last one gets boot logs);
+# no CMA pool: the load balancer is headless (and the Pi 4 must not have the
+# 64M default). cmdline.txt always has net.ifnames=0: eth0 on every model.
+cat >>"$r/etc/default/raspi-firmware" <<'CONF'
 
-# The initramfs with the module list; raspi-firmware's post-update hook
-# copies it, the kernel and the device trees to /boot/firmware and writes
-# config.txt and cmdline.txt.
-in_root update-initramfs -u -k all
+# halo image (image/base/customize-hook.sh)
+ROOTPART=LABEL=RASPIROOT
+CONSOLES="tty0 ttyS1,115200"
+CMA=0
+CONF
+
+# The kernel's install already ran the hook (before the settings above):
+# run it again, as a kernel upgrade would. It only copies files.
+in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
+grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt" ||
+	{ echo "customize-hook: cmdline.txt does not name LABEL=RASPIROOT" >&2; exit 1; }
 
 # Root's password locked: SSH keys only (halo-firstboot installs them).
 in_root usermod -p '!' root

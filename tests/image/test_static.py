@@ -13,11 +13,13 @@ import pytest
 
 from conftest import run
 
-# Device trees the Pi firmware loads for each supported model (names as the
-# firmware looks them up on the boot partition).
+# Device trees the Pi firmware loads for each supported model. With
+# upstream_kernel=1 in config.txt it looks for the mainline names that
+# Debian's kernel ships (bcm2837-*, not Raspberry Pi OS's bcm2710-*).
+# No bcm2712 (Pi 5): bookworm's 6.1 kernel has none.
 PI_DTBS = {
-    "Pi 3 B": "bcm2710-rpi-3-b.dtb",
-    "Pi 3 B+": "bcm2710-rpi-3-b-plus.dtb",
+    "Pi 3 B": "bcm2837-rpi-3-b.dtb",
+    "Pi 3 B+": "bcm2837-rpi-3-b-plus.dtb",
     "Pi 4 B": "bcm2711-rpi-4-b.dtb",
     "Pi 400": "bcm2711-rpi-400.dtb",
 }
@@ -69,6 +71,7 @@ def test_config_txt_boots_the_64_bit_kernel_and_initrd(disk):
     config = disk.fat_read("::/config.txt")
     lines = [ln.strip() for ln in config.splitlines()]
     assert "arm_64bit=1" in lines
+    assert "upstream_kernel=1" in lines
     files = disk.fat_ls()
     kernel = next(f for f in files if f.startswith("vmlinuz-"))
     initrd = next(f for f in files if f.startswith("initrd.img-"))
@@ -98,7 +101,7 @@ def test_initrd_holds_what_mounts_the_root(disk, tmp_path):
         shell=True, capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     mods = {p.rsplit("/", 1)[-1].split(".ko")[0] for p in listing if ".ko" in p}
-    for m in ("ext4", "jbd2", "mbcache", "virtio_blk", "virtio_pci", "sdhci-iproc", "mmc_block", "bcm2835", "usb-storage", "uas"):
+    for m in ("ext4", "jbd2", "mbcache", "virtio_blk", "virtio_pci", "sdhci-iproc", "bcm2835", "reset-raspberrypi", "dwc2", "xhci-pci", "usb-storage", "uas", "sd_mod"):
         assert m in mods, m
     assert any(p.endswith("busybox") for p in listing)
 
