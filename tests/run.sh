@@ -46,7 +46,7 @@ if want unit; then
 fi
 
 # pytest areas under tests/; `bash tests/run.sh vrrp ops` runs just those.
-areas=(vrrp ops proxy health import lab hooks)
+areas=(vrrp ops proxy health import lab hooks admin)
 sel=()
 for a in "${areas[@]}"; do
   if want integration || want "$a"; then
