@@ -80,12 +80,15 @@ impl Shared {
     }
 }
 
+/// Idle connections to one server and since when each is idle.
+type Idle<S> = VecDeque<(S, Instant)>;
+
 /// One worker thread's view of a service.
 pub(crate) struct Worker<I: Io> {
     pub shared: Arc<Shared>,
     balancer: RefCell<Balancer>,
     /// Idle keep-alive connections per server, newest last.
-    pool: RefCell<Vec<VecDeque<(I::Stream, Instant)>>>,
+    pool: RefCell<Vec<Idle<I::Stream>>>,
 }
 
 impl<I: Io> Worker<I> {
@@ -190,8 +193,6 @@ fn ms(d: Option<Duration>) -> i64 {
 
 impl Log {
     fn emit(&self, shared: &Shared) {
-        let tt = self.start.elapsed();
-        shared.stats.response(self.server, self.status, self.bytes, tt);
         let tt = self.start.elapsed();
         shared
             .stats

@@ -68,33 +68,33 @@ pub fn probe_uring() -> Result<(), String> {
         .map_err(|_| "io_uring probe panicked".to_string())?
 }
 
+/// Pick the driver for `io`, probing io_uring at most once per `start`.
 fn resolve_driver(
     io: IoDriver,
     probe: &mut Option<Result<(), String>>,
 ) -> anyhow::Result<&'static str> {
-    let p = probe.get_or_insert_with(|| match io {
-        IoDriver::Epoll => Ok(()),
-        _ => probe_uring(),
-    });
-    match io {
-        IoDriver::Epoll => Ok(Epoll::NAME),
-        IoDriver::Uring => match p {
-            Ok(()) => Ok(Uring::NAME),
-            Err(e) => Err(anyhow!("io = \"uring\" but io_uring is unavailable: {e}")),
-        },
-        IoDriver::Auto => match p {
-            Ok(()) => Ok(Uring::NAME),
-            Err(e) => {
-                tracing::warn!("io_uring unavailable ({e}); using the epoll driver");
-                Ok(Epoll::NAME)
-            }
-        },
+    if io == IoDriver::Epoll {
+        return Ok(Epoll::NAME);
+    }
+    match (io, probe.get_or_insert_with(probe_uring)) {
+        (_, Ok(())) => Ok(Uring::NAME),
+        (IoDriver::Uring, Err(e)) => {
+            Err(anyhow!("io = \"uring\" but io_uring is unavailable: {e}"))
+        }
+        (_, Err(e)) => {
+            tracing::warn!("io_uring unavailable ({e}); using the epoll driver");
+            Ok(Epoll::NAME)
+        }
     }
 }
 
 /// Bind every service's listeners and start its worker threads.
 pub fn start(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Result<ProxyRuntime> {
-    start_with_stats(services, board, crate::stats::ProxyStats::new(services, None))
+    start_with_stats(
+        services,
+        board,
+        crate::stats::ProxyStats::new(services, None),
+    )
 }
 
 /// [`start`], counting traffic into `stats` (made for `services`).
@@ -109,26 +109,13 @@ pub fn start_with_stats(
     let mut probe = None;
     let mut result = Ok(());
     for (idx, svc) in services.iter().enumerate() {
-        let io = if svc.io == IoDriver::Epoll {
-            IoDriver::Epoll
-        } else {
-            svc.io
-        };
-        let mut p = if io == IoDriver::Epoll {
-            None
-        } else {
-            probe.clone()
-        };
-        let driver = match resolve_driver(io, &mut p) {
+        let driver = match resolve_driver(svc.io, &mut probe) {
             Ok(d) => d,
             Err(e) => {
                 result = Err(e.context(format!("proxy service {}", svc.name)));
                 break;
             }
         };
-        if io != IoDriver::Epoll {
-            probe = p;
-        }
         first_driver.get_or_insert(driver);
         let workers = svc.workers.max(1);
         let shared = Arc::new(Shared::new(
