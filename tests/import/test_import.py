@@ -124,14 +124,18 @@ def test_haproxy_process_check_becomes_a_proxy_track(halo):
     assert "track_script" not in r.stderr
 
 
-def test_vrrp_script_other_than_a_process_check_is_reported(halo):
+def test_vrrp_script_and_notify_hooks_are_carried(halo):
     r = run_import(halo, "003-ai-master.keepalived.conf", "003-ai.haproxy.cfg", [])
     assert r.returncode == 0
-    name = fx("003-ai-master.keepalived.conf")
-    assert (f"{name}:36: directive 'track_script chk_haproxy' not carried over: "
-            "runs `/etc/keepalived/check_haproxy.sh`") in r.stderr
+    # A check script other than a haproxy process check becomes halo's own
+    # [track_script], and the notify_* lines become argv lists.
+    assert "track_script chk_haproxy" not in r.stderr
+    assert "[track_script.chk_haproxy]" in r.stdout
+    assert 'command = ["/etc/keepalived/check_haproxy.sh"]' in r.stdout
+    assert '{ script = "chk_haproxy", weight = -2 },' in r.stdout
+    assert 'notify_master = ["/etc/keepalived/notify.sh", "master"]' in r.stdout
+    assert "directive 'notify_master'" not in r.stderr
     assert f"{fx('003-ai.haproxy.cfg')}:31: directive 'listen stats' not carried over" in r.stderr
-    assert "track =" not in r.stdout
 
 
 def test_template_placeholders_and_missing_vip_are_explained(halo):

@@ -3,9 +3,10 @@
 //! Mapped: `vrrp_instance` (interface, virtual_router_id, priority,
 //! advert_int, virtual_ipaddress, nopreempt, preempt_delay, unicast_src_ip,
 //! unicast_peer, authentication PASS, version, garp timings), the global
-//! `vrrp_version`, `track_interface`, and a `track_script` whose script only
-//! checks that haproxy runs (it becomes a track of halo's own proxy
-//! services). keepalived's default VRRP version is 2, so an instance imports
+//! `vrrp_version`, `track_interface`, `track_script` (a script that only
+//! checks that haproxy runs becomes a track of halo's own proxy services when
+//! they are imported too; any other becomes a `[track_script.NAME]`), the
+//! `notify*` hooks and `script_user`. keepalived's default VRRP version is 2, so an instance imports
 //! as `version = 2` unless the file says 3. Positive track weights, which
 //! keepalived adds while the check passes, become the same election: the
 //! priority is raised by the weight and the track lowers it by as much when
@@ -32,7 +33,8 @@ pub struct Mapped {
 /// tracked thing fails; halo's closest is the largest priority drop.
 const FAULT_WEIGHT: i64 = -254;
 const FAULT_NOTE: &str = "keepalived's default weight 0 puts the instance in FAULT (no adverts, VIPs removed) when it fails; halo lowers the priority by 254 instead, so any healthy peer takes over";
-const NO_HOOKS: &str = "halo runs no state-change scripts yet (notify hooks are planned); `halo status` and the journal show every transition";
+/// keepalived's `vrrp_script` defaults: `interval 1`, `rise 1`, `fall 1`.
+const SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A track to write: keepalived's weight (positive = added while up).
 struct TrackOut {
@@ -49,6 +51,13 @@ struct Script {
     reverse: bool,
     carried: bool,
     used: bool,
+    /// Carried as a `[track_script.NAME]` (not as a proxy track).
+    as_script: bool,
+    interval: Option<(Src, Duration)>,
+    timeout: Option<(Src, Duration)>,
+    rise: Option<(Src, i64)>,
+    fall: Option<(Src, i64)>,
+    user: Option<(Src, String)>,
 }
 
 fn render_tree(stmts: &mut [Stmt], values: &BTreeMap<String, String>) {
@@ -90,11 +99,53 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                     reverse: false,
                     carried: false,
                     used: false,
+                    as_script: false,
+                    interval: None,
+                    timeout: None,
+                    rise: None,
+                    fall: None,
+                    user: None,
                 };
                 for c in s.children() {
-                    match c.keyword() {
-                        "script" => sc.command = Some(joined_args(c)),
-                        "weight" => {
+                    let src = o.src(&c.words);
+                    let arg = c.args().first().map(|w| w.text.as_str());
+                    match (c.keyword(), arg) {
+                        ("script", _) => sc.command = Some(joined_args(c)),
+                        ("interval", Some(t)) => match keepalived_secs(t) {
+                            Ok(d) if !d.is_zero() => sc.interval = Some((src, d)),
+                            _ => drops.push(o.drop(
+                                c.line(),
+                                "interval",
+                                "not a number of seconds above 0",
+                            )),
+                        },
+                        ("timeout", Some(t)) => match keepalived_secs(t) {
+                            Ok(d) if !d.is_zero() => sc.timeout = Some((src, d)),
+                            _ => drops.push(o.drop(
+                                c.line(),
+                                "timeout",
+                                "not a number of seconds above 0",
+                            )),
+                        },
+                        ("rise", Some(n)) => match n.parse::<i64>() {
+                            Ok(n) if (1..=100).contains(&n) => sc.rise = Some((src, n)),
+                            _ => drops.push(o.drop(c.line(), "rise", "halo takes 1..=100")),
+                        },
+                        ("fall", Some(n)) => match n.parse::<i64>() {
+                            Ok(n) if (1..=100).contains(&n) => sc.fall = Some((src, n)),
+                            _ => drops.push(o.drop(c.line(), "fall", "halo takes 1..=100")),
+                        },
+                        ("user", Some(u)) => {
+                            sc.user = Some((src, u.to_string()));
+                            if c.args().len() > 1 {
+                                drops.push(o.drop(
+                                    c.line(),
+                                    "user GROUP",
+                                    "halo runs scripts with the user's own groups",
+                                ));
+                            }
+                        }
+                        ("weight", _) => {
                             sc.weight = c
                                 .args()
                                 .first()
@@ -102,7 +153,14 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                                 .unwrap_or(0);
                             sc.reverse = c.args().get(1).is_some_and(|w| w.text == "reverse");
                         }
-                        _ => {}
+                        ("init_fail", _) => drops.push(o.drop(
+                            c.line(),
+                            "init_fail",
+                            "halo's first run decides the state at once, success or failure",
+                        )),
+                        (kw, _) => {
+                            drops.push(o.drop(c.line(), kw, "not a vrrp_script setting halo knows"))
+                        }
                     }
                 }
                 scripts.insert(name.text.clone(), sc);
@@ -123,6 +181,12 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
             kw => drops.push(o.drop(s.line(), kw, top_level_reason(kw))),
         }
     }
+    let script_tables: Vec<Table> = scripts
+        .iter()
+        .filter(|(_, sc)| sc.carried && sc.as_script)
+        .map(|(name, sc)| script_table(name, sc, &g))
+        .collect();
+    tables.splice(0..0, script_tables);
     for (name, sc) in &scripts {
         if !sc.carried {
             let reason = if sc.used {
@@ -169,6 +233,7 @@ fn top_level_reason(kw: &str) -> &'static str {
 #[derive(Default)]
 struct Globals {
     version: Option<(Src, i64)>,
+    script_user: Option<(Src, String)>,
     garp_repeat: Option<(Src, i64)>,
     garp_interval: Option<(Src, Duration)>,
     garp_refresh: Option<(Src, Duration)>,
@@ -198,8 +263,14 @@ fn globals(o: &Origin, s: &Stmt, g: &mut Globals, drops: &mut Vec<Dropped>) {
                 Err(e) => drop(&e),
             },
             ("router_id", _) => drop("only names this node in keepalived's logs and emails; halo logs the host name"),
-            ("script_user" | "enable_script_security", _) => {
-                drop("halo runs no scripts from this config; hooks, when they come, have their own script_user")
+            ("script_user", Some(u)) => {
+                g.script_user = Some((src, u.to_string()));
+                if c.args().len() > 1 {
+                    drop("halo runs scripts with the user's own groups");
+                }
+            }
+            ("enable_script_security", _) => {
+                drop("halo always runs scripts with a clean environment, as script_user (never root unless it says \"root\")")
             }
             ("lvs_id" | "lvs_sync_daemon", _) => drop("LVS is not part of halo"),
             (kw, _) if kw.starts_with("notification_email") || kw.starts_with("smtp_") => {
@@ -253,6 +324,7 @@ fn instance(
     let mut garp_interval = g.garp_interval.clone();
     let mut garp_refresh = g.garp_refresh.clone();
     let mut tracks: Vec<TrackOut> = Vec::new();
+    let mut hooks: Vec<(&'static str, Src, Vec<String>)> = Vec::new();
 
     for c in s.children() {
         let src = o.src(&c.words);
@@ -386,7 +458,17 @@ fn instance(
                 Err(e) => drop(&kw, e),
             },
             ("garp_master_delay" | "garp_master_refresh_repeat", _) => drop(&kw, "halo sends one burst of gratuitous ARPs on becoming master (and repeats it every garp_refresh)".into()),
-            (k, _) if k.starts_with("notify") => drop(&kw, NO_HOOKS.into()),
+            ("notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify", Some(_)) => {
+                let key = match kw.as_str() {
+                    "notify_master" => "notify_master",
+                    "notify_backup" => "notify_backup",
+                    "notify_fault" => "notify_fault",
+                    "notify_stop" => "notify_stop",
+                    _ => "notify",
+                };
+                hooks.push((key, src, argv(&joined_args(c))));
+            }
+            (k, _) if k.starts_with("notify") => drop(&kw, "halo runs hooks for MASTER, BACKUP, FAULT and STOP only (notify_master, notify_backup, notify_fault, notify_stop, notify)".into()),
             ("smtp_alert", _) => drop(&kw, "halo sends no email".into()),
             ("mcast_src_ip", _) => drop(&kw, "halo sends multicast adverts from the interface's primary address".into()),
             ("virtual_ipaddress_excluded", _) => drop(&kw, "halo puts every virtual IP in its adverts; list these in virtual_ips or leave them to the OS".into()),
@@ -615,7 +697,102 @@ fn instance(
         e.notes = notes;
         t.entries.push(e);
     }
+    if !hooks.is_empty() {
+        for (key, src, argv) in hooks {
+            t.entries.push(argv_entry(key, argv, src));
+        }
+        if let Some((src, u)) = &g.script_user {
+            t.entries.push(Entry::one(
+                "script_user",
+                Value::Str(u.clone()),
+                vec![src.clone()],
+            ));
+        }
+    }
     Some(t)
+}
+
+/// keepalived splits a script line on spaces and runs it without a shell;
+/// halo's argv list is the same thing written out.
+fn argv(command: &str) -> Vec<String> {
+    command.split_whitespace().map(str::to_string).collect()
+}
+
+fn argv_entry(key: &'static str, argv: Vec<String>, src: Src) -> Entry {
+    let items = argv
+        .into_iter()
+        .map(|a| Item {
+            value: Value::Str(a),
+            from: Vec::new(),
+        })
+        .collect();
+    let mut e = Entry::many(key, items);
+    e.from = vec![src];
+    e
+}
+
+/// `vrrp_script NAME` -> `[track_script.NAME]`, with keepalived's defaults
+/// written out where halo's differ.
+fn script_table(name: &str, sc: &Script, g: &Globals) -> Table {
+    let mut t = Table::new(&["track_script", name], vec![sc.src.clone()]);
+    t.entries.push(argv_entry(
+        "command",
+        argv(sc.command.as_deref().unwrap_or_default()),
+        sc.src.clone(),
+    ));
+    let (interval, from, note) = match &sc.interval {
+        Some((src, d)) => (*d, vec![src.clone()], None),
+        None => (
+            SCRIPT_INTERVAL,
+            vec![],
+            Some("keepalived's default interval"),
+        ),
+    };
+    let mut e = Entry::one(
+        "interval",
+        Value::Dur(super::units::ceil_ms(interval)),
+        from,
+    );
+    e.notes.extend(note.map(String::from));
+    t.entries.push(e);
+    t.entries.push(match &sc.timeout {
+        Some((src, d)) => Entry::one(
+            "timeout",
+            Value::Dur(super::units::ceil_ms(*d)),
+            vec![src.clone()],
+        ),
+        None => Entry::one(
+            "timeout",
+            Value::Dur(super::units::ceil_ms(interval)),
+            vec![],
+        )
+        .note("no timeout given: halo kills the script after one interval"),
+    });
+    for (key, v) in [("rise", &sc.rise), ("fall", &sc.fall)] {
+        t.entries.push(match v {
+            Some((src, n)) => Entry::one(key, Value::Int(*n), vec![src.clone()]),
+            None => {
+                Entry::one(key, Value::Int(1), vec![]).note(format!("keepalived's default {key}"))
+            }
+        });
+    }
+    let weight = match sc.weight {
+        0 => FAULT_WEIGHT,
+        w if w > 0 => -w,
+        w => w,
+    };
+    let mut e = Entry::one("weight", Value::Int(weight), vec![sc.src.clone()]);
+    if sc.weight == 0 {
+        e = e.note(FAULT_NOTE);
+    } else if sc.weight > 0 {
+        e = e.note("keepalived adds a positive weight while the script succeeds; halo raises the instance's priority by it and subtracts it while the script fails");
+    }
+    t.entries.push(e);
+    if let Some((src, u)) = sc.user.as_ref().or(g.script_user.as_ref()) {
+        t.entries
+            .push(Entry::one("user", Value::Str(u.clone()), vec![src.clone()]));
+    }
+    t
 }
 
 /// v2 advertises whole seconds (1..=255), v3 centiseconds (10ms..40.95s).
@@ -681,20 +858,16 @@ fn track_script(
     sc.used = true;
     let command = sc.command.clone().unwrap_or_default();
     let reverse = sc.reverse || t.args().iter().any(|w| w.text == "reverse");
-    if !checks_haproxy_process(&command) || reverse {
+    if reverse {
         drops.push(o.drop(
             t.line(),
             &directive,
-            format!("runs `{command}`: halo runs no track scripts yet ([track_script] sections are planned); it tracks interfaces and its own proxy services"),
+            format!("runs `{command}` with `reverse`: halo has no reversed tracks; invert the script's exit status instead"),
         ));
         return;
     }
-    if services.is_empty() {
-        drops.push(o.drop(
-            t.line(),
-            &directive,
-            format!("`{command}` checks that haproxy runs: halo tracks its own proxy service instead, but no HAProxy service was imported (add --haproxy haproxy.cfg)"),
-        ));
+    if command.is_empty() {
+        drops.push(o.drop(t.line(), &directive, "the vrrp_script has no `script`"));
         return;
     }
     let weight = if t.args().iter().any(|w| w.text == "weight") {
@@ -702,6 +875,17 @@ fn track_script(
     } else {
         sc.weight
     };
+    if !checks_haproxy_process(&command) || services.is_empty() {
+        // Carried as halo's own [track_script.NAME].
+        sc.as_script = true;
+        tracks.push(TrackOut {
+            key: "script",
+            target: name.to_string(),
+            weight,
+            from: vec![o.src(&t.words), sc.src.clone()],
+        });
+        return;
+    }
     for svc in services {
         tracks.push(TrackOut {
             key: "proxy",

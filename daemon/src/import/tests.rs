@@ -126,26 +126,93 @@ fn a_haproxy_process_check_becomes_a_proxy_track_with_the_same_election() {
         }]
     );
     assert!(i.toml.contains("# from keepalived.conf:14 chk_haproxy\n  # from keepalived.conf:1 vrrp_script chk_haproxy\n  { proxy = \"web\", weight = -2 },"), "{}", i.toml);
-    let d = dropped(&i).join("\n");
     assert!(
-        d.contains("keepalived.conf:16: directive 'notify_master' not carried over"),
-        "{d}"
+        c.track_scripts.is_empty(),
+        "the proxy track replaces the script"
     );
+    assert_eq!(
+        v.hooks.master.as_deref(),
+        Some(&["/etc/keepalived/master.sh".to_string()][..])
+    );
+    let d = dropped(&i).join("\n");
+    assert!(!d.contains("notify_master"), "{d}");
     assert!(!d.contains("vrrp_script"), "{d}");
 }
 
 #[test]
-fn without_haproxy_the_process_check_is_reported() {
+fn without_haproxy_the_process_check_becomes_a_track_script() {
     let i = run(Some(HAPROXY_CHECK), None, &opts()).unwrap();
     let c = valid(&i.toml);
-    assert_eq!(c.vrrp[0].priority.get(), 101);
-    assert!(c.vrrp[0].track.is_empty());
+    // The same election: 101 + 2 while the script succeeds.
+    assert_eq!(c.vrrp[0].priority.get(), 103);
+    assert_eq!(
+        c.vrrp[0].track,
+        [crate::config::Track {
+            what: crate::config::TrackTarget::Script("chk_haproxy".into()),
+            weight: -2
+        }]
+    );
+    let s = &c.track_scripts[0];
+    assert_eq!(s.name, "chk_haproxy");
+    assert_eq!(s.command, ["/usr/bin/pkill", "-0", "haproxy"]);
+    assert_eq!(s.interval, std::time::Duration::from_secs(2));
+    assert_eq!(
+        (s.rise, s.fall, s.weight),
+        (1, 1, -2),
+        "keepalived's rise/fall"
+    );
+    assert_eq!(s.user, "halo", "never root unless the file says so");
     let d = dropped(&i).join("\n");
-    assert!(d.contains("keepalived.conf:14: directive 'track_script chk_haproxy' not carried over: `/usr/bin/pkill -0 haproxy` checks that haproxy runs"), "{d}");
+    assert!(!d.contains("chk_haproxy"), "{d}");
+}
+
+#[test]
+fn notify_hooks_and_script_user_are_carried() {
+    let k = "global_defs {\n  script_user node\n  enable_script_security\n}\n\
+        vrrp_script chk {\n  script \"/etc/keepalived/check.sh --quick\"\n  interval 3\n  timeout 1\n  rise 2\n  fall 3\n  weight -2\n  init_fail\n}\n\
+        vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  virtual_ipaddress {\n    192.0.2.100/24\n  }\n  track_script {\n    chk\n  }\n\
+        notify_master \"/etc/keepalived/notify.sh master\"\n  notify_backup \"/etc/keepalived/notify.sh backup\"\n  notify_fault \"/etc/keepalived/notify.sh fault\"\n\
+        notify_stop /etc/keepalived/stop.sh\n  notify /etc/keepalived/all.sh\n  notify_deleted /x.sh\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let v = &c.vrrp[0];
+    let argv = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        v.hooks.master,
+        argv(&["/etc/keepalived/notify.sh", "master"])
+    );
+    assert_eq!(
+        v.hooks.backup,
+        argv(&["/etc/keepalived/notify.sh", "backup"])
+    );
+    assert_eq!(v.hooks.fault, argv(&["/etc/keepalived/notify.sh", "fault"]));
+    assert_eq!(v.hooks.stop, argv(&["/etc/keepalived/stop.sh"]));
+    assert_eq!(v.hooks.notify, argv(&["/etc/keepalived/all.sh"]));
+    assert_eq!(v.hooks.user, "node");
+    assert_eq!(v.priority.get(), 100);
+    let s = &c.track_scripts[0];
+    assert_eq!(s.command, ["/etc/keepalived/check.sh", "--quick"]);
+    assert_eq!(
+        (s.interval, s.timeout),
+        (
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs(1)
+        )
+    );
+    assert_eq!((s.rise, s.fall, s.weight), (2, 3, -2));
+    assert_eq!(s.user, "node");
+    let d = dropped(&i).join("\n");
     assert!(
-        d.contains("keepalived.conf:1: directive 'vrrp_script chk_haproxy'"),
+        d.contains("directive 'enable_script_security' not carried over"),
         "{d}"
     );
+    assert!(d.contains("directive 'init_fail' not carried over"), "{d}");
+    assert!(
+        d.contains("directive 'notify_deleted' not carried over"),
+        "{d}"
+    );
+    assert!(!d.contains("directive 'script_user'"), "{d}");
+    assert!(!d.contains("directive 'notify_master'"), "{d}");
 }
 
 #[test]
