@@ -80,8 +80,7 @@ pub type Envelope = (Request, oneshot::Sender<Response>);
 /// halo on the same path is an error (two daemons must not share a socket).
 pub fn bind(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -100,7 +99,9 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 /// chgrp to `group` if it exists; root-run test setups have no such group.
 fn set_group(path: &Path, group: &str) {
-    let Ok(cname) = std::ffi::CString::new(group) else { return };
+    let Ok(cname) = std::ffi::CString::new(group) else {
+        return;
+    };
     // SAFETY: getgrnam returns a pointer into static storage or null.
     let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
     if gr.is_null() {
@@ -113,7 +114,11 @@ fn set_group(path: &Path, group: &str) {
     };
     // SAFETY: valid C string; uid -1 leaves the owner unchanged.
     if unsafe { libc::chown(cpath.as_ptr(), u32::MAX, gid) } != 0 {
-        debug!("chgrp {group} {}: {}", path.display(), std::io::Error::last_os_error());
+        debug!(
+            "chgrp {group} {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -177,7 +182,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     if resp.is_empty() {
         bail!("halo closed the control socket without answering");
     }
-    Ok(serde_json::from_str(&resp).context("halo's answer is not valid JSON")?)
+    serde_json::from_str(&resp).context("halo's answer is not valid JSON")
 }
 
 /// The socket path a CLI command should use: the flag, else the config's
@@ -203,7 +208,10 @@ mod tests {
             for_secs: Some(30.0),
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"cmd":"vrrp-release","instance":"VI_1","for_secs":30.0}"#);
+        assert_eq!(
+            s,
+            r#"{"cmd":"vrrp-release","instance":"VI_1","for_secs":30.0}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let s = r#"{"cmd":"server","action":"drain","service":"web","server":"web2"}"#;
         assert_eq!(

@@ -251,13 +251,8 @@ impl Daemon {
                 r
             });
             readies.push((inst.name.clone(), rrx));
-            self.instances.insert(
-                inst.name.clone(),
-                InstanceHandle {
-                    control: ctx,
-                    task,
-                },
-            );
+            self.instances
+                .insert(inst.name.clone(), InstanceHandle { control: ctx, task });
         }
         for (name, r) in readies {
             if r.await.is_err() {
@@ -326,7 +321,9 @@ impl Daemon {
                 };
                 let _ = h.control.send(Control::Release { until }).await;
                 Response::ok(match for_secs {
-                    Some(s) => format!("{instance}: released for {s}s (priority 0 sent, staying backup)"),
+                    Some(s) => {
+                        format!("{instance}: released for {s}s (priority 0 sent, staying backup)")
+                    }
                     None => format!("{instance}: released until `halo vrrp reclaim {instance}`"),
                 })
             }
@@ -335,7 +332,9 @@ impl Daemon {
                     return Response::err(format!("no VRRP instance {instance:?}"));
                 };
                 let _ = h.control.send(Control::Reclaim).await;
-                Response::ok(format!("{instance}: reclaimed, back to the configured priority"))
+                Response::ok(format!(
+                    "{instance}: reclaimed, back to the configured priority"
+                ))
             }
             Request::Server {
                 action,
@@ -346,7 +345,11 @@ impl Daemon {
                 let Some(si) = board.service_index(&service) else {
                     return Response::err(format!("no proxy service {service:?}"));
                 };
-                let Some(vi) = self.cfg.proxy[si].servers.iter().position(|s| s.name == server) else {
+                let Some(vi) = self.cfg.proxy[si]
+                    .servers
+                    .iter()
+                    .position(|s| s.name == server)
+                else {
                     return Response::err(format!("service {service} has no server {server:?}"));
                 };
                 let admin = match action {
@@ -380,7 +383,9 @@ impl Daemon {
         if new.proxy != self.cfg.proxy {
             let side = match ProxySide::start(&new.proxy, Some(&self.proxy.stats)) {
                 Ok(s) => s,
-                Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
+                Err(e) => {
+                    return Response::err(format!("{e:#} (still running the previous config)"))
+                }
             };
             let old = std::mem::replace(&mut self.proxy, side);
             self.hub.set_board(self.proxy.board.clone(), &new.proxy);
@@ -395,7 +400,11 @@ impl Daemon {
                     continue;
                 };
                 for (vi, srv) in svc.servers.iter().enumerate() {
-                    if let Some(ovi) = self.cfg.proxy[osi].servers.iter().position(|s| s.name == srv.name) {
+                    if let Some(ovi) = self.cfg.proxy[osi]
+                        .servers
+                        .iter()
+                        .position(|s| s.name == srv.name)
+                    {
                         if let Some(a) = old.board.admin(osi, ovi) {
                             self.proxy.board.set_admin(si, vi, a);
                         }
@@ -411,21 +420,35 @@ impl Daemon {
         if new.track_scripts != self.cfg.track_scripts {
             let scripts = match ScriptRuntime::start(&new.track_scripts) {
                 Ok(s) => s,
-                Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
+                Err(e) => {
+                    return Response::err(format!("{e:#} (still running the previous config)"))
+                }
             };
             let old = std::mem::replace(&mut self.scripts, scripts);
             for h in self.instances.values() {
                 let _ = h.control.send(Control::Scripts(self.scripts.watch())).await;
             }
             old.stop();
-            notes.push(format!("track scripts: {} restarted", new.track_scripts.len()));
+            notes.push(format!(
+                "track scripts: {} restarted",
+                new.track_scripts.len()
+            ));
         }
 
         // VRRP: removed instances stop, new ones start; a change of
         // priority or tracking is applied in place (the master keeps its
         // VIP); any other change restarts that instance.
-        let old_by_name: BTreeMap<_, _> = self.cfg.vrrp.iter().map(|i| (i.name.clone(), i.clone())).collect();
-        let new_by_name: BTreeMap<_, _> = new.vrrp.iter().map(|i| (i.name.clone(), i.clone())).collect();
+        let old_by_name: BTreeMap<_, _> = self
+            .cfg
+            .vrrp
+            .iter()
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
+        let new_by_name: BTreeMap<_, _> = new
+            .vrrp
+            .iter()
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
         for name in old_by_name.keys() {
             if !new_by_name.contains_key(name) {
                 self.stop_instance(name).await;
@@ -439,19 +462,30 @@ impl Daemon {
                 Some(o) if o == n => {}
                 Some(o) if in_place(o, n) => {
                     if let Some(h) = self.instances.get(name) {
-                        let _ = h.control.send(Control::Reconfigure(Box::new(n.clone()))).await;
+                        let _ = h
+                            .control
+                            .send(Control::Reconfigure(Box::new(n.clone())))
+                            .await;
                     }
                     notes.push(format!("vrrp {name}: priority/tracking updated in place"));
                 }
                 Some(_) => {
                     self.stop_instance(name).await;
                     to_start.push(n.clone());
-                    notes.push(format!("vrrp {name}: restarted (interface, VRID, VIPs or timers changed)"));
+                    notes.push(format!(
+                        "vrrp {name}: restarted (interface, VRID, VIPs or timers changed)"
+                    ));
                 }
             }
         }
         self.cfg = Config {
-            vrrp: self.cfg.vrrp.iter().filter(|i| new_by_name.contains_key(&i.name)).cloned().collect(),
+            vrrp: self
+                .cfg
+                .vrrp
+                .iter()
+                .filter(|i| new_by_name.contains_key(&i.name))
+                .cloned()
+                .collect(),
             ..new.clone()
         };
         if let Err(e) = self.start_instances(&to_start).await {
@@ -462,7 +496,11 @@ impl Daemon {
         if notes.is_empty() {
             notes.push("no changes".into());
         }
-        let msg = format!("reloaded {}: {}", self.config_path.display(), notes.join("; "));
+        let msg = format!(
+            "reloaded {}: {}",
+            self.config_path.display(),
+            notes.join("; ")
+        );
         info!("{msg}");
         sdnotify::notify(&format!("STATUS={}", self.summary()));
         Response::ok(msg)

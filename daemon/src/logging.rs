@@ -33,7 +33,10 @@ pub fn init(config_level: Option<&str>) {
             let layer = layer
                 .with_syslog_identifier("halo".into())
                 .with_field_prefix(Some("HALO".into()));
-            tracing_subscriber::registry().with(filter).with(layer).init();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .init();
             return;
         }
     }

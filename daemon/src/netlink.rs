@@ -123,18 +123,26 @@ impl Netlink {
     /// The interface's first IPv4 address that is not one of `exclude`
     /// (the VIPs): the source of VRRP adverts, as keepalived picks it.
     pub async fn primary_v4(&self, index: u32, exclude: &[IpAddr]) -> Result<Option<Ipv4Addr>> {
-        Ok(self.addresses(index).await?.into_iter().find_map(|(n, _)| match n.addr() {
-            IpAddr::V4(a) if !exclude.contains(&IpAddr::V4(a)) => Some(a),
-            _ => None,
-        }))
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|(n, _)| match n.addr() {
+                IpAddr::V4(a) if !exclude.contains(&IpAddr::V4(a)) => Some(a),
+                _ => None,
+            }))
     }
 
     /// The interface's link-local IPv6 address (VRRPv3 over IPv6 sends from it).
     pub async fn link_local_v6(&self, index: u32) -> Result<Option<Ipv6Addr>> {
-        Ok(self.addresses(index).await?.into_iter().find_map(|(n, scope)| match n.addr() {
-            IpAddr::V6(a) if scope == AddressScope::Link => Some(a),
-            _ => None,
-        }))
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|(n, scope)| match n.addr() {
+                IpAddr::V6(a) if scope == AddressScope::Link => Some(a),
+                _ => None,
+            }))
     }
 
     /// Add `net` to the interface; an address already there is fine.

@@ -21,8 +21,8 @@ use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::HealthBoard;
 use crate::hooks::{HookState, Hooks};
-use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 use crate::netlink::{LinkEvent, Netlink};
+use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 use crate::track_script::ScriptWatch;
 
 /// What an instance can be told from outside while it runs.
@@ -63,7 +63,10 @@ impl DropLog {
         let e = self.last.entry(reason.clone()).or_insert((now - EVERY, 0));
         if now.duration_since(e.0) >= EVERY {
             if e.1 > 0 {
-                warn!(instance = inst, "{inst}: dropped advert: {reason} (and {} more like it)", e.1);
+                warn!(
+                    instance = inst,
+                    "{inst}: dropped advert: {reason} (and {} more like it)", e.1
+                );
             } else {
                 warn!(instance = inst, "{inst}: dropped advert: {reason}");
             }
@@ -88,7 +91,13 @@ fn effective_priority(inst: &VrrpInstance, down: &[(String, i16)]) -> (u8, Strin
     }
     let parts: Vec<String> = down
         .iter()
-        .map(|(what, w)| format!("{} {} ({what})", if *w < 0 { "-" } else { "+" }, w.unsigned_abs()))
+        .map(|(what, w)| {
+            format!(
+                "{} {} ({what})",
+                if *w < 0 { "-" } else { "+" },
+                w.unsigned_abs()
+            )
+        })
         .collect();
     (p, format!("{p} = {base} {}", parts.join(" ")))
 }
@@ -157,7 +166,11 @@ impl Instance {
         }
         if pkt.ttl != 255 {
             *self.driver_drops.entry("ttl".into()).or_default() += 1;
-            self.drops.note(&name, now, format!("TTL/hop limit {} != 255 from {}", pkt.ttl, pkt.src));
+            self.drops.note(
+                &name,
+                now,
+                format!("TTL/hop limit {} != 255 from {}", pkt.ttl, pkt.src),
+            );
             return;
         }
         let ctx = self.ctx(pkt.src, pkt.dst);
@@ -299,7 +312,9 @@ impl Instance {
             }
         } else {
             match (r.state(), master) {
-                (State::Master, _) => format!("no router with a higher priority than ours ({prio_why})"),
+                (State::Master, _) => {
+                    format!("no router with a higher priority than ours ({prio_why})")
+                }
                 (State::Backup, Some((m, mp))) if mp > eff => {
                     format!("peer {m} has priority {mp} > {prio_why}")
                 }
@@ -310,9 +325,13 @@ impl Instance {
                     format!("peer {m} (priority {mp}) is master and nopreempt is set; ours is {prio_why}")
                 }
                 (State::Backup, Some((m, mp))) => {
-                    format!("peer {m} (priority {mp}) is master; preemption pending (ours: {prio_why})")
+                    format!(
+                        "peer {m} (priority {mp}) is master; preemption pending (ours: {prio_why})"
+                    )
                 }
-                (State::Backup, None) => "waiting for a master's advert (master down interval)".into(),
+                (State::Backup, None) => {
+                    "waiting for a master's advert (master down interval)".into()
+                }
                 (State::Initialize, _) => "not started".into(),
             }
         };
@@ -456,11 +475,19 @@ pub async fn run_instance(
     let v6 = vips.iter().any(|a| a.is_ipv6());
     let src = match (cfg.unicast_src, v6) {
         (Some(s), _) => s,
-        (None, false) => IpAddr::V4(nl.primary_v4(link.index, &vips).await?.with_context(|| {
-            format!("{}: {} has no IPv4 address to send adverts from", cfg.name, cfg.interface)
-        })?),
+        (None, false) => {
+            IpAddr::V4(nl.primary_v4(link.index, &vips).await?.with_context(|| {
+                format!(
+                    "{}: {} has no IPv4 address to send adverts from",
+                    cfg.name, cfg.interface
+                )
+            })?)
+        }
         (None, true) => IpAddr::V6(nl.link_local_v6(link.index).await?.with_context(|| {
-            format!("{}: {} has no link-local IPv6 address", cfg.name, cfg.interface)
+            format!(
+                "{}: {} has no link-local IPv6 address",
+                cfg.name, cfg.interface
+            )
         })?),
     };
     let sockets = match src {
@@ -714,7 +741,10 @@ mod tests {
         let text = format!(
             "[vrrp.VI_1]\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nvirtual_ips = [\"192.0.2.100/24\"]\n"
         );
-        let mut c = crate::config::parse_str("t.toml", &text).unwrap().vrrp.remove(0);
+        let mut c = crate::config::parse_str("t.toml", &text)
+            .unwrap()
+            .vrrp
+            .remove(0);
         c.track = track;
         c
     }

@@ -35,7 +35,7 @@ pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> [u8; 32] {
     let mut m = [0u8; 32];
     m[0] = 136; // Neighbor Advertisement
     m[1] = 0; // code
-    // m[2..4] checksum, left to the kernel
+              // m[2..4] checksum, left to the kernel
     m[4] = 0x20; // R=0 S=0 O=1: unsolicited, override caches
     m[8..24].copy_from_slice(&target.octets());
     m[24] = 2; // option: Target Link-Layer Address

@@ -83,10 +83,7 @@ impl VrrpSockets {
             .map_err(|e| perm_hint(e, "opening a raw VRRP socket", "CAP_NET_RAW"))?;
         recv.bind_device(Some(ifname.as_bytes()))
             .map_err(|e| perm_hint(e, "binding to the interface", "CAP_NET_RAW"))?;
-        recv.join_multicast_v4_n(
-            &MCAST_V4,
-            &socket2::InterfaceIndexOrAddress::Index(ifindex),
-        )?;
+        recv.join_multicast_v4_n(&MCAST_V4, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
         recv.set_nonblocking(true)?;
 
         let send = Socket::new(Domain::IPV4, Type::RAW, proto)
@@ -166,7 +163,10 @@ fn recv_v4(sock: &Socket) -> io::Result<Received> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     let (n, _from) = sock.recv_from(&mut buf)?;
     // SAFETY: recv_from initialised the first n bytes.
-    let data: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+    let data: Vec<u8> = buf[..n]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
     let (meta, payload) = super::packet::strip_ipv4_header(&data)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
     Ok(Received {
