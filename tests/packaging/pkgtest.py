@@ -75,15 +75,17 @@ def rootfs_tarball(arch: str) -> Path:
     spec = f"{SUITE} {arch} {VARIANT} {','.join(sorted(INCLUDE))} {MIRROR}"
     key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     path = CACHE / f"{SUITE}-{arch}-{VARIANT}-{key}.tar"
-    if path.exists():
+    if path.is_file():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    # mmdebstrap picks its output format from the name: keep ".tar" last.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tar")
     try:
         run(
             [
                 "mmdebstrap",
                 "--quiet",
+                "--format=tar",
                 f"--variant={VARIANT}",
                 f"--arch={arch}",
                 f"--include={','.join(INCLUDE)}",
