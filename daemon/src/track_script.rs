@@ -72,6 +72,9 @@ impl ScriptWatch {
 /// The running track scripts of one config.
 pub struct ScriptRuntime {
     tasks: Vec<JoinHandle<()>>,
+    /// Kept so that, with no scripts, watchers wait instead of seeing a
+    /// closed channel.
+    tx: std::sync::Arc<watch::Sender<BTreeMap<String, bool>>>,
     rx: watch::Receiver<BTreeMap<String, bool>>,
 }
 
@@ -94,14 +97,16 @@ impl ScriptRuntime {
             .zip(users)
             .map(|(s, who)| tokio::spawn(run_script(s.clone(), who, tx.clone())))
             .collect();
-        Ok(ScriptRuntime { tasks, rx })
+        Ok(ScriptRuntime { tasks, tx, rx })
     }
 
     /// No scripts (what is left after `stop`).
     pub fn empty() -> ScriptRuntime {
+        let (tx, rx) = watch::channel(BTreeMap::new());
         ScriptRuntime {
             tasks: Vec::new(),
-            rx: watch::channel(BTreeMap::new()).1,
+            tx: std::sync::Arc::new(tx),
+            rx,
         }
     }
 
@@ -114,6 +119,7 @@ impl ScriptRuntime {
         for t in self.tasks {
             t.abort();
         }
+        drop(self.tx);
     }
 }
 
