@@ -182,7 +182,8 @@ fn recv_v4(sock: &Socket) -> io::Result<Received> {
 /// destination only come this way.
 fn recv_v6(sock: &Socket) -> io::Result<Received> {
     let mut buf = vec![0u8; 2048];
-    let mut ctrl = [0u8; 128];
+    // cmsghdr needs the alignment of size_t: a u64 array provides it.
+    let mut ctrl = [0u64; 16];
     // SAFETY: zeroed sockaddr_in6 and msghdr are valid initial values.
     let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
@@ -195,7 +196,7 @@ fn recv_v6(sock: &Socket) -> io::Result<Received> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctrl.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = ctrl.len();
+    msg.msg_controllen = std::mem::size_of_val(&ctrl);
     // SAFETY: msg points at live buffers sized as declared.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
@@ -210,9 +211,9 @@ fn recv_v6(sock: &Socket) -> io::Result<Received> {
         while !c.is_null() {
             let h = &*c;
             if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT {
-                ttl = *(libc::CMSG_DATA(c) as *const i32) as u8;
+                ttl = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32) as u8;
             } else if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_PKTINFO {
-                let pi = &*(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
+                let pi = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
                 dst = IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
