@@ -54,6 +54,15 @@ def dechunk(b):
         b = b[n + 2 :]
 
 
+def access_lines(h, n):
+    """The access lines, once at least `n` are written (each is written
+    just after its response, so a client can be a moment ahead)."""
+    deadline = time.time() + 3
+    while len(h.access_lines()) < n and time.time() < deadline:
+        time.sleep(0.05)
+    return h.access_lines()
+
+
 def backend_name(body):
     m = re.search(r"page from (web\d)", body)
     return m.group(1) if m else None
@@ -214,9 +223,10 @@ def test_keepalive_reuse_both_sides(backends_alive, make_halo):
     # Server side: pooled connections carry several requests each.
     assert max(conn_requests) >= 3
     # Client side: one client connection (one source port) for all nine.
-    ports = {re.search(r"client=127\.0\.0\.1:(\d+)", l).group(1) for l in h.access_lines()}
-    assert len(ports) == 1, h.access_lines()
-    assert len(h.access_lines()) == 9
+    lines = access_lines(h, 9)
+    ports = {re.search(r"client=127\.0\.0\.1:(\d+)", l).group(1) for l in lines}
+    assert len(ports) == 1, lines
+    assert len(lines) == 9
 
 
 def test_http10_client_gets_close_delimited(backends_alive, make_halo):
@@ -291,7 +301,7 @@ def test_close_delimited_response_rechunked(make_halo):
             r = s.get(url(h))
             assert r.text == "until close"
             assert r.headers.get("Transfer-Encoding") == "chunked"
-        ports = {re.search(r"client=127\.0\.0\.1:(\d+)", l).group(1) for l in h.access_lines()}
+        ports = {re.search(r"client=127\.0\.0\.1:(\d+)", l).group(1) for l in access_lines(h, 2)}
         assert len(ports) == 1
     finally:
         rb.close()
@@ -518,6 +528,7 @@ def test_access_log_line(backends_alive, make_halo):
     requests.get(url(h, "/?q=1"))
     # An empty connection is not logged (dontlognull defaults on).
     socket.create_connection(("127.0.0.1", h.port)).close()
+    lines = access_lines(h, 1)
     time.sleep(0.3)
     lines = h.access_lines()
     assert len(lines) == 1, lines

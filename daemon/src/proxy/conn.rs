@@ -269,6 +269,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     let shared = w.shared.clone();
     let t = &shared.svc.timeouts;
     let mut cbuf: Vec<u8> = Vec::with_capacity(BUF);
+    let mut bufs = Bufs::default();
     let mut first = true;
     loop {
         // === request head ===
@@ -352,7 +353,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             retries: 0,
             note: "",
         };
-        let keep = exchange(&w, &client, &mut cbuf, req, &mut log).await;
+        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, req, &mut log).await;
         log.emit(&shared);
         if !keep {
             linger(&client).await;
@@ -484,21 +485,32 @@ async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result
             });
         }
         if !queued {
-            let q = shared.queued.fetch_add(1, Ordering::Relaxed);
+            let q = shared.queued.fetch_add(1, Ordering::SeqCst);
             if q >= shared.svc.queue_len {
-                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
                 return Err(NoServer::QueueFull);
             }
             queued = true;
+            // A slot freed before `queued` was raised woke nobody: look again.
+            continue;
         }
         if timeout_at(queue_deadline.into(), notified).await.is_err() {
             break Err(NoServer::QueueTimeout);
         }
     };
     if queued {
-        shared.queued.fetch_sub(1, Ordering::Relaxed);
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
     }
     result
+}
+
+/// Buffers kept for the life of a client connection, reused per request.
+#[derive(Default)]
+struct Bufs {
+    /// Bytes on their way out (heads, encoded body data).
+    out: Vec<u8>,
+    /// Bytes read from the server.
+    sbuf: Vec<u8>,
 }
 
 /// One request/response exchange. Returns whether the client connection
@@ -507,6 +519,7 @@ async fn exchange<I: Io>(
     w: &Rc<Worker<I>>,
     client: &I::Stream,
     cbuf: &mut Vec<u8>,
+    bufs: &mut Bufs,
     req: http::RequestHead,
     log: &mut Log,
 ) -> bool {
@@ -515,16 +528,14 @@ async fn exchange<I: Io>(
     let t = &svc.timeouts;
     let n = svc.servers.len();
     let ip = log.peer.ip();
-    let mut out: Vec<u8> = Vec::with_capacity(BUF);
+    let out = &mut bufs.out;
+    out.clear();
 
     if req.expect_continue && req.body != BodyKind::None {
         // Answered here, and Expect is not forwarded: the body then flows
         // without a round trip to the server first.
         out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if write(client, &mut out, Instant::now() + t.client)
-            .await
-            .is_err()
-        {
+        if write(client, out, Instant::now() + t.client).await.is_err() {
             log.status = 400;
             log.note = "client gone";
             return false;
@@ -611,11 +622,11 @@ async fn exchange<I: Io>(
         // === request ===
         out.clear();
         let host = &shared.default_host[srv];
-        http::encode_request(&req, fwd, host, &mut out);
+        http::encode_request(&req, fwd, host, out);
         shared.stats.sent(srv, out.len() as u64);
         let sent_at = Instant::now();
         let body_res = if req.body == BodyKind::None {
-            write(&server, &mut out, sent_at + t.server)
+            write(&server, out, sent_at + t.server)
                 .await
                 .map_err(|e| e.map(Fail::ServerIo).unwrap_or(Fail::ServerTimeout))
                 .map(|_| 0)
@@ -628,7 +639,7 @@ async fn exchange<I: Io>(
                 t.server,
                 BodyDecoder::new(req.body),
                 BodyEncoder::new(req.body),
-                &mut out,
+                out,
                 Side::ClientToServer,
             )
             .await
@@ -644,11 +655,12 @@ async fn exchange<I: Io>(
         }
 
         // === response head ===
-        let mut sbuf: Vec<u8> = Vec::with_capacity(BUF);
+        let sbuf = &mut bufs.sbuf;
+        sbuf.clear();
         let resp = loop {
             let head = read_head(
                 &server,
-                &mut sbuf,
+                sbuf,
                 shared.limits,
                 &req.method,
                 sent_at + t.server,
@@ -660,11 +672,8 @@ async fn exchange<I: Io>(
                     if (100..200).contains(&resp.status) && resp.status != 101 {
                         // Interim responses go to HTTP/1.1 clients as they are.
                         if req.minor == 1 {
-                            http::encode_response(&resp, BodyKind::None, 1, true, false, &mut out);
-                            if write(client, &mut out, Instant::now() + t.client)
-                                .await
-                                .is_err()
-                            {
+                            http::encode_response(&resp, BodyKind::None, 1, true, false, out);
+                            if write(client, out, Instant::now() + t.client).await.is_err() {
                                 log.note = "client gone";
                                 return false;
                             }
@@ -720,13 +729,10 @@ async fn exchange<I: Io>(
                 log.note = "unrequested 101";
                 return send_error(client, log, 502, t.client).await;
             }
-            http::encode_response(&resp, BodyKind::None, req.minor, true, true, &mut out);
+            http::encode_response(&resp, BodyKind::None, req.minor, true, true, out);
             out.extend_from_slice(&sbuf);
             log.bytes += out.len() as u64;
-            if write(client, &mut out, Instant::now() + t.client)
-                .await
-                .is_err()
-            {
+            if write(client, out, Instant::now() + t.client).await.is_err() {
                 return false;
             }
             if !cbuf.is_empty() {
@@ -751,23 +757,23 @@ async fn exchange<I: Io>(
         // === response body ===
         let body_out = http::response_body_out(&resp, req.minor);
         let client_keep = req.keep_alive && body_out != BodyKind::Close;
-        http::encode_response(&resp, body_out, req.minor, client_keep, false, &mut out);
+        http::encode_response(&resp, body_out, req.minor, client_keep, false, out);
         let head_bytes = out.len() as u64;
         let res = if resp.body == BodyKind::None {
-            write(client, &mut out, Instant::now() + t.client)
+            write(client, out, Instant::now() + t.client)
                 .await
                 .map(|_| 0)
                 .map_err(|e| e.map(Fail::ClientIo).unwrap_or(Fail::ClientTimeout))
         } else {
             copy_body(
                 &server,
-                &mut sbuf,
+                sbuf,
                 t.server,
                 client,
                 t.client,
                 BodyDecoder::new(resp.body),
                 BodyEncoder::new(body_out),
-                &mut out,
+                out,
                 Side::ServerToClient,
             )
             .await
