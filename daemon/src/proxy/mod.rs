@@ -327,3 +327,59 @@ impl Drop for ConnGuard {
         self.0.conn_freed.notify_waiters();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services(bind: &str, io: &str) -> Vec<ProxyService> {
+        let text = format!(
+            "[proxy.web]\nbind = [\"{bind}\"]\nio = \"{io}\"\nworkers = 2\nservers = [{{ name = \"a\", address = \"127.0.0.1:9\" }}]\n"
+        );
+        crate::config::parse_str("t.toml", &text)
+            .expect("valid config")
+            .proxy
+    }
+
+    #[test]
+    fn bind_failure_names_the_address() {
+        // A plain listener without SO_REUSEPORT makes the port unavailable.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let svcs = services(&addr.to_string(), "epoll");
+        let board = HealthBoard::new(&svcs);
+        let err = start(&svcs, board)
+            .err()
+            .expect("bind must fail")
+            .to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("web"), "{err}");
+    }
+
+    #[test]
+    fn starts_and_stops_on_each_driver() {
+        for io in ["epoll", "auto"] {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let svcs = services(&format!("127.0.0.1:{port}"), io);
+            let board = HealthBoard::new(&svcs);
+            let rt = start(&svcs, board).expect("start");
+            assert!(["epoll", "io_uring"].contains(&rt.driver()));
+            if io == "epoll" {
+                assert_eq!(rt.driver(), "epoll");
+            }
+            rt.shutdown();
+        }
+    }
+
+    #[test]
+    fn freebind_allows_an_address_not_on_this_host() {
+        // 192.0.2.0/24 is TEST-NET-1: never configured here, like a VIP a
+        // backup does not hold yet. Nothing is sent to it.
+        let l = listen::bind("192.0.2.123:8080".parse().unwrap());
+        assert!(l.is_ok(), "{:?}", l.err());
+    }
+}
