@@ -105,6 +105,22 @@ def lab():
                     print(f"--- {node}/halo.log\n{l.log(node)[-3000:]}")
 
 
+def wait_counts(lab, n, want, timeout, what):
+    """Repeat `halo lab curl N` until its counts are `want`; on timeout, fail
+    with the last output so the reason is in the report."""
+    last = {}
+
+    def ok():
+        last["counts"], last["out"] = lab.curl(n)
+        return last["counts"] == want
+
+    try:
+        wait_for(ok, timeout, what, step=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last `halo lab curl {n}`:\n{last.get('out')}\n"
+                             f"status:\n{lab.run('status', check=False).stdout}") from None
+
+
 def assert_down_leaves_nothing(lab):
     pids = pids_in(lab_namespaces())
     assert pids, "a lab that is up has processes in its namespaces"
@@ -150,11 +166,10 @@ def test_backend_stopped_is_taken_out_then_back(lab):
     lab.run("up", "--lbs", "2", "--backends", "3")
     lab.run("stop", "web2")
     # fall = 3 checks at 1 s: within a few seconds no request goes to web2.
-    wait_for(lambda: lab.curl(6)[0] == {"web1": 3, "web3": 3, "failed": 0}, 20,
-             "web2 out of the rotation")
+    wait_counts(lab, 6, {"web1": 3, "web3": 3, "failed": 0}, 30, "web2 out of the rotation")
     lab.run("start", "web2")
-    wait_for(lambda: lab.curl(6)[0] == {"web1": 2, "web2": 2, "web3": 2, "failed": 0}, 20,
-             "web2 back in the rotation")
+    wait_counts(lab, 6, {"web1": 2, "web2": 2, "web3": 2, "failed": 0}, 30,
+                "web2 back in the rotation")
 
 
 def test_cut_lbs_is_split_brain_and_heal_ends_it(lab):
@@ -186,8 +201,8 @@ def test_keepalived_peer_comes_up_with_one_master_and_takes_over(lab):
     # Kill halo on lb1: keepalived on lb2 takes the VIP, halo's proxy there serves.
     lab.run("kill", "lb1")
     wait_for(lambda: holds_vip("lb2"), 15, "keepalived on lb2 to take the VIP")
-    wait_for(lambda: lab.curl(4)[0] == {"web1": 2, "web2": 2, "failed": 0}, 10,
-             "pages through lb2 (keepalived VIP, halo proxy)")
+    wait_counts(lab, 4, {"web1": 2, "web2": 2, "failed": 0}, 15,
+                "pages through lb2 (keepalived VIP, halo proxy)")
     assert_down_leaves_nothing(lab)
 
 

@@ -8,13 +8,16 @@
 //! This module is the command line and its dispatch. The layout and the
 //! generated config files are [`plan`] (pure), the system calls and
 //! shell-outs (`ip`, `nginx`, `keepalived`) are [`sys`], the HTTP probe is
-//! [`probe`], the commands are [`ops`] and the live view is [`watch`].
+//! [`probe`]; [`up`] builds and removes a lab, [`running`] finds and observes
+//! one, the other commands are [`ops`] and the live view is [`watch`].
 //! It does not install packages: it says which one is missing.
 
 pub mod ops;
 pub mod plan;
 pub mod probe;
+pub mod running;
 pub mod sys;
+pub mod up;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -148,13 +151,13 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             dir,
         } => {
             let spec = Spec::new(lbs, backends, peer).map_err(anyhow::Error::msg)?;
-            ops::up(
+            up::up(
                 &spec,
                 &dir.resolve(),
                 std::time::Duration::from_secs(timeout),
             )?;
         }
-        LabCmd::Down { dir } => ops::down(&dir.resolve())?,
+        LabCmd::Down { dir } => up::down(&dir.resolve())?,
         LabCmd::Status { dir } => ops::status(&dir.resolve())?,
         LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()),
         LabCmd::Watch {

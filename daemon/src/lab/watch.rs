@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::ops::Running;
 use super::plan::{Node, VIP};
 use super::probe::{self, ProbeError, Reply};
+use super::running::Running;
 use super::sys;
 
 const REDRAW: Duration = Duration::from_millis(200);

@@ -1,0 +1,405 @@
+//! `halo lab up` and `halo lab down`: writing the configs, building the
+//! namespaces, veths and bridge, starting the daemons and waiting for the
+//! lab to converge; and removing all of it again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::plan::{self, Node, Peer, Spec, BRIDGE, IFACE, SWITCH_NS, VIP};
+use super::probe::{self, Reply};
+use super::running::*;
+use super::sys;
+
+// === up ===
+
+pub fn up(spec: &Spec, dir: &Path, timeout: Duration) -> Result<()> {
+    let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL, NGINX];
+    if spec.peer == Peer::Keepalived {
+        tools.push(KEEPALIVED);
+    }
+    sys::require(&tools)?;
+    let existing = lab_namespaces()?;
+    if !existing.is_empty() {
+        bail!(
+            "a lab is already up ({}): `halo lab down` first",
+            existing.join(", ")
+        );
+    }
+    let t0 = Instant::now();
+    write_files(spec, dir)?;
+    if let Err(e) = build_network(spec) {
+        let _ = teardown();
+        return Err(e.context("building the lab network (removed what was built)"));
+    }
+    let lab = Running {
+        dir: dir.to_path_buf(),
+        lbs: spec.lbs().map(lb_num).collect(),
+        webs: (1..=spec.backends).collect(),
+        client: true,
+    };
+    let mut daemons = Vec::new();
+    for node in spec.webs().chain(spec.lbs()) {
+        match start_daemons(&lab, node) {
+            Ok(started) => daemons.extend(started),
+            Err(e) => {
+                let _ = teardown();
+                return Err(e.context("starting the lab (removed what was started)"));
+            }
+        }
+    }
+    let master = wait_ready(&lab, &daemons, timeout).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nThe lab is left running to look at: `halo lab status{f}`, logs in {d}/lb*/; \
+             `halo lab down{f}` removes it.",
+            f = lab.dir_flag(),
+            d = dir.display()
+        )
+    })?;
+    print_summary(spec, &lab, master, t0.elapsed());
+    Ok(())
+}
+
+pub(super) fn lb_num(n: Node) -> u8 {
+    match n {
+        Node::Lb(n) => n,
+        _ => unreachable!("spec.lbs() yields LBs"),
+    }
+}
+
+/// The generated configs. Rewritten on every `up`: the lab starts from a
+/// known state; edits are for `reload` within one lab session.
+pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
+    let write = |path: PathBuf, text: String| {
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    for node in spec.nodes() {
+        let own = dir.join(node.to_string());
+        fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
+        // A new lab starts new logs (start/reload append to them).
+        for log in ["halo.log", "keepalived.log", "error.log", "access.log"] {
+            let _ = fs::remove_file(own.join(log));
+        }
+        match node {
+            Node::Lb(n) => {
+                write(own.join("halo.toml"), plan::halo_toml(spec, n, dir))?;
+                let ka = own.join("keepalived.conf");
+                if spec.is_keepalived(n) {
+                    write(ka, plan::keepalived_conf(n))?;
+                } else if ka.exists() {
+                    fs::remove_file(&ka)?;
+                }
+            }
+            Node::Web(n) => {
+                fs::create_dir_all(own.join("tmp"))?;
+                write(own.join("nginx.conf"), plan::nginx_conf(n, dir))?;
+            }
+            Node::Client => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn add_netns(ns: &str) -> Result<()> {
+    sys::ip(&["netns", "add", ns])?;
+    sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    // No duplicate address detection: IPv6 link-local addresses work at once
+    // (ND and the VRRPv3 IPv6 exercises would otherwise wait for DAD).
+    for k in ["all", "default"] {
+        sys::exec_in(
+            ns,
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{k}.accept_dad=0")],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn build_network(spec: &Spec) -> Result<()> {
+    add_netns(SWITCH_NS)?;
+    let sw = |args: &[&str]| {
+        let mut all = vec!["-n", SWITCH_NS];
+        all.extend_from_slice(args);
+        sys::ip(&all)
+    };
+    sw(&["link", "add", BRIDGE, "type", "bridge"])?;
+    sw(&["link", "set", BRIDGE, "up"])?;
+    for node in spec.nodes() {
+        let ns = node.netns();
+        add_netns(&ns)?;
+        let port = node.port();
+        // Made in the switch namespace, the peer end moved straight into
+        // the node: no interface ever appears in the root namespace.
+        sw(&[
+            "link", "add", &port, "type", "veth", "peer", "name", IFACE, "netns", &ns,
+        ])?;
+        sw(&["link", "set", &port, "master", BRIDGE])?;
+        sw(&["link", "set", &port, "up"])?;
+        let addr = format!("{}/{}", node.addr(), plan::PREFIX_LEN);
+        sys::ip(&["-n", &ns, "addr", "add", &addr, "dev", IFACE])?;
+        sys::ip(&["-n", &ns, "link", "set", IFACE, "up"])?;
+    }
+    Ok(())
+}
+
+/// The last lines of a log, for error messages.
+pub(super) fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    all[from..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Wait until exactly one LB holds the VIP, every backend answers `/health`
+/// and requests through the VIP reach every backend (so the proxy has them
+/// all UP). Returns the master. Fails early if a daemon died.
+pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<u8> {
+    let end = Instant::now() + timeout;
+    let mut why;
+    loop {
+        for d in daemons {
+            if !sys::alive(d.pid) {
+                bail!(
+                    "{} on {} exited; the end of {}:\n{}",
+                    d.name,
+                    d.node,
+                    d.log.display(),
+                    tail(&d.log, 15)
+                );
+            }
+        }
+        let holders = lab.holders();
+        let health = backend_health(&lab.webs)?;
+        let down: Vec<String> = health
+            .iter()
+            .filter(|(_, r)| !matches!(r, Ok(Reply { status: 200, .. })))
+            .map(|(w, r)| match r {
+                Ok(rep) => format!("web{w} /health {}", rep.status),
+                Err(e) => format!("web{w} /health: {e}"),
+            })
+            .collect();
+        why = if holders.len() != 1 {
+            format!("{} LBs hold the VIP, want 1", holders.len())
+        } else if !down.is_empty() {
+            down.join("; ")
+        } else {
+            // Round robin over UP servers: 2 rounds reach every UP backend.
+            let rounds = 2 * lab.webs.len();
+            let seen = from_client(move || {
+                (0..rounds)
+                    .filter_map(|_| probe::get(vip_url(), "/", Duration::from_millis(500)).ok())
+                    .filter(|r| r.status == 200)
+                    .filter_map(|r| r.server)
+                    .collect::<Vec<_>>()
+            })?;
+            let missing: Vec<String> = lab
+                .webs
+                .iter()
+                .map(|w| format!("web{w}"))
+                .filter(|w| !seen.contains(w))
+                .collect();
+            if missing.is_empty() {
+                // The backups' view too: a failover must find every backend UP.
+                match not_all_up(lab) {
+                    None => return Ok(holders[0]),
+                    Some(why) => why,
+                }
+            } else {
+                format!(
+                    "requests to the VIP did not reach {} (got {:?})",
+                    missing.join(", "),
+                    seen
+                )
+            }
+        };
+        if Instant::now() > end {
+            bail!("still waiting: {why}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Why not every LB's halo reports every backend UP yet, if so.
+pub(super) fn not_all_up(lab: &Running) -> Option<String> {
+    for &n in &lab.lbs {
+        let Some(snap) = snapshot(lab, n) else {
+            return Some(format!(
+                "lb{n}'s halo does not answer on its control socket"
+            ));
+        };
+        let down: Vec<&str> = snap
+            .proxy
+            .iter()
+            .flat_map(|p| p.servers.iter())
+            .filter(|s| !s.healthy)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !down.is_empty() {
+            return Some(format!("lb{n} does not see {} UP yet", down.join(", ")));
+        }
+    }
+    None
+}
+
+pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
+    let f = lab.dir_flag();
+    println!(
+        "halo lab is up after {:.1} s: {} LBs, {} backends, VIP {VIP}, files in {}",
+        took.as_secs_f64(),
+        spec.lbs,
+        spec.backends,
+        lab.dir.display()
+    );
+    println!();
+    println!("  {:<7} {:<12} {:<40} state", "node", "address", "runs");
+    for l in spec.lbs() {
+        let n = lb_num(l);
+        let runs = if spec.is_keepalived(n) {
+            format!("keepalived VRRP (prio {}) + halo proxy", plan::priority(n))
+        } else {
+            format!("halo VRRP (prio {}) + proxy", plan::priority(n))
+        };
+        let state = if n == master {
+            format!("MASTER, holds {VIP}")
+        } else {
+            "BACKUP".to_string()
+        };
+        println!(
+            "  {:<7} {:<12} {runs:<40} {state}",
+            l.to_string(),
+            l.addr().to_string()
+        );
+    }
+    for w in spec.webs() {
+        println!(
+            "  {:<7} {:<12} {:<40} UP",
+            w.to_string(),
+            w.addr().to_string(),
+            "nginx"
+        );
+    }
+    println!(
+        "  {:<7} {:<12} {:<40}",
+        "client",
+        Node::Client.addr().to_string(),
+        "(you: halo lab curl / exec client)"
+    );
+    println!("  {:<7} {:<12} bridge {BRIDGE}", "switch", SWITCH_NS);
+    if spec.peer == Peer::Keepalived {
+        println!();
+        println!(
+            "  lb{} runs Debian's keepalived for VRRP (the same vrid {}, VRRPv3) and halo with only",
+            spec.lbs,
+            plan::VRID
+        );
+        println!("  a [proxy] section: keepalived holds the VIP, halo serves what arrives on it.");
+    }
+    println!();
+    println!("Next, try:");
+    let m = Node::Lb(master);
+    let tips = [
+        (
+            format!("halo lab curl 9{f}"),
+            "requests through the VIP, round robin over the webs".to_string(),
+        ),
+        (
+            format!("halo lab watch{f}"),
+            "live view: master, traffic, failures (Ctrl-C to quit)".to_string(),
+        ),
+        (
+            format!("halo lab kill {m}{f}"),
+            "crash the master and see the VIP move".to_string(),
+        ),
+        (
+            format!("halo lab stop web1{f}"),
+            "a backend fails: health checks take it out".to_string(),
+        ),
+        (
+            format!("halo lab cut lbs{f}"),
+            "partition the LBs: split brain (heal with `heal lbs`)".to_string(),
+        ),
+        (
+            format!("halo lab exec {m} -- tcpdump -ni eth0 vrrp"),
+            "the adverts on the wire".to_string(),
+        ),
+        (
+            format!("halo lab status{f}"),
+            "who is master, backends' health".to_string(),
+        ),
+        (format!("halo lab down{f}"), "remove everything".to_string()),
+    ];
+    for (cmd, what) in tips {
+        println!("  {cmd:<46} {what}");
+    }
+    println!();
+    println!(
+        "Configs: {}/lb1/halo.toml (edit, then `halo lab reload lb1{f}`); exercises in docs/labs/.",
+        lab.dir.display()
+    );
+}
+
+// === down ===
+
+/// Kill every process in the lab's namespaces, delete the namespaces, and
+/// remove runtime files (pid files, sockets) from the lab directory.
+/// Idempotent, and needs nothing recorded.
+pub fn down(dir: &Path) -> Result<()> {
+    sys::require(&[IPROUTE])?;
+    let (namespaces, killed) = teardown()?;
+    // Runtime files only; configs and logs stay for students to read.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let is_node = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| Node::parse(n).is_ok());
+            for f in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                if is_node && (name.ends_with(".pid") || name.ends_with(".sock")) {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+    }
+    if namespaces == 0 {
+        println!("no lab was up; nothing to remove");
+    } else {
+        println!(
+            "removed {namespaces} namespaces and {killed} processes; configs and logs stay in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Returns (namespaces removed, processes killed).
+pub(super) fn teardown() -> Result<(usize, usize)> {
+    let namespaces = lab_namespaces()?;
+    let mut pids = Vec::new();
+    for ns in &namespaces {
+        pids.extend(sys::netns_pids(ns));
+    }
+    for &p in &pids {
+        sys::signal(p, libc::SIGKILL);
+    }
+    if !sys::wait_gone(&pids, Duration::from_secs(10)) {
+        bail!("some lab processes survived SIGKILL for 10 s: {pids:?}");
+    }
+    for ns in &namespaces {
+        // Removing the namespace removes its veth end, and the switch's.
+        if let Err(e) = sys::ip(&["netns", "del", ns]) {
+            if sys::netns_exists(ns) {
+                return Err(e);
+            }
+        }
+    }
+    Ok((namespaces.len(), pids.len()))
+}
