@@ -140,7 +140,11 @@ class Cluster:
                 # Its own network namespace: VIPs, raw VRRP sockets, nftables.
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW"]
         log = open(os.path.join(self.work, name + ".console"), "w")
-        self.hosts[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # /proc/sys/net is the host's own namespace's: let it write there
+        # (net.ipv4.ip_nonlocal_bind from role common).
+        env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
+        self.hosts[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env)
 
     def console(self, name):
         try:
