@@ -89,6 +89,15 @@ impl fmt::Display for Node {
     }
 }
 
+/// Is this namespace one of the lab's? Exactly `halo-sw` and `halo-<node>`,
+/// so `halo lab down` never touches another tool's `halo-something`.
+pub fn is_lab_netns(ns: &str) -> bool {
+    ns == SWITCH_NS
+        || ns
+            .strip_prefix(PREFIX)
+            .is_some_and(|n| Node::parse(n).is_ok())
+}
+
 /// What speaks VRRP on the last LB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
@@ -317,6 +326,25 @@ mod tests {
             assert!(n.port().len() <= 15, "{}", n.port());
             assert!(n.netns().starts_with(PREFIX));
             assert_eq!(n.addr().octets()[..3], [192, 0, 2]);
+        }
+    }
+
+    #[test]
+    fn only_the_labs_own_namespaces_are_the_labs() {
+        for ns in ["halo-sw", "halo-lb1", "halo-web9", "halo-client"] {
+            assert!(is_lab_netns(ns), "{ns}");
+        }
+        // Other tools' and tests' namespaces (tests/netns.py: h<pid><tag>-...).
+        for ns in [
+            "halo-test",
+            "halo-lb10",
+            "halo-",
+            "h1234vr1-lb1",
+            "lb1",
+            "halo-sw2",
+            "xhalo-lb1",
+        ] {
+            assert!(!is_lab_netns(ns), "{ns}");
         }
     }
 

@@ -133,12 +133,7 @@ pub(super) fn dir_flag(dir: &Path) -> String {
 pub(super) fn lab_namespaces() -> Result<Vec<String>> {
     Ok(sys::netns_with_prefix(PREFIX)?
         .into_iter()
-        .filter(|ns| {
-            ns == SWITCH_NS
-                || ns
-                    .strip_prefix(PREFIX)
-                    .is_some_and(|n| Node::parse(n).is_ok())
-        })
+        .filter(|ns| plan::is_lab_netns(ns))
         .collect())
 }
 
