@@ -9,7 +9,7 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(deps fmt unit integration packaging image)
+[ ${#stages[@]} -gt 0 ] || stages=(deps fmt unit integration packaging image ansible)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 failed=()
@@ -63,6 +63,10 @@ fi
 
 if want image && [ -x tests/image/run.sh ]; then
   stage image bash tests/image/run.sh
+fi
+
+if want ansible && [ -x tests/ansible/run.sh ]; then
+  stage ansible bash tests/ansible/run.sh
 fi
 
 echo
