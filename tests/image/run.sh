@@ -90,13 +90,14 @@ build_deb() {
   export HALO_IMAGE_DEB
 }
 
+# cold: the base root tarball for the current image/base/ is not cached yet.
+kind=warm
+[ -f "$(image/halo-image base-path)" ] || kind=cold
+
 build_image() {
-  local cache=${HALO_IMAGE_CACHE:-$out/cache}
-  local cold=warm
-  compgen -G "$cache/base-*.tar" >/dev/null || cold=cold
   local t0=$SECONDS
   image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"
-  echo "$cold $((SECONDS - t0))" >"$out/build-time.txt"
+  echo "$kind $((SECONDS - t0))" >"$out/build-time.txt"
   export HALO_IMAGE=$out/halo-pi-arm64.img
 }
 
@@ -122,6 +123,6 @@ step "apt packages" install_deps
 step "qemu-system-aarch64" ensure_qemu
 step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
-step "image build ($(compgen -G "${HALO_IMAGE_CACHE:-$out/cache}/base-*.tar" >/dev/null && echo warm || echo cold))" build_image
+step "image build ($kind)" build_image
 step "plain image + --base customisation" build_base_variant
 step "pytest tests/image (static, node, boot)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
