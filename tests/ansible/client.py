@@ -6,8 +6,9 @@ namespace during the rolling upgrade:
 One new TCP connection per request (as a browser's first request), a short
 pause between requests. It stops at the stop file, N requests or S seconds,
 whichever comes first, then prints one JSON object: requests, ok, failed,
-the first failures, which backends answered, and the longest gap between
-two successful responses (seconds).
+the first failures, which backends answered, the longest gap between two
+successful responses and every gap over 0.5 s as [start, length] (seconds
+from the loop's start).
 """
 
 import argparse
@@ -36,6 +37,7 @@ def main():
     n = ok = 0
     failures = []
     served = {}
+    slow = []  # (start, length) of every gap over 0.5 s
     while n < a.max_requests and time.monotonic() - start < a.max_seconds and not os.path.exists(a.stop_file):
         n += 1
         t0 = time.monotonic()
@@ -51,6 +53,8 @@ def main():
             ok += 1
             served[m.group(1).strip("<>/p")] = served.get(m.group(1).strip("<>/p"), 0) + 1
             now = time.monotonic()
+            if now - last_ok > 0.5 and len(slow) < 20:
+                slow.append([round(last_ok - start, 3), round(now - last_ok, 3)])
             if now - last_ok > longest_gap:
                 longest_gap, longest_gap_at = now - last_ok, last_ok - start
             last_ok = now
@@ -62,6 +66,7 @@ def main():
         "requests": n, "ok": ok, "failed": n - ok, "failures": failures, "served": served,
         "seconds": round(time.monotonic() - start, 3),
         "longest_gap_s": round(longest_gap, 3), "longest_gap_at_s": round(longest_gap_at, 3),
+        "gaps_over_half_s": slow,
     }))
 
 

@@ -87,6 +87,10 @@ def test_second_run_changes_nothing(cluster, debs):
 def test_rolling_upgrade_fails_no_request(cluster, debs):
     new_version = subprocess.run(["dpkg-deb", "--field", debs[1], "Version"], capture_output=True, text=True,
                                  check=True).stdout.strip()
+    def main_pids():
+        return {lb: cluster.ssh(lb, "systemctl show --property=MainPID --value halo").stdout.strip() for lb in ("lb1", "lb2")}
+
+    pids_before = main_pids()
     stop = os.path.join(cluster.work, "client.stop")
     client = subprocess.Popen(cluster.in_ctl(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
                                               "--stop-file", stop, "--max-requests", "30000",
@@ -112,6 +116,9 @@ def test_rolling_upgrade_fails_no_request(cluster, debs):
         assert v == new_version, (lb, v)
     # The upgrade order: the backup first, the master last, and the master
     # ends as master again.
+    # A new binary: postinst restarted halo rather than reloading it.
+    pids_after = main_pids()
+    assert all(pids_after[lb] not in ("", "0", pids_before[lb]) for lb in pids_before), (pids_before, pids_after)
     upgrade = out.split("PLAY [Upgrade halo, one load balancer at a time]", 1)[1]
     assert upgrade.index("[lb2]") < upgrade.index("[lb1]"), "the backup lb2 goes first"
     assert master_of(cluster) == "lb1"
