@@ -159,18 +159,36 @@ def test_ipv6_vip_with_v3(topo, tmp):
     wait_for(lambda: vip6 in t.addrs("lb2"), 5, "lb2 to take the IPv6 VIP")
 
 
+def mac(t, name):
+    return t.exec(name, "cat", "/sys/class/net/eth0/address").stdout.strip()
+
+
+def client_mac_for_vip(t):
+    r = t.exec("client", "ip", "neigh", "show", VIP, "dev", "eth0", check=False)
+    parts = r.stdout.split()
+    return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
+
+
 def test_split_brain_heals_to_one_master(topo, tmp):
+    topo.host("client", "192.0.2.2/24")
     pair(topo, tmp)
     one_master(topo, ["lb1", "lb2"], "lb1")
+    topo.exec("client", "ping", "-c", "1", "-W", "1", VIP)
+    assert client_mac_for_vip(topo) == mac(topo, "lb1")
     # Partition the LBs from each other only (bridge port isolation: links
-    # stay up, so neither goes to FAULT). Both become master: split brain.
+    # stay up, so neither goes to FAULT). Both become master: split brain,
+    # and lb2's gratuitous ARP points the client at lb2.
     ports = [topo.port_of("lb1"), topo.port_of("lb2")]
     for p in ports:
         topo.exec("sw", "bridge", "link", "set", "dev", p, "isolated", "on")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1", "lb2"], 5, "split brain")
+    wait_for(lambda: client_mac_for_vip(topo) == mac(topo, "lb2"), 5, "client to follow lb2's GARP")
     for p in ports:
         topo.exec("sw", "bridge", "link", "set", "dev", p, "isolated", "off")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "split brain to heal")
+    # The winner re-announces the VIP when it hears the loser's advert;
+    # without that the client keeps the loser's MAC until its entry expires.
+    wait_for(lambda: client_mac_for_vip(topo) == mac(topo, "lb1"), 3, "client to learn lb1's MAC again")
 
 
 def test_cable_cut_at_switch_is_a_fault(topo, tmp):

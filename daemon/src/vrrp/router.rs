@@ -517,9 +517,17 @@ impl VirtualRouter {
             self.change_state(now, State::Backup, why);
         } else {
             // Lower: RFC says discard; answering at once makes the other
-            // master back off now rather than at our next advert.
+            // master back off now rather than at our next advert. Another
+            // master means hosts and switches may have learnt its MAC for
+            // the VIPs (a healed split brain): announce them again, or
+            // clients keep talking to the loser until their ARP entry
+            // expires (keepalived does the same).
             self.counters.lower_priority_answered += 1;
             self.send_advert(now);
+            self.garp_left = self.p.garp_repeat;
+            if self.garp_left > 0 {
+                self.garp_round(now);
+            }
         }
     }
 

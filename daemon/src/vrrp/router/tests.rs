@@ -478,10 +478,13 @@ fn master_equal_priority_tie_break_on_address() {
     assert_eq!(r.state(), State::Master);
     assert_eq!(
         drain(&mut r),
-        vec![Action::SendAdvert {
-            priority: 100,
-            interval_cs: 100
-        }]
+        vec![
+            Action::SendAdvert {
+                priority: 100,
+                interval_cs: 100
+            },
+            Action::SendGarp
+        ]
     );
 }
 
@@ -521,12 +524,18 @@ fn master_answers_lower_priority_at_once() {
     let t1 = t + ms(400);
     r.handle_advert(t1, ip(B), &advert(&r, 99, 100)).unwrap();
     assert_eq!(r.state(), State::Master);
+    // The advert makes the other master back off; the GARP takes the VIPs'
+    // ARP entries back from it (regression: after a healed split brain the
+    // client kept the loser's MAC for 40 s).
     assert_eq!(
         drain(&mut r),
-        vec![Action::SendAdvert {
-            priority: 100,
-            interval_cs: 100
-        }]
+        vec![
+            Action::SendAdvert {
+                priority: 100,
+                interval_cs: 100
+            },
+            Action::SendGarp
+        ]
     );
     assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
     assert_eq!(r.counters().lower_priority_answered, 1);
