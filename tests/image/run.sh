@@ -85,8 +85,12 @@ enable_binfmt() {
 build_deb() {
   # daemon/debian/build-deb.sh builds the aarch64 binary first (cargo,
   # incremental) and prints the .deb's path last.
-  HALO_IMAGE_DEB=$(bash daemon/debian/build-deb.sh arm64 | tail -n1)
-  [ -f "$HALO_IMAGE_DEB" ] || { echo "image: no arm64 .deb built" >&2; return 1; }
+  local deb
+  deb=$(bash daemon/debian/build-deb.sh arm64 | tail -n1)
+  [ -f "$deb" ] || { echo "image: no arm64 .deb built" >&2; return 1; }
+  # A copy: the packaging tests clear target/debian/ when they rebuild.
+  cp "$deb" "$out/"
+  HALO_IMAGE_DEB=$out/$(basename "$deb")
   export HALO_IMAGE_DEB
 }
 
