@@ -488,8 +488,11 @@ impl VirtualRouter {
     fn master_receive(&mut self, now: Instant, src: IpAddr, adv: &Advert) {
         let ours = self.effective;
         if adv.priority == 0 {
-            // A former master left while we are master: assert ourselves.
+            // A former master left while we are master (a healed split
+            // brain, or a stale master shutting down): assert ourselves and
+            // take the VIPs' ARP/ND entries back.
             self.send_advert(now);
+            self.reannounce(now);
             return;
         }
         let higher = adv.priority > ours;
@@ -524,10 +527,7 @@ impl VirtualRouter {
             // expires (keepalived does the same).
             self.counters.lower_priority_answered += 1;
             self.send_advert(now);
-            self.garp_left = self.p.garp_repeat;
-            if self.garp_left > 0 {
-                self.garp_round(now);
-            }
+            self.reannounce(now);
         }
     }
 
@@ -627,6 +627,12 @@ impl VirtualRouter {
                 self.garp_left = 0;
                 self.arm_master_down(now, self.master_down_interval());
                 if from == State::Master {
+                    // Stepping down for a better master: say so with
+                    // priority 0 (as on shutdown), so the winner
+                    // re-announces the VIPs. Hosts that followed our
+                    // gratuitous ARP during a split brain would otherwise
+                    // keep our MAC until their ARP entries expire.
+                    self.push_advert(0, self.p.advert_interval_cs);
                     self.actions.push_back(Action::DelVips);
                 }
             }
@@ -711,6 +717,14 @@ impl VirtualRouter {
     }
 
     /// One GARP round now, then schedule the next.
+    /// A full gratuitous ARP / NA burst again, as on becoming master.
+    fn reannounce(&mut self, now: Instant) {
+        self.garp_left = self.p.garp_repeat;
+        if self.garp_left > 0 {
+            self.garp_round(now);
+        }
+    }
+
     fn garp_round(&mut self, now: Instant) {
         self.counters.garp_rounds += 1;
         self.actions.push_back(Action::SendGarp);

@@ -429,12 +429,17 @@ fn master_answers_priority_zero_with_an_advert() {
     let t1 = t + ms(300);
     r.handle_advert(t1, ip(B), &advert(&r, 0, 100)).unwrap();
     assert_eq!(r.state(), State::Master);
+    // The advert asserts us; the GARP takes back hosts that followed the
+    // other master (it says priority 0 when it steps down).
     assert_eq!(
         drain(&mut r),
-        vec![Action::SendAdvert {
-            priority: 100,
-            interval_cs: 100
-        }]
+        vec![
+            Action::SendAdvert {
+                priority: 100,
+                interval_cs: 100
+            },
+            Action::SendGarp
+        ]
     );
     assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
 }
@@ -453,7 +458,18 @@ fn master_yields_to_higher_priority() {
         reason(&acts),
         "higher priority 101 from 192.0.2.12 > our 100"
     );
-    assert_eq!(acts[1..], [Action::DelVips]);
+    // Stepping down is announced with priority 0 so the winner re-announces
+    // the VIPs (clients may have followed our GARP in a split brain).
+    assert_eq!(
+        acts[1..],
+        [
+            Action::SendAdvert {
+                priority: 0,
+                interval_cs: 100
+            },
+            Action::DelVips
+        ]
+    );
     // v3: the new master's 50 cs interval is learned: 1.5 s + 156*50/256 cs.
     assert_eq!(r.poll_timeout(), Some(t1 + ns(1_804_687_500)));
     assert_eq!(r.master(), Some((ip(B), 101)));
