@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,7 +62,9 @@ class Cluster:
         self.key = os.path.join(self.work, "id_ed25519")
         shutil.copy(os.path.join(image_dir, "id_ed25519"), self.key)
         os.chmod(self.key, 0o600)
-        self.hosts = {}  # name -> Popen (systemd-nspawn)
+        self.hosts = {}  # name -> Popen (systemd-nspawn), the current boot
+        self.supervisors = {}  # name -> thread that boots it again on reboot
+        self.closing = threading.Event()
         self.mounts = []
         self.namespaces = []
 
@@ -82,6 +85,7 @@ class Cluster:
         self.close()
 
     def close(self):
+        self.closing.set()
         # SIGTERM makes nspawn shut the container's systemd down in order.
         for p in self.hosts.values():
             if p.poll() is None:
@@ -92,6 +96,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+        for t in self.supervisors.values():
+            t.join(timeout=10)
         for m in reversed(self.mounts):
             run(["umount", "-l", m], check=False)
         for ns in reversed(self.namespaces):
@@ -139,12 +145,27 @@ class Cluster:
                 "--network-namespace-path", f"/run/netns/{self.prefix + name}",
                 # Its own network namespace: VIPs, raw VRRP sockets, nftables.
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW"]
-        log = open(os.path.join(self.work, name + ".console"), "w")
+        log = open(os.path.join(self.work, name + ".console"), "a")
         # /proc/sys/net is the host's own namespace's: let it write there
         # (net.ipv4.ip_nonlocal_bind from role common).
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
-        self.hosts[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=env)
+
+        def start():
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+        # A reboot inside the container makes nspawn exit with 133; boot it
+        # again, as systemd-nspawn@.service does (RestartForceExitStatus=133),
+        # so that reboot.yml works. At most 20 reboots per host.
+        def supervise():
+            for _ in range(20):
+                rc = self.hosts[name].wait()
+                if rc != 133 or self.closing.is_set():
+                    return
+                self.hosts[name] = start()
+
+        self.hosts[name] = start()
+        self.supervisors[name] = threading.Thread(target=supervise, daemon=True)
+        self.supervisors[name].start()
 
     def console(self, name):
         try:

@@ -154,3 +154,17 @@ def test_failover_when_halo_stops_on_the_master(cluster):
     finally:
         cluster.ssh("lb1", "systemctl start halo")
     wait_for("lb1 MASTER again", lambda: master_of(cluster) == "lb1", timeout=60)
+
+
+def test_reboot_one_host_at_a_time(cluster):
+    """reboot.yml: every host goes down and comes back (a new boot id), one
+    at a time; afterwards the VIP answers and lb1 is master again."""
+    boot_ids = lambda: {n: cluster.ssh(n, "cat /proc/sys/kernel/random/boot_id").stdout.strip() for n in HOSTS}
+    before = boot_ids()
+    rc, out, recap = cluster.playbook("reboot.yml")
+    assert rc == 0, out[-6000:]
+    after = boot_ids()
+    assert all(after[n] and after[n] != before[n] for n in HOSTS), (before, after)
+    wait_for("lb1 MASTER after the reboots", lambda: master_of(cluster) == "lb1", timeout=60)
+    rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
+    assert served_by(body) in ("web1", "web2")
