@@ -28,11 +28,23 @@ fuzz_target!(|data: &[u8]| {
         except: false,
     };
     encode_request(&req, fwd, "backend", &mut out);
-    let m = check_head(&out, HeadLimits { max_head_bytes: 1 << 20, max_headers: 1024 })
-        .expect("re-encoded head is valid")
-        .expect("re-encoded head is complete");
-    let again = parse_request(&out[..m], HeadLimits { max_head_bytes: 1 << 20, max_headers: 1024 })
-        .expect("re-encoded head parses");
+    let m = check_head(
+        &out,
+        HeadLimits {
+            max_head_bytes: 1 << 20,
+            max_headers: 1024,
+        },
+    )
+    .expect("re-encoded head is valid")
+    .expect("re-encoded head is complete");
+    let again = parse_request(
+        &out[..m],
+        HeadLimits {
+            max_head_bytes: 1 << 20,
+            max_headers: 1024,
+        },
+    )
+    .expect("re-encoded head parses");
     assert_eq!(again.body, req.body);
     assert_eq!(again.method, req.method);
     assert_eq!(again.target, req.target);

@@ -12,7 +12,11 @@ const LIM: HeadLimits = HeadLimits {
     max_headers: 64,
 };
 
-fn decode(kind: halo::proxy::http::BodyKind, input: &[u8], piece: usize) -> Option<(Vec<u8>, usize)> {
+fn decode(
+    kind: halo::proxy::http::BodyKind,
+    input: &[u8],
+    piece: usize,
+) -> Option<(Vec<u8>, usize)> {
     let mut dec = BodyDecoder::new(kind);
     let mut out = Vec::new();
     let mut used = 0;
