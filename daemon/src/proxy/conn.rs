@@ -730,7 +730,7 @@ async fn exchange<I: Io>(
                 return send_error(client, log, 502, t.client).await;
             }
             http::encode_response(&resp, BodyKind::None, req.minor, true, true, out);
-            out.extend_from_slice(&sbuf);
+            out.extend_from_slice(sbuf);
             log.bytes += out.len() as u64;
             if write(client, out, Instant::now() + t.client).await.is_err() {
                 return false;
