@@ -535,3 +535,36 @@ def test_access_log_line(backends_alive, make_halo):
     line = lines[0]
     for field in ("service=web", 'server="web1"', "status=200", "Tq=", "Tw=", "Tc=", "Tr=", "Tt=", "GET /?q=1"):
         assert field in line, line
+
+
+def test_server_maxconn_queue_full_is_503(backends_alive, make_halo):
+    big = backends_alive[0].big_file("big.bin", 100 * 1024 * 1024)
+    h = make_halo(servers_of(backends_alive[:1], maxconn=1), queue=0)
+    held = requests.get(url(h, big), stream=True, timeout=10)
+    try:
+        assert held.status_code == 200
+        r = requests.get(url(h))
+        assert r.status_code == 503
+    finally:
+        held.close()
+    # The slot comes back once the held request ends.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if requests.get(url(h)).status_code == 200:
+            break
+        time.sleep(0.2)
+    assert requests.get(url(h)).status_code == 200
+
+
+def test_server_timeout_is_504(make_halo):
+    def handler(b, c):
+        read_head(c)
+        time.sleep(4)
+
+    rb = RawBackend(handler)
+    try:
+        h = make_halo([dict(name="mute", address=f"127.0.0.1:{rb.port}")], timeouts={"server": "1s"})
+        r = requests.get(url(h), timeout=10)
+        assert r.status_code == 504
+    finally:
+        rb.close()
