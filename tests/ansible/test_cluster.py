@@ -84,6 +84,12 @@ def test_second_run_changes_nothing(cluster, debs):
     assert set(changed) == set(HOSTS) and all(v == 0 for v in changed.values()), (changed, out[-6000:])
 
 
+def test_install_playbook_changes_nothing_after_site(cluster, debs):
+    rc, out, recap = cluster.playbook("install.yml", {"halo_deb": debs[0]})
+    assert rc == 0, out[-6000:]
+    assert set(recap) == set(HOSTS) and all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
+
+
 def test_rolling_upgrade_fails_no_request(cluster, debs):
     new_version = subprocess.run(["dpkg-deb", "--field", debs[1], "Version"], capture_output=True, text=True,
                                  check=True).stdout.strip()
@@ -168,3 +174,11 @@ def test_reboot_one_host_at_a_time(cluster):
     wait_for("lb1 MASTER after the reboots", lambda: master_of(cluster) == "lb1", timeout=60)
     rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
     assert served_by(body) in ("web1", "web2")
+
+
+def test_shutdown_powers_every_host_off(cluster):
+    """shutdown.yml, last: every host's systemd powers off (nspawn exits 0)."""
+    rc, out, recap = cluster.playbook("shutdown.yml")
+    assert rc == 0, out[-6000:]
+    for name in HOSTS:
+        assert cluster.hosts[name].wait(timeout=60) == 0, name
