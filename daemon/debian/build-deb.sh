@@ -144,6 +144,10 @@ echo "misc:Depends=" >>"$work/debian/substvars"
 epoch=$(dpkg-parsechangelog -l "$changelog" -S Timestamp)
 find "$stage" -exec touch -h -d "@$epoch" {} +
 pkg=$out/halo_${version}_$arch.deb
-SOURCE_DATE_EPOCH=$epoch dpkg-deb --root-owner-group -Zxz --build "$stage" "$pkg" >/dev/null
+# Built aside and renamed into place: other scripts (tests, the image and
+# ansible builds) may build or read the same package at the same time.
+SOURCE_DATE_EPOCH=$epoch dpkg-deb --root-owner-group -Zxz --build "$stage" "$work/halo.deb" >/dev/null
+mv -f "$work/halo.deb" "$pkg.$$.tmp"
+mv -f "$pkg.$$.tmp" "$pkg"
 log "$pkg ($(stat -c %s "$pkg") bytes)"
 echo "$pkg"

@@ -52,7 +52,6 @@ enable_binfmt() {
 }
 
 build_debs() {
-  rm -f target/debian/halo_*.deb
   bash daemon/debian/build-deb.sh amd64
   # The upgrade test's package: same binary, version + "+test1".
   HALO_DEB_BIN=target/release/halo HALO_DEB_VERSION_SUFFIX=+test1 bash daemon/debian/build-deb.sh amd64
