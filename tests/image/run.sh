@@ -55,7 +55,7 @@ qemu_dir=/var/cache/halo-tests/qemu-system
 ensure_qemu() {
   if command -v qemu-system-aarch64 >/dev/null; then
     HALO_QEMU=$(command -v qemu-system-aarch64)
-  elif DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+  elif DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-remove --no-install-recommends \
     qemu-system-arm >/dev/null 2>&1; then
     HALO_QEMU=$(command -v qemu-system-aarch64)
   else
