@@ -33,6 +33,10 @@ in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
 grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt" ||
 	{ echo "customize-hook: cmdline.txt does not name LABEL=RASPIROOT" >&2; exit 1; }
 
+# mmdebstrap leaves the build machine's resolv.conf behind; a card's
+# nameservers come from node.toml (dns), written by halo-firstboot.
+printf '# halo image: halo-firstboot writes nameservers from halo/node.toml (dns).\n' >"$r/etc/resolv.conf"
+
 # Root's password locked: SSH keys only (halo-firstboot installs them).
 in_root usermod -p '!' root
 # Per-card identity is made at first boot.
