@@ -61,20 +61,38 @@ struct ProxySide {
 }
 
 impl ProxySide {
-    fn start(
-        services: &[ProxyService],
-        prev: Option<&crate::stats::ProxyStats>,
-    ) -> Result<ProxySide> {
+    /// Start a generation; on reload `prev` is the running one, whose
+    /// counters carry over and whose listening sockets are shared.
+    fn start(services: &[ProxyService], prev: Option<&mut ProxySide>) -> Result<ProxySide> {
         let board = HealthBoard::new(services);
-        let stats = crate::stats::ProxyStats::new(services, prev);
+        let stats = crate::stats::ProxyStats::new(services, prev.as_ref().map(|p| &*p.stats));
         let health = health::spawn(services, board.clone()).context("starting health checks")?;
-        let proxy = if services.is_empty() {
-            None
-        } else {
-            Some(
-                proxy::start_with_stats(services, board.clone(), stats.clone())
+        let prev_proxy = prev.map(|p| &mut p.proxy);
+        let proxy = match prev_proxy {
+            _ if services.is_empty() => None,
+            // A reload: hand the running workers the new configuration when
+            // their listeners stay the same, else a new generation that
+            // shares the old one's listening sockets.
+            Some(slot) if slot.is_some() => {
+                let running = slot.as_mut().expect("checked");
+                if running.reconfigure(services, board.clone(), stats.clone()) {
+                    slot.take()
+                } else {
+                    Some(
+                        proxy::start_generation(
+                            services,
+                            board.clone(),
+                            stats.clone(),
+                            Some(running),
+                        )
+                        .context("starting the proxy")?,
+                    )
+                }
+            }
+            _ => Some(
+                proxy::start_generation(services, board.clone(), stats.clone(), None)
                     .context("starting the proxy")?,
-            )
+            ),
         };
         Ok(ProxySide {
             board,
@@ -95,13 +113,16 @@ impl ProxySide {
         }
     }
 
-    /// Stop in the background: `ProxyRuntime::shutdown` joins threads.
-    fn stop(mut self) -> JoinHandle<()> {
+    /// Stop in the background (`ProxyRuntime` joins threads). With a
+    /// `drain` grace period, requests in flight finish first: a reload.
+    fn stop(mut self, drain: Option<Duration>) -> JoinHandle<()> {
         let proxy = self.proxy.take();
         let health = self.health.take();
         tokio::task::spawn_blocking(move || {
-            if let Some(p) = proxy {
-                p.shutdown();
+            match (proxy, drain) {
+                (Some(p), Some(grace)) => p.drain(grace),
+                (Some(p), None) => p.shutdown(),
+                (None, _) => {}
             }
             if let Some(h) = health {
                 h.shutdown();
@@ -381,7 +402,7 @@ impl Daemon {
         // Proxy: a changed service set starts a new generation beside the
         // old one (SO_REUSEPORT lets both listen), then the old one stops.
         if new.proxy != self.cfg.proxy {
-            let side = match ProxySide::start(&new.proxy, Some(&self.proxy.stats)) {
+            let side = match ProxySide::start(&new.proxy, Some(&mut self.proxy)) {
                 Ok(s) => s,
                 Err(e) => {
                     return Response::err(format!("{e:#} (still running the previous config)"))
@@ -411,7 +432,16 @@ impl Daemon {
                     }
                 }
             }
-            old.stop();
+            // The old generation stops accepting now and finishes what it
+            // has in flight, for as long as its slowest timeout allows.
+            let grace = self
+                .cfg
+                .proxy
+                .iter()
+                .map(|p| p.timeouts.server.max(p.timeouts.client) + p.timeouts.queue)
+                .max()
+                .unwrap_or_default();
+            old.stop(Some(grace));
             notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
         }
 
@@ -523,7 +553,7 @@ impl Daemon {
                 proxy: None,
             },
         );
-        let _ = side.stop().await;
+        let _ = side.stop(None).await;
         std::mem::replace(&mut self.scripts, ScriptRuntime::empty()).stop();
         if let Some(p) = &self.cfg.global.pid_file {
             let _ = std::fs::remove_file(p);

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import Halo, servers_of
+from proxyfix import Halo, servers_of
 
 
 def url(h, path="/"):

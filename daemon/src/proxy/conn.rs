@@ -48,6 +48,12 @@ pub(crate) struct Shared {
     slot_freed: Notify,
     /// A client connection closed.
     pub conn_freed: Notify,
+    /// Set when a reload replaced this generation: finish the request in
+    /// flight, then close instead of keeping the connection alive.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Requests between a complete head and the end of their response:
+    /// what a drain waits for (idle keep-alive connections it just closes).
+    pub busy: AtomicU32,
     limits: HeadLimits,
     /// `Host` for HTTP/1.0 requests that have none.
     default_host: Vec<String>,
@@ -76,6 +82,8 @@ impl Shared {
             queued: AtomicU32::new(0),
             slot_freed: Notify::new(),
             conn_freed: Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            busy: AtomicU32::new(0),
         }
     }
 }
@@ -276,6 +284,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let mut start = Instant::now();
         let mut deadline = start + t.http_request;
         if !first && cbuf.is_empty() {
+            if shared.draining.load(Ordering::Relaxed) {
+                return; // replaced by a reload: no new request here
+            }
             // Idle between requests: keep_alive, then http_request from the first byte.
             match read_more(&client, &mut cbuf, start + t.keep_alive).await {
                 Ok(0) | Err(_) => return,
@@ -353,7 +364,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             retries: 0,
             note: "",
         };
+        shared.busy.fetch_add(1, Ordering::Relaxed);
         let keep = exchange(&w, &client, &mut cbuf, &mut bufs, req, &mut log).await;
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
         log.emit(&shared);
         if !keep {
             linger(&client).await;
@@ -756,7 +769,9 @@ async fn exchange<I: Io>(
 
         // === response body ===
         let body_out = http::response_body_out(&resp, req.minor);
-        let client_keep = req.keep_alive && body_out != BodyKind::Close;
+        let client_keep = req.keep_alive
+            && body_out != BodyKind::Close
+            && !w.shared.draining.load(Ordering::Relaxed);
         http::encode_response(&resp, body_out, req.minor, client_keep, false, out);
         let head_bytes = out.len() as u64;
         let res = if resp.body == BodyKind::None {

@@ -16,6 +16,7 @@ pub mod http;
 mod listen;
 mod stream;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -32,7 +33,16 @@ use stream::{Epoll, Io, Uring};
 
 /// The running proxy: its worker threads.
 pub struct ProxyRuntime {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
+    /// Each service's shared state, for `drain`.
+    shared: Vec<Arc<Shared>>,
+    /// Per service: hands a new generation to its running workers.
+    gens: Vec<watch::Sender<Arc<Shared>>>,
+    /// What the workers were started for (binds, workers, io).
+    services: Vec<ProxyService>,
+    /// A copy of every listening socket by (address, worker), for the next
+    /// generation to share.
+    listeners: std::collections::HashMap<(std::net::SocketAddr, usize), std::net::TcpListener>,
     threads: Vec<JoinHandle<()>>,
     driver: &'static str,
 }
@@ -40,10 +50,66 @@ pub struct ProxyRuntime {
 impl ProxyRuntime {
     /// Stop accepting, drop every connection and join the workers.
     pub fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Now);
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// Apply a reload to the running workers when only what they serve
+    /// changed (servers, weights, health, timeouts, limits, ...), not how
+    /// they listen (service names and order, `bind`, `workers`, `io`). The
+    /// listeners are untouched, so no connection can be lost in an accept
+    /// queue; connections of the old generation finish their request in
+    /// flight and close. Returns false (and changes nothing) otherwise.
+    pub fn reconfigure(
+        &mut self,
+        services: &[ProxyService],
+        board: Arc<HealthBoard>,
+        stats: Arc<crate::stats::ProxyStats>,
+    ) -> bool {
+        let same_shape = services.len() == self.services.len()
+            && services.iter().zip(&self.services).all(|(a, b)| {
+                a.name == b.name && a.bind == b.bind && a.workers == b.workers && a.io == b.io
+            });
+        if !same_shape {
+            return false;
+        }
+        for (idx, svc) in services.iter().enumerate() {
+            let shared = Arc::new(Shared::new(
+                idx,
+                svc.clone(),
+                board.clone(),
+                stats.service(idx),
+            ));
+            self.shared[idx].draining.store(true, Ordering::Relaxed);
+            self.shared[idx] = shared.clone();
+            let _ = self.gens[idx].send(shared);
+        }
+        self.services = services.to_vec();
+        true
+    }
+
+    /// For a reload: close the listeners now (a new generation is already
+    /// listening beside them through SO_REUSEPORT), let every request in
+    /// flight finish for up to `grace`, answering it with
+    /// `Connection: close`, then stop. Idle keep-alive connections are
+    /// closed, which clients expect of an idle connection.
+    pub fn drain(self, grace: Duration) {
+        for s in &self.shared {
+            s.draining.store(true, Ordering::Relaxed);
+        }
+        let _ = self.stop.send(Stop::Drain);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline
+            && self
+                .shared
+                .iter()
+                .any(|s| s.busy.load(Ordering::Relaxed) > 0)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.shutdown();
     }
 
     /// The driver of the first service: "io_uring" or "epoll".
@@ -103,7 +169,23 @@ pub fn start_with_stats(
     board: Arc<HealthBoard>,
     stats: Arc<crate::stats::ProxyStats>,
 ) -> anyhow::Result<ProxyRuntime> {
-    let (stop, stop_rx) = watch::channel(false);
+    start_generation(services, board, stats, None)
+}
+
+/// A new generation for a reload: every listening socket of `previous`
+/// whose address is still bound is shared (a dup of the same socket), so
+/// no connection waiting in an accept queue is lost when the previous
+/// generation closes its copies; only new addresses are bound anew.
+pub fn start_generation(
+    services: &[ProxyService],
+    board: Arc<HealthBoard>,
+    stats: Arc<crate::stats::ProxyStats>,
+    previous: Option<&ProxyRuntime>,
+) -> anyhow::Result<ProxyRuntime> {
+    let mut kept = std::collections::HashMap::new();
+    let mut gens = Vec::new();
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let mut all_shared = Vec::new();
     let mut threads = Vec::new();
     let mut first_driver = None;
     let mut probe = None;
@@ -124,13 +206,24 @@ pub fn start_with_stats(
             board.clone(),
             stats.service(idx),
         ));
+        all_shared.push(shared.clone());
         // Bind everything first, so a failure leaves nothing half-running.
         let mut sets = Vec::new();
-        for _ in 0..workers {
+        for wi in 0..workers {
             let mut ls = Vec::new();
             for addr in &svc.bind {
-                match listen::bind(*addr) {
-                    Ok(l) => ls.push(l),
+                let inherited = previous
+                    .and_then(|p| p.listeners.get(&(*addr, wi)))
+                    .and_then(|l| l.try_clone().ok());
+                let bound = match inherited {
+                    Some(l) => Ok(l),
+                    None => listen::bind(*addr),
+                };
+                match bound.and_then(|l| Ok((l.try_clone()?, l))) {
+                    Ok((keep, l)) => {
+                        kept.insert((*addr, wi), keep);
+                        ls.push(l)
+                    }
                     Err(e) => {
                         result = Err(anyhow!(
                             "proxy service {}: cannot listen on {addr}: {e}",
@@ -149,9 +242,12 @@ pub fn start_with_stats(
             break;
         }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (gen_tx, gen_rx) = watch::channel(shared.clone());
+        gens.push(gen_tx);
         for (wi, ls) in sets.into_iter().enumerate() {
             let shared = shared.clone();
             let stop_rx = stop_rx.clone();
+            let gen_rx = gen_rx.clone();
             let ready_tx = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("halo-{}-{wi}", svc.name))
@@ -162,7 +258,7 @@ pub fn start_with_stats(
                                 let _ = ready_tx.send(Ok(()));
                                 // The start loop reads until every sender is gone.
                                 drop(ready_tx);
-                                rt.block_on(run_worker::<Uring>(shared, ls, stop_rx));
+                                rt.block_on(run_worker::<Uring>(shared, ls, stop_rx, gen_rx));
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(format!("io_uring runtime: {e}")));
@@ -177,7 +273,10 @@ pub fn start_with_stats(
                                 let _ = ready_tx.send(Ok(()));
                                 drop(ready_tx);
                                 let local = tokio::task::LocalSet::new();
-                                local.block_on(&rt, run_worker::<Epoll>(shared, ls, stop_rx));
+                                local.block_on(
+                                    &rt,
+                                    run_worker::<Epoll>(shared, ls, stop_rx, gen_rx),
+                                );
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(format!("tokio runtime: {e}")));
@@ -213,6 +312,10 @@ pub fn start_with_stats(
     }
     let rt = ProxyRuntime {
         stop,
+        gens,
+        services: services.to_vec(),
+        listeners: kept,
+        shared: all_shared,
         threads,
         driver: first_driver.unwrap_or(Epoll::NAME),
     };
@@ -230,42 +333,85 @@ pub fn start_with_stats(
 async fn run_worker<I: Io>(
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
+    mut gens: watch::Receiver<Arc<Shared>>,
 ) {
-    let w: Rc<Worker<I>> = Rc::new(Worker::new(shared.clone()));
-    let mut tasks = Vec::new();
+    // The worker new connections go to; a reload swaps it (see
+    // `ProxyRuntime::reconfigure`) while the listeners stay as they are.
+    let current: Current<I> = Rc::new(RefCell::new(Rc::new(Worker::new(shared.clone()))));
+    let mut accepts = Vec::new();
     for l in listeners {
         let addr = l.local_addr().ok();
         match I::listener(l) {
-            Ok(l) => tasks.push(tokio::task::spawn_local(accept_loop(w.clone(), l))),
+            Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(current.clone(), l))),
             Err(e) => {
                 tracing::error!(service = %shared.svc.name, "listener {addr:?}: {e}");
                 shared.board.set_listener_ok(shared.idx, false);
             }
         }
     }
-    let pw = w.clone();
-    tasks.push(tokio::task::spawn_local(async move {
+    let pw = current.clone();
+    let prune = tokio::task::spawn_local(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            pw.prune_pool(Instant::now());
+            let w = pw.borrow().clone();
+            w.prune_pool(Instant::now());
         }
-    }));
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
+    });
+    let mut listening = true;
+    loop {
+        let now = *stop.borrow_and_update();
+        if now == Stop::Now {
             break;
         }
+        if now == Stop::Drain && listening {
+            // Dropping the accept tasks closes this worker's listeners;
+            // connection tasks go on until `Stop::Now`.
+            for t in accepts.drain(..) {
+                t.abort();
+            }
+            listening = false;
+        }
+        tokio::select! {
+            r = stop.changed() => if r.is_err() { break },
+            r = gens.changed() => {
+                if r.is_err() {
+                    continue;
+                }
+                let next = gens.borrow_and_update().clone();
+                // Connections of the old generation keep their worker
+                // (and its pool) until they end; they close after the
+                // request in flight.
+                let old = current.replace(Rc::new(Worker::new(next)));
+                old.shared.draining.store(true, Ordering::Relaxed);
+            }
+        }
     }
-    for t in tasks {
+    for t in accepts {
         t.abort();
     }
+    prune.abort();
 }
 
-async fn accept_loop<I: Io>(w: Rc<Worker<I>>, l: I::Listener) {
-    let shared = w.shared.clone();
-    let maxconn = shared.svc.maxconn;
+/// What the workers are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// Close the listeners, keep serving open connections.
+    Drain,
+    /// Drop everything and return.
+    Now,
+}
+
+/// The worker of the current generation, shared by a thread's tasks.
+type Current<I> = Rc<RefCell<Rc<Worker<I>>>>;
+
+async fn accept_loop<I: Io>(current: Current<I>, l: I::Listener) {
     let mut failing = false;
     loop {
+        let w = current.borrow().clone();
+        let shared = w.shared.clone();
+        let maxconn = shared.svc.maxconn;
         if maxconn != 0 {
             // Service maxconn: leave further clients in the kernel backlog.
             loop {
@@ -284,9 +430,11 @@ async fn accept_loop<I: Io>(w: Rc<Worker<I>>, l: I::Listener) {
                     failing = false;
                     shared.board.set_listener_ok(shared.idx, true);
                 }
+                // A reload may have swapped the generation while we waited.
+                let w = current.borrow().clone();
+                let shared = &w.shared;
                 shared.conns.fetch_add(1, Ordering::Relaxed);
                 shared.stats.conn_open();
-                let w = w.clone();
                 tokio::task::spawn_local(async move {
                     let guard = ConnGuard(w.shared.clone());
                     conn::serve(w, s, peer).await;

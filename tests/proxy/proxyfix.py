@@ -1,0 +1,286 @@
+"""Fixtures for the proxy tests: three real nginx backends on loopback and a
+halo started with a generated config.
+
+Everything listens on 127.0.0.1 (no namespaces needed). Each nginx is its own
+non-root-prefix instance in a temp dir; every process started here is killed
+by pid at teardown, even when the test fails.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 100000;
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        root {dir}/www;
+        add_header X-Backend {name} always;
+        add_header X-Conn $connection always;
+        add_header X-Conn-Requests $connection_requests always;
+        location = /headers {{
+            default_type text/plain;
+            return 200 "xff=$http_x_forwarded_for\\nfwd=$http_forwarded\\nproto=$http_x_forwarded_proto\\nhost=$http_host\\nconn=$http_connection\\nte=$http_te\\nsecret=$http_x_secret\\n";
+        }}
+        location = /health {{
+            default_type text/plain;
+            return 200 "ok\\n";
+        }}
+        location = /sink {{
+            # Reads and discards the whole request body, then answers.
+            default_type text/plain;
+            return 200 "len=$content_length te=$http_transfer_encoding\\n";
+        }}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class Nginx:
+    def __init__(self, name, base):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        os.makedirs(os.path.join(self.dir, "www"), exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+        with open(os.path.join(self.dir, "www", "index.html"), "w") as f:
+            f.write(f"page from {name}\n")
+        # A 1 KiB page for the benchmark-like tests.
+        with open(os.path.join(self.dir, "www", "1k.html"), "w") as f:
+            f.write((name + " ").ljust(1023, "x") + "\n")
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=self.dir, port=self.port, name=name))
+
+    def big_file(self, name, size):
+        """A sparse file served as /NAME."""
+        path = os.path.join(self.dir, "www", name)
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return "/" + name
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, proc=self.proc)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            # SIGTERM: nginx master stops its worker and exits.
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        # Wait for the port to be free so "down" really means refused.
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+
+@pytest.fixture(scope="session")
+def backends():
+    base = tempfile.mkdtemp(prefix="halo-nginx-")
+    # nginx workers run as an unprivileged user: they must read the pages.
+    os.chmod(base, 0o755)
+    ns = [Nginx(f"web{i}", base) for i in (1, 2, 3)]
+    try:
+        for n in ns:
+            n.start()
+        yield ns
+    finally:
+        for n in ns:
+            n.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def backends_alive(backends):
+    """Backends, restarted if an earlier test stopped one."""
+    for n in backends:
+        if n.proc is None or n.proc.poll() is not None:
+            n.start()
+    return backends
+
+
+def halo_bin():
+    b = os.environ.get("HALO_BIN")
+    if b:
+        return b
+    for p in ("target/release/halo", "target/debug/halo"):
+        full = os.path.join(ROOT, p)
+        if os.path.exists(full):
+            return full
+    subprocess.run(["cargo", "build", "-q", "-p", "halo"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target/debug/halo")
+
+
+def toml_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Halo:
+    def __init__(self, tmp, io, servers, **opts):
+        self.port = free_port()
+        self.tmp = tmp
+        self.io = io
+        self.log_path = os.path.join(tmp, "halo.log")
+        self.cfg = os.path.join(tmp, "halo.toml")
+        lines = [
+            "[global]",
+            f"control_socket = {toml_str(os.path.join(tmp, 'halo.sock'))}",
+            'log_level = "info"',
+            "",
+            "[proxy.web]",
+            f'bind = ["127.0.0.1:{self.port}"]',
+            f'io = "{io}"',
+            f"workers = {opts.pop('workers', 1)}",
+            f"balance = \"{opts.pop('balance', 'roundrobin')}\"",
+        ]
+        timeouts = opts.pop("timeouts", {})
+        limits = opts.pop("limits", {})
+        health = opts.pop("health", None)
+        for k, v in opts.items():
+            if isinstance(v, bool):
+                lines.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, (int, float)):
+                lines.append(f"{k} = {v}")
+            elif isinstance(v, list):
+                lines.append(f"{k} = [{', '.join(toml_str(x) for x in v)}]")
+            else:
+                lines.append(f"{k} = {toml_str(v)}")
+        lines.append("servers = [")
+        for s in servers:
+            extra = "".join(f", {k} = {v}" for k, v in s.items() if k not in ("name", "address"))
+            lines.append(f'  {{ name = "{s["name"]}", address = "{s["address"]}"{extra} }},')
+        lines.append("]")
+        if timeouts:
+            lines.append("[proxy.web.timeouts]")
+            lines += [f'{k} = "{v}"' for k, v in timeouts.items()]
+        if limits:
+            lines.append("[proxy.web.limits]")
+            lines += [f"{k} = {v}" for k, v in limits.items()]
+        if health:
+            lines.append("[proxy.web.health]")
+            for k, v in health.items():
+                lines.append(f"{k} = {toml_str(v) if isinstance(v, str) else v}")
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = None
+
+    def check(self):
+        return subprocess.run([halo_bin(), "check", "-c", self.cfg], capture_output=True, text=True)
+
+    def start(self):
+        self.logf = open(self.log_path, "w")
+        env = dict(os.environ, NO_COLOR="1")
+        self.proc = subprocess.Popen(
+            [halo_bin(), "run", "-c", self.cfg], stdout=self.logf, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            wait_port(self.port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError("halo did not start:\n" + self.log())
+        return self
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def access_lines(self):
+        return [l for l in self.log().splitlines() if " Tt=" in l and " service=" in l]
+
+    def rss_kib(self, field="VmRSS"):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(re.findall(r"\d+", line)[0])
+        raise KeyError(field)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if getattr(self, "logf", None):
+            self.logf.close()
+
+
+@pytest.fixture(params=["uring", "epoll"])
+def io(request):
+    return request.param
+
+
+@pytest.fixture
+def make_halo(io, tmp_path):
+    started = []
+
+    def make(servers, **opts):
+        h = Halo(str(tmp_path), io, servers, **opts)
+        started.append(h)
+        return h.start()
+
+    yield make
+    for h in started:
+        h.stop()
+
+
+def servers_of(backends, **extra):
+    return [dict(name=b.name, address=f"127.0.0.1:{b.port}", **extra) for b in backends]
