@@ -4,7 +4,7 @@
 //! `log_level`, else `info`.
 
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 /// True when stderr is connected to the journal or the journald socket is
 /// the natural sink (systemd sets `JOURNAL_STREAM` for services).
@@ -21,11 +21,35 @@ fn under_journald() -> bool {
     false
 }
 
+/// Parse a filter such as `info` or `warn,halo::access=info`.
+///
+/// `Targets` (levels per target prefix) rather than `EnvFilter`: the same
+/// syntax for what halo logs, without the regex engine EnvFilter carries
+/// (200 KiB of a binary that must fit in 4 MiB on the Pi).
+pub fn parse_filter(s: &str) -> Result<Targets, String> {
+    s.parse::<Targets>().map_err(|e| e.to_string())
+}
+
 pub fn init(config_level: Option<&str>) {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::new(v),
-        _ => EnvFilter::new(config_level.unwrap_or("info")),
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let mut bad_env = None;
+    let filter = match from_env.as_deref().map(parse_filter) {
+        Some(Ok(f)) => f,
+        other => {
+            if let Some(Err(e)) = other {
+                bad_env = Some(e);
+            }
+            parse_filter(config_level.unwrap_or("info"))
+                .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+        }
     };
+    init_with(filter);
+    if let Some(e) = bad_env {
+        tracing::warn!("RUST_LOG ignored: {e}");
+    }
+}
+
+fn init_with(filter: Targets) {
     if under_journald() {
         if let Ok(layer) = tracing_journald::layer() {
             // Fields become HALO_INSTANCE=VI_1, HALO_SERVICE=web, ...:

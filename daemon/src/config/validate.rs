@@ -61,7 +61,7 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/halo/halo.sock";
 
 fn global(d: &mut Diag, raw: RawGlobal) -> Global {
     let log_level = take(d, "log_level", raw.log_level).and_then(|(at, v)| {
-        match tracing_subscriber::EnvFilter::try_new(&v) {
+        match crate::logging::parse_filter(&v) {
             Ok(_) => Some(v),
             Err(e) => {
                 d.error(&at, format!("log_level \"{v}\" is not a valid filter: {e}"));
