@@ -3,8 +3,8 @@
 //! The level comes from `RUST_LOG` when set, else from the config's
 //! `log_level`, else `info`.
 
-use tracing_subscriber::prelude::*;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 /// True when stderr is connected to the journal or the journald socket is
 /// the natural sink (systemd sets `JOURNAL_STREAM` for services).
