@@ -7,6 +7,8 @@ generous upper bounds so a slow CI machine does not fail them.
 """
 
 import os
+import re
+import subprocess
 import signal
 import tempfile
 import time
@@ -247,3 +249,24 @@ def test_missing_capability_is_named(topo, tmp, cap):
                   halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "x.sock"), check=False)
     assert r.returncode == 1
     assert f"CAP_{cap.upper()}" in r.stderr, r.stderr
+
+
+def test_clean_stop_keeps_answering_until_the_new_master_is_heard(topo, tmp):
+    # 1 s adverts: the backup takes over after its skew time (0.61 s). The
+    # leaving master keeps the VIP until it hears the new master, so a
+    # client pinging every 20 ms loses nothing (removing the VIP at once
+    # lost about 30 pings here).
+    topo.host("client", "192.0.2.2/24")
+    pair(topo, tmp, interval="1s")
+    one_master(topo, ["lb1", "lb2"], "lb1")
+    ping = subprocess.Popen(
+        ["ip", "netns", "exec", topo.ns("client"), "ping", "-n", "-i", "0.02", "-W", "1", "-c", "150", VIP],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert topo.stop("lb1", signal.SIGTERM) == 0
+    out, _ = ping.communicate(timeout=30)
+    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 5, "lb2 master")
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    sent, got = int(m.group(1)), int(m.group(2))
+    assert sent - got <= 2, out
+    assert "is master now" in topo.log("lb1")
