@@ -59,6 +59,22 @@ def test_halo_runs_the_templated_config(cluster):
     assert wait_for("one master", lambda: master_of(cluster), timeout=30) == "lb1"
 
 
+def test_systemd_sees_halo_as_designed(cluster):
+    """Under a real systemd: Type=notify readiness with a STATUS= line, the
+    unprivileged user, and journal entries filterable by HALO_* fields."""
+    st = wait_for("lb1 status", lambda: cluster.status("lb1"))
+    inst = st["vrrp"][0]["name"]
+    r = cluster.ssh("lb1", "systemctl show --property=StatusText --value halo; "
+                    "ps -o user= -C halo; "
+                    f"journalctl -u halo --no-pager -o cat HALO_INSTANCE={inst} | head -5; "
+                    "journalctl -u halo --no-pager -o verbose | grep -m1 '^ *HALO_INSTANCE='")
+    lines = r.stdout.splitlines()
+    assert "VRRP instance" in lines[0], r.stdout
+    assert lines[1].strip() == "halo", r.stdout
+    assert any(inst in line for line in lines[2:-1]), r.stdout
+    assert lines[-1].strip() == f"HALO_INSTANCE={inst}", r.stdout
+
+
 def test_vip_round_robin_over_the_webs(cluster):
     wait_for("both backends healthy on lb1", lambda: all(
         s["healthy"] for s in (cluster.status("lb1") or {"proxy": [{"servers": [{"healthy": False}]}]})["proxy"][0]["servers"]))
