@@ -9,16 +9,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
-missing=()
-while read -r pkg; do
-  pkg=${pkg%%#*}; pkg=${pkg// /}
-  [ -n "$pkg" ] || continue
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < tests/ansible/apt-packages.txt
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "tests/ansible: installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=../lib/apt.sh
+source "$root/tests/lib/apt.sh"
+install_listed tests/ansible tests/ansible/apt-packages.txt
 if [ -z "${HALO_BIN:-}" ]; then
   [ -x target/release/halo ] || cargo build --release --locked -p halo
   export HALO_BIN=$root/target/release/halo

@@ -25,26 +25,9 @@ step() {
   timings+=("$(printf '%-40s %5d s' "$name" $((SECONDS - t0)))")
 }
 
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-
-install_deps() {
-  local want=() pkg
-  while read -r pkg; do
-    pkg=${pkg%%#*}; pkg=${pkg// /}
-    [ -n "$pkg" ] || continue
-    have_pkg "$pkg" || want+=("$pkg")
-  done <tests/image/apt-packages.txt
-  [ ${#want[@]} -gt 0 ] || return 0
-  echo "image: installing ${want[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  local own_policy=
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
-  fi
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${want[@]}" >/dev/null
-  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
-}
+# shellcheck source=../lib/apt.sh
+source "$root/tests/lib/apt.sh"
+install_deps() { install_listed image tests/image/apt-packages.txt; }
 
 # qemu-system-aarch64. Debian's qemu-system-arm normally; on a machine where
 # it cannot be installed (here: qemu-utils from bookworm-backports, which

@@ -19,26 +19,9 @@ step() {
   timings+=("$(printf '%-34s %4d s' "$name" $((SECONDS - t0)))")
 }
 
-install_deps() {
-  local want=() pkg
-  while read -r pkg; do
-    pkg=${pkg%%#*}; pkg=${pkg// /}
-    [ -n "$pkg" ] || continue
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || want+=("$pkg")
-  done <tests/packaging/apt-packages.txt
-  [ ${#want[@]} -gt 0 ] || return 0
-  echo "packaging: installing ${want[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Keep services from these packages (systemd, binfmt-support) from starting
-  # on the host; only add the policy if nobody else has one in place.
-  local own_policy=
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
-  fi
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${want[@]}" >/dev/null
-  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
-}
+# shellcheck source=../lib/apt.sh
+source "$root/tests/lib/apt.sh"
+install_deps() { install_listed packaging tests/packaging/apt-packages.txt; }
 
 # qemu-user for arm64 chroots and test binaries: the kernel's binfmt_misc,
 # with qemu-user-static's "F" (fix-binary) entry, so it works inside chroots.
