@@ -595,24 +595,20 @@ async fn exchange<I: Io>(
             Some(s) => (s, true),
             None => {
                 let addr = svc.servers[srv].address;
-                match timeout_at((connect_start + t.connect).into(), I::connect(addr)).await {
-                    Ok(Ok(s)) => (s, false),
+                let failure = match timeout_at((connect_start + t.connect).into(), I::connect(addr))
+                    .await
+                {
+                    Ok(Ok(s)) => Ok((s, false)),
                     Ok(Err(e)) => {
                         tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
-                        shared
-                            .board
-                            .report(shared.idx, srv, PassiveEvent::ConnectFailed);
-                        tried[srv] = true;
-                        attempts += 1;
-                        log.retries = attempts;
-                        shared.stats.connect_failed(srv, attempts <= svc.retries);
-                        if attempts > svc.retries {
-                            log.note = "connect failed";
-                            return send_error(client, log, 502, t.client).await;
-                        }
-                        continue;
+                        Err(("connect failed", 502))
                     }
-                    Err(_) => {
+                    // HAProxy answers a connect timeout with 503 as well.
+                    Err(_) => Err(("connect timeout", 503)),
+                };
+                match failure {
+                    Ok(conn) => conn,
+                    Err((note, status)) => {
                         shared
                             .board
                             .report(shared.idx, srv, PassiveEvent::ConnectFailed);
@@ -621,8 +617,8 @@ async fn exchange<I: Io>(
                         log.retries = attempts;
                         shared.stats.connect_failed(srv, attempts <= svc.retries);
                         if attempts > svc.retries {
-                            log.note = "connect timeout";
-                            return send_error(client, log, 503, t.client).await;
+                            log.note = note;
+                            return send_error(client, log, status, t.client).await;
                         }
                         continue;
                     }
