@@ -2,8 +2,14 @@
 //! namespaces: a switch (`halo-sw`, bridge `br0`), load balancers
 //! `halo-lb1..` running `halo run` (or keepalived on the last one with
 //! `--peer keepalived`), nginx backends `halo-web1..` and a `halo-client`.
-//! Addresses come from 192.0.2.0/24 only, and nothing is attached to the
-//! root namespace.
+//! Addresses come from 192.0.2.0/24 (and 2001:db8::/64 with `--ipv6`)
+//! only, and nothing is attached to the root namespace.
+//!
+//! It is also the harness of halo's own end-to-end tests (tests/halolab.py
+//! drives it): `--name` gives each test its own lab (`halo-NAME-lb1`, ...),
+//! `--backends 0` a VRRP-only one, and `--no-start` builds the network and
+//! the files but starts nothing, so a test writes its own halo.toml or
+//! keepalived.conf into the node's directory before `halo lab start`.
 //!
 //! This module is the command line and its dispatch. The layout and the
 //! generated config files are [`plan`] (pure), the system calls and
@@ -25,22 +31,40 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-pub use plan::{Node, Peer, Spec};
+pub use plan::{Names, Node, Peer, Spec};
 
-/// Where the lab keeps its generated configs, logs and pid files.
+/// Which lab: its name (namespaces) and its directory (configs, logs).
 #[derive(Args, Debug, Clone)]
 pub struct DirArg {
-    /// Lab directory [default: $HALO_LAB_DIR, else /var/lib/halo/lab].
+    /// Lab directory [default: $HALO_LAB_DIR, else /var/lib/halo/lab, or
+    /// /var/lib/halo/lab-NAME for a named lab].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run several labs side by side: this one's namespaces are
+    /// halo-NAME-lb1, ... [default: $HALO_LAB_NAME, else none: halo-lb1, ...].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// A lab's identity, resolved from the flags and the environment.
+pub struct Which {
+    pub dir: PathBuf,
+    pub names: Names,
 }
 
 impl DirArg {
-    pub fn resolve(&self) -> PathBuf {
-        self.dir
+    pub fn resolve(&self) -> anyhow::Result<Which> {
+        let name = self
+            .name
+            .clone()
+            .or_else(|| std::env::var("HALO_LAB_NAME").ok());
+        let names = Names::new(name.as_deref()).map_err(anyhow::Error::msg)?;
+        let dir = self
+            .dir
             .clone()
             .or_else(|| std::env::var_os("HALO_LAB_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(plan::DEFAULT_DIR))
+            .unwrap_or_else(|| names.default_dir());
+        Ok(Which { dir, names })
     }
 }
 
@@ -57,6 +81,13 @@ pub enum LabCmd {
         /// What runs VRRP on the last LB.
         #[arg(long, value_enum, default_value_t = Peer::Halo)]
         peer: Peer,
+        /// Give every node an IPv6 address too (2001:db8::11 for lb1, ...).
+        #[arg(long)]
+        ipv6: bool,
+        /// Build the network and write the files, start nothing: edit the
+        /// configs, then `halo lab start NODE` for each node.
+        #[arg(long)]
+        no_start: bool,
         /// Seconds to wait for the lab to converge.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
@@ -130,6 +161,8 @@ pub enum LabCmd {
         node: String,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
+        #[command(flatten)]
+        dir: DirArg,
     },
     /// Apply an edited DIR/lbN/halo.toml to that LB.
     Reload {
@@ -147,37 +180,40 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             lbs,
             backends,
             peer,
+            ipv6,
+            no_start,
             timeout,
             dir,
         } => {
-            let spec = Spec::new(lbs, backends, peer).map_err(anyhow::Error::msg)?;
-            up::up(
-                &spec,
-                &dir.resolve(),
-                std::time::Duration::from_secs(timeout),
-            )?;
+            let spec = Spec::new(lbs, backends, peer)
+                .map_err(anyhow::Error::msg)?
+                .with_ipv6(ipv6);
+            let wait = (!no_start).then(|| std::time::Duration::from_secs(timeout));
+            up::up(&spec, &dir.resolve()?, wait)?;
         }
-        LabCmd::Down { dir } => up::down(&dir.resolve())?,
-        LabCmd::Status { dir } => ops::status(&dir.resolve())?,
-        LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()),
+        LabCmd::Down { dir } => up::down(&dir.resolve()?)?,
+        LabCmd::Status { dir } => ops::status(&dir.resolve()?)?,
+        LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()?),
         LabCmd::Watch {
             seconds,
             rate,
             timeout_ms,
             dir,
         } => watch::watch(
-            &dir.resolve(),
+            &dir.resolve()?,
             std::time::Duration::from_secs(seconds),
             rate,
             std::time::Duration::from_millis(timeout_ms),
         )?,
-        LabCmd::Kill { node, dir } => ops::signal_node(&node, ops::Action::Kill, &dir.resolve())?,
-        LabCmd::Stop { node, dir } => ops::signal_node(&node, ops::Action::Stop, &dir.resolve())?,
-        LabCmd::Start { node, dir } => ops::signal_node(&node, ops::Action::Start, &dir.resolve())?,
-        LabCmd::Cut { target, dir } => ops::cable(&target, false, &dir.resolve())?,
-        LabCmd::Heal { target, dir } => ops::cable(&target, true, &dir.resolve())?,
-        LabCmd::Exec { node, cmd } => return ops::exec(&node, &cmd),
-        LabCmd::Reload { node, dir } => ops::reload(&node, &dir.resolve())?,
+        LabCmd::Kill { node, dir } => ops::signal_node(&node, ops::Action::Kill, &dir.resolve()?)?,
+        LabCmd::Stop { node, dir } => ops::signal_node(&node, ops::Action::Stop, &dir.resolve()?)?,
+        LabCmd::Start { node, dir } => {
+            ops::signal_node(&node, ops::Action::Start, &dir.resolve()?)?
+        }
+        LabCmd::Cut { target, dir } => ops::cable(&target, false, &dir.resolve()?)?,
+        LabCmd::Heal { target, dir } => ops::cable(&target, true, &dir.resolve()?)?,
+        LabCmd::Exec { node, cmd, dir } => return ops::exec(&node, &cmd, &dir.resolve()?),
+        LabCmd::Reload { node, dir } => ops::reload(&node, &dir.resolve()?)?,
     }
     Ok(ExitCode::SUCCESS)
 }

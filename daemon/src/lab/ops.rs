@@ -2,26 +2,26 @@
 //! `kill`/`stop`/`start`, `cut`/`heal`, `exec`, `reload`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::plan::{Node, SWITCH_NS, VIP};
+use super::plan::{Node, VIP};
 use super::probe;
 use super::running::*;
 use super::sys;
+use super::Which;
 use crate::control;
 use crate::status::Snapshot;
 
 // === status ===
 
-pub fn status(dir: &Path) -> Result<()> {
-    let lab = Running::find(dir)?;
+pub fn status(which: &Which) -> Result<()> {
+    let lab = Running::find(which)?;
     let holders = lab.holders();
     let snaps: BTreeMap<u8, Snapshot> = lab
         .lbs
@@ -36,7 +36,7 @@ pub fn status(dir: &Path) -> Result<()> {
         let node = Node::Lb(n);
         let mut running = Vec::new();
         for d in lab.daemons(node) {
-            if let Some(p) = sys::pids_named(&node.netns(), d).iter().min() {
+            if let Some(p) = sys::pids_named(&lab.ns(node), d).iter().min() {
                 running.push(format!("{d} {p}"));
             }
         }
@@ -71,7 +71,7 @@ pub fn status(dir: &Path) -> Result<()> {
             "  {:<5} {:<12} {daemon:<28} {:<9} {prio:<13} {says:<10} {state}",
             node.to_string(),
             node.addr().to_string(),
-            port_state(node)
+            port_state(&lab, node)
         );
         if let Some(v) = vrrp {
             if v.effective_priority != v.base_priority && !v.priority_reason.is_empty() {
@@ -99,7 +99,7 @@ pub fn status(dir: &Path) -> Result<()> {
     }
     println!("{head} /health from the client");
     if lab.client {
-        for (w, r) in backend_health(&lab.webs)? {
+        for (w, r) in backend_health(&lab)? {
             let node = Node::Web(w);
             let h = match r {
                 Ok(rep) if rep.status == 200 => "200 UP".to_string(),
@@ -110,7 +110,7 @@ pub fn status(dir: &Path) -> Result<()> {
                 "  {:<5} {:<12} {:<9}",
                 node.to_string(),
                 node.addr().to_string(),
-                port_state(node)
+                port_state(&lab, node)
             );
             for snap in snaps.values() {
                 let seen = snap
@@ -131,7 +131,7 @@ pub fn status(dir: &Path) -> Result<()> {
             }
             println!("{line} {h}");
         }
-        let vip = from_client(|| probe::get(vip_url(), "/", Duration::from_secs(1)))?;
+        let vip = lab.in_client(|| probe::get(vip_url(), "/", Duration::from_secs(1)))?;
         match vip {
             Ok(r) => println!(
                 "\n  http://{VIP}/ -> {} {}",
@@ -146,14 +146,15 @@ pub fn status(dir: &Path) -> Result<()> {
 
 // === curl ===
 
-pub(super) fn curl(n: u32, dir: &Path) -> Result<ExitCode> {
-    let lab = Running::find(dir)?;
+pub(super) fn curl(n: u32, which: &Which) -> Result<ExitCode> {
+    let lab = Running::find(which)?;
     if !lab.client {
-        bail!("the lab has no client namespace ({})", Node::Client.netns());
+        bail!("the lab has no client namespace ({})", lab.ns(Node::Client));
     }
     let (tx, rx) = std::sync::mpsc::channel();
+    let client = lab.ns(Node::Client);
     let worker = thread::spawn(move || {
-        from_client(move || {
+        sys::in_netns(&client, move || {
             for i in 1..=n {
                 let r = probe::get(vip_url(), "/", Duration::from_secs(2));
                 if tx.send((i, r)).is_err() {
@@ -203,8 +204,8 @@ pub enum Action {
     Start,
 }
 
-pub(super) fn signal_node(target: &str, action: Action, dir: &Path) -> Result<()> {
-    let lab = Running::find(dir)?;
+pub(super) fn signal_node(target: &str, action: Action, which: &Which) -> Result<()> {
+    let lab = Running::find(which)?;
     let node = parse_node(target)?;
     if !lab.has(node) {
         bail!("{node} is not part of this lab");
@@ -213,7 +214,7 @@ pub(super) fn signal_node(target: &str, action: Action, dir: &Path) -> Result<()
     if names.is_empty() {
         bail!("{node} runs no daemon to {action:?}");
     }
-    let ns = node.netns();
+    let ns = lab.ns(node);
     let pids: Vec<u32> = names.iter().flat_map(|d| sys::pids_named(&ns, d)).collect();
     match action {
         Action::Start => {
@@ -254,8 +255,9 @@ pub(super) fn signal_node(target: &str, action: Action, dir: &Path) -> Result<()
 
 // === cut / heal ===
 
-pub(super) fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
-    let lab = Running::find(dir)?;
+pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
+    let lab = Running::find(which)?;
+    let switch = lab.names.switch();
     if target == "multicast" {
         // The switch stops flooding multicast (VRRP's 224.0.0.18) to the
         // LBs' ports, as some clouds and switches do; broadcast (ARP) and
@@ -265,7 +267,7 @@ pub(super) fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
         for &n in &lab.lbs {
             let port = Node::Lb(n).port();
             sys::exec_in(
-                SWITCH_NS,
+                &switch,
                 "bridge",
                 &["link", "set", "dev", &port, "mcast_flood", flag],
             )?;
@@ -290,7 +292,7 @@ pub(super) fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
         for &n in &lab.lbs {
             let port = Node::Lb(n).port();
             sys::exec_in(
-                SWITCH_NS,
+                &switch,
                 "bridge",
                 &["link", "set", "dev", &port, "isolated", flag],
             )?;
@@ -312,7 +314,7 @@ pub(super) fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
         bail!("{node} is not part of this lab");
     }
     let state = if connect { "up" } else { "down" };
-    sys::ip(&["-n", SWITCH_NS, "link", "set", "dev", &node.port(), state])?;
+    sys::ip(&["-n", &switch, "link", "set", "dev", &node.port(), state])?;
     println!(
         "{node}: cable {}",
         if connect {
@@ -326,33 +328,34 @@ pub(super) fn cable(target: &str, connect: bool, dir: &Path) -> Result<()> {
 
 // === exec ===
 
-pub(super) fn exec(target: &str, cmd: &[String]) -> Result<ExitCode> {
+pub(super) fn exec(target: &str, cmd: &[String], which: &Which) -> Result<ExitCode> {
     sys::require(&[IPROUTE])?;
+    let names = &which.names;
     let ns = if target == "switch" || target == "sw" {
-        SWITCH_NS.to_string()
+        names.switch()
     } else {
-        parse_node(target)
-            .map_err(|e| e.context("or `switch`"))?
-            .netns()
+        names.ns(parse_node(target).map_err(|e| e.context("or `switch`"))?)
     };
     if !sys::netns_exists(&ns) {
-        bail!("namespace {ns} does not exist: is the lab up?");
+        bail!(
+            "namespace {ns} does not exist: is the lab up? (`halo lab up{}`)",
+            names.flag()
+        );
     }
-    let status = Command::new("ip")
+    // Replace this process (exec, not spawn): `ip netns exec` execs the
+    // command in turn, so its pid, signals and exit status are the
+    // command's own. Tests start daemons this way and signal them by pid.
+    let err = Command::new(sys::which("ip").unwrap_or_else(|| "ip".into()))
         .args(["netns", "exec", &ns])
         .args(cmd)
-        .status()
-        .with_context(|| format!("running {cmd:?} in {ns}"))?;
-    Ok(match status.code() {
-        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
-        None => ExitCode::from(1),
-    })
+        .exec();
+    Err(anyhow::Error::new(err).context(format!("running {cmd:?} in {ns}")))
 }
 
 // === reload ===
 
-pub(super) fn reload(target: &str, dir: &Path) -> Result<()> {
-    let lab = Running::find(dir)?;
+pub(super) fn reload(target: &str, which: &Which) -> Result<()> {
+    let lab = Running::find(which)?;
     let node = parse_node(target)?;
     let Node::Lb(n) = node else {
         bail!("reload applies to LBs (lb1..); for a backend use stop + start");
@@ -362,12 +365,19 @@ pub(super) fn reload(target: &str, dir: &Path) -> Result<()> {
     }
     let own = lab.node_dir(node);
     let conf = own.join("halo.toml");
+    let ns = lab.ns(node);
+    if lab.is_keepalived(n) && !lab.runs_halo(n) {
+        for p in sys::pids_named(&ns, "keepalived") {
+            sys::signal(p, libc::SIGHUP);
+        }
+        println!("{node}: keepalived reloaded (SIGHUP)");
+        return Ok(());
+    }
     ensure_exists(&conf)?;
     // Check before touching the running halo: a typo must not take the LB down.
     if let Err(errs) = crate::config::load(&conf) {
         bail!("{errs}\n{node} keeps running its old configuration");
     }
-    let ns = node.netns();
     if lab.is_keepalived(n) {
         for p in sys::pids_named(&ns, "keepalived") {
             sys::signal(p, libc::SIGHUP);
@@ -394,12 +404,11 @@ pub(super) fn reload(target: &str, dir: &Path) -> Result<()> {
     }
     // halo is not running: start it with the new file.
     let exe = std::env::current_exe()?;
-    let args = [OsStr::new("run"), OsStr::new("--config"), conf.as_os_str()];
-    let pid = sys::spawn_detached(&ns, &exe, &args, &own.join("halo.log"))?;
-    fs::write(own.join("halo.pid"), format!("{pid}\n"))?;
+    let started = start_halo(&lab, n, &exe)?;
     println!(
-        "{node}: halo was not running; started it with {} (pid {pid})",
-        conf.display()
+        "{node}: halo was not running; started it with {} (pid {})",
+        conf.display(),
+        started.pid
     );
     Ok(())
 }

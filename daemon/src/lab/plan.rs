@@ -7,14 +7,12 @@
 //! Creating namespaces and starting processes is `sys.rs` and `ops.rs`.
 
 use std::fmt;
-use std::net::Ipv4Addr;
-use std::path::Path;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
-/// Every namespace of the lab starts with this, so `halo lab down` finds
+/// Every namespace of a lab starts with this, so `halo lab down` finds
 /// them after a crash without any recorded state.
 pub const PREFIX: &str = "halo-";
-/// The switch namespace, holding the bridge.
-pub const SWITCH_NS: &str = "halo-sw";
 pub const BRIDGE: &str = "br0";
 /// The interface name inside every node namespace.
 pub const IFACE: &str = "eth0";
@@ -24,6 +22,8 @@ pub const VRID: u8 = 51;
 /// LBs and backends each get at most nine addresses (.11-.19, .21-.29).
 pub const MAX_NODES: u8 = 9;
 pub const DEFAULT_DIR: &str = "/var/lib/halo/lab";
+/// Lab names are short: they become part of every namespace name.
+pub const MAX_NAME: usize = 12;
 
 /// One machine of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,11 +60,6 @@ impl Node {
         }
     }
 
-    /// Its namespace: `halo-lb1`.
-    pub fn netns(self) -> String {
-        format!("{PREFIX}{self}")
-    }
-
     /// The switch-side end of its cable, in the switch namespace: `p-lb1`.
     pub fn port(self) -> String {
         format!("p-{self}")
@@ -76,6 +71,15 @@ impl Node {
             Node::Web(n) => Ipv4Addr::new(192, 0, 2, 20 + n),
             Node::Client => Ipv4Addr::new(192, 0, 2, 2),
         }
+    }
+
+    /// Its IPv6 address with `up --ipv6`: 2001:db8:: and the same digits
+    /// as the IPv4 host part (lb1 is .11 and ::11), easy to tell apart.
+    pub fn addr6(self) -> Ipv6Addr {
+        let host = self.addr().octets()[3];
+        // "11" read as hex: ::11, not ::b.
+        let digits = u16::from_str_radix(&host.to_string(), 16).unwrap_or(0);
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, digits)
     }
 }
 
@@ -89,13 +93,80 @@ impl fmt::Display for Node {
     }
 }
 
-/// Is this namespace one of the lab's? Exactly `halo-sw` and `halo-<node>`,
-/// so `halo lab down` never touches another tool's `halo-something`.
-pub fn is_lab_netns(ns: &str) -> bool {
-    ns == SWITCH_NS
-        || ns
-            .strip_prefix(PREFIX)
-            .is_some_and(|n| Node::parse(n).is_ok())
+/// How one lab names its namespaces: `halo-sw`, `halo-lb1`, ... for the
+/// default lab; `halo-NAME-sw`, `halo-NAME-lb1`, ... for a named one. Names
+/// let several labs run side by side (the test suite builds one per test)
+/// and keep each lab's `down` to its own namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    name: Option<String>,
+    prefix: String,
+}
+
+impl Names {
+    /// `None` is the default lab. A name is 1..=12 of a-z, 0-9.
+    pub fn new(name: Option<&str>) -> Result<Names, String> {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(Names {
+                name: None,
+                prefix: PREFIX.to_string(),
+            });
+        };
+        let ok = name.len() <= MAX_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok {
+            return Err(format!(
+                "lab name `{name}`: use 1 to {MAX_NAME} of a-z and 0-9 (it goes into namespace names)"
+            ));
+        }
+        Ok(Names {
+            name: Some(name.to_string()),
+            prefix: format!("{PREFIX}{name}-"),
+        })
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// A node's namespace: `halo-lb1` or `halo-NAME-lb1`.
+    pub fn ns(&self, node: Node) -> String {
+        format!("{}{node}", self.prefix)
+    }
+
+    /// The switch's namespace, holding the bridge.
+    pub fn switch(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+
+    /// The node a namespace of this lab belongs to, if it is one.
+    pub fn node_of(&self, ns: &str) -> Option<Node> {
+        Node::parse(ns.strip_prefix(&self.prefix)?).ok()
+    }
+
+    /// Is this namespace one of this lab's? Exactly its switch and its
+    /// nodes, so `halo lab down` never touches another lab's or another
+    /// tool's `halo-something`.
+    pub fn is_ours(&self, ns: &str) -> bool {
+        ns == self.switch() || self.node_of(ns).is_some()
+    }
+
+    /// The directory a lab uses when none is given.
+    pub fn default_dir(&self) -> PathBuf {
+        match &self.name {
+            None => PathBuf::from(DEFAULT_DIR),
+            Some(n) => PathBuf::from(format!("{DEFAULT_DIR}-{n}")),
+        }
+    }
+
+    /// ` --name X` for a named lab, for the commands the lab prints.
+    pub fn flag(&self) -> String {
+        self.name
+            .as_ref()
+            .map_or(String::new(), |n| format!(" --name {n}"))
+    }
 }
 
 /// What speaks VRRP on the last LB.
@@ -111,8 +182,11 @@ pub enum Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
     pub lbs: u8,
+    /// 0 is a VRRP-only lab: no nginx, and the LBs' halo.toml has no proxy.
     pub backends: u8,
     pub peer: Peer,
+    /// Every node also gets an address from 2001:db8::/64 ([`Node::addr6`]).
+    pub ipv6: bool,
 }
 
 impl Spec {
@@ -120,9 +194,9 @@ impl Spec {
         if !(1..=MAX_NODES).contains(&lbs) {
             return Err(format!("--lbs must be 1..={MAX_NODES}, got {lbs}"));
         }
-        if !(1..=MAX_NODES).contains(&backends) {
+        if backends > MAX_NODES {
             return Err(format!(
-                "--backends must be 1..={MAX_NODES}, got {backends}"
+                "--backends must be 0..={MAX_NODES}, got {backends}"
             ));
         }
         if peer == Peer::Keepalived && lbs < 2 {
@@ -132,7 +206,12 @@ impl Spec {
             lbs,
             backends,
             peer,
+            ipv6: false,
         })
+    }
+
+    pub fn with_ipv6(self, ipv6: bool) -> Spec {
+        Spec { ipv6, ..self }
     }
 
     pub fn lbs(&self) -> impl Iterator<Item = Node> {
@@ -162,25 +241,26 @@ pub fn priority(lb: u8) -> u8 {
     120 - 10 * lb
 }
 
-/// The halo.toml of an LB. On a keepalived node it has only the proxy: the
-/// VIP is keepalived's job there, and halo serves whatever traffic the VIP
-/// brings, so a failover to that node still serves pages.
-pub fn halo_toml(spec: &Spec, lb: u8, dir: &Path) -> String {
+/// The halo.toml of an LB, or `None` where halo has nothing to do (the
+/// keepalived node of a lab without backends). On a keepalived node it has
+/// only the proxy: the VIP is keepalived's job there, and halo serves
+/// whatever traffic the VIP brings, so a failover to that node still serves
+/// pages.
+pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
     let node = Node::Lb(lb);
-    let own = dir.join(node.to_string());
+    let proxy = spec.backends > 0;
+    if spec.is_keepalived(lb) && !proxy {
+        return None;
+    }
     let mut t = String::new();
     t.push_str(&format!(
         "# halo.toml of {node} ({addr}), generated by `halo lab up`.\n\
          # Edit it, then `halo lab reload {node}` to apply the change.\n\
-         # Every key is documented in docs/config.md.\n\n",
+         # Every key is documented in docs/config.md.\n\
+         # `halo lab` runs this halo with its control socket beside this file\n\
+         # (--socket DIR/{node}/halo.sock: several halos share this machine).\n\n\
+         [global]\nlog_level = \"info\"\n\n",
         addr = node.addr()
-    ));
-    t.push_str(&format!(
-        "[global]\nlog_level = \"info\"\n\
-         # One control socket per LB: several halos share this machine.\n\
-         # (`halo lab` records each halo's pid in halo.pid beside this file.)\n\
-         control_socket = {sock:?}\n\n",
-        sock = own.join("halo.sock").display().to_string(),
     ));
     if spec.is_keepalived(lb) {
         t.push_str(
@@ -198,13 +278,23 @@ pub fn halo_toml(spec: &Spec, lb: u8, dir: &Path) -> String {
              # The highest priority holds the VIP; lb1 is preferred.\n\
              priority = {prio}\n\
              advert_interval = \"1s\"\n\
-             virtual_ips = [\"{VIP}/{PREFIX_LEN}\"]\n\
-             # While the proxy below has no healthy backend, advertise priority - 50,\n\
-             # so a backup with working backends takes over.\n\
-             track = [{{ proxy = \"web\", weight = -50 }}]\n\
-             # Try: nopreempt = true, preempt_delay = \"5s\", unicast_peers = [\"192.0.2.12\"]\n\n",
+             virtual_ips = [\"{VIP}/{PREFIX_LEN}\"]\n",
             prio = priority(lb)
         ));
+        if proxy {
+            t.push_str(
+                "# While the proxy below has no healthy backend, advertise priority - 50,\n\
+                 # so a backup with working backends takes over.\n\
+                 track = [{ proxy = \"web\", weight = -50 }]\n",
+            );
+        }
+        t.push_str(
+            "# Try: nopreempt = true, preempt_delay = \"5s\", unicast_peers = [\"192.0.2.12\"]\n",
+        );
+        if !proxy {
+            return Some(t);
+        }
+        t.push('\n');
     }
     t.push_str(
         "[proxy.web]\n\
@@ -230,7 +320,7 @@ pub fn halo_toml(spec: &Spec, lb: u8, dir: &Path) -> String {
          rise = 2\n\
          fall = 3\n",
     );
-    t
+    Some(t)
 }
 
 /// keepalived.conf for the keepalived peer: the same virtual router as the
@@ -324,33 +414,57 @@ mod tests {
         assert_eq!(addrs.len(), nodes.len() + 1);
         for n in nodes {
             assert!(n.port().len() <= 15, "{}", n.port());
-            assert!(n.netns().starts_with(PREFIX));
             assert_eq!(n.addr().octets()[..3], [192, 0, 2]);
+            assert_eq!(n.addr6().segments()[..2], [0x2001, 0xdb8]);
         }
     }
 
     #[test]
     fn only_the_labs_own_namespaces_are_the_labs() {
+        let default = Names::new(None).unwrap();
         for ns in ["halo-sw", "halo-lb1", "halo-web9", "halo-client"] {
-            assert!(is_lab_netns(ns), "{ns}");
+            assert!(default.is_ours(ns), "{ns}");
         }
-        // Other tools' and tests' namespaces (tests/netns.py: h<pid><tag>-...).
+        assert_eq!(default.node_of("halo-web9"), Some(Node::Web(9)));
+        // Other tools' namespaces, and other labs'.
         for ns in [
             "halo-test",
             "halo-lb10",
             "halo-",
-            "h1234vr1-lb1",
             "lb1",
             "halo-sw2",
             "xhalo-lb1",
+            "halo-t1-lb1",
+            "halo-t1-sw",
         ] {
-            assert!(!is_lab_netns(ns), "{ns}");
+            assert!(!default.is_ours(ns), "{ns}");
         }
+        let t1 = Names::new(Some("t1")).unwrap();
+        assert_eq!(t1.ns(Node::Lb(2)), "halo-t1-lb2");
+        assert_eq!(t1.switch(), "halo-t1-sw");
+        assert!(t1.is_ours("halo-t1-client") && t1.is_ours("halo-t1-sw"));
+        for ns in ["halo-lb1", "halo-sw", "halo-t12-lb1", "halo-t1-lb0"] {
+            assert!(!t1.is_ours(ns), "{ns}");
+        }
+        assert_eq!(t1.flag(), " --name t1");
+        assert_eq!(t1.default_dir(), Path::new("/var/lib/halo/lab-t1"));
+        for bad in ["T1", "a-b", "a/b", "abcdefghijklm", " "] {
+            assert!(Names::new(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(Names::new(Some("")).unwrap(), default);
+    }
+
+    #[test]
+    fn ipv6_addresses_repeat_the_ipv4_digits() {
+        assert_eq!(Node::Lb(1).addr6().to_string(), "2001:db8::11");
+        assert_eq!(Node::Web(3).addr6().to_string(), "2001:db8::23");
+        assert_eq!(Node::Client.addr6().to_string(), "2001:db8::2");
     }
 
     #[test]
     fn spec_refuses_what_it_cannot_build() {
         assert!(Spec::new(0, 3, Peer::Halo).is_err());
+        assert!(Spec::new(2, 0, Peer::Halo).is_ok());
         assert!(Spec::new(2, 10, Peer::Halo).is_err());
         assert!(Spec::new(1, 3, Peer::Keepalived).is_err());
         let s = Spec::new(3, 3, Peer::Keepalived).unwrap();
@@ -360,8 +474,7 @@ mod tests {
     #[test]
     fn generated_halo_toml_is_valid_and_says_what_the_lab_promises() {
         let spec = Spec::new(2, 3, Peer::Halo).unwrap();
-        let dir = Path::new("/var/lib/halo/lab");
-        let text = halo_toml(&spec, 1, dir);
+        let text = halo_toml(&spec, 1).unwrap();
         let cfg = config::parse_str("lb1/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.vrrp.len(), 1);
         let v = &cfg.vrrp[0];
@@ -376,18 +489,27 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["web1", "web2", "web3"]);
-        assert_eq!(
-            cfg.global.control_socket,
-            Path::new("/var/lib/halo/lab/lb1/halo.sock")
-        );
-        let lb2 = config::parse_str("lb2", &halo_toml(&spec, 2, dir)).unwrap();
+        let lb2 = config::parse_str("lb2", &halo_toml(&spec, 2).unwrap()).unwrap();
         assert!(lb2.vrrp[0].priority < v.priority);
+    }
+
+    #[test]
+    fn a_lab_without_backends_is_vrrp_only() {
+        let spec = Spec::new(2, 0, Peer::Halo).unwrap();
+        let text = halo_toml(&spec, 1).unwrap();
+        let cfg = config::parse_str("lb1/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.proxy.is_empty());
+        assert!(cfg.vrrp[0].track.is_empty());
+        // keepalived holds the VIP and there is nothing to proxy: no halo.
+        let ka = Spec::new(2, 0, Peer::Keepalived).unwrap();
+        assert!(halo_toml(&ka, 2).is_none());
+        assert!(halo_toml(&ka, 1).is_some());
     }
 
     #[test]
     fn keepalived_node_gets_a_proxy_only_halo_toml() {
         let spec = Spec::new(2, 2, Peer::Keepalived).unwrap();
-        let text = halo_toml(&spec, 2, Path::new("/tmp/lab"));
+        let text = halo_toml(&spec, 2).unwrap();
         let cfg = config::parse_str("lb2/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
         assert!(cfg.vrrp.is_empty());
         assert_eq!(cfg.proxy[0].servers.len(), 2);

@@ -1,4 +1,4 @@
-//! A running lab: found from its namespaces (`halo-*`), not from a record
+//! A running lab: found from its namespaces (`halo-*`, see [`Names`]), not from a record
 //! of what was started, so every command works after a crash. Also what the
 //! commands share: the tools the lab needs, starting a node's daemons,
 //! asking each halo over its control socket, and probing from the client.
@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::plan::{self, Node, IFACE, PREFIX, SWITCH_NS, VIP};
+use super::plan::{self, Names, Node, IFACE, VIP};
 use super::probe::{self, Reply};
 use super::sys::{self, Tool};
+use super::Which;
 use crate::control;
 use crate::status::Snapshot;
 
@@ -47,6 +48,7 @@ pub(super) const KEEPALIVED: Tool = Tool {
 /// What the namespaces and the lab directory say is running.
 pub(super) struct Running {
     pub dir: PathBuf,
+    pub names: Names,
     pub lbs: Vec<u8>,
     pub webs: Vec<u8>,
     pub client: bool,
@@ -54,24 +56,31 @@ pub(super) struct Running {
 
 impl Running {
     /// Find the lab; an error if there is none.
-    pub fn find(dir: &Path) -> Result<Running> {
+    pub fn find(which: &Which) -> Result<Running> {
         sys::require(&[IPROUTE])?;
+        let names = which.names.clone();
         let mut r = Running {
-            dir: dir.to_path_buf(),
+            dir: which.dir.clone(),
+            names: names.clone(),
             lbs: Vec::new(),
             webs: Vec::new(),
             client: false,
         };
-        for ns in lab_namespaces()? {
-            match ns.strip_prefix(PREFIX).map(Node::parse) {
-                Some(Ok(Node::Lb(n))) => r.lbs.push(n),
-                Some(Ok(Node::Web(n))) => r.webs.push(n),
-                Some(Ok(Node::Client)) => r.client = true,
-                _ => {}
+        for ns in lab_namespaces(&names)? {
+            match names.node_of(&ns) {
+                Some(Node::Lb(n)) => r.lbs.push(n),
+                Some(Node::Web(n)) => r.webs.push(n),
+                Some(Node::Client) => r.client = true,
+                None => {}
             }
         }
         if r.lbs.is_empty() && r.webs.is_empty() {
-            bail!("no lab is up (no {PREFIX}lb*/{PREFIX}web* namespace): start one with `halo lab up`");
+            bail!(
+                "no lab is up (no {lb}/{web} namespace): start one with `halo lab up{f}`",
+                lb = names.ns(Node::Lb(1)),
+                web = names.ns(Node::Web(1)),
+                f = names.flag()
+            );
         }
         r.lbs.sort_unstable();
         r.webs.sort_unstable();
@@ -82,16 +91,36 @@ impl Running {
         self.dir.join(node.to_string())
     }
 
-    /// keepalived runs there if `up --peer keepalived` wrote its config.
+    /// The namespace of one of this lab's nodes.
+    pub fn ns(&self, node: Node) -> String {
+        self.names.ns(node)
+    }
+
+    /// keepalived runs there if `up --peer keepalived` (or a test) wrote
+    /// its config.
     pub fn is_keepalived(&self, lb: u8) -> bool {
         self.node_dir(Node::Lb(lb)).join("keepalived.conf").exists()
     }
 
-    /// The daemons a node runs, by process name.
+    /// halo runs there if the node has a halo.toml (the keepalived node of
+    /// a lab without backends has none).
+    pub fn runs_halo(&self, lb: u8) -> bool {
+        self.node_dir(Node::Lb(lb)).join("halo.toml").exists()
+    }
+
+    /// The daemons a node runs, by process name: what its files ask for.
     pub fn daemons(&self, node: Node) -> Vec<&'static str> {
         match node {
-            Node::Lb(n) if self.is_keepalived(n) => vec!["keepalived", "halo"],
-            Node::Lb(_) => vec!["halo"],
+            Node::Lb(n) => {
+                let mut d = Vec::new();
+                if self.is_keepalived(n) {
+                    d.push("keepalived");
+                }
+                if self.runs_halo(n) {
+                    d.push("halo");
+                }
+                d
+            }
             Node::Web(_) => vec!["nginx"],
             Node::Client => vec![],
         }
@@ -110,30 +139,39 @@ impl Running {
         self.lbs
             .iter()
             .copied()
-            .filter(|&n| sys::ipv4_addrs(&Node::Lb(n).netns(), IFACE).contains(&VIP))
+            .filter(|&n| sys::ipv4_addrs(&self.ns(Node::Lb(n)), IFACE).contains(&VIP))
             .collect()
     }
 
-    /// ` --dir X` when the lab is not in the default place, for printed hints.
+    /// ` --name N --dir X` as far as they differ from the defaults, for
+    /// the commands the lab prints.
     pub(super) fn dir_flag(&self) -> String {
-        dir_flag(&self.dir)
+        dir_flag(&self.names, &self.dir)
+    }
+
+    /// Run `f` in the client namespace.
+    pub fn in_client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        sys::in_netns(&self.ns(Node::Client), f)
     }
 }
 
-pub(super) fn dir_flag(dir: &Path) -> String {
-    if dir == Path::new(plan::DEFAULT_DIR) {
-        String::new()
-    } else {
-        format!(" --dir {}", dir.display())
+pub(super) fn dir_flag(names: &Names, dir: &Path) -> String {
+    let mut f = names.flag();
+    if dir != names.default_dir() {
+        f.push_str(&format!(" --dir {}", dir.display()));
     }
+    f
 }
 
-/// The lab's namespaces: exactly `halo-sw` and `halo-<node>` names, so
-/// another tool's `halo-something` namespace is never touched.
-pub(super) fn lab_namespaces() -> Result<Vec<String>> {
-    Ok(sys::netns_with_prefix(PREFIX)?
+/// The lab's namespaces: exactly its switch and its nodes, so another
+/// lab's or another tool's `halo-something` namespace is never touched.
+pub(super) fn lab_namespaces(names: &Names) -> Result<Vec<String>> {
+    Ok(sys::netns_with_prefix(plan::PREFIX)?
         .into_iter()
-        .filter(|ns| plan::is_lab_netns(ns))
+        .filter(|ns| names.is_ours(ns))
         .collect())
 }
 
@@ -154,7 +192,7 @@ pub(super) struct Started {
 pub(super) fn start_daemons(lab: &Running, node: Node) -> Result<Vec<Started>> {
     let mut started = Vec::new();
     let own = lab.node_dir(node);
-    let ns = node.netns();
+    let ns = lab.ns(node);
     match node {
         Node::Web(_) => {
             let conf = own.join("nginx.conf");
@@ -198,22 +236,43 @@ pub(super) fn start_daemons(lab: &Running, node: Node) -> Result<Vec<Started>> {
                     log,
                 });
             }
-            let conf = own.join("halo.toml");
-            ensure_exists(&conf)?;
-            let args = [OsStr::new("run"), OsStr::new("--config"), conf.as_os_str()];
-            let log = own.join("halo.log");
-            let pid = sys::spawn_detached(&ns, &exe, &args, &log)?;
-            fs::write(own.join("halo.pid"), format!("{pid}\n"))?;
-            started.push(Started {
-                node,
-                name: "halo",
-                pid,
-                log,
-            });
+            if !lab.runs_halo(n) {
+                if started.is_empty() {
+                    ensure_exists(&own.join("halo.toml"))?;
+                }
+                return Ok(started);
+            }
+            started.push(start_halo(lab, n, &exe)?);
         }
         Node::Client => bail!("the client runs no daemon"),
     }
     Ok(started)
+}
+
+/// `halo run` on an LB with its halo.toml, and its control socket beside it
+/// (one per LB: several halos share this machine's file system).
+pub(super) fn start_halo(lab: &Running, lb: u8, exe: &Path) -> Result<Started> {
+    let node = Node::Lb(lb);
+    let own = lab.node_dir(node);
+    let conf = own.join("halo.toml");
+    ensure_exists(&conf)?;
+    let socket = control_socket(lab, lb);
+    let args = [
+        OsStr::new("run"),
+        OsStr::new("--config"),
+        conf.as_os_str(),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+    ];
+    let log = own.join("halo.log");
+    let pid = sys::spawn_detached(&lab.ns(node), exe, &args, &log)?;
+    fs::write(own.join("halo.pid"), format!("{pid}\n"))?;
+    Ok(Started {
+        node,
+        name: "halo",
+        pid,
+        log,
+    })
 }
 
 pub(super) fn ensure_exists(p: &Path) -> Result<()> {
@@ -227,19 +286,14 @@ pub(super) fn ensure_exists(p: &Path) -> Result<()> {
     }
 }
 
-/// Run `f` in the client namespace.
-pub(super) fn from_client<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    sys::in_netns(&Node::Client.netns(), f)
-}
-
 pub(super) fn vip_url() -> SocketAddr {
     SocketAddr::from((VIP, 80))
 }
 
 /// Each backend's `/health`, asked directly from the client.
-pub(super) fn backend_health(webs: &[u8]) -> Result<Vec<(u8, Result<Reply, probe::ProbeError>)>> {
-    let webs = webs.to_vec();
-    from_client(move || {
+pub(super) fn backend_health(lab: &Running) -> Result<Vec<(u8, Result<Reply, probe::ProbeError>)>> {
+    let webs = lab.webs.clone();
+    lab.in_client(move || {
         webs.iter()
             .map(|&w| {
                 let addr = SocketAddr::from((Node::Web(w).addr(), 80));
@@ -249,10 +303,10 @@ pub(super) fn backend_health(webs: &[u8]) -> Result<Vec<(u8, Result<Reply, probe
     })
 }
 
-pub(super) fn port_state(node: Node) -> String {
+pub(super) fn port_state(lab: &Running, node: Node) -> String {
     let out = sys::ip(&[
         "-n",
-        SWITCH_NS,
+        &lab.names.switch(),
         "-d",
         "-o",
         "link",
@@ -289,13 +343,10 @@ pub(super) fn configured_priority(lab: &Running, lb: u8) -> Option<u8> {
     }
 }
 
-/// The control socket of an LB's halo: its halo.toml's `control_socket`
-/// (students may edit it), else where the lab puts it.
+/// The control socket of an LB's halo: the lab always starts it with
+/// `--socket DIR/lbN/halo.sock`.
 pub(super) fn control_socket(lab: &Running, lb: u8) -> PathBuf {
-    let own = lab.node_dir(Node::Lb(lb));
-    crate::config::load(&own.join("halo.toml"))
-        .map(|c| c.global.control_socket)
-        .unwrap_or_else(|_| own.join("halo.sock"))
+    lab.node_dir(Node::Lb(lb)).join("halo.sock")
 }
 
 /// What an LB's halo says about itself over its control socket, if it

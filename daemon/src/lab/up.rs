@@ -9,44 +9,65 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::plan::{self, Node, Peer, Spec, BRIDGE, IFACE, SWITCH_NS, VIP};
+use super::plan::{self, Names, Node, Peer, Spec, BRIDGE, IFACE, VIP};
 use super::probe::{self, Reply};
 use super::running::*;
 use super::sys;
+use super::Which;
 
 // === up ===
 
-pub fn up(spec: &Spec, dir: &Path, timeout: Duration) -> Result<()> {
-    let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL, NGINX];
+/// Build the lab; with `wait`, also start every node and wait (at most
+/// that long) for it to converge. Without, start nothing (`--no-start`).
+pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
+    let (dir, names) = (which.dir.as_path(), &which.names);
+    let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL];
+    if spec.backends > 0 {
+        tools.push(NGINX);
+    }
     if spec.peer == Peer::Keepalived {
         tools.push(KEEPALIVED);
     }
     sys::require(&tools)?;
-    let existing = lab_namespaces()?;
+    let existing = lab_namespaces(names)?;
     if !existing.is_empty() {
         bail!(
-            "a lab is already up ({}): `halo lab down` first",
-            existing.join(", ")
+            "a lab is already up ({}): `halo lab down{}` first",
+            existing.join(", "),
+            names.flag()
         );
     }
     let t0 = Instant::now();
     write_files(spec, dir)?;
-    if let Err(e) = build_network(spec) {
-        let _ = teardown();
+    if let Err(e) = build_network(spec, names) {
+        let _ = teardown(names);
         return Err(e.context("building the lab network (removed what was built)"));
     }
     let lab = Running {
         dir: dir.to_path_buf(),
+        names: names.clone(),
         lbs: spec.lbs().map(lb_num).collect(),
         webs: (1..=spec.backends).collect(),
         client: true,
+    };
+    let Some(timeout) = wait else {
+        println!(
+            "halo lab network is up ({} LBs, {} backends, client, switch {}); nothing started.\n\
+             Files in {}: edit them, then `halo lab start NODE{}` for each node.",
+            spec.lbs,
+            spec.backends,
+            names.switch(),
+            dir.display(),
+            lab.dir_flag()
+        );
+        return Ok(());
     };
     let mut daemons = Vec::new();
     for node in spec.webs().chain(spec.lbs()) {
         match start_daemons(&lab, node) {
             Ok(started) => daemons.extend(started),
             Err(e) => {
-                let _ = teardown();
+                let _ = teardown(names);
                 return Err(e.context("starting the lab (removed what was started)"));
             }
         }
@@ -85,7 +106,12 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
         }
         match node {
             Node::Lb(n) => {
-                write(own.join("halo.toml"), plan::halo_toml(spec, n, dir))?;
+                let halo = own.join("halo.toml");
+                match plan::halo_toml(spec, n) {
+                    Some(text) => write(halo, text)?,
+                    None if halo.exists() => fs::remove_file(&halo)?,
+                    None => {}
+                }
                 let ka = own.join("keepalived.conf");
                 if spec.is_keepalived(n) {
                     write(ka, plan::keepalived_conf(n))?;
@@ -118,17 +144,18 @@ pub(super) fn add_netns(ns: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn build_network(spec: &Spec) -> Result<()> {
-    add_netns(SWITCH_NS)?;
+pub(super) fn build_network(spec: &Spec, names: &Names) -> Result<()> {
+    let switch = names.switch();
+    add_netns(&switch)?;
     let sw = |args: &[&str]| {
-        let mut all = vec!["-n", SWITCH_NS];
+        let mut all = vec!["-n", switch.as_str()];
         all.extend_from_slice(args);
         sys::ip(&all)
     };
     sw(&["link", "add", BRIDGE, "type", "bridge"])?;
     sw(&["link", "set", BRIDGE, "up"])?;
     for node in spec.nodes() {
-        let ns = node.netns();
+        let ns = names.ns(node);
         add_netns(&ns)?;
         let port = node.port();
         // Made in the switch namespace, the peer end moved straight into
@@ -140,6 +167,10 @@ pub(super) fn build_network(spec: &Spec) -> Result<()> {
         sw(&["link", "set", &port, "up"])?;
         let addr = format!("{}/{}", node.addr(), plan::PREFIX_LEN);
         sys::ip(&["-n", &ns, "addr", "add", &addr, "dev", IFACE])?;
+        if spec.ipv6 {
+            let addr6 = format!("{}/64", node.addr6());
+            sys::ip(&["-n", &ns, "addr", "add", &addr6, "dev", IFACE])?;
+        }
         sys::ip(&["-n", &ns, "link", "set", IFACE, "up"])?;
     }
     Ok(())
@@ -176,7 +207,7 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
             }
         }
         let holders = lab.holders();
-        let health = backend_health(&lab.webs)?;
+        let health = backend_health(lab)?;
         let down: Vec<String> = health
             .iter()
             .filter(|(_, r)| !matches!(r, Ok(Reply { status: 200, .. })))
@@ -192,7 +223,7 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
         } else {
             // Round robin over UP servers: 2 rounds reach every UP backend.
             let rounds = 2 * lab.webs.len();
-            let seen = from_client(move || {
+            let seen = lab.in_client(move || {
                 (0..rounds)
                     .filter_map(|_| probe::get(vip_url(), "/", Duration::from_millis(500)).ok())
                     .filter(|r| r.status == 200)
@@ -291,7 +322,11 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
         Node::Client.addr().to_string(),
         "(you: halo lab curl / exec client)"
     );
-    println!("  {:<7} {:<12} bridge {BRIDGE}", "switch", SWITCH_NS);
+    println!(
+        "  {:<7} {:<12} bridge {BRIDGE}",
+        "switch",
+        lab.names.switch()
+    );
     if spec.peer == Peer::Keepalived {
         println!();
         println!(
@@ -350,9 +385,10 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
 /// Kill every process in the lab's namespaces, delete the namespaces, and
 /// remove runtime files (pid files, sockets) from the lab directory.
 /// Idempotent, and needs nothing recorded.
-pub fn down(dir: &Path) -> Result<()> {
+pub fn down(which: &Which) -> Result<()> {
+    let dir = which.dir.as_path();
     sys::require(&[IPROUTE])?;
-    let (namespaces, killed) = teardown()?;
+    let (namespaces, killed) = teardown(&which.names)?;
     // Runtime files only; configs and logs stay for students to read.
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -381,8 +417,8 @@ pub fn down(dir: &Path) -> Result<()> {
 }
 
 /// Returns (namespaces removed, processes killed).
-pub(super) fn teardown() -> Result<(usize, usize)> {
-    let namespaces = lab_namespaces()?;
+pub(super) fn teardown(names: &Names) -> Result<(usize, usize)> {
+    let namespaces = lab_namespaces(names)?;
     let mut pids = Vec::new();
     for ns in &namespaces {
         pids.extend(sys::netns_pids(ns));

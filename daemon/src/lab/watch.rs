@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -22,6 +21,7 @@ use super::plan::{Node, VIP};
 use super::probe::{self, ProbeError, Reply};
 use super::running::Running;
 use super::sys;
+use super::Which;
 
 const REDRAW: Duration = Duration::from_millis(200);
 const WINDOW: Duration = Duration::from_secs(5);
@@ -170,8 +170,8 @@ fn on_ctrl_c(flag: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-pub fn watch(dir: &Path, seconds: Duration, rate: u32, timeout: Duration) -> Result<()> {
-    let lab = Running::find(dir)?;
+pub fn watch(which: &Which, seconds: Duration, rate: u32, timeout: Duration) -> Result<()> {
+    let lab = Running::find(which)?;
     let stop = Arc::new(AtomicBool::new(false));
     on_ctrl_c(stop.clone())?;
     let start = Instant::now();
@@ -179,8 +179,9 @@ pub fn watch(dir: &Path, seconds: Duration, rate: u32, timeout: Duration) -> Res
     let period = Duration::from_secs(1) / rate.max(1);
     let (tx, rx) = mpsc::channel::<(Instant, Outcome)>();
     let probe_stop = stop.clone();
+    let client = lab.ns(Node::Client);
     let prober = thread::spawn(move || {
-        sys::in_netns(&Node::Client.netns(), move || {
+        sys::in_netns(&client, move || {
             let vip = std::net::SocketAddr::from((VIP, 80));
             let mut next = Instant::now();
             while !probe_stop.load(Ordering::SeqCst) && Instant::now() < end {

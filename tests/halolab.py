@@ -1,0 +1,239 @@
+"""The test suite's one way to build a topology: `halo lab`.
+
+Every multi-host test (failover, backend failure, keepalived interop,
+operations, hooks, benchmarks) gets its network from the same `halo lab`
+command students use: a switch namespace with the bridge, lb1..lbN,
+web1..webM running nginx, and a client, addresses from 192.0.2.0/24 (and
+2001:db8::/64 with ipv6=True), nothing in the root namespace. A test lab
+has its own name (namespaces halo-NAME-*) and directory, so it never
+touches a student's lab or another test's.
+
+The lab is built with `--no-start`: the test writes the halo.toml or
+keepalived.conf it needs into the node's directory, then starts the node
+with `halo lab start`. Leaving the `with` block runs `halo lab down`,
+which kills everything inside the lab's namespaces and deletes them, also
+when the test failed or was interrupted (SIGTERM unwinds like an exception):
+
+    with Lab("vr", lbs=2) as lab:
+        lab.run_halo("lb1", text)
+        wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], 10, "lb1 master")
+        lab.kill("lb1")
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+VIP = "192.0.2.100"
+LB = {f"lb{n}": f"192.0.2.{10 + n}" for n in range(1, 10)}
+WEB = {f"web{n}": f"192.0.2.{20 + n}" for n in range(1, 10)}
+CLIENT = "192.0.2.2"
+
+_counter = 0
+
+
+def _exit_on_sigterm(*_):
+    # SIGTERM (a timeout, a killed run) unwinds like an exception, so every
+    # Lab's __exit__ still takes its lab down.
+    raise SystemExit(143)
+
+
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def halo_bin():
+    b = os.environ.get("HALO_BIN")
+    if b:
+        return b
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for p in ("target/release/halo", "target/debug/halo"):
+        if os.path.exists(os.path.join(root, p)):
+            return os.path.join(root, p)
+    raise RuntimeError("halo binary not found: set HALO_BIN or cargo build")
+
+
+def wait_for(pred, timeout, what, step=0.05):
+    """Poll `pred` until true; raise with `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Lab:
+    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False):
+        global _counter
+        _counter += 1
+        # Short and unique per process and lab: it goes into namespace names.
+        tag = "".join(c for c in tag.lower() if c.isalnum())[:3] or "t"
+        self.name = f"{tag}{os.getpid() % 100000}{_counter}"[:12]
+        self.lbs, self.backends, self.peer, self.ipv6 = lbs, backends, peer, ipv6
+        self.dir = None
+        self.procs = {}  # key -> (Popen, log path)
+
+    # --- lifecycle ---
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix=f"halo-lab-{self.name}-")
+        # The lab's own processes run as root; tests that run halo as
+        # another user need to reach the files in here.
+        os.chmod(self.dir, 0o755)
+        args = ["up", "--no-start", "--lbs", str(self.lbs), "--backends", str(self.backends)]
+        if self.peer:
+            args += ["--peer", self.peer]
+        if self.ipv6:
+            args.append("--ipv6")
+        try:
+            self.lab(*args)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        for p, _ in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        self.procs.clear()
+        # Kills whatever is left inside the namespaces and deletes them.
+        self.lab("down", check=False, timeout=60)
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- the halo lab command line ---
+
+    def lab(self, *args, check=True, timeout=120):
+        """`halo lab ARGS --name NAME --dir DIR`."""
+        cmd = [halo_bin(), "lab", *map(str, args), "--name", self.name, "--dir", self.dir]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout}{r.stderr}")
+        return r
+
+    def ns(self, node):
+        """A node's namespace, or the switch's for `switch`."""
+        return f"halo-{self.name}-{'sw' if node == 'switch' else node}"
+
+    def path(self, node, name):
+        return os.path.join(self.dir, node, name)
+
+    def write(self, node, name, text, mode=0o644):
+        path = self.path(node, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def run_halo(self, node, text):
+        """Write the node's halo.toml and start it with `halo lab start`."""
+        self.write(node, "halo.toml", text)
+        self.start(node)
+
+    def start(self, node):
+        return self.lab("start", node)
+
+    def stop(self, node):
+        """SIGTERM the node's daemons and wait until they are gone."""
+        return self.lab("stop", node)
+
+    def kill(self, node):
+        return self.lab("kill", node)
+
+    def cut(self, target):
+        """Unplug a node's cable at the switch; `lbs`: partition the LBs."""
+        return self.lab("cut", target)
+
+    def heal(self, target):
+        return self.lab("heal", target)
+
+    def reload(self, node):
+        return self.lab("reload", node)
+
+    def log(self, node, name="halo"):
+        """DIR/NODE/NAME.log (halo, keepalived, error, access), or a spawned
+        process's log when `node` is its key."""
+        if node in self.procs:
+            path = self.procs[node][1]
+        else:
+            path = self.path(node, f"{name}.log")
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # --- commands inside a node ---
+
+    def _exec_cmd(self, node, cmd):
+        return [halo_bin(), "lab", "exec", node, "--name", self.name, "--dir", self.dir,
+                "--", *map(str, cmd)]
+
+    def exec(self, node, *cmd, check=True, timeout=30, input=None):
+        """`halo lab exec NODE -- CMD` to completion."""
+        r = subprocess.run(self._exec_cmd(node, cmd), capture_output=True, text=True,
+                           timeout=timeout, input=input)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{node}: {' '.join(map(str, cmd))}: exit {r.returncode}: {r.stderr.strip()}")
+        return r
+
+    def spawn(self, key, node, cmd, env=None, stdout=None):
+        """A long-running process in a node, tracked as `key`. `halo lab
+        exec` execs into the command, so the Popen's pid, signals and exit
+        status are the command's own. Output goes to DIR/NODE/KEY.out
+        unless `stdout` is given (subprocess.PIPE)."""
+        log = self.path(node, f"{key}.out")
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.pop("JOURNAL_STREAM", None)
+        if env:
+            e.update(env)
+        if stdout is None:
+            with open(log, "w") as out:
+                p = subprocess.Popen(self._exec_cmd(node, cmd), stdout=out, stderr=subprocess.STDOUT, env=e)
+        else:
+            p = subprocess.Popen(self._exec_cmd(node, cmd), stdout=stdout, text=True, env=e)
+        self.procs[key] = (p, log)
+        return p
+
+    def signal(self, key, sig=signal.SIGTERM, timeout=10):
+        """Signal a spawned process and wait for it; its exit status."""
+        p, _ = self.procs[key]
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        return p.returncode
+
+    # --- observing (the kernel's view, not halo's) ---
+
+    def addrs(self, node, ifname="eth0"):
+        r = subprocess.run(["ip", "-n", self.ns(node), "-o", "addr", "show", "dev", ifname],
+                           capture_output=True, text=True)
+        out = []
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[2] in ("inet", "inet6"):
+                out.append(parts[3].split("/")[0])
+        return out
+
+    def holders(self, nodes, vip=VIP):
+        return [n for n in nodes if vip in self.addrs(n)]
+
+    def mac(self, node):
+        return self.exec(node, "cat", "/sys/class/net/eth0/address").stdout.strip()
