@@ -1,6 +1,8 @@
 """VRRP failover between real halo processes in network namespaces.
 
-Two or three LBs on one bridge (all inside namespaces). Each test checks
+Each test builds its own lab with `halo lab` (tests/halolab.py): two or
+three LBs on one switch, all inside namespaces; each LB's halo.toml is
+written by the test and started with `halo lab start`. Each test checks
 who holds the VIP on its interface: the kernel's own view, not halo's.
 Timings are not asserted (see tests/bench/ for those); the waits below are
 generous upper bounds so a slow CI machine does not fail them.
@@ -9,16 +11,11 @@ generous upper bounds so a slow CI machine does not fail them.
 import os
 import re
 import subprocess
-import signal
-import tempfile
 import time
 
 import pytest
 
-from netns import Topology, halo_bin, wait_for
-
-VIP = "192.0.2.100"
-LBS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12", "lb3": "192.0.2.13"}
+from halolab import LB as LBS, VIP, Lab, halo_bin, wait_for
 
 
 def cfg(priority, interval="100ms", extra="", vips=(VIP + "/24",), version=3):
@@ -36,19 +33,25 @@ virtual_ips = [{vip_list}]
 
 
 @pytest.fixture
-def topo():
+def lab_of():
+    """Build a lab of the given shape; always taken down after the test."""
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    with Topology("vr") as t:
-        t.switch()
-        yield t
+    labs = []
+
+    def make(lbs=2, **kw):
+        lab = Lab("vr", lbs=lbs, **kw).__enter__()
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()
 
 
-def start(t, name, text, tmp):
-    path = os.path.join(tmp, f"{name}.toml")
-    with open(path, "w") as f:
-        f.write(text)
-    return t.spawn(name, name, [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")], logdir=tmp)
+@pytest.fixture
+def topo(lab_of):
+    return lab_of(2)
 
 
 def one_master(t, names, expect, vip=VIP, timeout=10):
@@ -59,21 +62,13 @@ def one_master(t, names, expect, vip=VIP, timeout=10):
     return expect
 
 
-@pytest.fixture
-def tmp():
-    with tempfile.TemporaryDirectory(prefix="halo-vrrp-") as d:
-        yield d
+def pair(t, p1=101, p2=100, extra1="", extra2="", **kw):
+    t.run_halo("lb1", cfg(p1, extra=extra1, **kw))
+    t.run_halo("lb2", cfg(p2, extra=extra2, **kw))
 
 
-def pair(t, tmp, p1=101, p2=100, extra1="", extra2="", **kw):
-    t.host("lb1", LBS["lb1"] + "/24")
-    t.host("lb2", LBS["lb2"] + "/24")
-    start(t, "lb1", cfg(p1, extra=extra1, **kw), tmp)
-    start(t, "lb2", cfg(p2, extra=extra2, **kw), tmp)
-
-
-def test_higher_priority_wins_and_only_it_holds_the_vip(topo, tmp):
-    pair(topo, tmp)
+def test_higher_priority_wins_and_only_it_holds_the_vip(topo):
+    pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
     time.sleep(1)  # stable: no flapping over ten advert intervals
     assert topo.holders(["lb1", "lb2"], VIP) == ["lb1"]
@@ -81,33 +76,33 @@ def test_higher_priority_wins_and_only_it_holds_the_vip(topo, tmp):
     assert "-> MASTER" in log, log
 
 
-def test_kill_9_master_backup_takes_over_and_old_master_preempts_back(topo, tmp):
-    pair(topo, tmp)
+def test_kill_9_master_backup_takes_over_and_old_master_preempts_back(topo):
+    pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
-    topo.stop("lb1", signal.SIGKILL)
+    topo.kill("lb1")
     wait_for(lambda: VIP in topo.addrs("lb2"), 5, "lb2 to take the VIP after kill -9")
     assert "no advert" in topo.log("lb2")
     # lb1 comes back: a crash left its VIP behind; halo clears it at start,
     # then preempts (priority 101 > 100).
-    start(topo, "lb1", cfg(101), tmp)
+    topo.start("lb1")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 to preempt back")
 
 
-def test_nopreempt_keeps_the_current_master(topo, tmp):
-    pair(topo, tmp, extra1="nopreempt = true", extra2="nopreempt = true")
+def test_nopreempt_keeps_the_current_master(topo):
+    pair(topo, extra1="nopreempt = true", extra2="nopreempt = true")
     one_master(topo, ["lb1", "lb2"], "lb1")
-    topo.stop("lb1", signal.SIGTERM)
+    topo.stop("lb1")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 5, "lb2 master")
-    start(topo, "lb1", cfg(101, extra="nopreempt = true"), tmp)
+    topo.start("lb1")
     time.sleep(2)
     assert topo.holders(["lb1", "lb2"], VIP) == ["lb2"], "lb1 must not preempt with nopreempt"
 
 
-def test_clean_stop_hands_over_and_removes_vip(topo, tmp):
-    pair(topo, tmp, interval="1s")
+def test_clean_stop_hands_over_and_removes_vip(topo):
+    pair(topo, interval="1s")
     one_master(topo, ["lb1", "lb2"], "lb1")
-    rc = topo.stop("lb1", signal.SIGTERM)
-    assert rc == 0, topo.log("lb1")
+    topo.stop("lb1")
+    assert "halo stopped" in topo.log("lb1"), topo.log("lb1")
     assert VIP not in topo.addrs("lb1"), "VIP removed on clean stop"
     # The takeover reason proves the priority-0 path (skew time) was taken
     # rather than master-down; how fast it is goes in the benchmark.
@@ -115,8 +110,8 @@ def test_clean_stop_hands_over_and_removes_vip(topo, tmp):
     assert "priority 0" in topo.log("lb2")
 
 
-def test_link_down_on_master_moves_vip(topo, tmp):
-    pair(topo, tmp)
+def test_link_down_on_master_moves_vip(topo):
+    pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
     topo.exec("lb1", "ip", "link", "set", "eth0", "down")
     wait_for(lambda: VIP in topo.addrs("lb2"), 5, "lb2 to take over when lb1's link is down")
@@ -125,44 +120,35 @@ def test_link_down_on_master_moves_vip(topo, tmp):
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 back as master")
 
 
-def test_three_nodes_elect_highest_then_next(topo, tmp):
-    for n in ("lb1", "lb2", "lb3"):
-        topo.host(n, LBS[n] + "/24")
-    start(topo, "lb1", cfg(90), tmp)
-    start(topo, "lb2", cfg(110), tmp)
-    start(topo, "lb3", cfg(100), tmp)
-    one_master(topo, ["lb1", "lb2", "lb3"], "lb2")
-    topo.stop("lb2", signal.SIGKILL)
-    wait_for(lambda: VIP in topo.addrs("lb3"), 5, "lb3 (next highest) to take over")
+def test_three_nodes_elect_highest_then_next(lab_of):
+    t = lab_of(3)
+    t.run_halo("lb1", cfg(90))
+    t.run_halo("lb2", cfg(110))
+    t.run_halo("lb3", cfg(100))
+    one_master(t, ["lb1", "lb2", "lb3"], "lb2")
+    t.kill("lb2")
+    wait_for(lambda: VIP in t.addrs("lb3"), 5, "lb3 (next highest) to take over")
     time.sleep(0.5)
-    assert VIP not in topo.addrs("lb1")
+    assert VIP not in t.addrs("lb1")
 
 
-def test_unicast_peers(topo, tmp):
+def test_unicast_peers(topo):
     t = topo
-    t.host("lb1", LBS["lb1"] + "/24")
-    t.host("lb2", LBS["lb2"] + "/24")
-    start(t, "lb1", cfg(101, extra=f'unicast_peers = ["{LBS["lb2"]}"]'), tmp)
-    start(t, "lb2", cfg(100, extra=f'unicast_peers = ["{LBS["lb1"]}"]'), tmp)
+    t.run_halo("lb1", cfg(101, extra=f'unicast_peers = ["{LBS["lb2"]}"]'))
+    t.run_halo("lb2", cfg(100, extra=f'unicast_peers = ["{LBS["lb1"]}"]'))
     one_master(t, ["lb1", "lb2"], "lb1")
-    t.stop("lb1", signal.SIGTERM)
+    t.stop("lb1")
     wait_for(lambda: VIP in t.addrs("lb2"), 5, "lb2 to take over in unicast mode")
 
 
-def test_ipv6_vip_with_v3(topo, tmp):
-    t = topo
+def test_ipv6_vip_with_v3(lab_of):
+    t = lab_of(2, ipv6=True)
     vip6 = "2001:db8::100"
-    t.host("lb1", "2001:db8::11/64")
-    t.host("lb2", "2001:db8::12/64")
-    start(t, "lb1", cfg(101, vips=(vip6 + "/64",)), tmp)
-    start(t, "lb2", cfg(100, vips=(vip6 + "/64",)), tmp)
+    t.run_halo("lb1", cfg(101, vips=(vip6 + "/64",)))
+    t.run_halo("lb2", cfg(100, vips=(vip6 + "/64",)))
     one_master(t, ["lb1", "lb2"], "lb1", vip=vip6)
-    t.stop("lb1", signal.SIGKILL)
+    t.kill("lb1")
     wait_for(lambda: vip6 in t.addrs("lb2"), 5, "lb2 to take the IPv6 VIP")
-
-
-def mac(t, name):
-    return t.exec(name, "cat", "/sys/class/net/eth0/address").stdout.strip()
 
 
 def client_mac_for_vip(t):
@@ -171,99 +157,85 @@ def client_mac_for_vip(t):
     return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
 
 
-def test_split_brain_heals_to_one_master(topo, tmp):
-    topo.host("client", "192.0.2.2/24")
-    pair(topo, tmp)
+def test_split_brain_heals_to_one_master(topo):
+    pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
     topo.exec("client", "ping", "-c", "1", "-W", "1", VIP)
-    assert client_mac_for_vip(topo) == mac(topo, "lb1")
-    # Partition the LBs from each other only (bridge port isolation: links
-    # stay up, so neither goes to FAULT). Both become master: split brain,
-    # and lb2's gratuitous ARP points the client at lb2.
-    ports = [topo.port_of("lb1"), topo.port_of("lb2")]
-    for p in ports:
-        topo.exec("sw", "bridge", "link", "set", "dev", p, "isolated", "on")
+    assert client_mac_for_vip(topo) == topo.mac("lb1")
+    # Partition the LBs from each other only (`halo lab cut lbs`: bridge
+    # port isolation, links stay up, so neither goes to FAULT). Both become
+    # master: split brain, and lb2's gratuitous ARP points the client at lb2.
+    topo.cut("lbs")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1", "lb2"], 5, "split brain")
-    wait_for(lambda: client_mac_for_vip(topo) == mac(topo, "lb2"), 5, "client to follow lb2's GARP")
-    for p in ports:
-        topo.exec("sw", "bridge", "link", "set", "dev", p, "isolated", "off")
+    wait_for(lambda: client_mac_for_vip(topo) == topo.mac("lb2"), 5, "client to follow lb2's GARP")
+    topo.heal("lbs")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "split brain to heal")
     # The winner re-announces the VIP when it hears the loser's advert;
     # without that the client keeps the loser's MAC until its entry expires.
-    wait_for(lambda: client_mac_for_vip(topo) == mac(topo, "lb1"), 3, "client to learn lb1's MAC again")
+    wait_for(lambda: client_mac_for_vip(topo) == topo.mac("lb1"), 3, "client to learn lb1's MAC again")
 
 
-def test_cable_cut_at_switch_is_a_fault(topo, tmp):
-    pair(topo, tmp)
+def test_cable_cut_at_switch_is_a_fault(topo):
+    pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
-    port = topo.port_of("lb1")
-    topo.exec("sw", "ip", "link", "set", port, "down")  # carrier lost on lb1
+    topo.cut("lb1")  # the switch port goes down: carrier lost on lb1
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 5, "lb2 master, lb1 in FAULT without the VIP")
-    topo.exec("sw", "ip", "link", "set", port, "up")
+    topo.heal("lb1")
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 back as master")
 
 
-def test_missing_interface_is_a_clear_error(topo, tmp):
-    topo.host("lb1", LBS["lb1"] + "/24")
-    path = os.path.join(tmp, "bad.toml")
-    with open(path, "w") as f:
-        f.write(cfg(101).replace('"eth0"', '"eth9"'))
-    r = topo.exec("lb1", halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "bad.sock"), check=False)
+def test_missing_interface_is_a_clear_error(lab_of):
+    t = lab_of(1)
+    path = t.write("lb1", "bad.toml", cfg(101).replace('"eth0"', '"eth9"'))
+    r = t.exec("lb1", halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "bad.sock"), check=False)
     assert r.returncode != 0
     assert "eth9" in r.stderr
 
 
-def test_other_router_with_different_vip_set_is_named(topo, tmp):
-    topo.host("lb1", LBS["lb1"] + "/24")
-    topo.host("lb2", LBS["lb2"] + "/24")
-    start(topo, "lb1", cfg(101), tmp)
-    start(topo, "lb2", cfg(100, vips=("192.0.2.200/24",)), tmp)
+def test_other_router_with_different_vip_set_is_named(topo):
+    topo.run_halo("lb1", cfg(101))
+    topo.run_halo("lb2", cfg(100, vips=("192.0.2.200/24",)))
     wait_for(lambda: "different VIP set" in topo.log("lb1") or "different VIP set" in topo.log("lb2"),
              5, "a warning about the VIP set")
     log = topo.log("lb2")
     assert "192.0.2.11 uses VRID 51 with a different VIP set" in log, log
 
 
-def test_runs_unprivileged_with_only_net_raw_and_net_admin(topo, tmp):
-    topo.host("lb1", LBS["lb1"] + "/24")
-    os.chmod(tmp, 0o777)
-    path = os.path.join(tmp, "lb1.toml")
-    with open(path, "w") as f:
-        f.write(cfg(101))
-    os.chmod(path, 0o644)
-    topo.spawn("lb1", "lb1", [
+def test_runs_unprivileged_with_only_net_raw_and_net_admin(lab_of):
+    t = lab_of(1)
+    path = t.write("lb1", "halo.toml", cfg(101))
+    # The control socket goes where nobody may create it.
+    os.chmod(t.path("lb1", ""), 0o777)
+    t.spawn("lb1", "lb1", [
         "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
         "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
         "--bounding-set=-all,+net_raw,+net_admin",
-        halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "lb1.sock")], logdir=tmp)
-    wait_for(lambda: VIP in topo.addrs("lb1"), 10, "unprivileged halo to become master")
+        halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "halo.sock")])
+    wait_for(lambda: VIP in t.addrs("lb1"), 10, "unprivileged halo to become master")
 
 
 @pytest.mark.parametrize("cap", ["net_raw", "net_admin"])
-def test_missing_capability_is_named(topo, tmp, cap):
-    topo.host("lb1", LBS["lb1"] + "/24")
-    path = os.path.join(tmp, "lb1.toml")
-    with open(path, "w") as f:
-        f.write(cfg(101))
-    r = topo.exec("lb1", "setpriv", f"--bounding-set=-{cap}", f"--inh-caps=-{cap}",
-                  halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, "x.sock"), check=False)
+def test_missing_capability_is_named(lab_of, cap):
+    t = lab_of(1)
+    path = t.write("lb1", "halo.toml", cfg(101))
+    r = t.exec("lb1", "setpriv", f"--bounding-set=-{cap}", f"--inh-caps=-{cap}",
+               halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "x.sock"), check=False)
     assert r.returncode == 1
     assert f"CAP_{cap.upper()}" in r.stderr, r.stderr
 
 
-def test_clean_stop_keeps_answering_until_the_new_master_is_heard(topo, tmp):
+def test_clean_stop_keeps_answering_until_the_new_master_is_heard(topo):
     # 1 s adverts: the backup takes over after its skew time (0.61 s). The
     # leaving master keeps the VIP until it hears the new master, so a
     # client pinging every 20 ms loses nothing (removing the VIP at once
     # lost about 30 pings here).
-    topo.host("client", "192.0.2.2/24")
-    pair(topo, tmp, interval="1s")
+    pair(topo, interval="1s")
     one_master(topo, ["lb1", "lb2"], "lb1")
-    ping = subprocess.Popen(
-        ["ip", "netns", "exec", topo.ns("client"), "ping", "-n", "-i", "0.02", "-W", "1", "-c", "150", VIP],
-        stdout=subprocess.PIPE, text=True)
+    ping = topo.spawn("ping", "client", ["ping", "-n", "-i", "0.02", "-W", "1", "-c", "150", VIP],
+                      stdout=subprocess.PIPE)
     time.sleep(1)
-    assert topo.stop("lb1", signal.SIGTERM) == 0
+    topo.stop("lb1")
+    assert "halo stopped" in topo.log("lb1")
     out, _ = ping.communicate(timeout=30)
     wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 5, "lb2 master")
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
