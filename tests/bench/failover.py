@@ -18,19 +18,13 @@ Prints a Markdown table; results go into docs/benchmarks.md.
 import argparse
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from netns import Topology, halo_bin, wait_for  # noqa: E402
-
-VIP = "192.0.2.100"
-IPS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12"}
+from halolab import VIP, Lab, wait_for  # noqa: E402
 
 
 def halo_cfg(prio, interval):
@@ -62,46 +56,37 @@ vrrp_instance VI_1 {{
 """
 
 
-def start(t, impl, name, prio, interval_s, tmp):
+def start(lab, impl, name, prio, interval_s):
+    """The node's config into its lab directory, then `halo lab start`:
+    halo from halo.toml, or keepalived alone from keepalived.conf."""
     if impl == "halo":
-        path = os.path.join(tmp, f"{name}.toml")
-        with open(path, "w") as f:
-            f.write(halo_cfg(prio, f"{int(interval_s * 1000)}ms"))
-        t.spawn(name, name, [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")], logdir=tmp)
+        lab.write(name, "halo.toml", halo_cfg(prio, f"{int(interval_s * 1000)}ms"))
     else:
-        path = os.path.join(tmp, f"{name}.conf")
-        with open(path, "w") as f:
-            f.write(ka_cfg(prio, interval_s))
-        ka = shutil.which("keepalived") or "/usr/sbin/keepalived"
-        t.spawn(name, name, [ka, "--dont-fork", "--log-console", "--vrrp", "-f", path,
-                             "-p", os.path.join(tmp, f"{name}.pid"),
-                             "-r", os.path.join(tmp, f"{name}.vpid"),
-                             "-c", os.path.join(tmp, f"{name}.cpid")], logdir=tmp)
+        try:
+            os.remove(lab.path(name, "halo.toml"))
+        except FileNotFoundError:
+            pass
+        lab.write(name, "keepalived.conf", ka_cfg(prio, interval_s))
+    lab.start(name)
 
 
 def trial(impl, interval_s):
-    with tempfile.TemporaryDirectory(prefix="halo-bench-") as tmp, Topology("fb") as t:
-        t.switch()
-        t.host("lb1", IPS["lb1"] + "/24")
-        t.host("lb2", IPS["lb2"] + "/24")
-        t.host("client", "192.0.2.2/24")
-        start(t, impl, "lb1", 101, interval_s, tmp)
-        start(t, impl, "lb2", 100, interval_s, tmp)
-        wait_for(lambda: t.holders(["lb1", "lb2"], VIP) == ["lb1"], 20, "lb1 master")
+    # lb1 192.0.2.11, lb2 192.0.2.12, client 192.0.2.2 (halo lab's addresses).
+    with Lab("fb", lbs=2, backends=0) as lab:
+        start(lab, impl, "lb1", 101, interval_s)
+        start(lab, impl, "lb2", 100, interval_s)
+        wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], 20, "lb1 master")
         time.sleep(3 * interval_s + 0.5)
-        ping = subprocess.Popen(
-            ["ip", "netns", "exec", t.ns("client"), "ping", "-n", "-D", "-i", "0.01",
-             "-W", "0.05", "-c", "800", "-w", "8", VIP],
-            stdout=subprocess.PIPE, text=True)
+        ping = lab.spawn(
+            "ping", "client",
+            ["ping", "-n", "-D", "-i", "0.01", "-W", "0.05", "-c", "800", "-w", "8", VIP],
+            stdout=subprocess.PIPE)
         time.sleep(1.0)
         # Power loss: the cable goes quiet first, then every process of the
         # node dies at once (keepalived's children would otherwise notice
         # their parent's death and send a priority-0 advert).
-        port = t.port_of("lb1")
-        t.exec("sw", "ip", "link", "set", port, "down")
-        for pid in subprocess.run(["ip", "netns", "pids", t.ns("lb1")],
-                                  capture_output=True, text=True).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
+        lab.cut("lb1")
+        lab.kill("lb1")
         out, _ = ping.communicate(timeout=30)
         stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", out, re.M)]
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]

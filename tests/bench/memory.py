@@ -16,11 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from netns import Topology, halo_bin  # noqa: E402
+from halolab import Lab  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,35 +71,40 @@ def rss_tree(ns_pids):
     return total
 
 
-def measure(name, cmd_for):
-    with tempfile.TemporaryDirectory(prefix="halo-mem-") as tmp, Topology("mem") as t:
-        t.switch()
-        t.host("n", "192.0.2.11/24")
-        t.spawn(name, "n", cmd_for(tmp), logdir=tmp)
+def measure(start):
+    """`start(lab)` runs one daemon on lb1 (192.0.2.11) of a one-LB lab
+    without backends; lb1's namespace holds nothing else."""
+    with Lab("mem", lbs=1, backends=0) as lab:
+        start(lab)
         time.sleep(5)
-        pids = t.exec("n", "true") and subprocess.run(
-            ["ip", "netns", "pids", t.ns("n")], capture_output=True, text=True).stdout.split()
+        pids = subprocess.run(
+            ["ip", "netns", "pids", lab.ns("lb1")], capture_output=True, text=True).stdout.split()
         return rss_tree(pids), len(pids)
 
 
 def main():
     rows = []
-    example = os.path.join(ROOT, "docs/examples/halo.toml")
-    rows.append(("halo (VRRP + proxy + checks, example config)",) + measure(
-        "halo", lambda tmp: [halo_bin(), "run", "--config", example, "--socket", f"{tmp}/h.sock"]))
 
-    def ka(tmp):
-        with open(f"{tmp}/k.conf", "w") as f:
-            f.write(KEEPALIVED)
-        return [shutil.which("keepalived") or "/usr/sbin/keepalived", "--dont-fork", "--vrrp",
-                "-f", f"{tmp}/k.conf", "-p", f"{tmp}/k.pid", "-r", f"{tmp}/v.pid", "-c", f"{tmp}/c.pid"]
-    rows.append(("keepalived (VRRP only)",) + measure("ka", ka))
+    def halo(lab):
+        # `halo lab start lb1`: halo run --config DIR/lb1/halo.toml.
+        with open(os.path.join(ROOT, "docs/examples/halo.toml")) as f:
+            lab.run_halo("lb1", f.read())
+    rows.append(("halo (VRRP + proxy + checks, example config)",) + measure(halo))
 
-    def hap(tmp):
-        with open(f"{tmp}/h.cfg", "w") as f:
-            f.write(HAPROXY)
-        return [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", f"{tmp}/h.cfg"]
-    rows.append(("HAProxy (proxy + checks, 1 thread)",) + measure("hap", hap))
+    def ka(lab):
+        # keepalived alone: no halo.toml, `halo lab start` runs keepalived.conf.
+        try:
+            os.remove(lab.path("lb1", "halo.toml"))
+        except FileNotFoundError:
+            pass
+        lab.write("lb1", "keepalived.conf", KEEPALIVED)
+        lab.start("lb1")
+    rows.append(("keepalived (VRRP only)",) + measure(ka))
+
+    def hap(lab):
+        cfg = lab.write("lb1", "haproxy.cfg", HAPROXY)
+        lab.spawn("hap", "lb1", [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", cfg])
+    rows.append(("HAProxy (proxy + checks, 1 thread)",) + measure(hap))
 
     print("| daemon | processes | idle RSS |")
     print("|---|---|---|")

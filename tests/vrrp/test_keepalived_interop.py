@@ -1,22 +1,22 @@
 """Interop with Debian's keepalived as the other VRRP router.
 
-halo and keepalived share one bridge (inside namespaces). For v3 and for
-v2 with PASS authentication, over multicast and unicast, in both roles:
-after convergence exactly one node holds the VIP, the one with the higher
-priority, and when it stops cleanly the other takes the VIP.
+halo (lb1) and keepalived (lb2) share one bridge in a `halo lab` (inside
+namespaces). For v3 and for v2 with PASS authentication, over multicast and
+unicast, in both roles: after convergence exactly one node holds the VIP,
+the one with the higher priority, and when it stops cleanly the other takes
+the VIP.
 """
 
 import os
 import shutil
-import signal
-import tempfile
+import time
 
 import pytest
 
-from netns import Topology, halo_bin, wait_for
+from halolab import LB, VIP, Lab, wait_for
 
-VIP = "192.0.2.100"
-HALO_IP, KA_IP = "192.0.2.11", "192.0.2.12"
+HALO, KA = "lb1", "lb2"
+HALO_IP, KA_IP = LB[HALO], LB[KA]
 
 
 def halo_cfg(prio, version, unicast):
@@ -84,40 +84,32 @@ def test_interop(version, unicast, halo_master):
     ka = shutil.which("keepalived") or "/usr/sbin/keepalived"
     assert os.path.exists(ka), "keepalived is installed by tests/lib/install-deps.sh"
     hp, kp = (110, 100) if halo_master else (100, 110)
-    with tempfile.TemporaryDirectory(prefix="halo-ka-") as tmp, Topology("ka") as t:
-        t.switch()
-        t.host("halo", HALO_IP + "/24")
-        t.host("ka", KA_IP + "/24")
-        hc = os.path.join(tmp, "halo.toml")
-        with open(hc, "w") as f:
-            f.write(halo_cfg(hp, version, unicast))
-        kc = os.path.join(tmp, "keepalived.conf")
-        with open(kc, "w") as f:
-            f.write(keepalived_cfg(kp, version, unicast))
-        t.spawn("halo", "halo", [halo_bin(), "run", "--config", hc, "--socket", os.path.join(tmp, "halo.sock")], logdir=tmp)
-        t.spawn(
-            "ka",
-            "ka",
-            [ka, "--dont-fork", "--log-console", "--log-detail", "--vrrp",
-             "-f", kc, "-p", os.path.join(tmp, "ka.pid"),
-             "-r", os.path.join(tmp, "vrrp.pid"), "-c", os.path.join(tmp, "chk.pid")],
-            logdir=tmp,
-        )
-        winner, loser = ("halo", "ka") if halo_master else ("ka", "halo")
+    with Lab("ka", lbs=2, backends=0) as lab:
+        lab.write(HALO, "halo.toml", halo_cfg(hp, version, unicast))
+        # keepalived only on its node: `halo lab start` runs keepalived from
+        # keepalived.conf, and halo only where there is a halo.toml.
+        try:
+            os.remove(lab.path(KA, "halo.toml"))
+        except FileNotFoundError:
+            pass
+        lab.write(KA, "keepalived.conf", keepalived_cfg(kp, version, unicast))
+        lab.start(HALO)
+        lab.start(KA)
+        winner, loser = (HALO, KA) if halo_master else (KA, HALO)
 
         def converged():
-            h = t.holders(["halo", "ka"], VIP)
+            h = lab.holders([HALO, KA], VIP)
             return h == [winner]
 
         try:
             wait_for(converged, 15, f"{winner} as the only VIP holder")
             # Stay converged: no flapping between two different implementations.
-            import time
             time.sleep(3)
-            assert t.holders(["halo", "ka"], VIP) == [winner]
-            t.stop(winner, signal.SIGTERM)
-            wait_for(lambda: t.holders(["halo", "ka"], VIP) == [loser], 10, f"{loser} to take over")
-        except AssertionError:
-            print("--- halo log ---\n" + t.log("halo"))
-            print("--- keepalived log ---\n" + t.log("ka"))
+            assert lab.holders([HALO, KA], VIP) == [winner]
+            lab.stop(winner)
+            wait_for(lambda: lab.holders([HALO, KA], VIP) == [loser], 10, f"{loser} to take over")
+        except (AssertionError, RuntimeError):
+            # RuntimeError: a `halo lab` command (stop) failed.
+            print("--- halo log ---\n" + lab.log(HALO))
+            print("--- keepalived log ---\n" + lab.log(KA, "keepalived"))
             raise
