@@ -370,7 +370,12 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
         ),
         (format!("halo lab down{f}"), "remove everything".to_string()),
     ];
-    for (cmd, what) in tips {
+    // A VRRP-only lab has no backend to stop.
+    let no_webs = spec.backends == 0;
+    for (cmd, what) in tips
+        .into_iter()
+        .filter(|(cmd, _)| !(no_webs && (cmd.contains("web1") || cmd.contains("curl"))))
+    {
         println!("  {cmd:<46} {what}");
     }
     println!();
