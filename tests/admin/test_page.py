@@ -1,13 +1,13 @@
 """The live status page in headless Debian chromium, with real VRRP.
 
-Two halos in network namespaces on one bridge (which has its own
-namespace; nothing touches the root namespace): lb1 (priority 150, with
-two real nginx backends in its namespace) becomes MASTER, lb2 (priority
-100) BACKUP. Chromium runs inside each namespace against the admin
-listener on that namespace's loopback, and the dumped DOM must show the
-state, the explanation, the peer and the server states; after one nginx
-is stopped the page must show that server DOWN. Screenshots are kept
-under target/test-artifacts/.
+Two halos in a lab's network namespaces (tests/halolab.py; the bridge has
+its own namespace, nothing touches the root namespace): lb1 (priority
+150, proxying to the lab's two nginx backends web1 and web2) becomes
+MASTER, lb2 (priority 100) BACKUP. Chromium runs inside each LB's
+namespace against the admin listener on that namespace's loopback, and
+the dumped DOM must show the state, the explanation, the peer and the
+server states; after one nginx is stopped the page must show that server
+DOWN. Screenshots are kept under target/test-artifacts/.
 """
 
 import html
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from adminfix import ARTIFACTS, Halo, Nginx, kill, wait_for
+from adminfix import ARTIFACTS, Halo, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from netns import Topology  # noqa: E402
+from halolab import WEB, Lab  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 
@@ -52,7 +52,7 @@ def vrrp_section(priority, track):
 
 def proxy_section(backends):
     lines = ['[proxy.web]', 'bind = ["127.0.0.1:8080"]', 'io = "epoll"', "workers = 1", "servers = ["]
-    lines += [f'  {{ name = "{b.name}", address = "127.0.0.1:{b.port}" }},' for b in backends]
+    lines += [f'  {{ name = "{b}", address = "{WEB[b]}:80" }},' for b in backends]
     lines += [
         "]",
         "[proxy.web.health]",
@@ -67,12 +67,16 @@ def proxy_section(backends):
     return lines
 
 
-def chromium(t, host, tmp, shot=None, budget=3000):
+def in_node(lab, node):
+    return ["ip", "netns", "exec", lab.ns(node)]
+
+
+def chromium(lab, host, tmp, shot=None, budget=3000):
     """The page's DOM after `budget` ms of virtual time (and a screenshot)."""
     prof = tmp / f"chromium-{host}"
     prof.mkdir(exist_ok=True)
     base = [
-        "ip", "netns", "exec", t.ns(host), CHROMIUM,
+        *in_node(lab, host), CHROMIUM,
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         f"--user-data-dir={prof}", "--window-size=1200,900", f"--virtual-time-budget={budget}",
@@ -100,23 +104,19 @@ def vrrp_state(dom):
     return m and m.group(1)
 
 
-def test_page_shows_master_backup_and_a_server_going_down(tmp_path):
-    tmp_path.chmod(0o755)
-    with Topology("adm") as t:
-        t.switch()
-        t.host("lb1", "192.0.2.11/24")
-        t.host("lb2", "192.0.2.12/24")
-        wrap1 = ["ip", "netns", "exec", t.ns("lb1")]
-        backends = [Nginx(f"web{i}", tmp_path, port=8080 + i, wrap=wrap1) for i in (1, 2)]
+def test_page_shows_master_backup_and_a_server_going_down():
+    with Lab("adm", lbs=2, backends=2) as lab:
+        tmp = Path(lab.dir)
+        backends = ["web1", "web2"]
         halos = []
         try:
             for b in backends:
-                b.start(wait=False)
-            d1, d2 = tmp_path / "lb1", tmp_path / "lb2"
-            d1.mkdir()
-            d2.mkdir()
-            lb1 = Halo(d1, vrrp_section(150, True) + [""] + proxy_section(backends), admin_port=ADMIN, wrap=wrap1)
-            lb2 = Halo(d2, vrrp_section(100, False), admin_port=ADMIN, wrap=["ip", "netns", "exec", t.ns("lb2")])
+                lab.start(b)
+            # Each halo in its LB's directory (halo.toml, halo.sock,
+            # halo.log there, as `halo lab start` has them), run by the test.
+            lb1 = Halo(tmp / "lb1", vrrp_section(150, True) + [""] + proxy_section(backends), admin_port=ADMIN,
+                       wrap=in_node(lab, "lb1"))
+            lb2 = Halo(tmp / "lb2", vrrp_section(100, False), admin_port=ADMIN, wrap=in_node(lab, "lb2"))
             halos = [lb1.start(wait=False), lb2.start(wait=False)]
 
             def state(h):
@@ -134,7 +134,7 @@ def test_page_shows_master_backup_and_a_server_going_down(tmp_path):
             )
             wait_for(lambda: lb2.status_cli()["vrrp"][0]["peers"], 10, "lb2 hears lb1")
 
-            dom = chromium(t, "lb1", tmp_path, shot="admin-page-master.png")
+            dom = chromium(lab, "lb1", tmp, shot="admin-page-master.png")
             assert vrrp_state(dom) == "MASTER", dom[-3000:]
             assert server_states(dom) == {"web1": "UP", "web2": "UP"}, dom[-3000:]
             expl = lb1.status_cli()["vrrp"][0]["explanation"]
@@ -142,23 +142,21 @@ def test_page_shows_master_backup_and_a_server_going_down(tmp_path):
             assert "192.0.2.100/24" in dom or "192.0.2.100" in dom
             assert "updated " in dom  # the page's own fetch of status.json worked
 
-            dom2 = chromium(t, "lb2", tmp_path, shot="admin-page-backup.png")
+            dom2 = chromium(lab, "lb2", tmp, shot="admin-page-backup.png")
             assert vrrp_state(dom2) == "BACKUP", dom2[-3000:]
             assert 'data-peer="192.0.2.11"' in dom2
             assert "No proxy service on this node." in dom2
 
             # One backend goes away: the checks mark it DOWN and the page says so.
-            backends[1].stop()
+            lab.stop("web2")
             wait_for(
                 lambda: [s["healthy"] for s in lb1.status_cli()["proxy"][0]["servers"]] == [True, False],
                 10,
                 "web2 DOWN",
             )
-            dom3 = chromium(t, "lb1", tmp_path, shot="admin-page-server-down.png")
+            dom3 = chromium(lab, "lb1", tmp, shot="admin-page-server-down.png")
             assert server_states(dom3) == {"web1": "UP", "web2": "DOWN"}, dom3[-3000:]
             assert vrrp_state(dom3) == "MASTER"
         finally:
             for h in halos:
                 h.stop()
-            for b in backends:
-                kill(b.proc)

@@ -1,23 +1,22 @@
 """notify_* hooks and [track_script] through the real binary.
 
-Two halo LBs on one bridge, everything inside network namespaces (see
-tests/netns.py). Hooks and track scripts run as the unprivileged user
+Two halo LBs of a lab (tests/halolab.py), everything inside its network
+namespaces. halo runs as root, spawned by the test (which needs its exit
+status); hooks and track scripts run as the unprivileged user
 `halo-hooktest` (created here if missing) and write what they saw into a
-world-writable temporary directory. Who holds the VIP is read from the
-kernel. Timings are not asserted: the waits are generous upper bounds.
+world-writable directory inside the lab directory (mode 0755). Who holds
+the VIP is read from the kernel. Timings are not asserted: the waits are
+generous upper bounds.
 """
 
 import os
 import pwd
 import signal
-import stat
 import subprocess
-import tempfile
-import time
 
 import pytest
 
-from netns import Topology, halo_bin, wait_for
+from halolab import Lab, halo_bin, wait_for
 
 VIP = "192.0.2.100"
 LBS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12"}
@@ -39,18 +38,19 @@ def hook_user():
 
 
 @pytest.fixture
-def topo():
-    with Topology("hk") as t:
-        t.switch()
-        yield t
+def lab():
+    with Lab("hk", lbs=2) as lab:
+        yield lab
 
 
 @pytest.fixture
-def tmp():
-    with tempfile.TemporaryDirectory(prefix="halo-hooks-") as d:
-        # The hook user must be able to write here.
-        os.chmod(d, 0o1777)
-        yield d
+def tmp(lab):
+    # Scripts and what they record. The lab directory is mode 0755, so the
+    # hook user can reach this; it must be able to write here.
+    d = os.path.join(lab.dir, "hooks")
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    return d
 
 
 def script(tmp, name, body):
@@ -75,21 +75,15 @@ script_user = "{USER}"
 """
 
 
-def start(t, name, text, tmp):
-    path = os.path.join(tmp, f"{name}.toml")
-    with open(path, "w") as f:
-        f.write(text)
-    return t.spawn(
+def start(lab, name, text, tmp):
+    """halo run on an LB, as `halo lab start` would run it, but owned by the
+    test (its exit status is checked); its output is lab.log(name)."""
+    path = lab.write(name, "halo.toml", text)
+    return lab.spawn(
         name,
         name,
-        [halo_bin(), "run", "--config", path, "--socket", os.path.join(tmp, f"{name}.sock")],
-        logdir=tmp,
+        [halo_bin(), "run", "--config", path, "--socket", lab.path(name, "halo.sock")],
     )
-
-
-def hosts(t):
-    t.host("lb1", LBS["lb1"] + "/24")
-    t.host("lb2", LBS["lb2"] + "/24")
 
 
 def read(path):
@@ -104,8 +98,7 @@ def toml_list(*argv):
     return "[" + ", ".join(f'"{a}"' for a in argv) + "]"
 
 
-def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
-    hosts(topo)
+def test_master_and_backup_hooks_run_as_the_script_user_with_env(lab, tmp):
     rec = script(
         tmp,
         "record.sh",
@@ -123,9 +116,9 @@ def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
             f"notify = {toml_list(rec, gen[n])}\n"
         )
 
-    start(topo, "lb1", cfg(101, hooks("lb1")), tmp)
-    start(topo, "lb2", cfg(100, hooks("lb2")), tmp)
-    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
+    start(lab, "lb1", cfg(101, hooks("lb1")), tmp)
+    start(lab, "lb2", cfg(100, hooks("lb2")), tmp)
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
     wait_for(lambda: f"{USER} VI_1 MASTER {VIP} 101" in read(out["lb1"]), 10, "lb1 notify_master")
     wait_for(lambda: f"{USER} VI_1 BACKUP {VIP} 100" in read(out["lb2"]), 10, "lb2 notify_backup")
     # The generic hook: keepalived's arguments appended to the argv.
@@ -135,7 +128,7 @@ def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
         "lb1 generic notify with INSTANCE VI_1 MASTER 101",
     )
     # Output is logged line by line, with the exit status.
-    log = topo.log("lb1")
+    log = lab.log("lb1")
     assert "VI_1 notify_master: hook says hello" in log, log
     assert "VI_1 notify_master: exit status 0" in log, log
     assert f"as {USER}" in log, log
@@ -147,7 +140,7 @@ def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
     states = lambda: [line.split()[2] for line in read(out["lb2"]).splitlines()]
     wait_for(lambda: states()[-1:] == ["BACKUP"], 10, "lb2 settled as backup")
     before = len(states())
-    assert topo.stop("lb1", signal.SIGTERM) == 0, topo.log("lb1")
+    assert lab.signal("lb1", signal.SIGTERM) == 0, lab.log("lb1")
     assert f"{USER} VI_1 STOP {VIP}" in read(out["lb1"]), read(out["lb1"])
     wait_for(lambda: states()[before:] == ["MASTER"], 10, "lb2 notify_master after failover")
     assert f"{USER} VI_1 MASTER {VIP} 100" in read(out["lb2"]).splitlines()[-1]
@@ -155,8 +148,7 @@ def test_master_and_backup_hooks_run_as_the_script_user_with_env(topo, tmp):
     assert states()[0] == "BACKUP", states()
 
 
-def test_hook_past_its_timeout_is_killed_and_does_not_delay_vrrp(topo, tmp):
-    hosts(topo)
+def test_hook_past_its_timeout_is_killed_and_does_not_delay_vrrp(lab, tmp):
     pidfile = os.path.join(tmp, "slow.pid")
     slow = script(
         tmp,
@@ -166,30 +158,29 @@ def test_hook_past_its_timeout_is_killed_and_does_not_delay_vrrp(topo, tmp):
     retry_out = os.path.join(tmp, "retries")
     flaky = script(tmp, "flaky.sh", f'echo try >> {retry_out}\nexit 1\n')
     start(
-        topo,
+        lab,
         "lb1",
         cfg(101, f'notify_master = {toml_list(slow)}\nnotify_backup = {toml_list(flaky)}\nscript_timeout = "1s"\n'),
         tmp,
     )
-    wait_for(lambda: "VI_1 notify_master: slow hook starting" in topo.log("lb1"), 10, "lb1 master, hook hanging")
+    wait_for(lambda: "VI_1 notify_master: slow hook starting" in lab.log("lb1"), 10, "lb1 master, hook hanging")
     # lb2 joins while lb1's hook hangs: lb1's adverts must keep it backup.
-    start(topo, "lb2", cfg(100), tmp)
-    wait_for(lambda: "timed out after 1s, process group killed" in topo.log("lb1"), 15, "the timeout to be logged")
-    log = topo.log("lb1")
+    start(lab, "lb2", cfg(100), tmp)
+    wait_for(lambda: "timed out after 1s, process group killed" in lab.log("lb1"), 15, "the timeout to be logged")
+    log = lab.log("lb1")
     assert "VI_1 notify_master: slow hook starting" in log, log
     # The background sleep was in the hook's process group: killed too.
     pid = int(read(pidfile).strip())
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or ") Z " in read(f"/proc/{pid}/stat"), 5,
              "the hook's child to be killed")
     # While the hook hung, adverts went on: lb2 never took the VIP.
-    assert topo.holders(["lb1", "lb2"], VIP) == ["lb1"]
-    assert "-> MASTER" not in topo.log("lb2"), topo.log("lb2")
+    assert lab.holders(["lb1", "lb2"], VIP) == ["lb1"]
+    assert "-> MASTER" not in lab.log("lb2"), lab.log("lb2")
     # A failing notify_backup is not retried (retries are for notify_master).
     assert read(retry_out).count("try") <= 1
 
 
-def test_notify_master_is_retried(topo, tmp):
-    hosts(topo)
+def test_notify_master_is_retried(lab, tmp):
     count = os.path.join(tmp, "count")
     # Fails twice, then succeeds: the seed's "move the floating IP, retry".
     move = script(
@@ -197,16 +188,15 @@ def test_notify_master_is_retried(topo, tmp):
         "move-ip.sh",
         f'echo x >> {count}\n[ "$(wc -l < {count})" -ge 3 ] || {{ echo "provider API busy" >&2; exit 1; }}\necho moved\n',
     )
-    start(topo, "lb1", cfg(101, f"notify_master = {toml_list(move, '--to', 'me')}\nnotify_retries = 5\n"), tmp)
-    wait_for(lambda: "VI_1 notify_master: moved" in topo.log("lb1"), 20, "the third attempt to succeed")
-    log = topo.log("lb1")
+    start(lab, "lb1", cfg(101, f"notify_master = {toml_list(move, '--to', 'me')}\nnotify_retries = 5\n"), tmp)
+    wait_for(lambda: "VI_1 notify_master: moved" in lab.log("lb1"), 20, "the third attempt to succeed")
+    log = lab.log("lb1")
     assert "provider API busy" in log
     assert "failed: exit status 1 (attempt 1 of 6)" in log, log
     assert read(count).count("x") == 3, "no attempts after the success"
 
 
-def test_failing_track_script_moves_the_vip_and_recovers_after_rise(topo, tmp):
-    hosts(topo)
+def test_failing_track_script_moves_the_vip_and_recovers_after_rise(lab, tmp):
     flag = os.path.join(tmp, "healthy")
     open(flag, "w").close()
     pre = f"""
@@ -219,21 +209,20 @@ fall = 2
 weight = -10
 user = "{USER}"
 """
-    start(topo, "lb1", cfg(101, 'track = [{ script = "chk" }]', pre=pre), tmp)
-    start(topo, "lb2", cfg(100), tmp)
-    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
+    start(lab, "lb1", cfg(101, 'track = [{ script = "chk" }]', pre=pre), tmp)
+    start(lab, "lb2", cfg(100), tmp)
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 master")
     os.remove(flag)
-    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 to take over when the script fails")
-    log = topo.log("lb1")
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 to take over when the script fails")
+    log = lab.log("lb1")
     assert "track_script chk DOWN: 2 consecutive failures (exit status 1)" in log, log
     assert "91 = 101 - 10 (track script chk: failing)" in log, log
     open(flag, "w").close()
-    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 to preempt back after rise")
-    assert "track_script chk UP: 3 consecutive successes" in topo.log("lb1")
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], 10, "lb1 to preempt back after rise")
+    assert "track_script chk UP: 3 consecutive successes" in lab.log("lb1")
 
 
-def test_track_script_that_cannot_run_counts_as_failure(topo, tmp):
-    hosts(topo)
+def test_track_script_that_cannot_run_counts_as_failure(lab, tmp):
     pre = f"""
 [track_script.missing]
 command = ["/nonexistent/halo-check"]
@@ -247,22 +236,21 @@ interval = "200ms"
 weight = -10
 user = "{USER}"
 """
-    start(topo, "lb1", cfg(101, 'track = [{ script = "missing" }, { script = "sh127", weight = -5 }]', pre=pre), tmp)
-    start(topo, "lb2", cfg(100), tmp)
-    wait_for(lambda: "86 = 101 - 10 (track script missing: failing) - 5 (track script sh127: failing)" in topo.log("lb1"),
+    start(lab, "lb1", cfg(101, 'track = [{ script = "missing" }, { script = "sh127", weight = -5 }]', pre=pre), tmp)
+    start(lab, "lb2", cfg(100), tmp)
+    wait_for(lambda: "86 = 101 - 10 (track script missing: failing) - 5 (track script sh127: failing)" in lab.log("lb1"),
              10, "both scripts to count as failing")
-    log = topo.log("lb1")
+    log = lab.log("lb1")
     assert "track_script missing DOWN" in log and "cannot be started" in log, log
     assert "track_script sh127 DOWN" in log and "exit status 127 (command not found)" in log, log
-    wait_for(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 master (lb1 at 86)")
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb2"], 10, "lb2 master (lb1 at 86)")
 
 
-def test_missing_script_user_is_an_error_at_start(topo, tmp):
-    topo.host("lb1", LBS["lb1"] + "/24")
+def test_missing_script_user_is_an_error_at_start(lab, tmp):
     text = cfg(101, 'notify_master = ["/bin/true"]').replace(f'script_user = "{USER}"', 'script_user = "halo-no-such-user"')
-    p = start(topo, "lb1", text, tmp)
+    p = start(lab, "lb1", text, tmp)
     rc = p.wait(timeout=20)
     assert rc != 0
-    log = topo.log("lb1")
+    log = lab.log("lb1")
     assert 'user "halo-no-such-user" does not exist' in log, log
-    assert VIP not in topo.addrs("lb1")
+    assert VIP not in lab.addrs("lb1")

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from netns import halo_bin, wait_for
+from halolab import halo_bin, wait_for
 
 VIP = "192.0.2.100"
 LAB_NS = re.compile(r"^halo-(sw|client|lb[1-9]|web[1-9])$")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from health.healthfix import Nginx, free_port
-from netns import halo_bin, wait_for
+from halolab import halo_bin, wait_for
 
 
 def config(port, servers, sock, io):
