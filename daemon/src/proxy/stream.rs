@@ -45,13 +45,30 @@ pub(crate) struct Epoll;
 impl Stream for tokio::net::TcpStream {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            match self.try_read_buf(&mut buf) {
-                Ok(n) => return (Ok(n), buf),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return (Err(e), buf),
-            }
+            // Wait first: after a short read (below) the readiness is
+            // cleared, so a read that would find nothing (the next request
+            // on a keep-alive connection, the answer to a request just
+            // sent) waits for epoll instead of costing a recv that fails
+            // with EAGAIN: measured 1.2 of those per proxied request.
             if let Err(e) = self.readable().await {
                 return (Err(e), buf);
+            }
+            let spare = buf.capacity() - buf.len();
+            match self.try_read_buf(&mut buf) {
+                Ok(n) => {
+                    if n > 0 && n < spare {
+                        // The kernel had less than we asked for: the socket
+                        // is drained. Clear tokio's readiness for it (what
+                        // tokio's own poll_read does); tokio keeps it if an
+                        // epoll event arrived since, so no wake-up is lost.
+                        let _ = self.try_io(tokio::io::Interest::READABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    return (Ok(n), buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
             }
         }
     }
