@@ -1,5 +1,5 @@
 """A bounded HTTP client loop against the VIP, run inside the controller
-namespace during the rolling upgrade:
+(the halo lab's client namespace) during the rolling upgrade:
 
     python3 client.py URL --stop-file F --max-requests N --max-seconds S
 

@@ -1,17 +1,24 @@
-"""Four Debian hosts (lb1, lb2, web1, web2) and an Ansible controller, all
-in network namespaces, for the ansible/ tests.
+"""Four Debian hosts (lb1, lb2, web1, web2) and an Ansible controller on a
+`halo lab` network, for the ansible/ tests.
 
-Topology (nothing in the root namespace):
+The network is the suite's one topology, `halo lab up --no-start --lbs 2
+--backends 2` under its own lab name (tests/halolab.py's Lab), nothing in
+the root namespace:
 
-    netns <p>sw   : bridge br0 and one veth end per host and the controller
-    netns <p>ctl  : 192.0.2.1/24: ansible-playbook, ssh and the test clients
-    netns <p>lb1 ...: each host's eth0 (the other veth end)
+    netns halo-NAME-sw     : the lab's bridge, one port per node
+    netns halo-NAME-client : 192.0.2.2/24: the controller (ansible-playbook,
+                             ssh and the test clients)
+    netns halo-NAME-lb1 ...: each host's eth0, 192.0.2.11/24 ... as the lab
+                             sets it up, the example inventory's addresses
 
-Each host is a systemd-nspawn -b container: its own systemd as PID 1, sshd,
-journald, its own network namespace (the one above). Its root is an
-overlayfs over the cached Debian tree (tests/ansible/build-image.sh), so every
-run starts from a freshly installed Debian. Its name and address are written
-into the overlay before it boots (/etc/hostname, a systemd-networkd file).
+Nothing of the lab is started (no halo, no nginx from the lab): each host is
+a systemd-nspawn -b container joining its node's namespace, with its own
+systemd as PID 1, sshd, journald, and the daemons the roles install. Its
+root is an overlayfs over the cached Debian tree
+(tests/ansible/build-image.sh), so every run starts from a freshly installed
+Debian. Its name and systemd-networkd file are written into the overlay
+before it boots. A cable cut is `halo lab cut NODE`; after the containers
+are stopped, `halo lab down` removes the namespaces.
 
 Why nspawn and not qemu: on this machine /dev/kvm exists but a 64-bit guest
 hangs in early boot under it, and TCG emulation took 112 s to bring four
@@ -26,6 +33,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 ANSIBLE_DIR = os.path.join(ROOT, "ansible")
 
+sys.path.insert(0, os.path.dirname(HERE))
+from halolab import CLIENT, LB, WEB, Lab  # noqa: E402
+
 # The addresses of ansible/inventories/example.ini: the tests use that file as is.
 HOSTS = {
     "lb1": "192.0.2.11",
@@ -41,7 +52,10 @@ HOSTS = {
     "web1": "192.0.2.21",
     "web2": "192.0.2.22",
 }
-CONTROLLER = "192.0.2.1"
+# ... and the lab gives its nodes the same ones.
+assert all({**LB, **WEB}[n] == a for n, a in HOSTS.items()), "halo lab addresses differ from the inventory"
+# The lab's client namespace is the Ansible controller.
+CONTROLLER = CLIENT
 VIP = "192.0.2.100"
 
 
@@ -55,9 +69,10 @@ def run(args, check=True, timeout=120, **kw):
 class Cluster:
     def __init__(self, image_dir):
         self.image = image_dir
-        self.prefix = f"ha{os.getpid() % 100000}"
-        self.sw = self.prefix + "sw"
-        self.ctl = self.prefix + "ctl"
+        # The network: lb1, lb2, web1, web2 and the client (the controller).
+        # Only its namespaces and addresses are used; nothing is started in it.
+        self.lab = Lab("ansible", lbs=2, backends=2)
+        self.lab_up = False
         self.work = tempfile.mkdtemp(prefix="halo-ansible-", dir="/var/tmp")
         self.key = os.path.join(self.work, "id_ed25519")
         shutil.copy(os.path.join(image_dir, "id_ed25519"), self.key)
@@ -66,16 +81,17 @@ class Cluster:
         self.supervisors = {}  # name -> thread that boots it again on reboot
         self.closing = threading.Event()
         self.mounts = []
-        self.namespaces = []
 
     # --- lifecycle ---------------------------------------------------------
 
     def __enter__(self):
         try:
-            self._network()
+            self.lab.__enter__()  # halo lab up --no-start
+            self.lab_up = True
             for name in HOSTS:
                 self._boot(name)
             self.wait_ssh()
+            self.check_network()
         except BaseException:
             self.close()
             raise
@@ -100,27 +116,14 @@ class Cluster:
             t.join(timeout=10)
         for m in reversed(self.mounts):
             run(["umount", "-l", m], check=False)
-        for ns in reversed(self.namespaces):
-            run(["ip", "netns", "del", ns], check=False)
+        # Last, with the containers gone: halo lab down kills whatever is
+        # still in the lab's namespaces and deletes them.
+        if self.lab_up:
+            self.lab_up = False
+            self.lab.close()
         if os.environ.get("HALO_ANSIBLE_KEEP_WORK"):
             return
         shutil.rmtree(self.work, ignore_errors=True)
-
-    def _network(self):
-        for ns in [self.sw, self.ctl] + [self.prefix + n for n in HOSTS]:
-            run(["ip", "netns", "add", ns])
-            self.namespaces.append(ns)
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        sw = ["ip", "-n", self.sw]
-        run(sw + ["link", "add", "br0", "type", "bridge"])
-        run(sw + ["link", "set", "br0", "up"])
-        # Each veth is made in the switch namespace, its peer moved straight
-        # into the host's (or the controller's) namespace as eth0.
-        for name, ns in [("ctl", self.ctl)] + [(n, self.prefix + n) for n in HOSTS]:
-            run(sw + ["link", "add", "v-" + name, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            run(sw + ["link", "set", "v-" + name, "master", "br0", "up"])
-        run(["ip", "-n", self.ctl, "addr", "add", CONTROLLER + "/24", "dev", "eth0"])
-        run(["ip", "-n", self.ctl, "link", "set", "eth0", "up"])
 
     def _boot(self, name):
         nsdir = "/run/systemd/nspawn"
@@ -136,13 +139,21 @@ class Cluster:
         self.mounts.append(merged)
         with open(os.path.join(merged, "etc/hostname"), "w") as f:
             f.write(name + "\n")
+        # halo lab up already put this address on eth0 (no broadcast
+        # address, link up). networkd adopts it as its own, once, when its
+        # file says exactly that: with the default broadcast (192.0.2.255)
+        # it asks the kernel to change the address, the kernel leaves an
+        # existing address's broadcast alone, and networkd 252 retries in a
+        # busy loop until the link fails. It drops the kernel's IPv6
+        # link-local address (LinkLocalAddressing=no) and adds no route.
         with open(os.path.join(merged, "etc/systemd/network/10-eth0.network"), "w") as f:
-            f.write(f"[Match]\nName=eth0\n\n[Network]\nAddress={HOSTS[name]}/24\n"
-                    "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+            f.write("[Match]\nName=eth0\n\n[Network]\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
+                    f"[Address]\nAddress={HOSTS[name]}/24\nBroadcast=no\n")
         args = ["systemd-nspawn", "--quiet", "--boot", "--directory", merged,
-                "--machine", self.prefix + name, "--hostname", name,
+                "--machine", f"{self.lab.name}-{name}", "--hostname", name,
                 "--register=no", "--keep-unit",
-                "--network-namespace-path", f"/run/netns/{self.prefix + name}",
+                # The lab's namespace for this node, its eth0 on the lab's switch.
+                "--network-namespace-path", f"/run/netns/{self.lab.ns(name)}",
                 # Its own network namespace: VIPs, raw VRRP sockets, nftables.
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW"]
         log = open(os.path.join(self.work, name + ".console"), "a")
@@ -190,17 +201,33 @@ class Cluster:
             raise RuntimeError("no ssh to " + ", ".join(sorted(pending)) + "\n" +
                                "\n".join(f"--- {n} console:\n{self.console(n)}" for n in sorted(pending)))
 
+    def check_network(self, timeout=30):
+        """Each host's eth0 has its one address from the lab, which the
+        host's systemd-networkd adopted (configured, not failed)."""
+        cmd = ("networkctl --no-pager --no-legend list eth0 | awk '{print $5}'; "
+               "ip -o addr show dev eth0 | awk '{print $4}'")
+        for name, addr in HOSTS.items():
+            deadline = time.monotonic() + timeout
+            while True:
+                out = self.ssh(name, cmd, check=False, timeout=20).stdout.split()
+                if out == ["configured", addr + "/24"]:
+                    break
+                if time.monotonic() > deadline or (out and out[0] in ("failed", "unmanaged")):
+                    raise RuntimeError(f"{name}: eth0 not as the lab set it up (networkd state, addresses): {out}")
+                time.sleep(0.5)
+
     # --- reaching the hosts ------------------------------------------------
 
-    def in_ctl(self, args):
-        return ["ip", "netns", "exec", self.ctl] + [str(a) for a in args]
+    def in_client(self, args):
+        """A command in the lab's client namespace, the controller."""
+        return ["ip", "netns", "exec", self.lab.ns("client")] + [str(a) for a in args]
 
     def ssh_args(self):
         return ["-i", self.key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"]
 
     def ssh(self, name, command, check=True, timeout=60):
-        return run(self.in_ctl(["ssh"] + self.ssh_args() + ["root@" + HOSTS[name], command]),
+        return run(self.in_client(["ssh"] + self.ssh_args() + ["root@" + HOSTS[name], command]),
                    check=check, timeout=timeout)
 
     def status(self, name):
@@ -217,19 +244,23 @@ class Cluster:
         return st["vrrp"][0]["state"]
 
     def http_get(self, path="/", host=VIP, timeout=5):
-        r = run(self.in_ctl(["curl", "-sS", "--max-time", str(timeout), f"http://{host}{path}"]),
+        r = run(self.in_client(["curl", "-sS", "--max-time", str(timeout), f"http://{host}{path}"]),
                 check=False, timeout=timeout + 10)
         return r.returncode, r.stdout
 
     def link(self, name, up):
-        """Plug or pull the host's cable (its port on the switch)."""
-        run(["ip", "-n", self.sw, "link", "set", "v-" + name, "up" if up else "down"])
+        """Plug or pull the host's cable (its port on the switch):
+        halo lab heal/cut NODE."""
+        if up:
+            self.lab.heal(name)
+        else:
+            self.lab.cut(name)
 
     # --- ansible -----------------------------------------------------------
 
     def playbook(self, playbook, extra=None, timeout=900):
-        """ansible-playbook in the controller namespace against the example
-        inventory. Returns (rc, output, recap{host: {ok, changed, ...}})."""
+        """ansible-playbook in the client namespace (the controller) against
+        the example inventory. Returns (rc, output, recap{host: {ok, changed, ...}})."""
         env = dict(os.environ)
         env.update({
             "ANSIBLE_CONFIG": os.path.join(ANSIBLE_DIR, "ansible.cfg"),
@@ -248,8 +279,8 @@ class Cluster:
             "common_ntp_servers": [CONTROLLER],
         }
         variables.update(extra or {})
-        args = self.in_ctl(["ansible-playbook", "-i", os.path.join(ANSIBLE_DIR, "inventories", "example.ini"),
-                            "-e", json.dumps(variables), os.path.join(ANSIBLE_DIR, playbook)])
+        args = self.in_client(["ansible-playbook", "-i", os.path.join(ANSIBLE_DIR, "inventories", "example.ini"),
+                               "-e", json.dumps(variables), os.path.join(ANSIBLE_DIR, playbook)])
         r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=ANSIBLE_DIR)
         out = r.stdout + r.stderr
         with open(os.path.join(self.work, "ansible.log"), "a") as f:

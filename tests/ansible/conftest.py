@@ -1,5 +1,6 @@
 """Fixtures for the ansible/ tests: the cached VM image, two halo packages
-(the current one and a "next version"), and the four-VM cluster."""
+(the current one and a "next version"), and the four-host cluster on a
+`halo lab` network."""
 
 import os
 import shutil
@@ -71,6 +72,8 @@ def image():
 
 @pytest.fixture(scope="module")
 def cluster(image):
-    needs("ansible-playbook", "ssh", "curl")
+    needs("ansible-playbook", "ssh", "curl", "ip")
+    # The network is `halo lab up` (tests/halolab.py), with this binary.
+    os.environ.setdefault("HALO_BIN", halo_bin())
     with Cluster(image) as c:
         yield c

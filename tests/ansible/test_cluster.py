@@ -1,7 +1,8 @@
 """site.yml, a second run, rolling-upgrade.yml and failover on four real
 hosts (systemd-nspawn containers booting systemd and sshd, see cluster.py),
-with Ansible connecting over SSH from a controller namespace and using the
-shipped ansible/inventories/example.ini unchanged.
+with Ansible connecting over SSH from the controller (the halo lab's client
+namespace, 192.0.2.2) and using the shipped ansible/inventories/example.ini
+unchanged.
 
 The tests run in file order on one cluster; each needs the ones before it.
 """
@@ -114,9 +115,9 @@ def test_rolling_upgrade_fails_no_request(cluster, debs):
 
     pids_before = main_pids()
     stop = os.path.join(cluster.work, "client.stop")
-    client = subprocess.Popen(cluster.in_ctl(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
-                                              "--stop-file", stop, "--max-requests", "30000",
-                                              "--max-seconds", "600"]),
+    client = subprocess.Popen(cluster.in_client(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
+                                                 "--stop-file", stop, "--max-requests", "30000",
+                                                 "--max-seconds", "600"]),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2)
