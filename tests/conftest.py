@@ -1,4 +1,4 @@
-"""Shared pytest set-up: tests import `netns` from this directory."""
+"""Shared pytest set-up: tests import `halolab` (and each area its fixtures) from here."""
 
 import os
 import sys

@@ -68,6 +68,15 @@ def wait_for(pred, timeout, what, step=0.05):
         time.sleep(step)
 
 
+def alive(pid):
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 class Lab:
     def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False):
         global _counter

@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from halolab import wait_for  # noqa: F401  (re-exported for the admin tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ARTIFACTS = ROOT / "target" / "test-artifacts"
@@ -73,17 +75,6 @@ def wait_port(port, proc=None, timeout=15.0, host="127.0.0.1"):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def wait_for(pred, timeout, what, step=0.1):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def kill(proc, sig=signal.SIGTERM):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from halolab import halo_bin, wait_for
+from halolab import alive, halo_bin, wait_for
 
 VIP = "192.0.2.100"
 LAB_NS = re.compile(r"^halo-(sw|client|lb[1-9]|web[1-9])$")
@@ -34,14 +34,6 @@ def pids_in(namespaces):
         out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
         pids += [int(p) for p in out.split()]
     return pids
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def holds_vip(lb):

@@ -12,21 +12,12 @@ import tempfile
 
 import pytest
 
-from halolab import VIP, Lab, halo_bin, wait_for
+from halolab import VIP, Lab, alive, halo_bin, wait_for
 
 
 def namespaces_of(name):
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return sorted(l.split()[0] for l in out.splitlines() if l.split() and l.split()[0].startswith(f"halo-{name}-"))
-
-
-def alive(pid):
-    """Running, not a zombie waiting for its parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def root_links():
