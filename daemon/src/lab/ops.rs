@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use super::plan::{Node, VIP};
 use super::probe;
 use super::running::*;
-use super::sys;
+use super::sys::{self, Tool};
 use super::Which;
 use crate::control;
 use crate::status::Snapshot;
@@ -222,6 +222,15 @@ pub(super) fn signal_node(target: &str, action: Action, which: &Which) -> Result
                 println!("{node}: {} already running", names.join(" + "));
                 return Ok(());
             }
+            let tools: Vec<Tool> = names
+                .iter()
+                .filter_map(|d| match *d {
+                    "nginx" => Some(NGINX),
+                    "keepalived" => Some(KEEPALIVED),
+                    _ => None,
+                })
+                .collect();
+            sys::require(&tools)?;
             let _ = start_daemons(&lab, node)?;
             println!("{node}: started {}", names.join(" + "));
         }

@@ -21,11 +21,13 @@ use super::Which;
 /// that long) for it to converge. Without, start nothing (`--no-start`).
 pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     let (dir, names) = (which.dir.as_path(), &which.names);
+    // What `--no-start` does not start it does not need (yet): `start`
+    // checks for nginx and keepalived when it starts them.
     let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL];
-    if spec.backends > 0 {
+    if spec.backends > 0 && wait.is_some() {
         tools.push(NGINX);
     }
-    if spec.peer == Peer::Keepalived {
+    if spec.peer == Peer::Keepalived && wait.is_some() {
         tools.push(KEEPALIVED);
     }
     sys::require(&tools)?;
