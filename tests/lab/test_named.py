@@ -47,8 +47,14 @@ def test_two_labs_side_by_side_and_down_removes_only_its_own():
         assert r.returncode != 0
         pids = subprocess.run(["ip", "netns", "pids", b.ns("web1")], capture_output=True, text=True).stdout.split()
         assert pids, "nginx runs in lab two"
+        # `list` shows both labs with their nodes.
+        listed = subprocess.run([halo_bin(), "lab", "list"], capture_output=True, text=True).stdout
+        assert f"{a.name} " in listed and f"{b.name} " in listed, listed
+        assert any(l.split()[:1] == [b.name] and l.split()[2:] == ["lb1", "web1", "client"]
+                   for l in listed.splitlines()), listed
         a.lab("down")
         assert namespaces_of(a.name) == []
+        assert f"{a.name} " not in subprocess.run([halo_bin(), "lab", "list"], capture_output=True, text=True).stdout
         assert len(namespaces_of(b.name)) == 4
         assert b.exec("client", "curl", "-s", "-m", "5", "http://192.0.2.21/health").stdout == "ok\n"
     assert namespaces_of(b.name) == []

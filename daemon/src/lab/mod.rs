@@ -99,6 +99,9 @@ pub enum LabCmd {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Every lab on this machine (the default one and named ones), from
+    /// their namespaces: to find and remove what a crashed script left.
+    List,
     /// Who is master, each LB's daemon and link, each backend's health.
     Status {
         #[command(flatten)]
@@ -192,6 +195,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             up::up(&spec, &dir.resolve()?, wait)?;
         }
         LabCmd::Down { dir } => up::down(&dir.resolve()?)?,
+        LabCmd::List => ops::list()?,
         LabCmd::Status { dir } => ops::status(&dir.resolve()?)?,
         LabCmd::Curl { n, dir } => return ops::curl(n, &dir.resolve()?),
         LabCmd::Watch {

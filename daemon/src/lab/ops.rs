@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::plan::{Node, VIP};
+use super::plan::{self, Node, VIP};
 use super::probe;
 use super::running::*;
 use super::sys::{self, Tool};
@@ -141,6 +141,39 @@ pub fn status(which: &Which) -> Result<()> {
             Err(e) => println!("\n  http://{VIP}/ -> failed: {e}"),
         }
     }
+    Ok(())
+}
+
+// === list ===
+
+pub(super) fn list() -> Result<()> {
+    sys::require(&[IPROUTE])?;
+    let mut labs: BTreeMap<Option<String>, (bool, Vec<Node>)> = BTreeMap::new();
+    for ns in sys::netns_with_prefix(plan::PREFIX)? {
+        if let Some((name, node)) = plan::lab_of_netns(&ns) {
+            let entry = labs.entry(name).or_default();
+            match node {
+                Some(n) => entry.1.push(n),
+                None => entry.0 = true,
+            }
+        }
+    }
+    if labs.is_empty() {
+        println!("no lab is up");
+        return Ok(());
+    }
+    println!("  {:<14} {:<7} nodes", "lab", "switch");
+    for (name, (switch, mut nodes)) in labs {
+        nodes.sort();
+        let nodes: Vec<String> = nodes.iter().map(Node::to_string).collect();
+        println!(
+            "  {:<14} {:<7} {}",
+            name.as_deref().unwrap_or("(default)"),
+            if switch { "yes" } else { "missing" },
+            nodes.join(" ")
+        );
+    }
+    println!("\n`halo lab down --name NAME` removes a named lab, `halo lab down` the default one.");
     Ok(())
 }
 

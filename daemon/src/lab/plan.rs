@@ -169,6 +169,26 @@ impl Names {
     }
 }
 
+/// Which lab a namespace belongs to: `Some((None, node))` for the default
+/// lab's, `Some((Some(name), node))` for a named lab's, `None` for anything
+/// else. The switch is `node == None`. For `halo lab list`.
+pub fn lab_of_netns(ns: &str) -> Option<(Option<String>, Option<Node>)> {
+    let rest = ns.strip_prefix(PREFIX)?;
+    let part = |s: &str| -> Option<Option<Node>> {
+        if s == "sw" {
+            Some(None)
+        } else {
+            Node::parse(s).ok().map(Some)
+        }
+    };
+    if let Some(node) = part(rest) {
+        return Some((None, node));
+    }
+    let (name, node) = rest.split_once('-')?;
+    Names::new(Some(name)).ok()?;
+    Some((Some(name.to_string()), part(node)?))
+}
+
 /// What speaks VRRP on the last LB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
@@ -452,6 +472,26 @@ mod tests {
             assert!(Names::new(Some(bad)).is_err(), "{bad}");
         }
         assert_eq!(Names::new(Some("")).unwrap(), default);
+    }
+
+    #[test]
+    fn namespaces_are_told_apart_by_lab() {
+        assert_eq!(lab_of_netns("halo-lb1"), Some((None, Some(Node::Lb(1)))));
+        assert_eq!(lab_of_netns("halo-sw"), Some((None, None)));
+        assert_eq!(
+            lab_of_netns("halo-t1-web2"),
+            Some((Some("t1".into()), Some(Node::Web(2))))
+        );
+        assert_eq!(lab_of_netns("halo-t1-sw"), Some((Some("t1".into()), None)));
+        for other in [
+            "halo-test",
+            "halo-T1-lb1",
+            "halo-t1-db1",
+            "lb1",
+            "halo-a-b-lb1",
+        ] {
+            assert_eq!(lab_of_netns(other), None, "{other}");
+        }
     }
 
     #[test]
