@@ -1,10 +1,15 @@
 """Helpers for the image tests: find the built images and read their
 partitions without mounting (sfdisk --json, mtools at an offset, debugfs with
-e2fsprogs' `?offset=` device syntax)."""
+e2fsprogs' `?offset=` device syntax); make a card for a node and boot it in
+qemu-system-aarch64 (test_boot, test_pair)."""
 
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +159,135 @@ def halo_bin():
             return p
     run(["cargo", "build", "--locked", "-p", "halo"], cwd=ROOT, capture_output=False)
     return ROOT / "target" / "debug" / "halo"
+
+
+# --- booting cards in qemu (test_boot.py, test_pair.py) ---
+
+BOOT_TIMEOUT = int(os.environ.get("HALO_IMAGE_BOOT_TIMEOUT", "1200"))
+BOOT_FAILURES = [r"Failed to start .*halo", r"Kernel panic", r"Gave up waiting for root", r"halo-firstboot: ERROR"]
+
+
+def qemu_binary():
+    q = os.environ.get("HALO_QEMU") or shutil.which("qemu-system-aarch64")
+    cached = Path("/var/cache/halo-tests/qemu-system/root/usr/bin/qemu-system-aarch64")
+    if not q and cached.is_file():
+        q = str(cached)
+    if not q:
+        pytest.fail("qemu-system-aarch64 not found (bash tests/image/run.sh installs it)")
+    return q
+
+
+def ssh_keygen(path):
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(path)])
+    return Path(path)
+
+
+def make_card(img, *node_args):
+    """`halo-image node NODE_ARGS IMG`: the card's halo/ settings."""
+    run([str(HALO_IMAGE_TOOL), "node", *map(str, node_args), str(img)])
+
+
+def boot_files(img, dest):
+    """Kernel, initrd and command line from a card's boot partition, as the
+    Pi firmware would take them; only the console is qemu's UART."""
+    disk = Disk(img)
+    files = disk.fat_ls()
+    kernel_name = next(f for f in files if f.startswith("vmlinuz-"))
+    initrd_name = next(f for f in files if f.startswith("initrd.img-"))
+    for name in (kernel_name, initrd_name):
+        run(["mcopy", "-n", "-i", disk.fat(), f"::/{name}", str(Path(dest) / name)], env=_mtools_env())
+    cmdline = disk.fat_read("::/cmdline.txt").split()
+    cmdline = [a for a in cmdline if not a.startswith("console=")] + ["console=ttyAMA0"]
+    return Path(dest) / kernel_name, Path(dest) / initrd_name, " ".join(cmdline)
+
+
+def card_overlay(image, overlay, workdir, *node_args):
+    """A card for one node without copying the image: a qcow2 overlay backed
+    by the (unchanged) raw image, holding only what `halo-image node` changes.
+    The node command runs on a raw copy of the MBR and boot partition (mtools
+    cannot write into qcow2); the blocks that differ from the image are then
+    written into the overlay with qemu-io. Returns the copy (a raw image
+    whose boot partition is the card's, for boot_files)."""
+    workdir = Path(workdir)
+    p1 = Disk(image).parts[0]
+    end = (p1["start"] + p1["size"]) * 512
+    head = workdir / "boot-part.img"
+    run(["dd", f"if={image}", f"of={head}", "bs=1M", f"count={-(-end // (1 << 20))}", "conv=sparse", "status=none"])
+    make_card(head, *node_args)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(image).resolve()), str(overlay)])
+    block = 64 * 1024
+    cmds, chunk = [], 0
+    with open(image, "rb") as a, open(head, "rb") as b:
+        off = 0
+        while off < end:
+            x, y = a.read(block), b.read(block)
+            if x != y:
+                src = workdir / f"chunk{chunk}"
+                src.write_bytes(y)
+                cmds += ["-c", f"write -q -s {src} {off} {len(y)}"]
+                chunk += 1
+            off += block
+    assert cmds, "halo-image node changed nothing on the card"
+    run(["qemu-io", "-f", "qcow2", *cmds, str(overlay)])
+    for n in range(chunk):
+        (workdir / f"chunk{n}").unlink()
+    return head
+
+
+def qemu_command(kernel, initrd, cmdline, console, drive, net, smp=2, mem=1024):
+    """qemu-system-aarch64 -M virt (TCG) booting a card's kernel and initrd;
+    `drive` is the -drive value, `net` the network arguments."""
+    return [
+        qemu_binary(),
+        "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp), "-m", str(mem),
+        "-display", "none", "-monitor", "none", "-no-reboot",
+        "-serial", f"file:{console}",
+        "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
+        "-drive", drive, *net,
+    ]
+
+
+class Console:
+    """A booting VM seen through its serial console file. `proc` is qemu's
+    Popen, `stderr` the file its output goes to."""
+
+    def __init__(self, console, proc, stderr):
+        self.console, self.proc, self.stderr = Path(console), proc, Path(stderr)
+
+    def text(self):
+        try:
+            return self.console.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, pattern, timeout, fail_patterns=()):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            m = re.search(pattern, text)
+            if m:
+                return m
+            for bad in fail_patterns:
+                if re.search(bad, text):
+                    pytest.fail(f"{self.console}: console shows {bad!r}:\n{self.tail()}")
+            if self.proc.poll() is not None:
+                try:
+                    err = self.stderr.read_text(errors="replace")
+                except FileNotFoundError:
+                    err = ""
+                pytest.fail(f"qemu exited with {self.proc.returncode}:\n{err}\n{self.tail()}")
+            time.sleep(2)
+        pytest.fail(f"{self.console}: no {pattern!r} on the console after {timeout} s:\n{self.tail()}")
+
+    def tail(self, n=60):
+        return "\n".join(self.text().splitlines()[-n:])
+
+
+def stop_process(proc, timeout=10):
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

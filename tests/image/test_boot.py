@@ -12,10 +12,7 @@ halo/firstboot.sh hook (the image has no nginx; busybox is in it for the
 initramfs)."""
 
 import os
-import re
 import secrets
-import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HALO_IMAGE_TOOL, Disk, run
+from conftest import BOOT_FAILURES, BOOT_TIMEOUT, Console, Disk, boot_files, make_card, qemu_command, run, ssh_keygen, stop_process
 
-BOOT_TIMEOUT = int(os.environ.get("HALO_IMAGE_BOOT_TIMEOUT", "1200"))
 VIP = "192.0.2.100"
 NODE_ADDR = "192.0.2.11"
 
@@ -70,74 +66,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def qemu_binary():
-    q = os.environ.get("HALO_QEMU") or shutil.which("qemu-system-aarch64")
-    cached = Path("/var/cache/halo-tests/qemu-system/root/usr/bin/qemu-system-aarch64")
-    if not q and cached.is_file():
-        q = str(cached)
-    if not q:
-        pytest.fail("qemu-system-aarch64 not found (bash tests/image/run.sh installs it)")
-    return q
-
-
-class Vm:
+class Vm(Console):
     def __init__(self, tmp_path, image):
         self.dir = tmp_path
-        self.console = tmp_path / "console.log"
         self.http_port = free_port()
         self.ssh_port = free_port()
-        self.proc = None
         self.image = image
+        super().__init__(tmp_path / "console.log", None, tmp_path / "qemu.stderr")
 
     def start(self, kernel, initrd, cmdline):
-        cmd = [
-            qemu_binary(),
-            "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
-            "-display", "none", "-monitor", "none", "-no-reboot",
-            "-serial", f"file:{self.console}",
-            "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
-            "-drive", f"file={self.image},if=virtio,format=raw,snapshot=on",
-            "-netdev",
-            "user,id=n0,restrict=on,net=192.0.2.0/24,host=192.0.2.2,dns=192.0.2.3,"
-            f"hostfwd=tcp:127.0.0.1:{self.http_port}-{VIP}:80,"
-            f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-{NODE_ADDR}:22",
-            "-device", "virtio-net-pci,netdev=n0,romfile=",
-        ]
-        self.log = open(self.dir / "qemu.stderr", "w")
+        cmd = qemu_command(
+            kernel, initrd, cmdline, self.console,
+            f"file={self.image},if=virtio,format=raw,snapshot=on",
+            [
+                "-netdev",
+                "user,id=n0,restrict=on,net=192.0.2.0/24,host=192.0.2.2,dns=192.0.2.3,"
+                f"hostfwd=tcp:127.0.0.1:{self.http_port}-{VIP}:80,"
+                f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-{NODE_ADDR}:22",
+                "-device", "virtio-net-pci,netdev=n0,romfile=",
+            ],
+        )
+        self.log = open(self.stderr, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def text(self):
-        try:
-            return self.console.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_for(self, pattern, timeout, fail_patterns=()):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.text()
-            m = re.search(pattern, text)
-            if m:
-                return m
-            for bad in fail_patterns:
-                if re.search(bad, text):
-                    pytest.fail(f"console shows {bad!r}:\n{self.tail()}")
-            if self.proc.poll() is not None:
-                pytest.fail(f"qemu exited with {self.proc.returncode}:\n{(self.dir / 'qemu.stderr').read_text()}\n{self.tail()}")
-            time.sleep(2)
-        pytest.fail(f"no {pattern!r} on the console after {timeout} s:\n{self.tail()}")
-
-    def tail(self, n=60):
-        return "\n".join(self.text().splitlines()[-n:])
-
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         if self.proc:
             self.log.close()
 
@@ -166,38 +119,26 @@ def booted(image, tmp_path_factory):
     with open(disk_img, "r+b") as f:
         f.truncate(original_size + 512 * 1024 * 1024)
 
-    key = tmp / "id_ed25519"
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(key)])
+    key = ssh_keygen(tmp / "id_ed25519")
     token = secrets.token_hex(8)
     conf = tmp / "halo.toml"
     conf.write_text(HALO_TOML)
     hook = tmp / "firstboot.sh"
     hook.write_text(FIRSTBOOT_HOOK.format(token=token))
-    run([
-        str(HALO_IMAGE_TOOL), "node", "--hostname", "lb1", "--address", f"{NODE_ADDR}/24",
+    make_card(
+        disk_img, "--hostname", "lb1", "--address", f"{NODE_ADDR}/24",
         "--gateway", "192.0.2.2", "--priority", "150", "--ssh-key", f"{key}.pub",
-        "--halo-toml", str(conf), "--firstboot-script", str(hook), str(disk_img),
-    ])
+        "--halo-toml", conf, "--firstboot-script", hook,
+    )
 
-    # Kernel, initrd and command line come from the image's boot partition,
-    # as the Pi firmware would take them; only the console is qemu's UART.
-    disk = Disk(disk_img)
-    files = disk.fat_ls()
-    kernel_name = next(f for f in files if f.startswith("vmlinuz-"))
-    initrd_name = next(f for f in files if f.startswith("initrd.img-"))
-    for name in (kernel_name, initrd_name):
-        run(["mcopy", "-n", "-i", disk.fat(), f"::/{name}", str(tmp / name)], env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
-    cmdline = disk.fat_read("::/cmdline.txt").split()
-    cmdline = [a for a in cmdline if not a.startswith("console=")] + ["console=ttyAMA0"]
+    kernel, initrd, cmdline = boot_files(disk_img, tmp)
 
     vm = Vm(tmp, disk_img)
     t0 = time.monotonic()
-    vm.start(tmp / kernel_name, tmp / initrd_name, " ".join(cmdline))
+    vm.start(kernel, initrd, cmdline)
     try:
         vm.wait_for(
-            r"HALO-READY lb1", BOOT_TIMEOUT,
-            fail_patterns=[r"Failed to start .*halo", r"Kernel panic", r"Gave up waiting for root", r"halo-firstboot: ERROR"],
-        )
+            r"HALO-READY lb1", BOOT_TIMEOUT, fail_patterns=BOOT_FAILURES)
         vm.ready_after = time.monotonic() - t0
         print(f"\nboot to HALO-READY: {vm.ready_after:.0f} s (TCG)")
         (Path(os.environ.get("HALO_IMAGE_OUT", Path(image).parent)) / "boot-time.txt").write_text(f"{vm.ready_after:.0f}\n")
