@@ -155,9 +155,20 @@ impl Io for Uring {
     const NAME: &'static str = "io_uring";
 
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
-        let s = tokio_uring::net::TcpStream::connect(addr).await?;
-        let _ = s.set_nodelay(true);
-        Ok(UringStream(s))
+        // Connect through the tokio reactor under tokio-uring, then hand the
+        // socket to io_uring. An io_uring connect cannot be cancelled (see
+        // UringStream), and shutdown does not abort one in SYN-SENT: a
+        // connect timeout against a host that never answers left the socket
+        // retrying SYNs for about two minutes. A dropped tokio connect
+        // closes its socket at once. Backend connections are pooled, so the
+        // one epoll registration per connect costs little.
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        nodelay(&s);
+        let s = s.into_std()?;
+        // io_uring sockets are blocking ones (as tokio-uring's own): the
+        // ring waits for readiness instead of failing with EAGAIN.
+        s.set_nonblocking(false)?;
+        Ok(UringStream(tokio_uring::net::TcpStream::from_std(s)))
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
