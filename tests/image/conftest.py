@@ -260,22 +260,30 @@ class Console:
         except FileNotFoundError:
             return ""
 
+    def check(self, pattern, fail_patterns=()):
+        """The pattern's match on the console so far, or None; fails the test
+        on a fail pattern or when qemu has exited."""
+        text = self.text()
+        m = re.search(pattern, text)
+        if m:
+            return m
+        for bad in fail_patterns:
+            if re.search(bad, text):
+                pytest.fail(f"{self.console}: console shows {bad!r}:\n{self.tail()}")
+        if self.proc.poll() is not None:
+            try:
+                err = self.stderr.read_text(errors="replace")
+            except FileNotFoundError:
+                err = ""
+            pytest.fail(f"qemu exited with {self.proc.returncode}:\n{err}\n{self.tail()}")
+        return None
+
     def wait_for(self, pattern, timeout, fail_patterns=()):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = self.text()
-            m = re.search(pattern, text)
+            m = self.check(pattern, fail_patterns)
             if m:
                 return m
-            for bad in fail_patterns:
-                if re.search(bad, text):
-                    pytest.fail(f"{self.console}: console shows {bad!r}:\n{self.tail()}")
-            if self.proc.poll() is not None:
-                try:
-                    err = self.stderr.read_text(errors="replace")
-                except FileNotFoundError:
-                    err = ""
-                pytest.fail(f"qemu exited with {self.proc.returncode}:\n{err}\n{self.tail()}")
             time.sleep(2)
         pytest.fail(f"{self.console}: no {pattern!r} on the console after {timeout} s:\n{self.tail()}")
 

@@ -3,7 +3,9 @@
 # Debian image and the same customised with --base, then pytest tests/image:
 # static checks of the images, the `node` command, and a boot of the image in
 # qemu-system-aarch64 (TCG) that waits for halo's READY and checks the proxy,
-# MASTER, SSH by key only and the grown root. Run as root on Debian 12:
+# MASTER, SSH by key only and the grown root, and a boot of two cards (lb1,
+# lb2) on a `halo lab` network that elect one master and fail over. Run as
+# root on Debian 12:
 #   bash tests/image/run.sh          (tests/run.sh calls it as stage "image")
 # Build outputs go to build/image/ (HALO_IMAGE_OUT); the base root file
 # system is cached in build/image/cache (HALO_IMAGE_CACHE), so the second run
@@ -112,4 +114,4 @@ step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
 step "image build ($kind)" build_image
 step "plain image + --base customisation" build_base_variant
-step "pytest tests/image (static, node, boot)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
+step "pytest tests/image (static, node, boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image

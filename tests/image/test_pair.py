@@ -119,7 +119,8 @@ def vip_mac(lab):
 
 
 @pytest.fixture(scope="module")
-def pair(image, tmp_path_factory):
+def pair(image, halo_bin, tmp_path_factory):
+    # halo_bin: a host halo for `halo lab` (halolab finds the same binary).
     tmp = tmp_path_factory.mktemp("pair")
     key = ssh_keygen(tmp / "id_ed25519")
     conf = tmp / "halo.toml"
@@ -152,11 +153,21 @@ def pair(image, tmp_path_factory):
                 proc = lab.spawn(f"vm-{name}", name, cmd)
                 vms[name] = PairVm(name, proc, console, lab.procs[f"vm-{name}"][1])
             prep = time.monotonic() - t0
-            for vm in vms.values():
-                vm.wait_for(rf"HALO-READY {vm.name}", BOOT_TIMEOUT, fail_patterns=BOOT_FAILURES)
-                vm.ready_after = time.monotonic() - t0
-            print(f"\ncards (qcow2 overlays) ready in {prep:.0f} s; both VMs at HALO-READY after "
-                  f"{max(v.ready_after for v in vms.values()):.0f} s (TCG, -smp {SMP} each, in parallel)")
+            # Both boot at once; each one's time is when its line appears.
+            pending = list(vms.values())
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while pending:
+                for vm in list(pending):
+                    if vm.check(rf"HALO-READY {vm.name}", BOOT_FAILURES):
+                        vm.ready_after = time.monotonic() - t0
+                        pending.remove(vm)
+                if pending and time.monotonic() > deadline:
+                    pytest.fail(f"no HALO-READY from {[v.name for v in pending]} after {BOOT_TIMEOUT} s:\n"
+                                + "\n".join(v.tail() for v in pending))
+                time.sleep(1)
+            print(f"\ncards (qcow2 overlays) ready in {prep:.0f} s; HALO-READY after "
+                  + ", ".join(f"{n} {v.ready_after:.0f} s" for n, v in vms.items())
+                  + f" (TCG, -smp {SMP} each, booting in parallel)")
             out = Path(os.environ.get("HALO_IMAGE_OUT", Path(image).parent))
             (out / "pair-boot-time.txt").write_text(
                 " ".join(f"{n}={v.ready_after:.0f}" for n, v in vms.items()) + f" smp={SMP}\n")
@@ -200,8 +211,11 @@ def test_lb1_alone_is_master_and_the_page_comes_through_the_vip(pair):
 def test_lb2_takes_over_when_lb1_dies(pair):
     lab, key, vms = pair
     lb2 = vms["lb2"]
+    t0 = time.monotonic()
     assert lab.signal("vm-lb1", signal.SIGKILL) == -signal.SIGKILL
     wait_for(lambda: holds_vip(lab, key, lb2), 300, "the VIP on lb2 after lb1's qemu was killed", step=3)
+    # Seen through SSH polls into a TCG guest: an upper bound, not a measure.
+    print(f"\nlb2 held the VIP within {time.monotonic() - t0:.0f} s of lb1's SIGKILL")
     wait_for(lambda: page(lab) is not None and vip_mac(lab) == lb2.mac, 300, "the client's ARP entry for the VIP on lb2's MAC", step=2)
     body = wait_for(lambda: page(lab), 300, "web1's page through the VIP from lb2", step=3)
     assert body.startswith(f"web1: hello from {WEB['web1']}"), body
