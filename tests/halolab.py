@@ -117,10 +117,11 @@ class Lab:
                 p.kill()
                 p.wait(timeout=10)
         self.procs.clear()
-        # Kills whatever is left inside the namespaces and deletes them.
-        self.lab("down", check=False, timeout=60)
         if self.dir:
+            # Kills whatever is left inside the namespaces and deletes them.
+            self.lab("down", check=False, timeout=60)
             shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
     # --- the halo lab command line ---
 
