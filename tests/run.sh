@@ -35,6 +35,9 @@ build() {
 }
 stage build build
 export HALO_BIN="$root/target/release/halo"
+# What was there before the tests (a student's lab, say), so that only what
+# this run leaves behind counts (stage cleanup, at the end).
+netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^halo-' | sort || true)
 
 if want fmt; then
   lint() { cargo fmt --all -- --check && cargo clippy --locked --all-targets -- -D warnings; }
@@ -68,6 +71,23 @@ fi
 if want ansible && [ -x tests/ansible/run.sh ]; then
   stage ansible bash tests/ansible/run.sh
 fi
+
+# Every test removes the namespaces it made, also when it fails: a lab left
+# behind by this run (any `halo-*` namespace that was not there before) is
+# a failure of the suite, named here.
+leftover() {
+  local now
+  now=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^halo-' | sort || true)
+  now=$(comm -13 <(printf '%s\n' "$netns_before") <(printf '%s\n' "$now") | grep . || true)
+  if [ -n "$now" ]; then
+    echo "namespaces left behind by the tests:"
+    printf '  %s\n' $now
+    "$HALO_BIN" lab list || true
+    return 1
+  fi
+  echo "no lab namespace left behind"
+}
+stage cleanup leftover
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
