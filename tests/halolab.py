@@ -45,6 +45,22 @@ if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
+def vrrp_toml(priority, interval="100ms", extra="", vips=(VIP + "/24",), version=3):
+    """The virtual router the tests run on the lab's LBs: VI_1 on eth0,
+    vrid 51 (the lab's own), holding `vips`; `extra` adds keys to it."""
+    vip_list = ", ".join(f'"{v}"' for v in vips)
+    return f"""
+[vrrp.VI_1]
+interface = "eth0"
+vrid = 51
+version = {version}
+priority = {priority}
+advert_interval = "{interval}"
+virtual_ips = [{vip_list}]
+{extra}
+"""
+
+
 def halo_bin():
     b = os.environ.get("HALO_BIN")
     if b:

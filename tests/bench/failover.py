@@ -24,17 +24,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from halolab import VIP, Lab, wait_for  # noqa: E402
+from halolab import VIP, Lab, vrrp_toml, wait_for  # noqa: E402
 
 
 def halo_cfg(prio, interval):
-    return f"""[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-priority = {prio}
-advert_interval = "{interval}"
-virtual_ips = ["{VIP}/24"]
-"""
+    return vrrp_toml(prio, interval)
 
 
 def ka_cfg(prio, interval_s):

@@ -16,9 +16,8 @@ import subprocess
 
 import pytest
 
-from halolab import Lab, halo_bin, wait_for
+from halolab import VIP, Lab, halo_bin, vrrp_toml, wait_for
 
-VIP = "192.0.2.100"
 LBS = {"lb1": "192.0.2.11", "lb2": "192.0.2.12"}
 USER = "halo-hooktest"
 
@@ -63,16 +62,7 @@ def script(tmp, name, body):
 
 
 def cfg(priority, extra="", pre=""):
-    return f"""{pre}
-[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-priority = {priority}
-advert_interval = "100ms"
-virtual_ips = ["{VIP}/24"]
-script_user = "{USER}"
-{extra}
-"""
+    return pre + vrrp_toml(priority, extra=f'script_user = "{USER}"\n{extra}')
 
 
 def start(lab, name, text, tmp):

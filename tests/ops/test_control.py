@@ -9,21 +9,11 @@ import time
 
 import pytest
 
-from halolab import Lab, halo_bin, wait_for
-
-VIP = "192.0.2.100"
+from halolab import VIP, Lab, halo_bin, vrrp_toml, wait_for
 
 
 def cfg(prio, extra=""):
-    return f"""
-[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-priority = {prio}
-advert_interval = "100ms"
-virtual_ips = ["{VIP}/24"]
-{extra}
-"""
+    return vrrp_toml(prio, extra=extra)
 
 
 @pytest.fixture

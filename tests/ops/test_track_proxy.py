@@ -10,25 +10,12 @@ import os
 
 import pytest
 
-from halolab import WEB, Lab, wait_for
-
-VIP = "192.0.2.100"
+from halolab import VIP, WEB, Lab, vrrp_toml, wait_for
 
 
-def halo_conf(prio, track, sock):
+def halo_conf(prio, track):
     t = 'track = [{ proxy = "web", weight = -60 }]' if track else ""
-    return f"""
-[global]
-control_socket = "{sock}"
-
-[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-priority = {prio}
-advert_interval = "100ms"
-virtual_ips = ["{VIP}/24"]
-{t}
-
+    return vrrp_toml(prio, extra=t) + f"""
 [proxy.web]
 bind = ["{VIP}:80"]
 servers = [{{ name = "web1", address = "{WEB['web1']}:80" }}]
@@ -48,7 +35,7 @@ def test_no_healthy_server_moves_the_vip_and_answers_503():
     with Lab("tp", lbs=2, backends=1) as lab:
         lab.start("web1")
         for name, prio, track in (("lb1", 150, True), ("lb2", 100, False)):
-            lab.run_halo(name, halo_conf(prio, track, lab.path(name, "halo.sock")))
+            lab.run_halo(name, halo_conf(prio, track))
 
         def get():
             r = lab.exec("client", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",

@@ -15,21 +15,11 @@ import time
 
 import pytest
 
-from halolab import LB as LBS, VIP, Lab, halo_bin, wait_for
+from halolab import LB as LBS, VIP, Lab, halo_bin, vrrp_toml, wait_for
 
 
 def cfg(priority, interval="100ms", extra="", vips=(VIP + "/24",), version=3):
-    vip_list = ", ".join(f'"{v}"' for v in vips)
-    return f"""
-[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-version = {version}
-priority = {priority}
-advert_interval = "{interval}"
-virtual_ips = [{vip_list}]
-{extra}
-"""
+    return vrrp_toml(priority, interval, extra, vips, version)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from halolab import LB, VIP, Lab, wait_for
+from halolab import LB, VIP, Lab, vrrp_toml, wait_for
 
 HALO, KA = "lb1", "lb2"
 HALO_IP, KA_IP = LB[HALO], LB[KA]
@@ -25,15 +25,7 @@ def halo_cfg(prio, version, unicast):
         extra += 'auth_pass = "s3cretpw"\n'
     if unicast:
         extra += f'unicast_peers = ["{KA_IP}"]\n'
-    return f"""
-[vrrp.VI_1]
-interface = "eth0"
-vrid = 51
-version = {version}
-priority = {prio}
-advert_interval = "1s"
-virtual_ips = ["{VIP}/24"]
-{extra}"""
+    return vrrp_toml(prio, "1s", extra, version=version)
 
 
 def keepalived_cfg(prio, version, unicast):
