@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import time
 
+from localfix import halo_bin
+
 VIP = "192.0.2.100"
 LB = {f"lb{n}": f"192.0.2.{10 + n}" for n in range(1, 10)}
 WEB = {f"web{n}": f"192.0.2.{20 + n}" for n in range(1, 10)}
@@ -59,17 +61,6 @@ advert_interval = "{interval}"
 virtual_ips = [{vip_list}]
 {extra}
 """
-
-
-def halo_bin():
-    b = os.environ.get("HALO_BIN")
-    if b:
-        return b
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for p in ("target/release/halo", "target/debug/halo"):
-        if os.path.exists(os.path.join(root, p)):
-            return os.path.join(root, p)
-    raise RuntimeError("halo binary not found: set HALO_BIN or cargo build")
 
 
 def wait_for(pred, timeout, what, step=0.05):

@@ -10,83 +10,27 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from halolab import wait_for  # noqa: F401  (re-exported for the admin tests)
+from localfix import free_port, halo_bin, kill, nginx_conf, toml_str, wait_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ARTIFACTS = ROOT / "target" / "test-artifacts"
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
+
+def backend_conf(d, listen):
+    return nginx_conf(d, f"""    server {{
         listen {listen};
-        root {dir}/www;
+        root {d}/www;
         location = /health {{ default_type text/plain; return 200 "ok\\n"; }}
         location = /boom {{ default_type text/plain; return 500 "boom\\n"; }}
     }}
-}}
-"""
-
-
-def halo_bin():
-    b = os.environ.get("HALO_BIN")
-    if b:
-        return b
-    for p in ("target/release/halo", "target/debug/halo"):
-        if (ROOT / p).exists():
-            return str(ROOT / p)
-    subprocess.run(["cargo", "build", "-q", "-p", "halo"], cwd=ROOT, check=True, timeout=1800)
-    return str(ROOT / "target/debug/halo")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc=None, timeout=15.0, host="127.0.0.1"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def kill(proc, sig=signal.SIGTERM):
-    """Stop a process we started, by its pid."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+""", connections=256)
 
 
 class Nginx:
@@ -102,7 +46,7 @@ class Nginx:
         self.wrap = list(wrap)
         self.conf = self.dir / "nginx.conf"
         self.conf.write_text(
-            NGINX_CONF.format(dir=self.dir, listen=f"127.0.0.1:{self.port}")
+            backend_conf(self.dir, f"127.0.0.1:{self.port}")
         )
         self.proc = None
 
@@ -119,10 +63,6 @@ class Nginx:
     def stop(self):
         kill(self.proc)
         self.proc = None
-
-
-def toml_str(s):
-    return json.dumps(str(s))
 
 
 def proxy_section(backends, health_interval="200ms"):

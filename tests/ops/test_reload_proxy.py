@@ -9,7 +9,6 @@ take effect.
 
 import http.client
 import json
-import os
 import subprocess
 import tempfile
 import threading

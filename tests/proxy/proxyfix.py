@@ -9,7 +9,6 @@ by pid at teardown, even when the test fails.
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -17,28 +16,17 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from localfix import free_port, halo_bin, kill, nginx_conf, toml_str, wait_port
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_timeout 75s;
+def backend_conf(d, port, name):
+    return nginx_conf(d, f"""    keepalive_timeout 75s;
     keepalive_requests 100000;
     client_max_body_size 0;
     server {{
         listen 127.0.0.1:{port} reuseport;
-        root {dir}/www;
+        root {d}/www;
         add_header X-Backend {name} always;
         add_header X-Conn $connection always;
         add_header X-Conn-Requests $connection_requests always;
@@ -56,27 +44,7 @@ http {{
             return 200 "len=$content_length te=$http_transfer_encoding\\n";
         }}
     }}
-}}
-"""
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0, proc=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+""", connections=1024, processes="worker_processes 1;")
 
 
 class Nginx:
@@ -93,7 +61,7 @@ class Nginx:
             f.write((name + " ").ljust(1023, "x") + "\n")
         self.conf = os.path.join(self.dir, "nginx.conf")
         with open(self.conf, "w") as f:
-            f.write(NGINX_CONF.format(dir=self.dir, port=self.port, name=name))
+            f.write(backend_conf(self.dir, self.port, name))
 
     def big_file(self, name, size):
         """A sparse file served as /NAME."""
@@ -108,17 +76,11 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port, proc=self.proc)
+        wait_port(self.port, proc=self.proc, timeout=10.0)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            # SIGTERM: nginx master stops its worker and exits.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        # SIGTERM: nginx master stops its worker and exits.
+        kill(self.proc, grace=5)
         self.proc = None
         # Wait for the port to be free so "down" really means refused.
         deadline = time.time() + 5
@@ -153,22 +115,6 @@ def backends_alive(backends):
         if n.proc is None or n.proc.poll() is not None:
             n.start()
     return backends
-
-
-def halo_bin():
-    b = os.environ.get("HALO_BIN")
-    if b:
-        return b
-    for p in ("target/release/halo", "target/debug/halo"):
-        full = os.path.join(ROOT, p)
-        if os.path.exists(full):
-            return full
-    subprocess.run(["cargo", "build", "-q", "-p", "halo"], cwd=ROOT, check=True)
-    return os.path.join(ROOT, "target/debug/halo")
-
-
-def toml_str(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Halo:
@@ -230,7 +176,7 @@ class Halo:
             [halo_bin(), "run", "-c", self.cfg], stdout=self.logf, stderr=subprocess.STDOUT, env=env
         )
         try:
-            wait_port(self.port, proc=self.proc)
+            wait_port(self.port, proc=self.proc, timeout=10.0)
         except Exception:
             self.stop()
             raise RuntimeError("halo did not start:\n" + self.log())
@@ -251,13 +197,7 @@ class Halo:
         raise KeyError(field)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        kill(self.proc)
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()

@@ -4,7 +4,6 @@ driver (the `io` fixture parametrizes every test over "uring" and "epoll").
 Timings are never asserted; waits are bounded.
 """
 
-import os
 import re
 import select
 import socket
