@@ -400,6 +400,17 @@ impl Instance {
         }
     }
 
+    /// The router's shutdown (a master sends priority 0), with the VIPs
+    /// kept until the hand-over is done: for a stop and for a release.
+    async fn step_down(&mut self, now: Instant) {
+        let before = self.router.state();
+        self.defer_delvips = true;
+        self.router.shutdown(now.into_std());
+        self.run_actions().await;
+        self.hand_over(before).await;
+        self.defer_delvips = false;
+    }
+
     /// Leave the master role without a gap: the priority-0 advert has
     /// gone out (the router's shutdown), but the VIPs stay — and the proxy
     /// behind them keeps serving — until the new master's first advert
@@ -692,12 +703,7 @@ pub async fn run_instance(
                 let now = Instant::now();
                 match c {
                     Some(Control::Shutdown) | None => {
-                        let before = inst.router.state();
-                        inst.defer_delvips = true;
-                        inst.router.shutdown(now.into_std());
-                        inst.run_actions().await;
-                        inst.hand_over(before).await;
-                        inst.defer_delvips = false;
+                        inst.step_down(now).await;
                         if inst.vips_installed {
                             inst.remove_vips().await;
                         }
@@ -721,12 +727,7 @@ pub async fn run_instance(
                         // Priority 0 hands over after skew time; then wait
                         // as a backup of the lowest priority, which still
                         // takes over if nobody else is there.
-                        let before = inst.router.state();
-                        inst.defer_delvips = true;
-                        inst.router.shutdown(now.into_std());
-                        inst.run_actions().await;
-                        inst.hand_over(before).await;
-                        inst.defer_delvips = false;
+                        inst.step_down(now).await;
                         inst.router = new_router(&cfg, 1);
                         if own_link_up {
                             inst.router.startup(now.into_std());
