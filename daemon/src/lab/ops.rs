@@ -297,23 +297,28 @@ pub(super) fn signal_node(target: &str, action: Action, which: &Which) -> Result
 
 // === cut / heal ===
 
+/// `bridge link set dev PORT OPTION VALUE` on every LB's switch port.
+fn set_lb_ports(lab: &Running, option: &str, value: &str) -> Result<()> {
+    sys::require(&[BRIDGE_TOOL])?;
+    let switch = lab.names.switch();
+    for &n in &lab.lbs {
+        let port = Node::Lb(n).port();
+        sys::exec_in(
+            &switch,
+            "bridge",
+            &["link", "set", "dev", &port, option, value],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
     let lab = Running::find(which)?;
-    let switch = lab.names.switch();
     if target == "multicast" {
         // The switch stops flooding multicast (VRRP's 224.0.0.18) to the
         // LBs' ports, as some clouds and switches do; broadcast (ARP) and
         // unicast still pass. halo then needs `unicast_peers`.
-        sys::require(&[BRIDGE_TOOL])?;
-        let flag = if connect { "on" } else { "off" };
-        for &n in &lab.lbs {
-            let port = Node::Lb(n).port();
-            sys::exec_in(
-                &switch,
-                "bridge",
-                &["link", "set", "dev", &port, "mcast_flood", flag],
-            )?;
-        }
+        set_lb_ports(&lab, "mcast_flood", if connect { "on" } else { "off" })?;
         if connect {
             println!("the switch forwards multicast to the LBs again");
         } else {
@@ -329,16 +334,7 @@ pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
         // Port isolation: isolated ports cannot reach each other but reach
         // every other port, so the LBs stop hearing each other's adverts
         // while clients and backends still reach both.
-        sys::require(&[BRIDGE_TOOL])?;
-        let flag = if connect { "off" } else { "on" };
-        for &n in &lab.lbs {
-            let port = Node::Lb(n).port();
-            sys::exec_in(
-                &switch,
-                "bridge",
-                &["link", "set", "dev", &port, "isolated", flag],
-            )?;
-        }
+        set_lb_ports(&lab, "isolated", if connect { "off" } else { "on" })?;
         if connect {
             println!("LBs can hear each other again");
         } else {
@@ -356,7 +352,15 @@ pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
         bail!("{node} is not part of this lab");
     }
     let state = if connect { "up" } else { "down" };
-    sys::ip(&["-n", &switch, "link", "set", "dev", &node.port(), state])?;
+    sys::ip(&[
+        "-n",
+        &lab.names.switch(),
+        "link",
+        "set",
+        "dev",
+        &node.port(),
+        state,
+    ])?;
     println!(
         "{node}: cable {}",
         if connect {
