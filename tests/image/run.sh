@@ -18,17 +18,11 @@ export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 out=${HALO_IMAGE_OUT:-$root/build/image}
 mkdir -p "$out"
 
-timings=()
-step() {
-  local name=$1; shift
-  echo "--- image: $name"
-  local t0=$SECONDS
-  "$@"
-  timings+=("$(printf '%-40s %5d s' "$name" $((SECONDS - t0)))")
-}
 
 # shellcheck source=../lib/apt.sh
 source "$root/tests/lib/apt.sh"
+# shellcheck source=../lib/steps.sh
+source "$root/tests/lib/steps.sh"
 install_deps() { install_listed image tests/image/apt-packages.txt; }
 
 # qemu-system-aarch64. Debian's qemu-system-arm normally; on a machine where
@@ -100,14 +94,7 @@ build_base_variant() {
   rm -f "$out/debian-pi-arm64.img.xz"
 }
 
-t_all=$SECONDS
-report() {
-  local rc=$?
-  echo "--- image timings"
-  [ ${#timings[@]} -eq 0 ] || printf '%s\n' "${timings[@]}"
-  printf '%-40s %5d s (%s)\n' "total" $((SECONDS - t_all)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)"
-}
-trap report EXIT
+steps_begin image
 step "apt packages" install_deps
 step "qemu-system-aarch64" ensure_qemu
 step "binfmt qemu-aarch64" enable_binfmt

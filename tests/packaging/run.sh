@@ -10,17 +10,11 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "packaging: must run as root (apt, chroot, binfmt)" >&2; exit 1; }
 
-timings=()
-step() {
-  local name=$1; shift
-  echo "--- packaging: $name"
-  local t0=$SECONDS
-  "$@"
-  timings+=("$(printf '%-34s %4d s' "$name" $((SECONDS - t0)))")
-}
 
 # shellcheck source=../lib/apt.sh
 source "$root/tests/lib/apt.sh"
+# shellcheck source=../lib/steps.sh
+source "$root/tests/lib/steps.sh"
 install_deps() { install_listed packaging tests/packaging/apt-packages.txt; }
 
 # qemu-user for arm64 chroots and test binaries: the kernel's binfmt_misc,
@@ -41,14 +35,7 @@ build_debs() {
   HALO_DEB_BIN=target/aarch64-unknown-linux-gnu/release/halo bash daemon/debian/build-deb.sh arm64
 }
 
-t_all=$SECONDS
-report() {
-  local rc=$?
-  echo "--- packaging timings"
-  [ ${#timings[@]} -eq 0 ] || printf '%s\n' "${timings[@]}"
-  printf '%-34s %4d s (%s)\n' "total" $((SECONDS - t_all)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)"
-}
-trap report EXIT
+steps_begin packaging
 step "apt packages" install_deps
 step "binfmt qemu-aarch64" enable_binfmt
 step "aarch64 release build" bash daemon/debian/build-aarch64.sh build
