@@ -94,13 +94,23 @@ def test_metrics_pass_promtool_and_count_requests(site):
     assert proxy_get(halo, "/nothing-here") == 404
     assert proxy_get(halo, "/boom") == 500
 
-    after = get(halo.url("/metrics"))[2].decode()
-    rc, out = promtool_check(after)
-    assert rc == 0, out
-
     def total(text, name, code=None):
         vals = metric_values(text, name)
         return sum(v for k, v in vals.items() if code is None or f'code="{code}"' in k)
+
+    # A request is counted when halo has finished with it, just after the
+    # client has its last byte: scrape until all n + 2 are in (or time out),
+    # then check each counter exactly.
+    def settled():
+        text = get(halo.url("/metrics"))[2].decode()
+        done = total(text, "halo_service_request_duration_seconds_count") - total(
+            before, "halo_service_request_duration_seconds_count"
+        )
+        return text if done >= n + 2 and total(text, "halo_server_active_requests") == 0 else None
+
+    after = wait_for(settled, 10, "all requests counted in /metrics")
+    rc, out = promtool_check(after)
+    assert rc == 0, out
 
     assert total(after, "halo_service_requests_total", "2xx") - total(before, "halo_service_requests_total", "2xx") == n
     assert total(after, "halo_server_requests_total", "2xx") - total(before, "halo_server_requests_total", "2xx") == n
@@ -121,8 +131,17 @@ def test_metrics_pass_promtool_and_count_requests(site):
 
 def test_status_json_matches_halo_status(site):
     halo, _ = site
+
+    def counted():
+        servers = halo.status_cli()["proxy"][0]["servers"]
+        return sum(s["requests"] for s in servers), all(s["active"] == 0 for s in servers)
+
+    start = counted()[0]
     for _ in range(3):
         assert proxy_get(halo, "/") == 200
+    # Counted once halo is done with each, just after the client has it:
+    # wait for all three so that the two reads below see the same numbers.
+    wait_for(lambda: counted() == (start + 3, True), 10, "three requests counted, none active")
     status, headers, body = get(halo.url("/status.json"))
     assert status == 200
     assert headers["Content-Type"] == "application/json"
