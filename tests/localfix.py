@@ -28,9 +28,29 @@ def halo_bin():
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server the test starts next, kept from
+    everybody else until then.
+
+    A port that is merely free now can be taken before the server binds it:
+    by another test's free_port (bind to port 0) or by an outgoing
+    connection's source port, and the server then fails to start or, with
+    SO_REUSEPORT (halo's and the nginx backends' listeners), silently shares
+    the port with a stranger. So the port is left with a TIME_WAIT
+    connection on it (the accepting side closes first): for a minute the
+    kernel gives it to no bind(0) and no connect(), and a socket without
+    SO_REUSEADDR cannot bind it, while halo and nginx, which set
+    SO_REUSEADDR on their listeners, can."""
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as cli:
+            conn, _ = srv.accept()
+            # The accepted end closes first, so it is the one in TIME_WAIT.
+            conn.close()
+            cli.recv(1)
+    return port
 
 
 def wait_port(port, proc=None, timeout=15.0, host="127.0.0.1"):
