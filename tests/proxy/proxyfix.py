@@ -76,20 +76,25 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port, proc=self.proc, timeout=10.0)
+        wait_port(self.port, proc=self.proc, timeout=60.0)
 
     def stop(self):
-        # SIGTERM: nginx master stops its worker and exits.
-        kill(self.proc, grace=5)
+        # SIGTERM: nginx master stops its worker, waits for it and exits.
+        # (A SIGKILLed master would leave its worker listening, so the
+        # grace is generous.)
+        kill(self.proc, grace=30)
         self.proc = None
         # Wait for the port to be free so "down" really means refused.
-        deadline = time.time() + 5
-        while time.time() < deadline:
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.05)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
             except OSError:
                 return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: 127.0.0.1:{self.port} still accepts after nginx exited")
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +181,7 @@ class Halo:
             [halo_bin(), "run", "-c", self.cfg], stdout=self.logf, stderr=subprocess.STDOUT, env=env
         )
         try:
-            wait_port(self.port, proc=self.proc, timeout=10.0)
+            wait_port(self.port, proc=self.proc, timeout=60.0)
         except Exception:
             self.stop()
             raise RuntimeError("halo did not start:\n" + self.log())
