@@ -56,7 +56,7 @@ class Nginx:
              "-c", str(self.dir / "nginx.conf")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_port(self.port, proc=self.proc, timeout=20)
+            wait_port(self.port, proc=self.proc, timeout=60)
         except RuntimeError as e:
             log = (self.dir / "error.log").read_text() if (self.dir / "error.log").exists() else ""
             self.stop()

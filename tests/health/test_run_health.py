@@ -12,13 +12,13 @@ import urllib.request
 
 import pytest
 
-from healthfix import Nginx, free_port
+from healthfix import Nginx, free_port, wait_port
 
-WAIT = 20
+WAIT = 60
 
 
 class HaloRun:
-    def __init__(self, halo, tmp, config):
+    def __init__(self, halo, tmp, config, port):
         self.tmp = tmp
         self.cfg = tmp / "halo.toml"
         self.cfg.write_text(config)
@@ -26,14 +26,28 @@ class HaloRun:
         self.logf = open(self.log, "w")
         self.proc = subprocess.Popen([halo, "run", "-c", str(self.cfg), "--socket", str(tmp / "halo.sock")], stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
+        # halo starts its health checks before it binds the proxy's
+        # listener: a check's log line does not mean the port is open.
+        try:
+            wait_port(port, proc=self.proc, timeout=WAIT)
+        except Exception:
+            self.stop()
+            raise AssertionError(f"halo is not listening on {port}:\n{self.text()}") from None
 
     def text(self):
         return self.log.read_text()
 
-    def wait_log(self, pattern, count=1):
+    def mark(self):
+        """Where the log ends now, for `wait_log(..., since=mark)`."""
+        return len(self.text())
+
+    def wait_log(self, pattern, count=1, since=0):
+        """The lines matching `pattern` written after offset `since` (a
+        `mark()` taken before the action), once there are `count`: a line
+        from an earlier phase of the test does not count."""
         deadline = time.monotonic() + WAIT
         while True:
-            lines = [l for l in self.text().splitlines() if re.search(pattern, l)]
+            lines = [l for l in self.text()[since:].splitlines() if re.search(pattern, l)]
             if len(lines) >= count:
                 return lines
             if self.proc.poll() is not None:
@@ -86,9 +100,9 @@ servers = [
 [proxy.web.health]
 path = "/health"
 expect_status = 200
-interval = "200ms"
+interval = "1s"
 fast_interval = "100ms"
-timeout = "150ms"
+timeout = "1s"
 rise = 2
 fall = 3
 {extra}
@@ -97,7 +111,7 @@ fall = 3
 
 def get(port, path="/page.html"):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -105,25 +119,29 @@ def get(port, path="/page.html"):
 
 def test_backend_down_and_up_through_halo_run(halo, tmp_path, backends):
     port = free_port()
-    h = HaloRun(halo, tmp_path, config(tmp_path, port, backends))
+    h = HaloRun(halo, tmp_path, config(tmp_path, port, backends), port)
     try:
         # Both initial states confirmed by a first check: from here on a
         # failure needs `fall` checks.
         h.wait_log(r"web/web1 UP: initial state confirmed \(200 OK\)")
         h.wait_log(r"web/web2 UP: initial state confirmed \(200 OK\)")
         assert get(port) == 200
+        mark = h.mark()
         backends[1].stop()
-        h.wait_log(r"web/web2 DOWN: 3 consecutive failures \(connection refused\)")
+        h.wait_log(r"web/web2 DOWN: 3 consecutive failures \(connection refused\)", since=mark)
         # web1 still serves.
         assert get(port) == 200
+        mark = h.mark()
         backends[1].start()
-        h.wait_log(r"web/web2 UP: 2 consecutive successes \(200 OK\)")
+        h.wait_log(r"web/web2 UP: 2 consecutive successes \(200 OK\)", since=mark)
+        mark = h.mark()
         backends[0].stop()
         backends[1].stop()
-        h.wait_log(r"web DOWN: no usable server")
+        h.wait_log(r"web DOWN: no usable server", since=mark)
         assert get(port) == 503
+        mark = h.mark()
         backends[0].start()
-        h.wait_log(r"web UP: a server is usable again")
+        h.wait_log(r"web UP: a server is usable again", since=mark)
         assert get(port) == 200
         assert "panicked" not in h.text()
     finally:
@@ -137,7 +155,7 @@ def test_body_digest_from_genhash_keeps_the_server_up(halo, tmp_path, backends):
     port = free_port()
     wrong = 'expect_body_digest = "md5:' + "0" * 32 + '"'
     bad = config(tmp_path, port, backends[:1], extra=wrong).replace('"/health"', '"/page.html"')
-    h = HaloRun(halo, tmp_path, bad)
+    h = HaloRun(halo, tmp_path, bad, port)
     try:
         lines = h.wait_log(r"web/web1 DOWN: 1 failure at startup")
         assert re.search(r"200 OK but body md5 [0-9a-f]{32} is not the expected 0{32}", lines[0]), lines
@@ -147,7 +165,7 @@ def test_body_digest_from_genhash_keeps_the_server_up(halo, tmp_path, backends):
     (tmp_path / "halo.log").unlink()
     port = free_port()
     good = config(tmp_path, port, backends[:1], extra=line).replace('"/health"', '"/page.html"')
-    h = HaloRun(halo, tmp_path, good)
+    h = HaloRun(halo, tmp_path, good, port)
     try:
         h.wait_log(r"web/web1 UP: initial state confirmed \(200 OK, body md5 matches\)")
         assert get(port) == 200
