@@ -21,8 +21,9 @@ use halo::health::{self, HealthBoard, PassiveEvent};
 
 const NGINX: &str = "/usr/sbin/nginx";
 /// Upper bound for any awaited condition; the checks below settle in well
-/// under a second, this only keeps a broken build from hanging.
-const WAIT: Duration = Duration::from_secs(20);
+/// under a second, this only keeps a broken build from hanging (generous:
+/// a loaded two-core CI machine must not turn a slow pass into a failure).
+const WAIT: Duration = Duration::from_secs(60);
 
 const PAGE: &str = "<html><body>halo health test page\n</body></html>\n";
 
@@ -195,13 +196,24 @@ impl Drop for Nginx {
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on, kept from everybody else for a
+/// minute: the tests run in parallel threads, and a port that is merely
+/// free now can go to another test's `bind(0)` or to an outgoing
+/// connection's source port before nginx binds it. The port is left with
+/// a TIME_WAIT connection on it (the accepting side closes first): the
+/// kernel then gives it to no `bind(0)` and no `connect()`, while nginx,
+/// which sets SO_REUSEADDR on its listeners, can bind it. A connection to
+/// it is refused until then.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let srv = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = srv.local_addr().unwrap();
+    let mut cli = TcpStream::connect(addr).unwrap();
+    let (conn, _) = srv.accept().unwrap();
+    // The accepted end closes first, so it is the one in TIME_WAIT.
+    drop(conn);
+    cli.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = cli.read(&mut [0u8; 1]);
+    addr.port()
 }
 
 // === config values ===
@@ -309,8 +321,11 @@ fn http_check_follows_nginx_going_down_and_up() {
     let rt = health::spawn(&svcs, board.clone()).unwrap();
 
     wait_for("web1 up", || board.is_up(0, 0));
+    // The server's state is stored first, then the service's, then the
+    // change is published (with log lines in between): wait for the
+    // publication, after which both must hold.
+    wait_for("service change published", || changes.has_changed().unwrap());
     assert!(board.service_up(0));
-    assert!(changes.has_changed().unwrap());
     changes.borrow_and_update();
     let up0 = wait_log("follow/web1 UP", 1);
     assert_eq!(up0.len(), 1, "{up0:?}");
@@ -321,8 +336,8 @@ fn http_check_follows_nginx_going_down_and_up() {
 
     ng.stop();
     wait_for("web1 down", || !board.is_up(0, 0));
+    wait_for("service change published", || changes.has_changed().unwrap());
     assert!(!board.service_up(0));
-    assert!(changes.has_changed().unwrap());
     let down = wait_log("follow/web1 DOWN", 1);
     assert_eq!(down.len(), 1, "{down:?}");
     assert!(
@@ -345,7 +360,8 @@ fn http_check_follows_nginx_going_down_and_up() {
         up[1].contains("follow/web1 UP: 2 consecutive successes (200 OK)"),
         "{up:?}"
     );
-    assert!(board.service_up(0));
+    // The service follows its server just after the server's log line.
+    wait_for("service up again", || board.service_up(0));
     rt.shutdown();
 }
 
@@ -380,7 +396,8 @@ fn unexpected_status_is_down() {
         ),
         "{down:?}"
     );
-    assert!(!board.service_up(1));
+    // The service follows its only server just after the server's line.
+    wait_for("503 service down", || !board.service_up(1));
     // The /health one was confirmed and stays up.
     wait_for("200 server checked", || {
         board.snapshot()[0].servers[0].last_result.is_some()
@@ -489,9 +506,13 @@ fn passive_failures_take_a_server_down_and_checks_bring_it_back() {
     logs();
     let ng = Nginx::start();
     let mut hc = check(http_kind("/health", None), true);
-    // Slow active checks, so that it is the passive reports that decide.
-    hc.interval = Duration::from_secs(1);
-    hc.fast_interval = Duration::from_millis(200);
+    // Slow active checks, so that it is the passive reports that decide:
+    // the next check comes `fast_interval` after the first report at the
+    // earliest, and `rise` needs two, so a success can neither break the
+    // three reports' streak nor bring the server back before the
+    // assertions below, however slowly this thread runs (up to seconds).
+    hc.interval = Duration::from_secs(10);
+    hc.fast_interval = Duration::from_secs(2);
     let svcs = [service("passive", &[("web1", ng.addr())], hc)];
     let board = HealthBoard::new(&svcs);
     let rt = health::spawn(&svcs, board.clone()).unwrap();
