@@ -4,8 +4,34 @@
 # installed yet. A policy-rc.d keeps services from those packages from
 # starting on the host while they install (tests start their own instances
 # inside namespaces); one already in place is left alone.
+#
+# Downloads from the mirrors are the one thing here that may fail for no
+# fault of ours on a fresh machine: every apt-get of the sourcing script and
+# of what it runs (daemon/debian/build-aarch64.sh's own apt-get, say) reads
+# tests/lib/apt.conf (Acquire::Retries) through APT_CONFIG, unless the caller
+# set APT_CONFIG already; and apt_retry runs an apt-get command again, after
+# a pause, when it fails as a whole (an index that changed under a mirror
+# sync fails `update` even after apt's own retries).
+
+if [ -z "${APT_CONFIG:-}" ]; then
+  APT_CONFIG=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/apt.conf
+  export APT_CONFIG
+fi
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# apt_retry CMD...: run CMD (an apt-get command line) up to 3 times.
+apt_retry() {
+  local try rc=0
+  for try in 1 2 3; do
+    "$@" && return 0
+    rc=$?
+    [ $try -lt 3 ] || break
+    echo "apt: '$*' failed (exit $rc, try $try of 3); trying again in $((try * 20)) s" >&2
+    sleep $((try * 20))
+  done
+  return $rc
+}
 
 install_listed() {
   local label=$1; shift
@@ -21,11 +47,14 @@ install_listed() {
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq || rc=$?
-  if [ $rc -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-      --no-install-recommends "${want[@]}" >/dev/null || rc=$?
-  fi
+  # update again before each install try: a failed install may be an index
+  # that went stale while the mirror synced.
+  install_try() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends "$@" >/dev/null
+  }
+  apt_retry install_try "${want[@]}" || rc=$?
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
   return $rc
 }

@@ -19,8 +19,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     :
   else
     echo "install-deps: no cargo found; installing Debian's rustc-web and cargo-web"
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends rustc-web cargo-web >/dev/null
+    apt_retry apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt_retry apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      --no-install-recommends rustc-web cargo-web >/dev/null
   fi
 fi
 echo "install-deps: ok"
