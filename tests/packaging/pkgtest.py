@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -80,21 +81,34 @@ def rootfs_tarball(arch: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     # mmdebstrap picks its output format from the name: keep ".tar" last.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tar")
+    cmd = [
+        "mmdebstrap",
+        "--quiet",
+        "--format=tar",
+        f"--variant={VARIANT}",
+        f"--arch={arch}",
+        f"--include={','.join(INCLUDE)}",
+        # apt's own retries for a download that fails for a moment.
+        '--aptopt=Acquire::Retries "5"',
+        SUITE,
+        str(tmp),
+        MIRROR,
+    ]
     try:
-        run(
-            [
-                "mmdebstrap",
-                "--quiet",
-                "--format=tar",
-                f"--variant={VARIANT}",
-                f"--arch={arch}",
-                f"--include={','.join(INCLUDE)}",
-                SUITE,
-                str(tmp),
-                MIRROR,
-            ],
-            timeout=900,
-        )
+        # A cold cache downloads the whole essential set from the mirror (and
+        # arm64's runs its maintainer scripts under qemu-user): generous
+        # bounds, and the whole bootstrap tried again when it fails anyway
+        # (a mirror mid-sync). Nothing but the download differs between tries.
+        for attempt in range(1, 4):
+            try:
+                run(cmd, timeout=2400)
+                break
+            except AssertionError as e:  # exited non-zero (a hang is not retried)
+                tmp.unlink(missing_ok=True)
+                if attempt == 3:
+                    raise
+                print(f"mmdebstrap {arch} failed (try {attempt} of 3), trying again: {str(e)[-2000:]}")
+                time.sleep(30 * attempt)
         tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
