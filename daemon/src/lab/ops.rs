@@ -173,7 +173,8 @@ pub(super) fn list() -> Result<()> {
             nodes.join(" ")
         );
     }
-    println!("\n`halo lab down --name NAME` removes a named lab, `halo lab down` the default one.");
+    let c = sys::lab_cmd();
+    println!("\n`{c} down --name NAME` removes a named lab, `{c} down` the default one.");
     Ok(())
 }
 
@@ -324,7 +325,8 @@ pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
         } else {
             println!(
                 "the switch no longer forwards multicast to the LBs (VRRP adverts to 224.0.0.18 \
-                 are lost; unicast and ARP pass); `halo lab heal multicast{}` undoes it",
+                 are lost; unicast and ARP pass); `{} heal multicast{}` undoes it",
+                sys::lab_cmd(),
                 lab.dir_flag()
             );
         }
@@ -340,7 +342,8 @@ pub(super) fn cable(target: &str, connect: bool, which: &Which) -> Result<()> {
         } else {
             println!(
                 "LBs partitioned from each other (clients and backends still reach them all); \
-                 `halo lab heal lbs{}` undoes it",
+                 `{} heal lbs{}` undoes it",
+                sys::lab_cmd(),
                 lab.dir_flag()
             );
         }
@@ -384,7 +387,8 @@ pub(super) fn exec(target: &str, cmd: &[String], which: &Which) -> Result<ExitCo
     };
     if !sys::netns_exists(&ns) {
         bail!(
-            "namespace {ns} does not exist: is the lab up? (`halo lab up{}`)",
+            "namespace {ns} does not exist: is the lab up? (`{} up{}`)",
+            sys::lab_cmd(),
             names.flag()
         );
     }

@@ -76,7 +76,8 @@ impl Running {
         }
         if r.lbs.is_empty() && r.webs.is_empty() {
             bail!(
-                "no lab is up (no {lb}/{web} namespace): start one with `halo lab up{f}`",
+                "no lab is up (no {lb}/{web} namespace): start one with `{c} up{f}`",
+                c = sys::lab_cmd(),
                 lb = names.ns(Node::Lb(1)),
                 web = names.ns(Node::Web(1)),
                 f = names.flag()

@@ -33,6 +33,29 @@ pub fn which(command: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How to call this binary in the commands the lab suggests: `halo lab`
+/// when `halo` on PATH is this very binary, otherwise the path it was
+/// started by (`./target/release/halo lab` right after a build), so that
+/// every hint can be pasted as is.
+pub fn lab_cmd() -> &'static str {
+    static CMD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CMD.get_or_init(|| {
+        let argv0 = std::env::args().next().unwrap_or_default();
+        let same = |p: PathBuf| fs::canonicalize(p).ok();
+        let on_path = which("halo").and_then(same);
+        let me = std::env::current_exe().ok().and_then(same);
+        command_name(&argv0, on_path.is_some() && on_path == me)
+    })
+}
+
+fn command_name(argv0: &str, halo_on_path_is_me: bool) -> String {
+    if halo_on_path_is_me || argv0.is_empty() || !argv0.contains('/') {
+        "halo lab".to_string()
+    } else {
+        format!("{argv0} lab")
+    }
+}
+
 /// Root and every tool present, or one error naming all that is missing.
 pub fn require(tools: &[Tool]) -> Result<()> {
     let mut missing = Vec::new();
@@ -279,5 +302,22 @@ pub fn default_sigpipe() {
     // runs, and children started later get the default anyway.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_name;
+
+    #[test]
+    fn hints_name_the_binary_as_it_can_be_called() {
+        assert_eq!(command_name("halo", false), "halo lab");
+        assert_eq!(command_name("/usr/bin/halo", true), "halo lab");
+        // Built but not installed: the path it was started by.
+        assert_eq!(
+            command_name("./target/release/halo", false),
+            "./target/release/halo lab"
+        );
+        assert_eq!(command_name("", false), "halo lab");
     }
 }

@@ -34,8 +34,9 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     let existing = lab_namespaces(names)?;
     if !existing.is_empty() {
         bail!(
-            "a lab is already up ({}): `halo lab down{}` first",
+            "a lab is already up ({}): `{} down{}` first",
             existing.join(", "),
+            sys::lab_cmd(),
             names.flag()
         );
     }
@@ -55,11 +56,12 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     let Some(timeout) = wait else {
         println!(
             "halo lab network is up ({} LBs, {} backends, client, switch {}); nothing started.\n\
-             Files in {}: edit them, then `halo lab start NODE{}` for each node.",
+             Files in {}: edit them, then `{} start NODE{}` for each node.",
             spec.lbs,
             spec.backends,
             names.switch(),
             dir.display(),
+            sys::lab_cmd(),
             lab.dir_flag()
         );
         return Ok(());
@@ -76,8 +78,9 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     }
     let master = wait_ready(&lab, &daemons, timeout).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}\nThe lab is left running to look at: `halo lab status{f}`, logs in {d}/lb*/; \
-             `halo lab down{f}` removes it.",
+            "{e:#}\nThe lab is left running to look at: `{c} status{f}`, logs in {d}/lb*/; \
+             `{c} down{f}` removes it.",
+            c = sys::lab_cmd(),
             f = lab.dir_flag(),
             d = dir.display()
         )
@@ -283,6 +286,7 @@ pub(super) fn not_all_up(lab: &Running) -> Option<String> {
 
 pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
     let f = lab.dir_flag();
+    let c = sys::lab_cmd();
     println!(
         "halo lab is up after {:.1} s: {} LBs, {} backends, VIP {VIP}, files in {}",
         took.as_secs_f64(),
@@ -322,7 +326,7 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
         "  {:<7} {:<12} {:<40}",
         "client",
         Node::Client.addr().to_string(),
-        "(you: halo lab curl / exec client)"
+        format!("(you: {c} curl / exec client)")
     );
     println!(
         "  {:<7} {:<12} bridge {BRIDGE}",
@@ -343,46 +347,55 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
     let m = Node::Lb(master);
     let tips = [
         (
-            format!("halo lab curl 9{f}"),
+            format!("{c} curl 9{f}"),
             "requests through the VIP, round robin over the webs".to_string(),
         ),
         (
-            format!("halo lab watch{f}"),
+            format!("{c} watch{f}"),
             "live view: master, traffic, failures (Ctrl-C to quit)".to_string(),
         ),
         (
-            format!("halo lab kill {m}{f}"),
+            format!("{c} kill {m}{f}"),
             "crash the master and see the VIP move".to_string(),
         ),
         (
-            format!("halo lab stop web1{f}"),
+            format!("{c} stop web1{f}"),
             "a backend fails: health checks take it out".to_string(),
         ),
         (
-            format!("halo lab cut lbs{f}"),
+            format!("{c} cut lbs{f}"),
             "partition the LBs: split brain (heal with `heal lbs`)".to_string(),
         ),
         (
-            format!("halo lab exec {m} -- tcpdump -ni eth0 vrrp"),
+            format!("{c} exec{f} {m} -- tcpdump -ni eth0 vrrp"),
             "the adverts on the wire".to_string(),
         ),
         (
-            format!("halo lab status{f}"),
+            format!("{c} status{f}"),
             "who is master, backends' health".to_string(),
         ),
-        (format!("halo lab down{f}"), "remove everything".to_string()),
+        (format!("{c} down{f}"), "remove everything".to_string()),
     ];
     // A VRRP-only lab has no backend to stop.
     let no_webs = spec.backends == 0;
-    for (cmd, what) in tips
+    let tips: Vec<_> = tips
         .into_iter()
         .filter(|(cmd, _)| !(no_webs && (cmd.contains("web1") || cmd.contains("curl"))))
-    {
-        println!("  {cmd:<46} {what}");
+        .collect();
+    let width = tips.iter().map(|(cmd, _)| cmd.len()).max().unwrap_or(0);
+    let widest = tips.iter().map(|(_, what)| what.len()).max().unwrap_or(0);
+    for (cmd, what) in tips {
+        // One line each when that fits a terminal; a long binary path
+        // (not installed yet) gets the description on a line of its own.
+        if 2 + width + 3 + widest <= 100 {
+            println!("  {cmd:<width$}   {what}");
+        } else {
+            println!("  {cmd}\n      {what}");
+        }
     }
     println!();
     println!(
-        "Configs: {}/lb1/halo.toml (edit, then `halo lab reload lb1{f}`); exercises in docs/labs/.",
+        "Configs: {}/lb1/halo.toml (edit, then `{c} reload lb1{f}`); exercises in docs/labs/.",
         lab.dir.display()
     );
 }
