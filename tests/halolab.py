@@ -20,6 +20,7 @@ when the test failed or was interrupted (SIGTERM unwinds like an exception):
         lab.kill("lb1")
 """
 
+import json
 import os
 import shutil
 import signal
@@ -75,6 +76,25 @@ def wait_for(pred, timeout, what, step=0.05):
         time.sleep(step)
 
 
+def always_until(pred, until, timeout, what, step=0.05):
+    """`pred` must hold at every poll until `until` becomes true (within
+    `timeout` seconds). For "nothing changes": the window is a count of
+    what must have happened meanwhile (adverts heard, say), not a sleep,
+    so a slow machine lengthens it instead of emptying it."""
+    end = time.monotonic() + timeout
+    while True:
+        if not pred():
+            raise AssertionError(f"no longer true: {what}")
+        if until():
+            # Once more: the state after the window is what is checked.
+            if not pred():
+                raise AssertionError(f"no longer true: {what}")
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s: {what}, waiting for the end of the window")
+        time.sleep(step)
+
+
 def alive(pid):
     """Running, not a zombie waiting for its parent to reap it."""
     try:
@@ -88,9 +108,13 @@ class Lab:
     def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False):
         global _counter
         _counter += 1
-        # Short and unique per process and lab: it goes into namespace names.
-        tag = "".join(c for c in tag.lower() if c.isalnum())[:3] or "t"
-        self.name = f"{tag}{os.getpid() % 100000}{_counter}"[:12]
+        # Short and unique per process and lab: it goes into namespace names
+        # (at most 12 characters). Letters, then the pid in exactly five
+        # digits, then the counter: two processes can never make the same
+        # name (unpadded, pid 1234 lab 56 and pid 12345 lab 6 could).
+        tag = "".join(c for c in tag.lower() if "a" <= c <= "z")[:3] or "t"
+        self.name = f"{tag}{os.getpid() % 100000:05d}{_counter}"
+        assert len(self.name) <= 12, self.name
         self.lbs, self.backends, self.peer, self.ipv6 = lbs, backends, peer, ipv6
         self.dir = None
         self.procs = {}  # key -> (Popen, log path)
@@ -119,16 +143,39 @@ class Lab:
         return False
 
     def close(self):
-        for p, _ in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-        self.procs.clear()
-        if self.dir:
-            # Kills whatever is left inside the namespaces and deletes them.
-            self.lab("down", check=False, timeout=60)
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
+        # Every step runs even if one before it failed: a process that does
+        # not die in time must not leave the namespaces behind.
+        try:
+            for p, _ in self.procs.values():
+                if p.poll() is None:
+                    p.kill()
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        pass  # inside the lab: `down` kills it
+        finally:
+            self.procs.clear()
+            if self.dir:
+                try:
+                    self._down()
+                finally:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    self.dir = None
+
+    def _down(self):
+        """`halo lab down`: kills whatever is left inside the namespaces
+        and deletes them. Tried twice; a lab left behind is an error."""
+        why = ""
+        for _ in range(2):
+            try:
+                r = self.lab("down", check=False, timeout=120)
+            except subprocess.TimeoutExpired:
+                why = "timed out"
+                continue
+            if r.returncode == 0:
+                return
+            why = f"exit {r.returncode}: {r.stdout}{r.stderr}"
+        raise RuntimeError(f"halo lab down --name {self.name}: {why}")
 
     # --- the halo lab command line ---
 
@@ -179,18 +226,33 @@ class Lab:
     def reload(self, node):
         return self.lab("reload", node)
 
-    def log(self, node, name="halo"):
+    def log(self, node, name="halo", since=0):
         """DIR/NODE/NAME.log (halo, keepalived, error, access), or a spawned
-        process's log when `node` is its key."""
+        process's log when `node` is its key. `since`: from that offset on,
+        a mark taken with `log_mark`, so a check reads only what was logged
+        after an action, not a line from an earlier phase of the test (a
+        restarted daemon appends to the same log)."""
         if node in self.procs:
             path = self.procs[node][1]
         else:
             path = self.path(node, f"{name}.log")
         try:
-            with open(path) as f:
-                return f.read()
+            with open(path, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_mark(self, node, name="halo"):
+        """Where the log ends now: `log(node, since=mark)` reads what comes after."""
+        if node in self.procs:
+            path = self.procs[node][1]
+        else:
+            path = self.path(node, f"{name}.log")
+        try:
+            return os.path.getsize(path)
+        except FileNotFoundError:
+            return 0
 
     # --- commands inside a node ---
 
@@ -236,6 +298,21 @@ class Lab:
                 p.kill()
                 p.wait(timeout=5)
         return p.returncode
+
+    def status(self, node):
+        """`halo status --json` of the halo on `node` (its control socket
+        DIR/NODE/halo.sock, as `halo lab start` and the tests start it), or
+        None while it does not answer."""
+        r = subprocess.run([halo_bin(), "status", "--json", "--socket", self.path(node, "halo.sock")],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def vrrp(self, node):
+        """The first VRRP instance's status on `node`, or None."""
+        s = self.status(node)
+        return s["vrrp"][0] if s and s.get("vrrp") else None
 
     # --- observing (the kernel's view, not halo's) ---
 
