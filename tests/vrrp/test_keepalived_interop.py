@@ -9,11 +9,13 @@ the VIP.
 
 import os
 import shutil
-import time
 
 import pytest
 
-from halolab import LB, VIP, Lab, vrrp_toml, wait_for
+from halolab import LB, VIP, Lab, always_until, vrrp_toml, wait_for
+
+# Upper bounds only: at 1 s adverts an election takes 3.6 s and more.
+T = 60
 
 HALO, KA = "lb1", "lb2"
 HALO_IP, KA_IP = LB[HALO], LB[KA]
@@ -93,13 +95,21 @@ def test_interop(version, unicast, halo_master):
             h = lab.holders([HALO, KA], VIP)
             return h == [winner]
 
+        def adverts():
+            # What halo counts of the exchange: adverts it sent as the
+            # winner, adverts it heard from keepalived as the loser.
+            v = lab.vrrp(HALO)
+            return -1 if v is None else v["adverts_sent" if halo_master else "adverts_received"]
+
         try:
-            wait_for(converged, 15, f"{winner} as the only VIP holder")
-            # Stay converged: no flapping between two different implementations.
-            time.sleep(3)
-            assert lab.holders([HALO, KA], VIP) == [winner]
+            wait_for(converged, T, f"{winner} as the only VIP holder")
+            # Stay converged: no flapping between two different
+            # implementations, over three adverts (counted, not slept).
+            start = adverts()
+            assert start >= 0, "halo does not answer on its control socket"
+            always_until(converged, lambda: adverts() >= start + 3, T, f"{winner} the only VIP holder")
             lab.stop(winner)
-            wait_for(lambda: lab.holders([HALO, KA], VIP) == [loser], 10, f"{loser} to take over")
+            wait_for(lambda: lab.holders([HALO, KA], VIP) == [loser], T, f"{loser} to take over")
         except (AssertionError, RuntimeError):
             # RuntimeError: a `halo lab` command (stop) failed.
             print("--- halo log ---\n" + lab.log(HALO))
