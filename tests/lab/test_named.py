@@ -14,6 +14,9 @@ import pytest
 
 from halolab import VIP, Lab, alive, halo_bin, wait_for
 
+# Upper bounds only; generous for a loaded 2-core machine.
+T = 60
+
 
 def namespaces_of(name):
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
@@ -40,7 +43,7 @@ def test_two_labs_side_by_side_and_down_removes_only_its_own():
         assert "192.0.2.11" in a.addrs("lb1") and "192.0.2.11" in b.addrs("lb1")
         assert "2001:db8::11" in b.addrs("lb1") and "2001:db8::11" not in a.addrs("lb1")
         b.start("web1")
-        r = b.exec("client", "curl", "-s", "-m", "5", "http://192.0.2.21/health")
+        r = b.exec("client", "curl", "-s", "-m", str(T), "http://192.0.2.21/health", timeout=T + 10)
         assert r.stdout == "ok\n"
         # Nothing of lab two is reachable from lab one.
         r = a.exec("client", "ping", "-c", "1", "-W", "1", "192.0.2.21", check=False)
@@ -56,7 +59,8 @@ def test_two_labs_side_by_side_and_down_removes_only_its_own():
         assert namespaces_of(a.name) == []
         assert f"{a.name} " not in subprocess.run([halo_bin(), "lab", "list"], capture_output=True, text=True).stdout
         assert len(namespaces_of(b.name)) == 4
-        assert b.exec("client", "curl", "-s", "-m", "5", "http://192.0.2.21/health").stdout == "ok\n"
+        assert b.exec("client", "curl", "-s", "-m", str(T), "http://192.0.2.21/health",
+                      timeout=T + 10).stdout == "ok\n"
     assert namespaces_of(b.name) == []
     assert [p for p in pids if alive(p)] == []
     assert root_links() == before
@@ -70,14 +74,19 @@ def test_a_vrrp_only_lab_comes_up_with_one_master():
         base = [halo_bin(), "lab"]
         flags = ["--name", name, "--dir", d]
         try:
-            r = subprocess.run(base + ["up", "--lbs", "2", "--backends", "0"] + flags,
-                               capture_output=True, text=True, timeout=120)
+            r = subprocess.run(base + ["up", "--lbs", "2", "--backends", "0", "--timeout", str(2 * T)] + flags,
+                               capture_output=True, text=True, timeout=3 * T)
             assert r.returncode == 0, r.stdout + r.stderr
             assert "MASTER" in r.stdout and f"--name {name}" in r.stdout, r.stdout
             with open(os.path.join(d, "lb1", "halo.toml")) as f:
                 assert "[proxy" not in f.read()
-            holds = subprocess.run(["ip", "-n", f"halo-{name}-lb1", "-o", "addr"], capture_output=True, text=True)
-            assert f" {VIP}/" in holds.stdout
+
+            def holders():
+                return [lb for lb in ("lb1", "lb2") if f" {VIP}/" in subprocess.run(
+                    ["ip", "-n", f"halo-{name}-{lb}", "-o", "addr"], capture_output=True, text=True).stdout]
+            # One master when `up` returned; lb2 for a moment if lb1 started
+            # late, until lb1 (the higher priority) preempts.
+            wait_for(lambda: holders() == ["lb1"], T, "lb1 the only holder")
             r = subprocess.run(base + ["status"] + flags, capture_output=True, text=True, timeout=30)
             assert "MASTER" in r.stdout, r.stdout
         finally:
@@ -96,7 +105,7 @@ def test_exec_hands_over_its_exit_status_and_bad_names_are_refused():
         p = lab.spawn("sleeper", "lb1", ["sleep", "30"])
         wait_for(lambda: str(p.pid) in subprocess.run(["ip", "netns", "pids", lab.ns("lb1")],
                                                        capture_output=True, text=True).stdout,
-                 5, "the sleeper's own pid inside lb1")
+                 T, "the sleeper's own pid inside lb1")
         assert lab.signal("sleeper") == -15
     r = subprocess.run([halo_bin(), "lab", "status", "--name", "Bad-Name"], capture_output=True, text=True)
     assert r.returncode != 0 and "lab name" in r.stderr, r.stderr
