@@ -324,7 +324,9 @@ fn http_check_follows_nginx_going_down_and_up() {
     // The server's state is stored first, then the service's, then the
     // change is published (with log lines in between): wait for the
     // publication, after which both must hold.
-    wait_for("service change published", || changes.has_changed().unwrap());
+    wait_for("service change published", || {
+        changes.has_changed().unwrap()
+    });
     assert!(board.service_up(0));
     changes.borrow_and_update();
     let up0 = wait_log("follow/web1 UP", 1);
@@ -336,7 +338,9 @@ fn http_check_follows_nginx_going_down_and_up() {
 
     ng.stop();
     wait_for("web1 down", || !board.is_up(0, 0));
-    wait_for("service change published", || changes.has_changed().unwrap());
+    wait_for("service change published", || {
+        changes.has_changed().unwrap()
+    });
     assert!(!board.service_up(0));
     let down = wait_log("follow/web1 DOWN", 1);
     assert_eq!(down.len(), 1, "{down:?}");
