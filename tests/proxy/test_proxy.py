@@ -4,6 +4,7 @@ driver (the `io` fixture parametrizes every test over "uring" and "epoll").
 Timings are never asserted; waits are bounded.
 """
 
+import os
 import re
 import select
 import socket
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from proxyfix import Halo, servers_of
+from halolab import wait_for
 
 
 def url(h, path="/"):
@@ -597,3 +599,26 @@ def test_server_timeout_is_504(make_halo):
         assert r.status_code == 504
     finally:
         rb.close()
+
+
+
+def test_refusal_drains_what_the_client_still_sends(backends_alive, make_halo):
+    """A 400 goes out with a half-close, then halo reads and drops what the
+    client still sends (a body behind a bad head) before it closes: closing
+    with unread input answers with a reset, which makes clients on some
+    systems drop the page, and the connection ends in an error instead of
+    a clean close."""
+    h = make_halo(servers_of(backends_alive))
+    body = b"x" * (512 * 1024)
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nBad Name: 1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", h.port), timeout=30) as s:
+        s.sendall(head + body)
+        s.shutdown(socket.SHUT_WR)
+        resp = recv_all(s)
+        assert resp.startswith(b"HTTP/1.1 400 "), resp[:200]
+        assert b"<timeout>" not in resp
+        # Both sides have closed once the client's socket is CLOSE (7):
+        # by the FIN handshake, or by a reset that leaves an error behind.
+        wait_for(lambda: s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7, 30, "connection closed")
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert err == 0, f"connection reset by halo: {os.strerror(err)}"

@@ -420,7 +420,9 @@ async fn refuse<S: Stream>(
         Instant::now() + shared.svc.timeouts.client,
     )
     .await;
-    client.shutdown(Shutdown::Both);
+    // No shutdown of the read side here: `linger` half-closes and drains,
+    // so a client still sending (a body behind a bad head) gets a clean
+    // close instead of a zero window and then a reset.
     log_short(
         shared,
         peer,
