@@ -43,11 +43,13 @@ ensure_qemu() {
     deps=$(apt-cache depends --no-recommends --no-suggests qemu-system-arm 2>/dev/null |
       awk '/^  Depends: lib/ {print $2}' | sort -u | tr '\n' ' ')
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $deps >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt_retry apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $deps >/dev/null
     if [ ! -x "$qemu_dir/root/usr/bin/qemu-system-aarch64" ]; then
+      # Unpacked aside and moved into place: an interrupted run leaves no
+      # half tree that the test above would take for a complete one.
       mkdir -p "$qemu_dir"
-      (cd "$qemu_dir" && rm -f ./*.deb && apt-get download qemu-system-arm >/dev/null 2>&1 &&
-        dpkg-deb -x qemu-system-arm_*.deb root)
+      (cd "$qemu_dir" && rm -rf ./*.deb root.tmp && apt_retry apt-get download qemu-system-arm >/dev/null &&
+        dpkg-deb -x qemu-system-arm_*.deb root.tmp && rm -rf root && mv root.tmp root)
     fi
     HALO_QEMU=$qemu_dir/root/usr/bin/qemu-system-aarch64
   fi
@@ -78,8 +80,22 @@ kind=warm
 [ -f "$(image/halo-image base-path)" ] || kind=cold
 
 build_image() {
-  local t0=$SECONDS
-  image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"
+  local t0=$SECONDS try
+  # A cold build downloads a few hundred packages for the base root
+  # (mmdebstrap, with apt's own retries). When the build fails and that base
+  # is still not cached, the failure was in that download-heavy step: try
+  # again, at most twice. Any failure once the base is there is final.
+  for try in 1 2 3; do
+    if image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"; then
+      break
+    fi
+    if [ -f "$(image/halo-image base-path)" ] || [ $try -eq 3 ]; then
+      return 1
+    fi
+    echo "image: the base root build failed (try $try of 3); trying again in $((try * 30)) s" >&2
+    rm -f "$(image/halo-image base-path).tmp"
+    sleep $((try * 30))
+  done
   echo "$kind $((SECONDS - t0))" >"$out/build-time.txt"
   export HALO_IMAGE=$out/halo-pi-arm64.img
 }
