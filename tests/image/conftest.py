@@ -280,10 +280,14 @@ class Console:
 
     def wait_for(self, pattern, timeout, fail_patterns=()):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            # Checked once more after the deadline: a line that came during
+            # the last sleep counts.
             m = self.check(pattern, fail_patterns)
             if m:
                 return m
+            if time.monotonic() > deadline:
+                break
             time.sleep(2)
         pytest.fail(f"{self.console}: no {pattern!r} on the console after {timeout} s:\n{self.tail()}")
 

@@ -108,6 +108,38 @@ def ssh(vm, key, command, timeout=120):
     return subprocess.run(ssh_cmd(vm, key) + [command], capture_output=True, text=True, timeout=timeout)
 
 
+def wait_ssh(vm, key, timeout):
+    """Until sshd in the VM takes the key. HALO-READY comes from halo.service;
+    ssh.service starts beside it, not before it, so it may not listen yet
+    (qemu's port forward then resets the connection)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            r = ssh(vm, key, "true", timeout=180)
+            if r.returncode == 0:
+                return
+            last = r.stderr.strip()
+        except subprocess.TimeoutExpired:
+            last = "ssh timed out"
+        if time.monotonic() > deadline:
+            pytest.fail(f"no ssh into the VM after {timeout} s: {last}\n{vm.tail()}")
+        vm.check(r"(?!)", BOOT_FAILURES)  # never matches: fails at once if qemu is gone
+        time.sleep(3)
+
+
+def wait_status(vm, key, pattern, timeout):
+    """`halo status` (plus eth0's addresses) once its output shows `pattern`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = ssh(vm, key, "halo status; echo ---; ip -o addr show dev eth0")
+        if r.returncode == 0 and pattern in r.stdout.split("---", 1)[0]:
+            return r
+        if time.monotonic() > deadline:
+            return r
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def booted(image, tmp_path_factory):
     """The image, made into node lb1 by `halo-image node`, booted once."""
@@ -142,6 +174,7 @@ def booted(image, tmp_path_factory):
         vm.ready_after = time.monotonic() - t0
         print(f"\nboot to HALO-READY: {vm.ready_after:.0f} s (TCG)")
         (Path(os.environ.get("HALO_IMAGE_OUT", Path(image).parent)) / "boot-time.txt").write_text(f"{vm.ready_after:.0f}\n")
+        wait_ssh(vm, key, BOOT_TIMEOUT)
         vm.token = token
         vm.key = key
         vm.original_size = original_size
@@ -158,9 +191,10 @@ def test_first_boot_applied_the_card(booted):
 
 
 def test_proxy_answers_through_the_vip_with_the_backends_page(booted):
-    # The health check must first see the backend up (rise = 1, 1 s).
+    # The health check must first see the backend up (rise = 1, 1 s), and
+    # halo be MASTER (the VIP on eth0): seconds here, a bound for a slow TCG.
     url = f"http://127.0.0.1:{booted.http_port}/"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     last = None
     while time.monotonic() < deadline:
         try:
@@ -176,7 +210,9 @@ def test_proxy_answers_through_the_vip_with_the_backends_page(booted):
 
 
 def test_halo_status_says_master_with_the_nodes_priority(booted):
-    r = ssh(booted, booted.key, "halo status; echo ---; ip -o addr show dev eth0")
+    # Alone on its network, halo is MASTER once its master-down timer ran out
+    # after the start (a few seconds; waited for, whatever ran before).
+    r = wait_status(booted, booted.key, "MASTER", 600)
     assert r.returncode == 0, r.stderr
     status, addrs = r.stdout.split("---", 1)
     assert "MASTER" in status, r.stdout

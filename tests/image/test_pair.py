@@ -23,6 +23,7 @@ moves to lb2's MAC and the page still comes through the VIP."""
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -81,13 +82,17 @@ def vm_network(lab, node):
 
 
 def ssh(lab, key, vm, command, timeout=180):
-    """`ssh root@VM COMMAND` from the lab's client namespace."""
-    return lab.exec(
-        "client", "ssh", "-i", key,
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
-        f"root@{vm.addr}", command, check=False, timeout=timeout,
-    )
+    """`ssh root@VM COMMAND` from the lab's client namespace; a timeout is
+    an ssh that failed (exit 255), which the callers poll through."""
+    try:
+        return lab.exec(
+            "client", "ssh", "-i", key,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
+            f"root@{vm.addr}", command, check=False, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(e.cmd, 255, "", f"ssh timed out after {timeout} s")
 
 
 def holds_vip(lab, key, vm):
@@ -108,7 +113,10 @@ def status(lab, key, vm):
 
 
 def page(lab):
-    r = lab.exec("client", "curl", "-fsS", "--max-time", "20", f"http://{VIP}/", check=False, timeout=40)
+    try:
+        r = lab.exec("client", "curl", "-fsS", "--max-time", "20", f"http://{VIP}/", check=False, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
     return r.stdout if r.returncode == 0 else None
 
 
