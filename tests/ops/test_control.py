@@ -28,6 +28,14 @@ def pair():
         for name, prio in (("lb1", 101), ("lb2", 100)):
             lab.run_halo(name, cfg(prio))
         wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 master")
+        # Started together, both may time out within a millisecond and be
+        # master for a moment even after the VIP was seen on lb1 alone: the
+        # election is over when lb2 is BACKUP and knows lb1.
+        def settled():
+            v = lab.vrrp("lb2")
+            return v is not None and v["state"] == "BACKUP" and v["master"] == "192.0.2.11"
+        wait_for(settled, T, "lb2 backup of lb1")
+        wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 the only master")
         yield lab
 
 

@@ -80,14 +80,27 @@ def while_adverts(t, node, n):
     """`until` for always_until: `node` has heard `n` more adverts from now
     on, so a stability window spans n advert intervals however slow the
     machine is (a sleep might span none on a loaded one)."""
+    # `node` may have started after the master took the VIP: its halo
+    # answers once it runs.
+    wait_for(lambda: heard(t, node) >= 0, T, f"{node}'s halo to answer on its control socket")
     start = heard(t, node)
-    assert start >= 0, f"{node}'s halo does not answer on its control socket"
     return lambda: heard(t, node) >= start + n
+
+
+def backup_of(t, node, master):
+    """`node` is BACKUP and knows `master` (it heard its advert): the
+    election is over for it. Routers started together may both time out
+    within a millisecond of each other and both be master for a moment,
+    even after the VIP was seen on the winner alone; a stability window
+    starts after that."""
+    v = t.vrrp(node)
+    return v is not None and v["state"] == "BACKUP" and v["master"] == LBS[master]
 
 
 def test_higher_priority_wins_and_only_it_holds_the_vip(topo):
     pair(topo)
     one_master(topo, ["lb1", "lb2"], "lb1")
+    wait_for(lambda: backup_of(topo, "lb2", "lb1"), T, "lb2 backup of lb1")
     # Stable: no flapping over ten advert intervals (ten adverts lb2 heard).
     always_until(lambda: topo.holders(["lb1", "lb2"], VIP) == ["lb1"], while_adverts(topo, "lb2", 10), T,
                  "lb1 the only holder")
@@ -170,6 +183,7 @@ def test_three_nodes_elect_highest_then_next(lab_of):
     # adverts, so lb1 may be master for a moment until it hears lb3: wait
     # for lb3 alone, then it must stay so.
     wait_for(lambda: t.holders(["lb1", "lb3"], VIP) == ["lb3"], T, "lb3 (next highest) the only holder")
+    wait_for(lambda: backup_of(t, "lb1", "lb3"), T, "lb1 backup of lb3")
     always_until(lambda: t.holders(["lb1", "lb3"], VIP) == ["lb3"], while_adverts(t, "lb1", 10), T,
                  "lb3 the only holder, lb1 backup")
 

@@ -101,7 +101,21 @@ def test_interop(version, unicast, halo_master):
             v = lab.vrrp(HALO)
             return -1 if v is None else v["adverts_sent" if halo_master else "adverts_received"]
 
+        def settled():
+            # Both time out about together (1 s adverts, 39 ms of skew
+            # apart): the loser may be master for a moment after the VIP
+            # was seen on the winner alone. halo as the loser says when it
+            # is BACKUP of keepalived; keepalived as the loser has heard
+            # halo once halo has sent two more adverts.
+            if not halo_master:
+                v = lab.vrrp(HALO)
+                return v is not None and v["state"] == "BACKUP" and v["master"] == KA_IP
+            return adverts() >= first + 2
+
         try:
+            wait_for(converged, T, f"{winner} as the only VIP holder")
+            first = adverts()
+            wait_for(settled, T, "the election to be over")
             wait_for(converged, T, f"{winner} as the only VIP holder")
             # Stay converged: no flapping between two different
             # implementations, over three adverts (counted, not slept).
