@@ -42,18 +42,32 @@ ssh-keygen -q -t ed25519 -N '' -C halo-ansible-test -f "$work/id_ed25519"
 
 log "mmdebstrap bookworm amd64 (${#packages[@]} packages)"
 incl=$(IFS=,; echo "${packages[*]}")
-mmdebstrap --variant=minbase --include="$incl" \
-  --customize-hook='mkdir -p -m 0700 "$1/root/.ssh"' \
-  --customize-hook="cp '$work/id_ed25519.pub' \"\$1/root/.ssh/authorized_keys\"" \
-  --customize-hook='chmod 0600 "$1/root/.ssh/authorized_keys"' \
-  --customize-hook='chroot "$1" systemctl enable systemd-networkd.service' \
-  --customize-hook='chroot "$1" systemctl disable nginx.service' \
-  --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer' \
-  --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
-  bookworm "$work/root" http://deb.debian.org/debian
+bootstrap() {
+  rm -rf "$work/root"
+  mmdebstrap --variant=minbase --include="$incl" \
+    --aptopt='Acquire::Retries "5"' \
+    --customize-hook='mkdir -p -m 0700 "$1/root/.ssh"' \
+    --customize-hook="cp '$work/id_ed25519.pub' \"\$1/root/.ssh/authorized_keys\"" \
+    --customize-hook='chmod 0600 "$1/root/.ssh/authorized_keys"' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service' \
+    --customize-hook='chroot "$1" systemctl disable nginx.service' \
+    --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer' \
+    --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
+    bookworm "$work/root" http://deb.debian.org/debian
+}
+# The whole download comes from the mirror: apt retries each file, and the
+# bootstrap as a whole is tried again (a mirror mid-sync) at most twice.
+for try in 1 2 3; do
+  bootstrap && break
+  [ $try -lt 3 ] || { log "mmdebstrap failed $try times"; exit 1; }
+  log "mmdebstrap failed (try $try of 3); trying again in $((try * 30)) s"
+  sleep $((try * 30))
+done
 
 rm -rf "$cache"
 mkdir "$cache"
 mv "$work/root" "$work/id_ed25519" "$work/id_ed25519.pub" "$cache/"
+# Trees of earlier versions of this script are no longer used.
+find /var/cache/halo-tests -maxdepth 1 -name 'ansible-root-*' ! -path "$cache" -exec rm -rf {} +
 log "built $cache"
 echo "$cache"

@@ -51,12 +51,14 @@ def debs(tmp_path_factory):
             note.write_text(f"halo test build {suffix}\n")
             run(["objcopy", "--add-section", f".halo_build={note}", "--set-section-flags", ".halo_build=readonly", b, b])
         env = dict(os.environ, HALO_DEB_BIN=str(b), HALO_DEB_VERSION_SUFFIX=suffix)
-        run(["bash", "daemon/debian/build-deb.sh", "amd64"], cwd=ROOT, env=env, timeout=600)
-        # The newest matching halo_*.deb in target/debian is the one just built.
-        cands = sorted((os.path.join(ROOT, "target/debian", f) for f in os.listdir(os.path.join(ROOT, "target/debian"))
-                        if f.startswith("halo_") and f.endswith(f"{suffix}_amd64.deb") and ("+" in f) == bool(suffix)), key=os.path.getmtime)
-        dst = out / os.path.basename(cands[-1])
-        shutil.copy(cands[-1], dst)
+        r = run(["bash", "daemon/debian/build-deb.sh", "amd64"], cwd=ROOT, env=env, timeout=600)
+        # build-deb.sh prints the package it wrote last. (Not "the newest
+        # halo_*.deb in target/debian": another stage or a student may be
+        # building one there at the same time.)
+        deb = os.path.join(ROOT, r.stdout.strip().splitlines()[-1])
+        assert deb.endswith(f"{suffix}_amd64.deb") and os.path.isfile(deb), r.stdout
+        dst = out / os.path.basename(deb)
+        shutil.copy(deb, dst)
         built.append(str(dst))
     return built[0], built[1]
 
@@ -64,7 +66,7 @@ def debs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def image():
     needs("mmdebstrap", "systemd-nspawn")
-    r = subprocess.run(["bash", os.path.join(HERE, "build-image.sh")], capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(["bash", os.path.join(HERE, "build-image.sh")], capture_output=True, text=True, timeout=2400)
     if r.returncode != 0:
         pytest.fail("VM image build failed:\n" + r.stderr[-4000:])
     return r.stdout.strip().splitlines()[-1]
