@@ -1,10 +1,12 @@
 """A bounded HTTP client loop against the VIP, run inside the controller
 (the halo lab's client namespace) during the rolling upgrade:
 
-    python3 client.py URL --stop-file F --max-requests N --max-seconds S
+    python3 client.py URL --stop-file F [--ready-file R] --max-requests N --max-seconds S
 
 One new TCP connection per request (as a browser's first request), a short
-pause between requests. It stops at the stop file, N requests or S seconds,
+pause between requests. It creates the ready file after its first successful
+response (the test starts the upgrade only then), and stops at the stop file,
+N requests or S seconds,
 whichever comes first, then prints one JSON object: requests, ok, failed,
 the first failures, which backends answered, the longest gap between two
 successful responses and every gap over 0.5 s as [start, length] (seconds
@@ -24,6 +26,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--stop-file", required=True)
+    ap.add_argument("--ready-file")
     ap.add_argument("--max-requests", type=int, default=20000)
     ap.add_argument("--max-seconds", type=float, default=600)
     ap.add_argument("--pause", type=float, default=0.02)
@@ -51,6 +54,8 @@ def main():
             if r.status != 200 or not m:
                 raise RuntimeError(f"status {r.status}: {body[:80]!r}")
             ok += 1
+            if ok == 1 and a.ready_file:
+                open(a.ready_file, "w").close()
             served[m.group(1).strip("<>/p")] = served.get(m.group(1).strip("<>/p"), 0) + 1
             now = time.monotonic()
             if now - last_ok > 0.5 and len(slow) < 20:

@@ -80,7 +80,11 @@ class Cluster:
         self.hosts = {}  # name -> Popen (systemd-nspawn), the current boot
         self.supervisors = {}  # name -> thread that boots it again on reboot
         self.closing = threading.Event()
+        # Held while a supervisor boots a host again and while close() sets
+        # `closing`: no boot can start after close() has taken the list.
+        self.lock = threading.Lock()
         self.mounts = []
+        self.nspawn_tmpfs = None  # the tmpfs this run mounted, if any
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -101,21 +105,30 @@ class Cluster:
         self.close()
 
     def close(self):
-        self.closing.set()
-        # SIGTERM makes nspawn shut the container's systemd down in order.
-        for p in self.hosts.values():
+        with self.lock:
+            self.closing.set()
+            procs = list(self.hosts.values())
+        # SIGTERM makes nspawn shut the container's systemd down in order;
+        # four at once on a loaded machine take a while.
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.hosts.values():
+        for p in procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(timeout=10)
+                p.wait(timeout=30)
         for t in self.supervisors.values():
-            t.join(timeout=10)
+            t.join(timeout=30)
         for m in reversed(self.mounts):
             run(["umount", "-l", m], check=False)
+        self.mounts = []
+        if self.nspawn_tmpfs:
+            # nspawn's propagation directories went with the containers.
+            if run(["umount", self.nspawn_tmpfs], check=False).returncode != 0:
+                run(["umount", "-l", self.nspawn_tmpfs], check=False)
+            self.nspawn_tmpfs = None
         # Last, with the containers gone: halo lab down kills whatever is
         # still in the lab's namespaces and deletes them.
         if self.lab_up:
@@ -130,6 +143,7 @@ class Cluster:
         os.makedirs(nsdir, exist_ok=True)
         if run(["mountpoint", "-q", nsdir], check=False).returncode != 0:
             run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", nsdir])
+            self.nspawn_tmpfs = nsdir
         base = os.path.join(self.work, name)
         upper, wk, merged = (os.path.join(base, d) for d in ("upper", "work", "root"))
         for d in (upper, wk, merged):
@@ -170,9 +184,10 @@ class Cluster:
         def supervise():
             for _ in range(20):
                 rc = self.hosts[name].wait()
-                if rc != 133 or self.closing.is_set():
-                    return
-                self.hosts[name] = start()
+                with self.lock:
+                    if rc != 133 or self.closing.is_set():
+                        return
+                    self.hosts[name] = start()
 
         self.hosts[name] = start()
         self.supervisors[name] = threading.Thread(target=supervise, daemon=True)
@@ -185,7 +200,10 @@ class Cluster:
         except OSError:
             return ""
 
-    def wait_ssh(self, names=None, timeout=180):
+    def wait_ssh(self, names=None, timeout=900):
+        """Until each host's systemd has finished booting and sshd answers.
+        Four containers booting at once on a cold, loaded machine: a generous
+        bound, and an ssh that takes too long is just another try."""
         names = list(names or HOSTS)
         deadline = time.monotonic() + timeout
         pending = set(names)
@@ -193,7 +211,11 @@ class Cluster:
             for name in sorted(pending):
                 if self.hosts[name].poll() is not None:
                     raise RuntimeError(f"systemd-nspawn for {name} exited:\n{self.console(name)}")
-                if self.ssh(name, "systemctl is-system-running --wait >/dev/null; true", check=False, timeout=60).returncode == 0:
+                try:
+                    r = self.ssh(name, "systemctl is-system-running --wait >/dev/null; true", check=False, timeout=300)
+                except subprocess.TimeoutExpired:
+                    continue
+                if r.returncode == 0:
                     pending.discard(name)
             if pending:
                 time.sleep(1)
@@ -201,7 +223,7 @@ class Cluster:
             raise RuntimeError("no ssh to " + ", ".join(sorted(pending)) + "\n" +
                                "\n".join(f"--- {n} console:\n{self.console(n)}" for n in sorted(pending)))
 
-    def check_network(self, timeout=30):
+    def check_network(self, timeout=180):
         """Each host's eth0 has its one address from the lab, which the
         host's systemd-networkd adopted (configured, not failed)."""
         cmd = ("networkctl --no-pager --no-legend list eth0 | awk '{print $5}'; "
@@ -209,7 +231,10 @@ class Cluster:
         for name, addr in HOSTS.items():
             deadline = time.monotonic() + timeout
             while True:
-                out = self.ssh(name, cmd, check=False, timeout=20).stdout.split()
+                try:
+                    out = self.ssh(name, cmd, check=False, timeout=60).stdout.split()
+                except subprocess.TimeoutExpired:
+                    out = []
                 if out == ["configured", addr + "/24"]:
                     break
                 if time.monotonic() > deadline or (out and out[0] in ("failed", "unmanaged")):
@@ -231,8 +256,12 @@ class Cluster:
                    check=check, timeout=timeout)
 
     def status(self, name):
-        """halo status --json on an LB, parsed; None when halo does not answer."""
-        r = self.ssh(name, "halo status --json", check=False)
+        """halo status --json on an LB, parsed; None when halo (or the host,
+        within 60 s) does not answer: callers poll."""
+        try:
+            r = self.ssh(name, "halo status --json", check=False)
+        except subprocess.TimeoutExpired:
+            return None
         if r.returncode != 0:
             return None
         return json.loads(r.stdout)
@@ -243,7 +272,7 @@ class Cluster:
             return None
         return st["vrrp"][0]["state"]
 
-    def http_get(self, path="/", host=VIP, timeout=5):
+    def http_get(self, path="/", host=VIP, timeout=30):
         r = run(self.in_client(["curl", "-sS", "--max-time", str(timeout), f"http://{host}{path}"]),
                 check=False, timeout=timeout + 10)
         return r.returncode, r.stdout
@@ -272,6 +301,9 @@ class Cluster:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_LOCAL_TEMP": os.path.join(self.work, "ansible-tmp"),
             "ANSIBLE_HOME": os.path.join(self.work, "ansible-home"),
+            # SSH connection timeout (default 10 s): a loaded machine's
+            # containers may take longer to accept a connection.
+            "ANSIBLE_TIMEOUT": "60",
         })
         variables = {
             "ansible_user": "root",
