@@ -178,10 +178,11 @@ enum Fail {
 }
 
 /// What the access log says about one request.
+///
+/// The request's method and target are not copied here: `emit` takes them
+/// from the head, and they are formatted only when access lines are on.
 struct Log {
     peer: SocketAddr,
-    method: String,
-    target: String,
     server: Option<usize>,
     status: u16,
     bytes: u64,
@@ -200,7 +201,7 @@ fn ms(d: Option<Duration>) -> i64 {
 }
 
 impl Log {
-    fn emit(&self, shared: &Shared) {
+    fn emit(&self, shared: &Shared, method: &str, target: &str) {
         let tt = self.start.elapsed();
         shared
             .stats
@@ -226,8 +227,8 @@ impl Log {
             "{} {} {} {}",
             self.peer,
             self.status,
-            self.method,
-            self.target,
+            method,
+            target,
         );
     }
 }
@@ -351,8 +352,6 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let tq = start.elapsed();
         let mut log = Log {
             peer,
-            method: req.method.clone(),
-            target: req.target.clone(),
             server: None,
             status: 0,
             bytes: 0,
@@ -365,9 +364,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             note: "",
         };
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, req, &mut log).await;
+        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
         shared.busy.fetch_sub(1, Ordering::Relaxed);
-        log.emit(&shared);
+        log.emit(&shared, &req.method, &req.target);
         if !keep {
             linger(&client).await;
             return;
@@ -386,8 +385,6 @@ fn log_short(
 ) {
     Log {
         peer,
-        method: "-".into(),
-        target: "-".into(),
         server: None,
         status,
         bytes,
@@ -399,7 +396,7 @@ fn log_short(
         retries: 0,
         note,
     }
-    .emit(shared);
+    .emit(shared, "-", "-");
 }
 
 /// Answer with an error page, close, and log why.
@@ -457,7 +454,13 @@ async fn linger<S: Stream>(client: &S) {
 
 /// Get a server slot: balance over up servers that have room, queueing
 /// (bounded, `timeouts.queue`) when all of them are at maxconn.
-async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result<Slot, NoServer> {
+/// `up` is scratch space for which servers are up.
+async fn acquire<I: Io>(
+    w: &Worker<I>,
+    client: IpAddr,
+    tried: &[bool],
+    up: &mut Vec<bool>,
+) -> Result<Slot, NoServer> {
     let shared = &w.shared;
     let svc = shared.idx;
     let n = shared.svc.servers.len();
@@ -467,7 +470,9 @@ async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result
         let notified = shared.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let up: Vec<bool> = (0..n).map(|i| shared.board.is_up(svc, i)).collect();
+        up.clear();
+        up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
+        let up = &*up;
         if !up.iter().any(|&u| u) {
             break Err(NoServer::NoneUp);
         }
@@ -524,6 +529,9 @@ struct Bufs {
     out: Vec<u8>,
     /// Bytes read from the server.
     sbuf: Vec<u8>,
+    /// Servers tried for this request; servers up (`acquire`'s scratch).
+    tried: Vec<bool>,
+    up: Vec<bool>,
 }
 
 /// One request/response exchange. Returns whether the client connection
@@ -533,7 +541,7 @@ async fn exchange<I: Io>(
     client: &I::Stream,
     cbuf: &mut Vec<u8>,
     bufs: &mut Bufs,
-    req: http::RequestHead,
+    req: &http::RequestHead,
     log: &mut Log,
 ) -> bool {
     let shared = w.shared.clone();
@@ -541,7 +549,12 @@ async fn exchange<I: Io>(
     let t = &svc.timeouts;
     let n = svc.servers.len();
     let ip = log.peer.ip();
-    let out = &mut bufs.out;
+    let Bufs {
+        out,
+        sbuf,
+        tried,
+        up,
+    } = bufs;
     out.clear();
 
     if req.expect_continue && req.body != BodyKind::None {
@@ -568,12 +581,13 @@ async fn exchange<I: Io>(
     // Replaying is safe only when the server cannot have acted on the
     // request and nothing of a body has been consumed from the client.
     let replayable = req.idempotent() && req.body == BodyKind::None;
-    let mut tried = vec![false; n];
+    tried.clear();
+    tried.resize(n, false);
     let mut attempts = 0u32;
     let wait_start = Instant::now();
 
     loop {
-        let slot = match acquire(w, ip, &tried).await {
+        let slot = match acquire(w, ip, tried, up).await {
             Ok(s) => s,
             Err(why) => {
                 log.tw = Some(wait_start.elapsed());
@@ -631,7 +645,7 @@ async fn exchange<I: Io>(
         // === request ===
         out.clear();
         let host = &shared.default_host[srv];
-        http::encode_request(&req, fwd, host, out);
+        http::encode_request(req, fwd, host, out);
         shared.stats.sent(srv, out.len() as u64);
         let sent_at = Instant::now();
         let body_res = if req.body == BodyKind::None {
@@ -664,7 +678,6 @@ async fn exchange<I: Io>(
         }
 
         // === response head ===
-        let sbuf = &mut bufs.sbuf;
         sbuf.clear();
         let resp = loop {
             let head = read_head(
