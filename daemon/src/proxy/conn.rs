@@ -279,6 +279,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     let t = &shared.svc.timeouts;
     let mut cbuf: Vec<u8> = Vec::with_capacity(BUF);
     let mut bufs = Bufs::default();
+    let mut req = http::RequestHead::default();
     let mut first = true;
     loop {
         // === request head ===
@@ -341,13 +342,10 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 return;
             }
         };
-        let req = match http::parse_request(&cbuf[..head_len], shared.limits) {
-            Ok(r) => r,
-            Err(e) => {
-                refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
-                return;
-            }
-        };
+        if let Err(e) = req.parse_from(&cbuf[..head_len], shared.limits) {
+            refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+            return;
+        }
         cbuf.drain(..head_len);
         let tq = start.elapsed();
         let mut log = Log {
@@ -366,7 +364,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
         shared.busy.fetch_sub(1, Ordering::Relaxed);
-        log.emit(&shared, &req.method, &req.target);
+        log.emit(&shared, req.method(), req.target());
         if !keep {
             linger(&client).await;
             return;
@@ -529,6 +527,8 @@ struct Bufs {
     out: Vec<u8>,
     /// Bytes read from the server.
     sbuf: Vec<u8>,
+    /// The server's response head.
+    resp: http::ResponseHead,
     /// Servers tried for this request; servers up (`acquire`'s scratch).
     tried: Vec<bool>,
     up: Vec<bool>,
@@ -552,6 +552,7 @@ async fn exchange<I: Io>(
     let Bufs {
         out,
         sbuf,
+        resp,
         tried,
         up,
     } = bufs;
@@ -679,22 +680,23 @@ async fn exchange<I: Io>(
 
         // === response head ===
         sbuf.clear();
-        let resp = loop {
+        let head = loop {
             let head = read_head(
                 &server,
                 sbuf,
+                resp,
                 shared.limits,
-                &req.method,
+                req.method(),
                 sent_at + t.server,
             )
             .await;
             match head {
-                Ok((resp, hl)) => {
+                Ok(hl) => {
                     sbuf.drain(..hl);
                     if (100..200).contains(&resp.status) && resp.status != 101 {
                         // Interim responses go to HTTP/1.1 clients as they are.
                         if req.minor == 1 {
-                            http::encode_response(&resp, BodyKind::None, 1, true, false, out);
+                            http::encode_response(resp, BodyKind::None, 1, true, false, out);
                             if write(client, out, Instant::now() + t.client).await.is_err() {
                                 log.note = "client gone";
                                 return false;
@@ -702,13 +704,13 @@ async fn exchange<I: Io>(
                         }
                         continue;
                     }
-                    break Ok(resp);
+                    break Ok(());
                 }
                 Err(e) => break Err(e),
             }
         };
-        let resp = match resp {
-            Ok(r) => r,
+        match head {
+            Ok(()) => {}
             Err(HeadFail::Closed) if pooled && replayable && sbuf.is_empty() => {
                 drop(slot);
                 continue;
@@ -747,11 +749,11 @@ async fn exchange<I: Io>(
 
         // === upgrade: tunnel ===
         if resp.status == 101 {
-            if req.upgrade.is_none() {
+            if req.upgrade().is_none() {
                 log.note = "unrequested 101";
                 return send_error(client, log, 502, t.client).await;
             }
-            http::encode_response(&resp, BodyKind::None, req.minor, true, true, out);
+            http::encode_response(resp, BodyKind::None, req.minor, true, true, out);
             out.extend_from_slice(sbuf);
             log.bytes += out.len() as u64;
             if write(client, out, Instant::now() + t.client).await.is_err() {
@@ -777,11 +779,11 @@ async fn exchange<I: Io>(
         }
 
         // === response body ===
-        let body_out = http::response_body_out(&resp, req.minor);
+        let body_out = http::response_body_out(resp, req.minor);
         let client_keep = req.keep_alive
             && body_out != BodyKind::Close
             && !w.shared.draining.load(Ordering::Relaxed);
-        http::encode_response(&resp, body_out, req.minor, client_keep, false, out);
+        http::encode_response(resp, body_out, req.minor, client_keep, false, out);
         let head_bytes = out.len() as u64;
         let res = if resp.body == BodyKind::None {
             write(client, out, Instant::now() + t.client)
@@ -874,20 +876,22 @@ enum HeadFail {
     Invalid(HttpError),
 }
 
+/// Read a response head into `head`; returns its length in `buf`.
 async fn read_head<S: Stream>(
     s: &S,
     buf: &mut Vec<u8>,
+    head: &mut http::ResponseHead,
     limits: HeadLimits,
     method: &str,
     deadline: Instant,
-) -> Result<(http::ResponseHead, usize), HeadFail> {
+) -> Result<usize, HeadFail> {
     loop {
         if !buf.is_empty() {
             match http::check_head(buf, limits) {
                 Ok(Some(n)) => {
-                    let head = http::parse_response(&buf[..n], limits, method)
+                    head.parse_from(&buf[..n], limits, method)
                         .map_err(HeadFail::Invalid)?;
-                    return Ok((head, n));
+                    return Ok(n);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(HeadFail::Invalid(e)),
