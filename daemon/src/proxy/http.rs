@@ -87,49 +87,59 @@ pub struct HeadLimits {
 /// (terminator included). `Err`: invalid whatever follows; this is decided
 /// from the bytes seen so far, before any parsing.
 pub fn check_head(buf: &[u8], limits: HeadLimits) -> Result<Option<usize>, HttpError> {
-    // Leading empty lines before a request line are allowed (RFC 9112 2.2)
-    // and skipped by httparse; treat them as part of the head.
+    // Line by line: memchr finds each line's CR or LF, and the checks are
+    // made in the order a byte-by-byte scan meets them (size, obs-fold at
+    // the line's start, the line end). Leading empty lines before a request
+    // line are allowed (RFC 9112 2.2) and skipped by httparse; treat them
+    // as part of the head.
+    let max = limits.max_head_bytes;
     let mut line_start = 0;
-    let mut i = 0;
     let mut lines = 0usize;
-    while i < buf.len() {
-        if i >= limits.max_head_bytes {
+    loop {
+        let Some(&first) = buf.get(line_start) else {
+            return Ok(None);
+        };
+        if line_start >= max {
             return Err(HttpError::HeadTooLarge);
         }
-        match buf[i] {
-            b'\r' => {
-                if i + 1 == buf.len() {
-                    return Ok(None);
-                }
-                if buf[i + 1] != b'\n' {
-                    return Err(HttpError::BareCr);
-                }
-                i += 1;
-                continue;
-            }
-            b'\n' => {
-                let line = &buf[line_start..i];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.is_empty() && lines > 0 {
-                    return Ok(Some(i + 1));
-                }
-                if !line.is_empty() {
-                    lines += 1;
-                    // lines - 1 header fields plus the start line.
-                    if lines > limits.max_headers + 1 {
-                        return Err(HttpError::TooManyHeaders);
-                    }
-                }
-                line_start = i + 1;
-            }
-            b' ' | b'\t' if i == line_start && lines > 1 => {
-                return Err(HttpError::ObsFold);
-            }
-            _ => {}
+        if matches!(first, b' ' | b'\t') && lines > 1 {
+            return Err(HttpError::ObsFold);
         }
-        i += 1;
+        let Some(end) = memchr::memchr2(b'\r', b'\n', &buf[line_start..]) else {
+            // No line end yet: fine while under the limit.
+            return if buf.len() > max {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        let end = line_start + end;
+        if end >= max {
+            return Err(HttpError::HeadTooLarge);
+        }
+        let lf = if buf[end] == b'\r' {
+            match buf.get(end + 1) {
+                None => return Ok(None),
+                Some(b'\n') if end + 1 >= max => return Err(HttpError::HeadTooLarge),
+                Some(b'\n') => end + 1,
+                Some(_) => return Err(HttpError::BareCr),
+            }
+        } else {
+            end
+        };
+        if end == line_start {
+            if lines > 0 {
+                return Ok(Some(lf + 1));
+            }
+        } else {
+            lines += 1;
+            // lines - 1 header fields plus the start line.
+            if lines > limits.max_headers + 1 {
+                return Err(HttpError::TooManyHeaders);
+            }
+        }
+        line_start = lf + 1;
     }
-    Ok(None)
 }
 
 /// How a message body is delimited (RFC 9112 6.3).
