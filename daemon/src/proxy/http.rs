@@ -707,20 +707,26 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
             }
         };
         merged(out, b"X-Forwarded-For", &|out| {
-            let _ = write!(out, "{ip}");
+            put_ip(out, ip);
         });
-        merged(out, b"Forwarded", &|out| {
-            let _ = match ip {
-                IpAddr::V4(a) => write!(out, "for={a};proto=http"),
-                // RFC 7239 6: IPv6 in brackets, and then quoted.
-                IpAddr::V6(a) => write!(out, "for=\"[{a}]\";proto=http"),
-            };
+        merged(out, b"Forwarded", &|out| match ip {
+            IpAddr::V4(_) => {
+                out.extend_from_slice(b"for=");
+                put_ip(out, ip);
+                out.extend_from_slice(b";proto=http");
+            }
+            // RFC 7239 6: IPv6 in brackets, and then quoted.
+            IpAddr::V6(a) => {
+                let _ = write!(out, "for=\"[{a}]\";proto=http");
+            }
         });
         put_header(out, b"X-Forwarded-Proto", b"http");
     }
     match head.body {
         BodyKind::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => {
             out.extend_from_slice(b"Transfer-Encoding: ");
@@ -774,7 +780,9 @@ pub fn encode_response(
     out: &mut Vec<u8>,
 ) {
     let bytes = &resp.bytes;
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_decimal(out, resp.status.into());
+    out.push(b' ');
     out.extend_from_slice(resp.reason.get(bytes));
     out.extend_from_slice(b"\r\n");
     for (name, value) in resp.headers() {
@@ -789,7 +797,9 @@ pub fn encode_response(
     }
     match body_out {
         BodyKind::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => put_header(out, b"Transfer-Encoding", b"chunked"),
         BodyKind::None | BodyKind::Close => {}
@@ -802,6 +812,39 @@ pub fn encode_response(
         put_header(out, b"Connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, as `Display` writes it, without the formatting
+/// machinery (numbers and the client's address are on every head).
+fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// An address as `Display` writes it; IPv4 by hand.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (k, octet) in a.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push(b'.');
+                }
+                put_decimal(out, octet.into());
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -1452,6 +1495,28 @@ mod tests {
             parse_request(over.as_bytes(), lim),
             Err(HttpError::TooManyHeaders)
         );
+    }
+
+    #[test]
+    fn numbers_and_addresses_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 255, 1024, 4_294_967_296, u64::MAX] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.0.2.255",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            put_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
+        }
     }
 
     #[test]
