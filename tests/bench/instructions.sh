@@ -15,6 +15,8 @@
 #   bash tests/bench/instructions.sh                  # target/release/halo, epoll
 #   HALO_BIN=... IO=uring N1=1000 N2=4000 bash tests/bench/instructions.sh
 #   KEEP=/tmp/dir bash tests/bench/instructions.sh    # keep callgrind.out / dhat.json
+#   TARGET=haproxy bash tests/bench/instructions.sh   # HAProxy, same setup (1 thread,
+#                                                     # forwardfor; its pools make dhat moot)
 #   (with an unstripped build, CARGO_PROFILE_RELEASE_STRIP=false, for
 #   callgrind_annotate and dh_view.html)
 #
@@ -25,6 +27,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 HALO_BIN=${HALO_BIN:-$root/target/release/halo}
 IO=${IO:-epoll}
+TARGET=${TARGET:-halo}
 N1=${N1:-1000}
 N2=${N2:-5000}
 CONNS=${CONNS:-10}
@@ -80,6 +83,31 @@ servers = [
 ]
 EOF
 
+cat > "$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind 127.0.0.1:$PROXY
+    default_backend web
+backend web
+    balance roundrobin
+    server web1 127.0.0.1:$((BASE_PORT + 1))
+    server web2 127.0.0.1:$((BASE_PORT + 2))
+    server web3 127.0.0.1:$((BASE_PORT + 3))
+EOF
+if [ "$TARGET" = haproxy ]; then
+  cmd=(haproxy -f "$work/haproxy.cfg" -db)
+else
+  cmd=("$HALO_BIN" run --config "$work/halo.toml" --socket "$work/h.sock")
+fi
+
 # Exactly $1 requests over $CONNS keep-alive connections; fails unless
 # every answer is a 200 carrying the 1 KiB page.
 cat > "$work/client.py" <<'EOF'
@@ -109,14 +137,20 @@ one() {
   local tool=$1 n=$2 log=$work/$1-$2.log
   timeout "$LIMIT" valgrind --tool="$tool" --log-file="$log" \
     --"$tool"-out-file="$work/$tool-$n.out" \
-    "$HALO_BIN" run --config "$work/halo.toml" --socket "$work/h.sock" \
-    > "$work/halo.out" 2>&1 &
+    "${cmd[@]}" > "$work/proxy.out" 2>&1 &
   local pid=$!
   pids+=("$pid")
   wait_port "$PROXY"
   timeout "$LIMIT" /usr/bin/python3 "$work/client.py" "$n" "$CONNS" "$PROXY"
   kill -TERM "$pid"
-  wait "$pid" || { echo "halo under $tool exited with $?" >&2; cat "$work/halo.out" "$log" >&2; exit 1; }
+  local rc=0
+  wait "$pid" || rc=$?
+  # halo must stop cleanly; HAProxy exits non-zero on SIGTERM.
+  if { [ "$TARGET" = halo ] && [ "$rc" != 0 ]; } || ! grep -qE ' I *refs:| Total:' "$log"; then
+    echo "$TARGET under $tool: exit status $rc" >&2
+    cat "$work/proxy.out" "$log" >&2
+    exit 1
+  fi
 }
 
 num() { tr -d , <<< "$1"; }
@@ -133,7 +167,8 @@ if [ -n "${KEEP:-}" ]; then
   cp "$work"/callgrind-*.out "$work"/dhat-*.out "$KEEP"/
 fi
 dn=$((N2 - N1))
-echo "halo $IO, $N1 and $N2 keep-alive requests over $CONNS connections ($HALO_BIN)"
+label="halo $IO"; [ "$TARGET" = haproxy ] && label=haproxy
+echo "$label, $N1 and $N2 keep-alive requests over $CONNS connections (${cmd[0]})"
 echo "  instructions: $i1 / $i2 -> per request $(((i2 - i1) / dn))"
 echo "  allocations:  $k1 / $k2 blocks -> per request $(awk -v a="$k1" -v b="$k2" -v n="$dn" 'BEGIN {printf "%.2f", (b - a) / n}')"
 echo "  bytes:        $b1 / $b2 -> per request $(((b2 - b1) / dn))"
