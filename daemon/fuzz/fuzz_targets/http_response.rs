@@ -1,7 +1,9 @@
 //! Fuzz the response side of the proxy's HTTP framing: `check_head`,
 //! `parse_response` (for GET and HEAD) and the chunked / length / close
-//! body decoders. Nothing may panic, and decoding the same bytes in one
-//! piece or byte by byte must give the same body.
+//! body decoders. Nothing may panic, decoding the same bytes in one piece
+//! or byte by byte must give the same body, and a head reused from an
+//! earlier response (as a connection does) must parse to the same as a
+//! fresh one.
 #![no_main]
 
 use halo::proxy::http::{check_head, parse_response, BodyDecoder, HeadLimits};
@@ -36,9 +38,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for method in ["GET", "HEAD"] {
-        let Ok(resp) = parse_response(&data[..n], LIM, method) else {
+        let fresh = parse_response(&data[..n], LIM, method);
+        let mut reused = parse_response(
+            b"HTTP/1.1 200 Earlier\r\nConnection: keep-alive, x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            LIM,
+            "GET",
+        )
+        .expect("earlier response parses");
+        let reparsed = reused.parse_from(&data[..n], LIM, method);
+        assert_eq!(fresh.as_ref().err(), reparsed.err().as_ref());
+        let Ok(resp) = fresh else {
             continue;
         };
+        assert_eq!(reused, resp);
         let body = &data[n..];
         let whole = decode(resp.body, body, usize::MAX);
         let bytewise = decode(resp.body, body, 1);

@@ -178,10 +178,11 @@ enum Fail {
 }
 
 /// What the access log says about one request.
+///
+/// The request's method and target are not copied here: `emit` takes them
+/// from the head, and they are formatted only when access lines are on.
 struct Log {
     peer: SocketAddr,
-    method: String,
-    target: String,
     server: Option<usize>,
     status: u16,
     bytes: u64,
@@ -200,7 +201,7 @@ fn ms(d: Option<Duration>) -> i64 {
 }
 
 impl Log {
-    fn emit(&self, shared: &Shared) {
+    fn emit(&self, shared: &Shared, method: &str, target: &str) {
         let tt = self.start.elapsed();
         shared
             .stats
@@ -226,8 +227,8 @@ impl Log {
             "{} {} {} {}",
             self.peer,
             self.status,
-            self.method,
-            self.target,
+            method,
+            target,
         );
     }
 }
@@ -278,6 +279,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     let t = &shared.svc.timeouts;
     let mut cbuf: Vec<u8> = Vec::with_capacity(BUF);
     let mut bufs = Bufs::default();
+    let mut req = http::RequestHead::default();
     let mut first = true;
     loop {
         // === request head ===
@@ -340,19 +342,14 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 return;
             }
         };
-        let req = match http::parse_request(&cbuf[..head_len], shared.limits) {
-            Ok(r) => r,
-            Err(e) => {
-                refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
-                return;
-            }
-        };
+        if let Err(e) = req.parse_from(&cbuf[..head_len], shared.limits) {
+            refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+            return;
+        }
         cbuf.drain(..head_len);
         let tq = start.elapsed();
         let mut log = Log {
             peer,
-            method: req.method.clone(),
-            target: req.target.clone(),
             server: None,
             status: 0,
             bytes: 0,
@@ -365,9 +362,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             note: "",
         };
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, req, &mut log).await;
+        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
         shared.busy.fetch_sub(1, Ordering::Relaxed);
-        log.emit(&shared);
+        log.emit(&shared, req.method(), req.target());
         if !keep {
             linger(&client).await;
             return;
@@ -386,8 +383,6 @@ fn log_short(
 ) {
     Log {
         peer,
-        method: "-".into(),
-        target: "-".into(),
         server: None,
         status,
         bytes,
@@ -399,7 +394,7 @@ fn log_short(
         retries: 0,
         note,
     }
-    .emit(shared);
+    .emit(shared, "-", "-");
 }
 
 /// Answer with an error page, close, and log why.
@@ -459,7 +454,13 @@ async fn linger<S: Stream>(client: &S) {
 
 /// Get a server slot: balance over up servers that have room, queueing
 /// (bounded, `timeouts.queue`) when all of them are at maxconn.
-async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result<Slot, NoServer> {
+/// `up` is scratch space for which servers are up.
+async fn acquire<I: Io>(
+    w: &Worker<I>,
+    client: IpAddr,
+    tried: &[bool],
+    up: &mut Vec<bool>,
+) -> Result<Slot, NoServer> {
     let shared = &w.shared;
     let svc = shared.idx;
     let n = shared.svc.servers.len();
@@ -469,7 +470,9 @@ async fn acquire<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool]) -> Result
         let notified = shared.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let up: Vec<bool> = (0..n).map(|i| shared.board.is_up(svc, i)).collect();
+        up.clear();
+        up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
+        let up = &*up;
         if !up.iter().any(|&u| u) {
             break Err(NoServer::NoneUp);
         }
@@ -526,6 +529,11 @@ struct Bufs {
     out: Vec<u8>,
     /// Bytes read from the server.
     sbuf: Vec<u8>,
+    /// The server's response head.
+    resp: http::ResponseHead,
+    /// Servers tried for this request; servers up (`acquire`'s scratch).
+    tried: Vec<bool>,
+    up: Vec<bool>,
 }
 
 /// One request/response exchange. Returns whether the client connection
@@ -535,7 +543,7 @@ async fn exchange<I: Io>(
     client: &I::Stream,
     cbuf: &mut Vec<u8>,
     bufs: &mut Bufs,
-    req: http::RequestHead,
+    req: &http::RequestHead,
     log: &mut Log,
 ) -> bool {
     let shared = w.shared.clone();
@@ -543,7 +551,13 @@ async fn exchange<I: Io>(
     let t = &svc.timeouts;
     let n = svc.servers.len();
     let ip = log.peer.ip();
-    let out = &mut bufs.out;
+    let Bufs {
+        out,
+        sbuf,
+        resp,
+        tried,
+        up,
+    } = bufs;
     out.clear();
 
     if req.expect_continue && req.body != BodyKind::None {
@@ -570,12 +584,13 @@ async fn exchange<I: Io>(
     // Replaying is safe only when the server cannot have acted on the
     // request and nothing of a body has been consumed from the client.
     let replayable = req.idempotent() && req.body == BodyKind::None;
-    let mut tried = vec![false; n];
+    tried.clear();
+    tried.resize(n, false);
     let mut attempts = 0u32;
     let wait_start = Instant::now();
 
     loop {
-        let slot = match acquire(w, ip, &tried).await {
+        let slot = match acquire(w, ip, tried, up).await {
             Ok(s) => s,
             Err(why) => {
                 log.tw = Some(wait_start.elapsed());
@@ -633,7 +648,7 @@ async fn exchange<I: Io>(
         // === request ===
         out.clear();
         let host = &shared.default_host[srv];
-        http::encode_request(&req, fwd, host, out);
+        http::encode_request(req, fwd, host, out);
         shared.stats.sent(srv, out.len() as u64);
         let sent_at = Instant::now();
         let body_res = if req.body == BodyKind::None {
@@ -666,24 +681,24 @@ async fn exchange<I: Io>(
         }
 
         // === response head ===
-        let sbuf = &mut bufs.sbuf;
         sbuf.clear();
-        let resp = loop {
+        let head = loop {
             let head = read_head(
                 &server,
                 sbuf,
+                resp,
                 shared.limits,
-                &req.method,
+                req.method(),
                 sent_at + t.server,
             )
             .await;
             match head {
-                Ok((resp, hl)) => {
+                Ok(hl) => {
                     sbuf.drain(..hl);
                     if (100..200).contains(&resp.status) && resp.status != 101 {
                         // Interim responses go to HTTP/1.1 clients as they are.
                         if req.minor == 1 {
-                            http::encode_response(&resp, BodyKind::None, 1, true, false, out);
+                            http::encode_response(resp, BodyKind::None, 1, true, false, out);
                             if write(client, out, Instant::now() + t.client).await.is_err() {
                                 log.note = "client gone";
                                 return false;
@@ -691,13 +706,13 @@ async fn exchange<I: Io>(
                         }
                         continue;
                     }
-                    break Ok(resp);
+                    break Ok(());
                 }
                 Err(e) => break Err(e),
             }
         };
-        let resp = match resp {
-            Ok(r) => r,
+        match head {
+            Ok(()) => {}
             Err(HeadFail::Closed) if pooled && replayable && sbuf.is_empty() => {
                 drop(slot);
                 continue;
@@ -736,11 +751,11 @@ async fn exchange<I: Io>(
 
         // === upgrade: tunnel ===
         if resp.status == 101 {
-            if req.upgrade.is_none() {
+            if req.upgrade().is_none() {
                 log.note = "unrequested 101";
                 return send_error(client, log, 502, t.client).await;
             }
-            http::encode_response(&resp, BodyKind::None, req.minor, true, true, out);
+            http::encode_response(resp, BodyKind::None, req.minor, true, true, out);
             out.extend_from_slice(sbuf);
             log.bytes += out.len() as u64;
             if write(client, out, Instant::now() + t.client).await.is_err() {
@@ -766,11 +781,11 @@ async fn exchange<I: Io>(
         }
 
         // === response body ===
-        let body_out = http::response_body_out(&resp, req.minor);
+        let body_out = http::response_body_out(resp, req.minor);
         let client_keep = req.keep_alive
             && body_out != BodyKind::Close
             && !w.shared.draining.load(Ordering::Relaxed);
-        http::encode_response(&resp, body_out, req.minor, client_keep, false, out);
+        http::encode_response(resp, body_out, req.minor, client_keep, false, out);
         let head_bytes = out.len() as u64;
         let res = if resp.body == BodyKind::None {
             write(client, out, Instant::now() + t.client)
@@ -863,20 +878,22 @@ enum HeadFail {
     Invalid(HttpError),
 }
 
+/// Read a response head into `head`; returns its length in `buf`.
 async fn read_head<S: Stream>(
     s: &S,
     buf: &mut Vec<u8>,
+    head: &mut http::ResponseHead,
     limits: HeadLimits,
     method: &str,
     deadline: Instant,
-) -> Result<(http::ResponseHead, usize), HeadFail> {
+) -> Result<usize, HeadFail> {
     loop {
         if !buf.is_empty() {
             match http::check_head(buf, limits) {
                 Ok(Some(n)) => {
-                    let head = http::parse_response(&buf[..n], limits, method)
+                    head.parse_from(&buf[..n], limits, method)
                         .map_err(HeadFail::Invalid)?;
-                    return Ok((head, n));
+                    return Ok(n);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(HeadFail::Invalid(e)),
