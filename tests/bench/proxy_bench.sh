@@ -7,6 +7,7 @@
 #
 #   bash tests/bench/proxy_bench.sh            # uses target/release/halo
 #   HALO_BIN=... DURATION=10s CONNS=50 bash tests/bench/proxy_bench.sh
+#   IOS="epoll uring" bash tests/bench/proxy_bench.sh   # driver order (default uring epoll)
 #
 # Bounded: every wrk run is -t1 -c$CONNS -d$DURATION; every process it
 # starts is killed by pid on exit. Needs nginx-light, haproxy, wrk, python3.
@@ -196,7 +197,7 @@ echo "kernel $(uname -r), $(nproc) cores, $(haproxy -v | head -1), $(nginx -v 2>
 echo
 echo "| proxy | keep-alive req/s | p50 | p99 | close req/s | p50 | p99 | RSS idle | RSS, $OPEN_CONNS conns |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for io in uring epoll; do
+for io in ${IOS:-uring epoll}; do
   halo_conf "$io"
   run_target "halo-$io" "$HALO_BIN" run -c "$work/halo-$io.toml"
 done
