@@ -35,73 +35,12 @@ LIMIT=${LIMIT:-300}
 BASE_PORT=${BASE_PORT:-28280}
 PROXY=$((BASE_PORT + 10))
 
-work=$(mktemp -d /tmp/halo-instr.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+bench_init instr
+start_backends
+halo_toml "$work/halo.toml" "$IO"
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing on port $1" >&2
-  return 1
-}
-
-for i in 1 2 3; do
-  d=$work/web$i
-  mkdir -p "$d/www"
-  head -c 1024 /dev/zero | tr '\0' x > "$d/www/1k.html"
-  cat > "$d/nginx.conf" <<EOF
-daemon off; worker_processes 1; pid $d/nginx.pid; error_log $d/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $d/b; proxy_temp_path $d/p;
-  fastcgi_temp_path $d/f; uwsgi_temp_path $d/u; scgi_temp_path $d/s;
-  keepalive_requests 1000000; server { listen 127.0.0.1:$((BASE_PORT + i)); root $d/www; } }
-EOF
-  nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
-  pids+=($!)
-  wait_port $((BASE_PORT + i))
-done
-cat > "$work/halo.toml" <<EOF
-[global]
-log_level = "warn"
-[proxy.web]
-bind = ["127.0.0.1:$PROXY"]
-io = "$IO"
-workers = 1
-servers = [
-  { name = "web1", address = "127.0.0.1:$((BASE_PORT + 1))" },
-  { name = "web2", address = "127.0.0.1:$((BASE_PORT + 2))" },
-  { name = "web3", address = "127.0.0.1:$((BASE_PORT + 3))" },
-]
-EOF
-
-cat > "$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend web
-    bind 127.0.0.1:$PROXY
-    default_backend web
-backend web
-    balance roundrobin
-    server web1 127.0.0.1:$((BASE_PORT + 1))
-    server web2 127.0.0.1:$((BASE_PORT + 2))
-    server web3 127.0.0.1:$((BASE_PORT + 3))
-EOF
+haproxy_cfg "$work/haproxy.cfg" "option forwardfor"
 if [ "$TARGET" = haproxy ]; then
   cmd=(haproxy -f "$work/haproxy.cfg" -db)
 else
@@ -140,7 +79,7 @@ one() {
     "${cmd[@]}" > "$work/proxy.out" 2>&1 &
   local pid=$!
   pids+=("$pid")
-  wait_port "$PROXY"
+  wait_port "$PROXY" 300
   timeout "$LIMIT" /usr/bin/python3 "$work/client.py" "$n" "$CONNS" "$PROXY"
   kill -TERM "$pid"
   local rc=0

@@ -21,50 +21,11 @@ BASE_PORT=${BASE_PORT:-18080}
 # 1,000 client connections plus as many to the servers, per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-work=$(mktemp -d /tmp/halo-bench.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing on port $1" >&2
-  return 1
-}
+. "$(dirname "$0")/lib.sh"
+bench_init bench
 
 # === three nginx backends ===
-for i in 1 2 3; do
-  d=$work/web$i
-  mkdir -p "$d/www"
-  head -c 1024 /dev/zero | tr '\0' 'x' > "$d/www/1k.html"
-  echo ok > "$d/www/health"
-  cat > "$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$((BASE_PORT + i)); root $d/www; }
-}
-EOF
-  nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
-  pids+=($!)
-  wait_port $((BASE_PORT + i))
-done
+start_backends
 
 PROXY_PORT=$((BASE_PORT + 10))
 
@@ -82,11 +43,7 @@ io = "$1"
 workers = 1
 balance = "roundrobin"
 retries = 3
-servers = [
-  { name = "web1", address = "127.0.0.1:$((BASE_PORT + 1))" },
-  { name = "web2", address = "127.0.0.1:$((BASE_PORT + 2))" },
-  { name = "web3", address = "127.0.0.1:$((BASE_PORT + 3))" },
-]
+$(halo_servers)
 [proxy.web.timeouts]
 connect = "5s"
 client = "30s"

@@ -1,0 +1,102 @@
+# Shared set-up of the proxy benchmarks (sourced, not run): a work directory
+# and the processes started in it, killed by pid and removed on exit; a
+# port wait; three nginx-light backends on loopback serving a 1 KiB page
+# and /health; the minimal halo and HAProxy configs in front of them.
+# The caller sets BASE_PORT: backends on BASE_PORT+1..3, the proxy on +10.
+
+bench_init() {  # name: the work directory is /tmp/halo-NAME.XXXXXX
+  work=$(mktemp -d "/tmp/halo-$1.XXXXXX")
+  chmod 755 "$work"
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+
+wait_port() {  # port [tries, 0.1 s apart; default 100]
+  for _ in $(seq 1 "${2:-100}"); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing on port $1" >&2
+  return 1
+}
+
+start_backends() {
+  local i d
+  for i in 1 2 3; do
+    d=$work/web$i
+    mkdir -p "$d/www"
+    head -c 1024 /dev/zero | tr '\0' x > "$d/www/1k.html"
+    echo ok > "$d/www/health"
+    cat > "$d/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$((BASE_PORT + i)); root $d/www; }
+}
+CONF
+    nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
+    pids+=($!)
+    wait_port $((BASE_PORT + i))
+  done
+}
+
+# The three backends as halo's `servers` list.
+halo_servers() {
+  cat <<CONF
+servers = [
+  { name = "web1", address = "127.0.0.1:$((BASE_PORT + 1))" },
+  { name = "web2", address = "127.0.0.1:$((BASE_PORT + 2))" },
+  { name = "web3", address = "127.0.0.1:$((BASE_PORT + 3))" },
+]
+CONF
+}
+
+# One worker of driver IO, no logging I/O (access lines are info level).
+halo_toml() {  # file io
+  cat > "$1" <<CONF
+[global]
+log_level = "warn"
+[proxy.web]
+bind = ["127.0.0.1:$((BASE_PORT + 10))"]
+io = "$2"
+workers = 1
+$(halo_servers)
+CONF
+}
+
+# One thread, keep-alive, round robin; extra `defaults` lines as arguments.
+haproxy_cfg() {  # file [defaults line ...]
+  local file=$1; shift
+  {
+    printf 'global\n    nbthread 1\ndefaults\n    mode http\n    option http-keep-alive\n'
+    local line
+    for line in "$@"; do printf '    %s\n' "$line"; done
+    cat <<CONF
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend web
+    bind 127.0.0.1:$((BASE_PORT + 10))
+    default_backend web
+backend web
+    balance roundrobin
+    server web1 127.0.0.1:$((BASE_PORT + 1))
+    server web2 127.0.0.1:$((BASE_PORT + 2))
+    server web3 127.0.0.1:$((BASE_PORT + 3))
+CONF
+  } > "$file"
+}
