@@ -1344,6 +1344,14 @@ mod tests {
         }
     }
 
+    /// Forwarding off: the head goes out with only hop-by-hop changes.
+    fn no_forwarding() -> ForwardInfo {
+        ForwardInfo {
+            add_forwarded: false,
+            ..fwd("192.0.2.1", false)
+        }
+    }
+
     fn encoded(r: &RequestHead, f: ForwardInfo) -> String {
         let mut out = Vec::new();
         encode_request(r, f, "backend", &mut out);
@@ -1382,27 +1390,13 @@ mod tests {
     #[test]
     fn request_rewrite_framing_restated() {
         let r = req(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-        let s = encoded(
-            &r,
-            ForwardInfo {
-                client: "192.0.2.1".parse().unwrap(),
-                add_forwarded: false,
-                except: false,
-            },
-        );
+        let s = encoded(&r, no_forwarding());
         assert_eq!(
             s,
             "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
         let r = req(b"POST /p HTTP/1.0\r\nContent-Length: 3\r\n\r\n").unwrap();
-        let s = encoded(
-            &r,
-            ForwardInfo {
-                client: "192.0.2.1".parse().unwrap(),
-                add_forwarded: false,
-                except: false,
-            },
-        );
+        let s = encoded(&r, no_forwarding());
         assert_eq!(
             s,
             "POST /p HTTP/1.1\r\nHost: backend\r\nContent-Length: 3\r\n\r\n"
@@ -1411,14 +1405,7 @@ mod tests {
             b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .unwrap();
-        let s = encoded(
-            &r,
-            ForwardInfo {
-                client: "192.0.2.1".parse().unwrap(),
-                add_forwarded: false,
-                except: false,
-            },
-        );
+        let s = encoded(&r, no_forwarding());
         assert!(
             s.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
             "{s}"
@@ -1460,14 +1447,7 @@ mod tests {
             req(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: GZip, Chunked\r\n\r\n").unwrap();
         assert_eq!(r.body, BodyKind::Chunked);
         assert_eq!(r.te_codings().collect::<Vec<_>>(), vec![&b"GZip"[..]]);
-        let s = encoded(
-            &r,
-            ForwardInfo {
-                client: "192.0.2.1".parse().unwrap(),
-                add_forwarded: false,
-                except: false,
-            },
-        );
+        let s = encoded(&r, no_forwarding());
         assert!(
             s.ends_with("Transfer-Encoding: gzip, chunked\r\n\r\n"),
             "{s}"
