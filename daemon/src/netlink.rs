@@ -4,6 +4,7 @@
 //! Nothing here decides anything; the VRRP driver asks and acts.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -71,9 +72,17 @@ fn addr_of(msg: &AddressMessage) -> Option<IpAddr> {
 }
 
 /// A netlink route connection driven on the current tokio runtime.
+///
+/// One connection is shared by every VRRP instance. The kernel runs one
+/// dump at a time per netlink socket and answers a second one started
+/// meanwhile with EBUSY ("Device or resource busy"): two instances
+/// listing addresses at once made one of them fail at start and keep a
+/// stale VIP. So every dump holds `dumps` until it has read its last
+/// message, and nothing else is sent while a dump is being read.
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -81,7 +90,26 @@ impl Netlink {
         let (conn, handle, _) =
             rtnetlink::new_connection().context("opening a netlink route socket")?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            dumps: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Every address message of the interface, read to the end.
+    async fn dump_addresses(&self, index: u32) -> Result<Vec<AddressMessage>> {
+        let _one_dump_at_a_time = self.dumps.lock().await;
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.try_next().await? {
+            out.push(msg);
+        }
+        Ok(out)
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<LinkInfo> {
@@ -104,13 +132,7 @@ impl Netlink {
     /// Every address on the interface, with its prefix length.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpNet, AddressScope)>> {
         let mut out = Vec::new();
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(msg) = stream.try_next().await? {
+        for msg in self.dump_addresses(index).await? {
             if let Some(a) = addr_of(&msg) {
                 if let Ok(net) = IpNet::new(a, msg.header.prefix_len) {
                     out.push((net, msg.header.scope));
@@ -160,13 +182,7 @@ impl Netlink {
 
     /// Remove `net` from the interface; an address already gone is fine.
     pub async fn del_address(&self, index: u32, net: IpNet) -> Result<()> {
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(msg) = stream.try_next().await? {
+        for msg in self.dump_addresses(index).await? {
             if addr_of(&msg) == Some(net.addr()) && msg.header.prefix_len == net.prefix_len() {
                 return match self.handle.address().del(msg).execute().await {
                     Ok(()) => Ok(()),

@@ -1,0 +1,110 @@
+"""VRRP as a real network sees it (issue 12): what the lab used to hide.
+
+Each test builds its own `halo lab` (tests/halolab.py) and checks the
+kernel's view (addresses and their flags, neighbour entries) or the wire
+itself: tcpdump runs inside a lab namespace and the test reads what it
+printed. The lab keeps the kernel's defaults, duplicate address detection
+included. Timings are not asserted; the waits are generous upper bounds.
+"""
+
+import os
+import re
+
+import pytest
+
+from halolab import LB as LBS, VIP, Lab, alive, always_until, halo_bin, vrrp_toml, wait_for
+
+# Upper bounds only; generous for a loaded 2-core machine.
+T = 30
+VIP6 = "2001:db8::100"
+VIP6B = "2001:db8::101"
+
+
+@pytest.fixture
+def lab_of():
+    """Build a lab of the given shape; always taken down after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    labs = []
+
+    def make(lbs=2, **kw):
+        lab = Lab("rn", lbs=lbs, **kw).__enter__()
+        labs.append(lab)
+        return lab
+
+    yield make
+    errors = []
+    for lab in labs:
+        try:
+            lab.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def capture(lab, node, key, filt, count):
+    """tcpdump on `node`'s eth0 until `count` packets matching `filt` were
+    seen: one line per packet (-v adds the IP header: TOS, traffic class,
+    ND flags; -e the Ethernet source). Returns once it listens; read the
+    lines with lab.log(key)."""
+    lab.spawn(key, node, ["tcpdump", "-l", "-n", "-e", "-v", "-i", "eth0", "-c", str(count), filt])
+    wait_for(lambda: "listening on" in lab.log(key), T, f"tcpdump on {node} to listen")
+
+
+def addr_flags(lab, node, addr):
+    """The flags `ip addr` shows for `addr` on eth0 (tentative, dadfailed,
+    nodad, ...), or None when it is not there."""
+    r = lab.exec(node, "ip", "-o", "addr", "show", "dev", "eth0")
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[3].split("/")[0] == addr:
+            return parts[4:]
+    return None
+
+
+def neigh_mac(lab, node, addr):
+    r = lab.exec(node, "ip", "neigh", "show", addr, "dev", "eth0", check=False)
+    parts = r.stdout.split()
+    return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
+
+
+def two_instances(priority, extra=""):
+    """VI_1 (vrid 51, VIP) and VI_2 (vrid 52, 192.0.2.101) on eth0."""
+    text = vrrp_toml(priority, extra=extra)
+    for n in (2,):
+        text += vrrp_toml(priority, extra=extra, vips=(f"192.0.2.{99 + n}/24",)) \
+            .replace("[vrrp.VI_1]", f"[vrrp.VI_{n}]").replace("vrid = 51", f"vrid = {50 + n}")
+    return text
+
+
+def test_every_instance_removes_its_stale_vip_at_start(lab_of):
+    t = lab_of(2)
+    vips = [VIP, "192.0.2.101"]
+    t.run_halo("lb1", two_instances(101))
+    t.run_halo("lb2", two_instances(100))
+    for v in vips:
+        wait_for(lambda: t.holders(["lb1", "lb2"], v) == ["lb1"], T, f"lb1 the only holder of {v}")
+    t.kill("lb1")  # kill -9: the VIPs stay on lb1's eth0
+    for v in vips:
+        wait_for(lambda: v in t.addrs("lb2"), T, f"lb2 to take {v}")
+    assert all(v in t.addrs("lb1") for v in vips), t.addrs("lb1")
+    # lb1 comes back as a backup (nopreempt): each instance removes its
+    # stale VIP at start, and none comes back.
+    mark = t.log_mark("lb1")
+    t.run_halo("lb1", two_instances(101, "nopreempt = true"))
+
+    def backups():
+        s = t.status("lb1")
+        return s is not None and len(s["vrrp"]) == 2 and all(
+            v["state"] == "BACKUP" and v["master"] == LBS["lb2"] for v in s["vrrp"])
+
+    wait_for(backups, T, "lb1's two instances backup of lb2")
+    try:
+        wait_for(lambda: not [v for v in vips if v in t.addrs("lb1")], T, "lb1 to hold no VIP")
+        start = t.vrrp("lb1")["adverts_received"]
+        always_until(lambda: not [v for v in vips if v in t.addrs("lb1")],
+                     lambda: t.vrrp("lb1")["adverts_received"] >= start + 10, T, "no stale VIP on lb1")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {t.addrs('lb1')}\n{t.log('lb1', since=mark)}") from None
+    assert "busy" not in t.log("lb1", since=mark), t.log("lb1", since=mark)
