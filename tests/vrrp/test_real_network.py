@@ -69,6 +69,24 @@ def neigh_mac(lab, node, addr):
     return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
 
 
+def test_adverts_carry_tos_0xc0(lab_of):
+    t = lab_of(1)
+    capture(t, "client", "v4", "ip proto 112", 3)
+    t.run_halo("lb1", vrrp_toml(101))
+    wait_for(lambda: t.log("v4").count("proto VRRP") >= 3, T, f"three IPv4 adverts:\n{t.log('v4')}")
+    heads = [line for line in t.log("v4").splitlines() if "proto VRRP" in line]
+    assert all("tos 0xc0" in line for line in heads), heads
+
+
+def test_ipv6_adverts_carry_traffic_class_0xc0(lab_of):
+    t = lab_of(1, ipv6=True)
+    capture(t, "client", "v6", "ip6 proto 112", 3)
+    t.run_halo("lb1", vrrp_toml(101, vips=(VIP6 + "/64",)))
+    wait_for(lambda: t.log("v6").count("hlim 255") >= 3, T, f"three IPv6 adverts:\n{t.log('v6')}")
+    heads = [line for line in t.log("v6").splitlines() if "hlim 255" in line]
+    assert len(heads) >= 3 and all("class 0xc0" in line for line in heads), t.log("v6")
+
+
 def two_instances(priority, extra=""):
     """VI_1 (vrid 51, VIP) and VI_2 (vrid 52, 192.0.2.101) on eth0."""
     text = vrrp_toml(priority, extra=extra)

@@ -20,6 +20,10 @@ pub const IPPROTO_VRRP: i32 = 112;
 pub const MCAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 pub const MCAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 const ALL_NODES_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// IP TOS / IPv6 traffic class of adverts: precedence 6, "internetwork
+/// control" (DSCP CS6), as keepalived and FRR send them, so switches that
+/// queue by class keep them ahead of bulk traffic.
+pub const TOS_INTERNETWORK_CONTROL: u32 = 0xc0;
 
 /// One received VRRP datagram with the IP-level facts the RFC checks.
 #[derive(Debug)]
@@ -92,6 +96,7 @@ impl VrrpSockets {
         send.set_ttl(255)?;
         send.set_multicast_ttl_v4(255)?;
         send.set_multicast_loop_v4(false)?;
+        send.set_tos(TOS_INTERNETWORK_CONTROL)?;
         send.bind(&SockAddr::from(SocketAddr::new(IpAddr::V4(src), 0)))
             .map_err(|e| io::Error::new(e.kind(), format!("binding VRRP source {src}: {e}")))?;
         send.set_nonblocking(true)?;
@@ -120,6 +125,12 @@ impl VrrpSockets {
         send.set_multicast_hops_v6(255)?;
         send.set_multicast_if_v6(ifindex)?;
         send.set_multicast_loop_v6(false)?;
+        setsockopt_int(
+            &send,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_TCLASS,
+            TOS_INTERNETWORK_CONTROL as i32,
+        )?;
         send.bind(&SockAddr::from(SocketAddrV6::new(src, 0, 0, ifindex)))
             .map_err(|e| io::Error::new(e.kind(), format!("binding VRRP source {src}: {e}")))?;
         send.set_nonblocking(true)?;
