@@ -69,6 +69,28 @@ def neigh_mac(lab, node, addr):
     return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
 
 
+def test_unsolicited_na_has_router_and_override_flags_one_per_vip(lab_of):
+    t = lab_of(2, ipv6=True)
+    vips = (VIP6 + "/64", VIP6B + "/64")
+    t.run_halo("lb1", vrrp_toml(101, vips=vips))
+    t.run_halo("lb2", vrrp_toml(100, vips=vips))
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6B) == ["lb1"], T, "lb1 the only holder")
+    for v in (VIP6, VIP6B):
+        t.exec("client", "ping", "-6", "-c", "1", "-W", "10", v)
+        assert neigh_mac(t, "client", v) == t.mac("lb1")
+    # Neighbour advertisements (ICMPv6 type 136) from lb2 only: the
+    # announcements of its takeover, garp_repeat (5) per VIP.
+    lb2_mac = t.mac("lb2")
+    capture(t, "client", "na", f"ether src {lb2_mac} and icmp6 and ip6[40] == 136", 10)
+    t.stop("lb1")
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb2"], T, "lb2 to take over")
+    for v in (VIP6, VIP6B):
+        # RFC 5798 §6.4.2: Router flag set, Solicited unset, Override set.
+        wait_for(lambda: re.search(rf"tgt is {re.escape(v)}, Flags \[router, override\]", t.log("na")), T,
+                 f"an unsolicited NA for {v} with the Router and Override flags:\n{t.log('na')}")
+        wait_for(lambda: neigh_mac(t, "client", v) == lb2_mac, T, f"the client's entry for {v} to follow")
+
+
 def test_adverts_carry_tos_0xc0(lab_of):
     t = lab_of(1)
     capture(t, "client", "v4", "ip proto 112", 3)

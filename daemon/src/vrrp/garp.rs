@@ -29,14 +29,17 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
 }
 
 /// ICMPv6 body of an unsolicited neighbour advertisement for `target`, with
-/// the Override flag and a target link-layer address option. The kernel
-/// fills in the ICMPv6 checksum on a raw ICMPv6 socket.
+/// the Router and Override flags and a target link-layer address option
+/// (RFC 5798 §6.4.2: R set, S unset, O set; the VIP is a router's address,
+/// and without R a host that uses it as its default router may drop it
+/// from its router list). The kernel fills in the ICMPv6 checksum on a raw
+/// ICMPv6 socket.
 pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr) -> [u8; 32] {
     let mut m = [0u8; 32];
     m[0] = 136; // Neighbor Advertisement
     m[1] = 0; // code
               // m[2..4] checksum, left to the kernel
-    m[4] = 0x20; // R=0 S=0 O=1: unsolicited, override caches
+    m[4] = 0xa0; // R=1 S=0 O=1: a router's address, unsolicited, override caches
     m[8..24].copy_from_slice(&target.octets());
     m[24] = 2; // option: Target Link-Layer Address
     m[25] = 1; // length in units of 8 bytes
@@ -63,11 +66,11 @@ mod tests {
     }
 
     #[test]
-    fn na_has_override_and_lladdr_option() {
+    fn na_has_router_and_override_and_lladdr_option() {
         let t: Ipv6Addr = "2001:db8::100".parse().unwrap();
         let m = unsolicited_na(MAC, t);
         assert_eq!(m[0], 136);
-        assert_eq!(m[4] & 0xe0, 0x20, "only O set");
+        assert_eq!(m[4] & 0xe0, 0xa0, "R and O set, S unset");
         assert_eq!(&m[8..24], &t.octets());
         assert_eq!(&m[24..26], &[2, 1]);
         assert_eq!(&m[26..32], &MAC);
