@@ -10,7 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlag, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{AsyncSocket, SocketAddr};
@@ -168,11 +170,24 @@ impl Netlink {
     }
 
     /// Add `net` to the interface; an address already there is fine.
+    ///
+    /// An IPv6 VIP is added with IFA_F_NODAD, as keepalived does: with
+    /// duplicate address detection (the kernel default) it would be
+    /// tentative, so unusable, for a second or more after a takeover, and
+    /// after a kill -9 or a split brain the old holder still answers for it,
+    /// DAD fails and the VIP stays "dadfailed" for good. VRRP itself decides
+    /// who holds it.
     pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
-        let req = self
+        let mut req = self
             .handle
             .address()
             .add(index, net.addr(), net.prefix_len());
+        if net.addr().is_ipv6() {
+            req.message_mut()
+                .header
+                .flags
+                .push(AddressHeaderFlag::Nodad);
+        }
         match req.execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),

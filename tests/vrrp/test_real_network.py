@@ -69,6 +69,31 @@ def neigh_mac(lab, node, addr):
     return parts[parts.index("lladdr") + 1] if "lladdr" in parts else None
 
 
+def test_ipv6_vip_needs_no_dad_even_when_the_old_master_still_has_it(lab_of):
+    # kill -9 leaves the VIP on lb1, which still answers duplicate address
+    # detection for it: an address added with DAD is "dadfailed" on lb2 and
+    # never usable. keepalived adds VIPs with IFA_F_NODAD; so does halo.
+    t = lab_of(2, ipv6=True)
+    for n in ("lb1", "lb2", "client"):
+        # The lab still turns DAD off; this test needs the kernel default
+        # back (1) on the interfaces that hold or reach the VIP.
+        t.exec(n, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
+    cfg = lambda p: vrrp_toml(p, vips=(VIP6 + "/64",))
+    t.run_halo("lb1", cfg(101))
+    t.run_halo("lb2", cfg(100))
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"], T, "lb1 the only holder")
+    t.kill("lb1")
+    wait_for(lambda: VIP6 in t.addrs("lb2"), T, "lb2 to take the IPv6 VIP")
+    # Usable at once: never tentative, and DAD never fails.
+    flags = addr_flags(t, "lb2", VIP6)
+    assert flags is not None and "tentative" not in flags and "dadfailed" not in flags, flags
+    assert "nodad" in flags, flags
+    # The client reaches the VIP (either holder answers: lb1's is stale).
+    t.exec("client", "ping", "-6", "-c", "1", "-W", "10", VIP6)
+    flags = addr_flags(t, "lb2", VIP6)
+    assert "tentative" not in flags and "dadfailed" not in flags, flags
+
+
 def test_unsolicited_na_has_router_and_override_flags_one_per_vip(lab_of):
     t = lab_of(2, ipv6=True)
     vips = (VIP6 + "/64", VIP6B + "/64")
