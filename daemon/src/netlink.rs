@@ -157,16 +157,54 @@ impl Netlink {
             }))
     }
 
-    /// The interface's link-local IPv6 address (VRRPv3 over IPv6 sends from it).
-    pub async fn link_local_v6(&self, index: u32) -> Result<Option<Ipv6Addr>> {
-        Ok(self
-            .addresses(index)
-            .await?
-            .into_iter()
-            .find_map(|(n, scope)| match n.addr() {
-                IpAddr::V6(a) if scope == AddressScope::Link => Some(a),
-                _ => None,
-            }))
+    /// The interface's link-local IPv6 address (VRRPv3 over IPv6 sends
+    /// from it) and whether it can be used yet.
+    pub async fn link_local_v6(&self, index: u32) -> Result<LinkLocal> {
+        let mut seen = LinkLocal::Missing;
+        for msg in self.dump_addresses(index).await? {
+            let (Some(IpAddr::V6(a)), AddressScope::Link) = (addr_of(&msg), msg.header.scope)
+            else {
+                continue;
+            };
+            let flags = address_flags(&msg);
+            if flags & IFA_F_DADFAILED != 0 {
+                seen = LinkLocal::DadFailed(a);
+            } else if flags & IFA_F_TENTATIVE != 0 {
+                if !matches!(seen, LinkLocal::DadFailed(_)) {
+                    seen = LinkLocal::Tentative(a);
+                }
+            } else {
+                return Ok(LinkLocal::Usable(a));
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Wait until the interface has a usable link-local IPv6 address. At
+    /// boot it may have none yet (no carrier: the kernel makes it when the
+    /// link comes up) or one still tentative while duplicate address
+    /// detection runs (about a second), and a socket cannot be bound to a
+    /// tentative address. `note` hears each state on the way (to log it).
+    /// Address events are subscribed to before the first look, so an
+    /// address that becomes usable in between is not missed.
+    pub async fn wait_link_local_v6(
+        &self,
+        index: u32,
+        mut note: impl FnMut(&LinkLocal),
+    ) -> Result<Ipv6Addr> {
+        let mut events = AddressEvents::subscribe_v6()?;
+        let mut last = None;
+        loop {
+            let now = self.link_local_v6(index).await?;
+            if let LinkLocal::Usable(a) = now {
+                return Ok(a);
+            }
+            if last.as_ref() != Some(&now) {
+                note(&now);
+                last = Some(now);
+            }
+            events.changed(index).await?;
+        }
     }
 
     /// Add `net` to the interface; an address already there is fine.
@@ -211,6 +249,94 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// The address's flags: IFA_FLAGS (32 bits) when the kernel sends it, the
+/// header's 8 bits otherwise.
+fn address_flags(msg: &AddressMessage) -> u32 {
+    for attr in &msg.attributes {
+        if let AddressAttribute::Flags(f) = attr {
+            return f.iter().fold(0, |acc, f| acc | u32::from(*f));
+        }
+    }
+    msg.header
+        .flags
+        .iter()
+        .fold(0, |acc, f| acc | u32::from(u8::from(*f)))
+}
+
+/// What an interface's link-local IPv6 address is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkLocal {
+    /// None yet (at boot: no carrier, or IPv6 just enabled).
+    Missing,
+    /// Duplicate address detection is still running on it.
+    Tentative(Ipv6Addr),
+    /// Another host on the link uses it: it will not become usable.
+    DadFailed(Ipv6Addr),
+    Usable(Ipv6Addr),
+}
+
+/// IPv6 address changes (RTMGRP_IPV6_IFADDR) on a netlink socket of its
+/// own, for as long as the value lives.
+struct AddressEvents {
+    rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl AddressEvents {
+    fn subscribe_v6() -> Result<AddressEvents> {
+        let (mut conn, _handle, mut messages) =
+            rtnetlink::new_connection().context("opening a netlink socket for address events")?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(
+                0,
+                rtnetlink::constants::RTMGRP_IPV6_IFADDR,
+            ))
+            .context("joining the netlink IPv6 address group")?;
+        let conn = tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = tokio::spawn(async move {
+            while let Some((msg, _)) = messages.next().await {
+                let msg: NetlinkMessage<RouteNetlinkMessage> = msg;
+                if let NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a),
+                ) = &msg.payload
+                {
+                    if tx.send(a.header.index).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(AddressEvents {
+            rx,
+            tasks: [conn, forward],
+        })
+    }
+
+    /// Until an address of interface `index` changes.
+    async fn changed(&mut self, index: u32) -> Result<()> {
+        loop {
+            match self.rx.recv().await {
+                Some(i) if i == index => return Ok(()),
+                Some(_) => {}
+                None => bail!("the netlink address event socket closed"),
+            }
+        }
+    }
+}
+
+impl Drop for AddressEvents {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

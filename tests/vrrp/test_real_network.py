@@ -94,6 +94,54 @@ def test_ipv6_vip_needs_no_dad_even_when_the_old_master_still_has_it(lab_of):
     assert "tentative" not in flags and "dadfailed" not in flags, flags
 
 
+def test_waits_for_a_link_local_address_then_starts(lab_of):
+    # At boot the link-local address can be missing (no carrier yet), then
+    # tentative while DAD runs: halo must wait for it, not exit.
+    t = lab_of(1, ipv6=True)
+    # The lab still turns DAD off; this test needs the kernel default back.
+    t.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
+    t.cut("lb1")  # no carrier: the kernel makes no link-local address yet
+    t.exec("lb1", "ip", "link", "set", "eth0", "down")
+    t.exec("lb1", "ip", "link", "set", "eth0", "up")
+    assert not [a for a in t.addrs("lb1") if a.startswith("fe80:")], t.addrs("lb1")
+    path = t.write("lb1", "halo.toml", vrrp_toml(101, vips=(VIP6 + "/64",)))
+    p = t.spawn("halo", "lb1", [halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "halo.sock")])
+    try:
+        wait_for(lambda: "waiting for its link-local IPv6 address" in t.log("halo") or not alive(p.pid), T,
+                 "halo to say it waits for the link-local address")
+        assert alive(p.pid), t.log("halo")
+        t.heal("lb1")  # carrier: the link-local address comes, tentative while DAD runs
+        wait_for(lambda: VIP6 in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
+        assert alive(p.pid), t.log("halo")
+        assert re.search(r"VRID 51 on eth0 from fe80::", t.log("halo"))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('halo')}") from None
+
+
+def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
+    # The interface has just come up: its new link-local address stays
+    # tentative for one to two seconds (DAD). halo is started the moment
+    # `ip` shows it tentative; binding to it would fail ("Cannot assign
+    # requested address"): halo must wait, not exit.
+    t = lab_of(1, ipv6=True)
+    # The lab still turns DAD off; this test needs the kernel default back.
+    t.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
+    path = t.write("lb1", "halo.toml", vrrp_toml(101, vips=(VIP6 + "/64",)))
+    script = (
+        "ip link set eth0 down && ip link set eth0 up && "
+        "ip -6 -o addr show dev eth0 scope link tentative | grep -q fe80 && echo tentative at start && "
+        f"exec {halo_bin()} run --config {path} --socket {t.path('lb1', 'halo.sock')}"
+    )
+    p = t.spawn("halo", "lb1", ["sh", "-c", script])
+    try:
+        wait_for(lambda: VIP6 in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
+        assert alive(p.pid)
+        assert "tentative at start" in t.log("halo")
+        assert re.search(r"VRID 51 on eth0 from fe80::", t.log("halo"))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('halo')}") from None
+
+
 def test_unsolicited_na_has_router_and_override_flags_one_per_vip(lab_of):
     t = lab_of(2, ipv6=True)
     vips = (VIP6 + "/64", VIP6B + "/64")

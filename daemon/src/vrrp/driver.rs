@@ -21,7 +21,7 @@ use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::HealthBoard;
 use crate::hooks::{HookState, Hooks};
-use crate::netlink::{LinkEvent, Netlink};
+use crate::netlink::{LinkEvent, LinkLocal, Netlink};
 use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 use crate::track_script::ScriptWatch;
 
@@ -523,13 +523,13 @@ pub async fn run_instance(
     mut cfg: VrrpInstance,
     nl: Netlink,
     mut links: mpsc::UnboundedReceiver<LinkEvent>,
-    tracking: Option<ProxyTracking>,
-    scripts: Option<ScriptWatch>,
+    mut tracking: Option<ProxyTracking>,
+    mut scripts: Option<ScriptWatch>,
     mut control: mpsc::Receiver<Control>,
-    ready: Option<tokio::sync::oneshot::Sender<()>>,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
     hub: Option<Arc<StatusHub>>,
 ) -> Result<()> {
-    let link = nl
+    let mut link = nl
         .link_by_name(&cfg.interface)
         .await
         .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
@@ -545,12 +545,31 @@ pub async fn run_instance(
                 )
             })?)
         }
-        (None, true) => IpAddr::V6(nl.link_local_v6(link.index).await?.with_context(|| {
-            format!(
-                "{}: {} has no link-local IPv6 address",
-                cfg.name, cfg.interface
-            )
-        })?),
+        (None, true) => match nl.link_local_v6(link.index).await? {
+            LinkLocal::Usable(a) => IpAddr::V6(a),
+            _ => {
+                // Not usable yet (boot: no carrier, or DAD running). The
+                // daemon goes on starting; this instance waits, as in FAULT.
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+                let mut waiting = WaitingControls {
+                    cfg: &mut cfg,
+                    tracking: &mut tracking,
+                    scripts: &mut scripts,
+                    control: &mut control,
+                };
+                let Some(a) = wait_for_link_local(&nl, link.index, &mut waiting).await? else {
+                    return Ok(());
+                };
+                // The link may have come up meanwhile.
+                link = nl
+                    .link_by_name(&cfg.interface)
+                    .await
+                    .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
+                IpAddr::V6(a)
+            }
+        },
     };
     let sockets = match src {
         IpAddr::V4(s) => VrrpSockets::open_v4(&cfg.interface, link.index, s),
@@ -784,6 +803,62 @@ pub async fn run_instance(
         inst.run_actions().await;
         if let Some(h) = &hub {
             h.publish_vrrp(inst.status(&tracker, &prio_why, released, own_link_up));
+        }
+    }
+}
+
+/// What an instance keeps up to date while it waits to start.
+struct WaitingControls<'a> {
+    cfg: &'a mut VrrpInstance,
+    tracking: &'a mut Option<ProxyTracking>,
+    scripts: &'a mut Option<ScriptWatch>,
+    control: &'a mut mpsc::Receiver<Control>,
+}
+
+/// Wait for the interface's link-local IPv6 address to be usable, saying
+/// what it waits for. `None`: told to stop meanwhile. A reload's changes
+/// are kept for the start; a release or reclaim has nothing to act on yet.
+async fn wait_for_link_local(
+    nl: &Netlink,
+    index: u32,
+    w: &mut WaitingControls<'_>,
+) -> Result<Option<std::net::Ipv6Addr>> {
+    let (name, ifname) = (w.cfg.name.clone(), w.cfg.interface.clone());
+    let wait = nl.wait_link_local_v6(index, |s| match s {
+        LinkLocal::Missing => info!(
+            instance = %name,
+            "{name}: {ifname} has no link-local IPv6 address yet (no carrier, or IPv6 starting); waiting for its link-local IPv6 address"
+        ),
+        LinkLocal::Tentative(a) => info!(
+            instance = %name,
+            "{name}: {a} is tentative (duplicate address detection is running); waiting for its link-local IPv6 address"
+        ),
+        LinkLocal::DadFailed(a) => warn!(
+            instance = %name,
+            "{name}: duplicate address detection failed for {a}: another host on {ifname} uses it; waiting for its link-local IPv6 address"
+        ),
+        LinkLocal::Usable(_) => {}
+    });
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            r = &mut wait => {
+                let a = r.with_context(|| format!("{name}: waiting for a link-local address on {ifname}"))?;
+                info!(instance = %name, "{name}: {a} on {ifname} is usable, starting");
+                return Ok(Some(a));
+            }
+            c = w.control.recv() => match c {
+                Some(Control::Shutdown) | None => {
+                    info!(instance = %name, "{name}: stopped (it was waiting for its link-local address)");
+                    return Ok(None);
+                }
+                Some(Control::Reconfigure(new)) => *w.cfg = *new,
+                Some(Control::Tracking(t)) => *w.tracking = Some(t),
+                Some(Control::Scripts(s)) => *w.scripts = Some(s),
+                Some(Control::Release { .. } | Control::Reclaim) => {
+                    warn!(instance = %name, "{name}: not started yet (waiting for its link-local address): release/reclaim ignored");
+                }
+            }
         }
     }
 }
