@@ -35,6 +35,9 @@ build() {
 }
 stage build build
 export HALO_BIN="$root/target/release/halo"
+# nginx-light is installed above: a test that needs it fails without it
+# instead of skipping (daemon/tests/health_nginx.rs, tests/health).
+export HALO_REQUIRE_NGINX=1
 # What was there before the tests (a student's lab, say), so that only what
 # this run leaves behind counts (stage cleanup, at the end).
 netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^halo-' | sort || true)

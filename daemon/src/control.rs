@@ -122,8 +122,55 @@ fn set_group(path: &Path, group: &str) {
     }
 }
 
+/// The longest request line accepted, newline included. Requests are a few
+/// hundred bytes; without a limit a client that never sends a newline makes
+/// halo buffer whatever it sends (256 MiB grew halo by 260 MiB).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Control connections served at once; more are answered with an error
+/// and closed. `halo` commands open one each and close it at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its next request line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One request line, without its newline: `Ok(None)` at the end of the
+/// stream, an error when it is longer than [`MAX_LINE`], not UTF-8, or
+/// does not arrive within [`LINE_TIMEOUT`].
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<Option<String>, String> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    let mut limited = r.take(MAX_LINE as u64);
+    match tokio::time::timeout(LINE_TIMEOUT, limited.read_until(b'\n', buf)).await {
+        Err(_) => {
+            return Err(format!(
+                "no request line within {}s",
+                LINE_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(0)) => return Ok(None),
+        Ok(Ok(_)) => {}
+    }
+    if buf.last() != Some(&b'\n') {
+        if buf.len() >= MAX_LINE {
+            return Err(format!(
+                "request line longer than {MAX_LINE} bytes; closing"
+            ));
+        }
+        // The last line of the stream, without a newline: still a request.
+    } else {
+        buf.pop();
+    }
+    String::from_utf8(std::mem::take(buf))
+        .map(Some)
+        .map_err(|_| "request is not UTF-8; closing".to_string())
+}
+
 /// Accept connections forever, forwarding each request to `tx`.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -133,14 +180,37 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("control socket: more than {MAX_CONNECTIONS} connections; refusing one");
+            let mut out = serde_json::to_string(&Response::err(format!(
+                "too many control connections (at most {MAX_CONNECTIONS}); try again"
+            )))
+            .unwrap_or_default();
+            out.push('\n');
+            // Best effort and never blocking: the accept loop goes on.
+            let _ = stream.try_write(out.as_bytes());
+            continue;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (r, mut w) = stream.into_split();
-            let mut lines = tokio::io::BufReader::new(r).lines();
-            // Bounded: a request is one short line; stop on anything odd.
-            while let Ok(Ok(Some(line))) =
-                tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-            {
+            let mut r = tokio::io::BufReader::new(r);
+            let mut buf = Vec::new();
+            loop {
+                let line = match read_line(&mut r, &mut buf).await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(why) => {
+                        debug!("control socket: {why}");
+                        let mut out =
+                            serde_json::to_string(&Response::err(why)).unwrap_or_default();
+                        out.push('\n');
+                        let _ =
+                            tokio::time::timeout(LINE_TIMEOUT, w.write_all(out.as_bytes())).await;
+                        break;
+                    }
+                };
                 let resp = match serde_json::from_str::<Request>(&line) {
                     Err(e) => Response::err(format!("bad request: {e}")),
                     Ok(req) => {

@@ -64,7 +64,11 @@ impl ProxySide {
     /// Start a generation; on reload `prev` is the running one, whose
     /// counters carry over and whose listening sockets are shared.
     fn start(services: &[ProxyService], prev: Option<&mut ProxySide>) -> Result<ProxySide> {
-        let board = HealthBoard::new(services);
+        // Servers a reload leaves as they were keep their health state.
+        let board = match &prev {
+            Some(p) => HealthBoard::new_after(services, &p.board),
+            None => HealthBoard::new(services),
+        };
         let stats = crate::stats::ProxyStats::new(services, prev.as_ref().map(|p| &*p.stats));
         let health = health::spawn(services, board.clone()).context("starting health checks")?;
         let prev_proxy = prev.map(|p| &mut p.proxy);

@@ -27,6 +27,14 @@ fn under_journald() -> bool {
 /// syntax for what halo logs, without the regex engine EnvFilter carries
 /// (200 KiB of a binary that must fit in 4 MiB on the Pi).
 pub fn parse_filter(s: &str) -> Result<Targets, String> {
+    // `Targets` would take `halo[conn]=debug` as a target literally named
+    // so, which matches nothing: refuse EnvFilter's span and field
+    // directives instead of ignoring them silently.
+    if let Some(d) = s.split(',').find(|d| d.contains(['[', ']', '{', '}'])) {
+        return Err(format!(
+            "`{d}`: span and field filters (EnvFilter syntax) are not supported; use LEVEL or TARGET=LEVEL, e.g. \"info,halo::vrrp=debug\""
+        ));
+    }
     s.parse::<Targets>().map_err(|e| e.to_string())
 }
 
@@ -69,4 +77,27 @@ fn init_with(filter: Targets) {
         .with_target(false)
         .with_ansi(false);
     tracing_subscriber::registry().with(filter).with(fmt).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_filter;
+
+    #[test]
+    fn log_level_is_a_targets_filter_not_an_envfilter() {
+        // docs/config.md describes `log_level` as this syntax: a default
+        // level and `target=level` pairs.
+        for ok in [
+            "info",
+            "warn,halo::access=info",
+            "halo::vrrp=debug,info",
+            "off",
+        ] {
+            assert!(parse_filter(ok).is_ok(), "{ok}");
+        }
+        // EnvFilter's span and field directives are not accepted.
+        for envfilter_only in ["halo[conn]=debug", "[{client=1}]=trace"] {
+            assert!(parse_filter(envfilter_only).is_err(), "{envfilter_only}");
+        }
+    }
 }

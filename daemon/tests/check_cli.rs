@@ -54,6 +54,12 @@ fn example_is_ok_with_a_summary() {
         "{stdout}"
     );
     assert!(stdout.contains("proxy web: bind 0.0.0.0:80"), "{stdout}");
+    // The example's [admin] is on loopback without basic auth: still a
+    // warning (issue 12), and the file is still OK.
+    assert!(
+        stdout.contains("warning: [admin] listens on 127.0.0.1:8404 without basic auth"),
+        "{stdout}"
+    );
 }
 
 #[test]

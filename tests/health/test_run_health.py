@@ -173,3 +173,57 @@ def test_body_digest_from_genhash_keeps_the_server_up(halo, tmp_path, backends):
     finally:
         h.stop()
 
+
+
+def status(halo, tmp):
+    import json
+    r = subprocess.run([halo, "status", "--json", "--socket", str(tmp / "halo.sock")], capture_output=True,
+                       text=True, timeout=30, check=True)
+    return {s["name"]: s for s in json.loads(r.stdout)["proxy"][0]["servers"]}
+
+
+def test_reload_keeps_health_state(halo, tmp_path, backends):
+    """Regression (issue 12): after each reload a DOWN server was tried again
+    as if new ("web/web2 DOWN: 1 failure at startup" after every reload).
+    A reload that changes only web1's weight keeps web2 DOWN, with its
+    state age and last result, and logs no transition for it."""
+    port = free_port()
+    h = HaloRun(halo, tmp_path, config(tmp_path, port, backends), port)
+    try:
+        h.wait_log(r"web/web2 UP: initial state confirmed \(200 OK\)")
+        mark = h.mark()
+        backends[1].stop()
+        h.wait_log(r"web/web2 DOWN: 3 consecutive failures \(connection refused\)", since=mark)
+        # Down for a while, so that a state that restarted is seen to.
+        deadline = time.monotonic() + WAIT
+        while status(halo, tmp_path)["web2"]["state_secs"] < 1.5:
+            assert time.monotonic() < deadline, status(halo, tmp_path)
+            time.sleep(0.1)
+        before = status(halo, tmp_path)["web2"]
+        mark = h.mark()
+        h.cfg.write_text(config(tmp_path, port, backends).replace(
+            f'name = "web1", address = "127.0.0.1:{backends[0].port}"',
+            f'name = "web1", address = "127.0.0.1:{backends[0].port}", weight = 3'))
+        r = subprocess.run([halo, "reload", "--socket", str(tmp_path / "halo.sock")], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and "proxy: 1 service(s) reloaded" in r.stdout, (r.stdout, r.stderr)
+        reloaded = time.monotonic()
+        after = status(halo, tmp_path)
+        assert after["web1"]["weight"] == 3, after
+        web2 = after["web2"]
+        assert not web2["healthy"] and not web2["usable"], web2
+        assert web2["state_secs"] >= before["state_secs"], (before, web2)
+        assert web2["last_result"] == "connection refused", web2
+        # A probe of web2 made after the reload: still no transition logged.
+        deadline = time.monotonic() + WAIT
+        while True:
+            s = status(halo, tmp_path)["web2"]
+            if s["last_check_secs_ago"] is not None and s["last_check_secs_ago"] < time.monotonic() - reloaded:
+                break
+            assert time.monotonic() < deadline, s
+            time.sleep(0.1)
+        log = h.text()[mark:]
+        assert "web/web2" not in log and "web DOWN" not in log and "web UP" not in log, log
+        assert all(get(port) == 200 for _ in range(10))
+    finally:
+        h.stop()

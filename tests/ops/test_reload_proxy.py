@@ -83,13 +83,12 @@ class Load:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as e:
-                # A keep-alive connection closed by the server between two
-                # requests is normal HTTP: a client retries on a new one.
-                if self.keepalive and isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)) and conn is not None:
-                    conn.close()
-                    conn = None
-                    continue
+                # No retry, not even of a keep-alive connection closed between
+                # two requests: halo retires a connection only after a
+                # response that says `Connection: close` (issue 12).
                 self.failed.append(repr(e))
+                if conn is not None:
+                    conn.close()
                 conn = None
 
     def finish(self):

@@ -95,12 +95,21 @@ pub fn admin(d: &mut Diag, f: Opt<RawAdmin>) -> Admin {
             (user_ok && hash_ok).then_some(BasicAuth { user, hash })
         }
     };
+    // Also on loopback: every local user and process (a web app on the
+    // same Pi, say) can read the page, and a port forward puts it further.
     if basic_auth.is_none() {
         if let Some(open) = bind.iter().find(|a| !a.ip().is_loopback()) {
             d.warn(
                 &at,
                 format!(
                     "[admin] listens on {open} without basic auth: anyone who can reach it sees the status page and metrics"
+                ),
+            );
+        } else if let Some(local) = bind.first() {
+            d.warn(
+                &at,
+                format!(
+                    "[admin] listens on {local} without basic auth: every local user and process sees the status page and metrics (set basic_auth_user and basic_auth_hash)"
                 ),
             );
         }
@@ -259,6 +268,33 @@ mod tests {
         let cfg = crate::config::parse_str("t.toml", &text).expect("valid");
         assert_eq!(cfg.warnings.len(), 1);
         assert!(cfg.warnings[0].message.contains("without basic auth"));
+    }
+
+    #[test]
+    fn open_listener_on_loopback_is_a_warning_too() {
+        // Regression (issue 12): only non-loopback addresses warned.
+        for bind in ["127.0.0.1:8404", "[::1]:8404"] {
+            let text = format!("[admin]\nbind = [\"{bind}\"]\n{PROXY}");
+            let cfg = crate::config::parse_str("t.toml", &text).expect("valid");
+            let w: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
+            assert_eq!(
+                w,
+                [format!("t.toml:1:1: warning: [admin] listens on {bind} without basic auth: every local user and process sees the status page and metrics (set basic_auth_user and basic_auth_hash)")]
+            );
+        }
+        // With auth, or without a listener: no warning.
+        let text = format!(
+            "[admin]\nbind = [\"127.0.0.1:8404\"]\nbasic_auth_user = \"ops\"\nbasic_auth_hash = \"{HASH}\"\n{PROXY}"
+        );
+        assert!(crate::config::parse_str("t.toml", &text)
+            .unwrap()
+            .warnings
+            .is_empty());
+        let text = format!("[admin]\n{PROXY}");
+        assert!(crate::config::parse_str("t.toml", &text)
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]

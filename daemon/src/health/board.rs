@@ -110,6 +110,9 @@ struct ServerSlot {
 
 struct ServiceSlot {
     name: String,
+    /// The `[health]` table the checkers were made for: a reload carries
+    /// a checker over only when this stays the same.
+    health: Option<crate::config::HealthCheck>,
     servers: Vec<ServerSlot>,
     listeners_ok: AtomicBool,
     /// The last `service_up` value published; the mutex serialises
@@ -191,6 +194,7 @@ impl HealthBoard {
                 let up = servers.iter().any(|s| s.healthy.load(Ordering::Relaxed));
                 ServiceSlot {
                     name: svc.name.clone(),
+                    health: svc.health.clone(),
                     servers,
                     listeners_ok: AtomicBool::new(true),
                     published: Mutex::new(up),
@@ -203,6 +207,43 @@ impl HealthBoard {
             services: slots,
             changes,
         })
+    }
+
+    /// The board for a reload: as [`HealthBoard::new`], except that every
+    /// server the reload does not change keeps what `prev` knows of it (its
+    /// health, the rise/fall streak, the last result, when it changed, when
+    /// the next probe is due). Unchanged means: same service name with the
+    /// same `[health]` table, same server name and address. A server that
+    /// is DOWN therefore stays DOWN instead of starting over from
+    /// `initial_up` (and flapping VRRP tracking) after every reload.
+    pub fn new_after(services: &[ProxyService], prev: &HealthBoard) -> Arc<HealthBoard> {
+        let mut board = Self::new_at(services, Instant::now());
+        let b = Arc::get_mut(&mut board).expect("not shared yet");
+        for s in &mut b.services {
+            let Some(old) = prev
+                .services
+                .iter()
+                .find(|o| o.name == s.name && o.health == s.health)
+            else {
+                continue;
+            };
+            for v in &mut s.servers {
+                let kept = old
+                    .servers
+                    .iter()
+                    .find(|o| o.name == v.name && o.address == v.address)
+                    .and_then(|o| o.checker.as_ref());
+                if let (Some(kept), Some(c)) = (kept, v.checker.as_mut()) {
+                    let kept = lock(kept).clone();
+                    *v.healthy.get_mut() = kept.is_up();
+                    *c.get_mut().unwrap_or_else(|p| p.into_inner()) = kept;
+                }
+            }
+            let up = s.servers.iter().any(|v| v.healthy.load(Ordering::Relaxed));
+            *s.published.get_mut().unwrap_or_else(|p| p.into_inner()) = up;
+            *s.up.get_mut() = up;
+        }
+        board
     }
 
     fn server(&self, svc: usize, srv: usize) -> Option<&ServerSlot> {
@@ -685,6 +726,64 @@ mod tests {
         assert_eq!(s.servers[0].last_at, Some(t1));
         assert_eq!(age(now, t1), Duration::from_secs(1));
         assert_eq!(age(t1, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_health_of_unchanged_servers() {
+        // Regression (issue 12): every reload made a new board, so a DOWN
+        // server was "UP" again (initial_up) until its first probe failed.
+        let t = Instant::now();
+        let svcs = [service("web", 3, Some(check(true)))];
+        let b = HealthBoard::new_at(&svcs, t);
+        for i in 0..3 {
+            b.observe_check(0, i, t, ok());
+        }
+        for _ in 0..3 {
+            b.observe_check(0, 1, t, fail());
+        }
+        b.observe_check(0, 2, t, fail()); // one failure of three: still up
+        let before = b.snapshot();
+        assert!(!before[0].servers[1].healthy);
+
+        // Same servers, another weight: everything carries over.
+        let mut same = svcs.clone();
+        same[0].servers[0].weight = 5;
+        let n = HealthBoard::new_after(&same, &b);
+        assert_eq!(n.snapshot(), before);
+        assert!(!n.is_up(0, 1) && n.is_up(0, 2) && n.service_up(0));
+        assert_eq!(n.next_probe(0, 1), b.next_probe(0, 1));
+        // The streak goes on: two more failures take web3 down.
+        n.observe_check(0, 2, t, fail());
+        n.observe_check(0, 2, t, fail());
+        assert!(!n.is_up(0, 2));
+
+        // A server that moved, or whose name is new, starts over.
+        let mut moved = svcs.clone();
+        moved[0].servers[1].address = "127.0.0.1:9999".parse().unwrap();
+        moved[0].servers[2].name = "other".into();
+        let n = HealthBoard::new_after(&moved, &b);
+        let s = &n.snapshot()[0].servers;
+        assert!(s[1].healthy && s[1].last_result.is_none());
+        assert_eq!(s[2].streak, 0);
+        assert!(s[0].last_result.is_some(), "web1 kept");
+
+        // Another [health] table: every server of the service starts over.
+        let mut rechecked = svcs.clone();
+        rechecked[0].health.as_mut().unwrap().rise = 5;
+        let n = HealthBoard::new_after(&rechecked, &b);
+        assert!(n.is_up(0, 1));
+        assert!(n.snapshot()[0]
+            .servers
+            .iter()
+            .all(|s| s.last_result.is_none()));
+
+        // A service whose servers are all down stays down.
+        for _ in 0..3 {
+            b.observe_check(0, 0, t, fail());
+            b.observe_check(0, 2, t, fail());
+        }
+        assert!(!b.service_up(0));
+        assert!(!HealthBoard::new_after(&svcs, &b).service_up(0));
     }
 
     #[test]

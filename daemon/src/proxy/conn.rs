@@ -286,9 +286,10 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let mut start = Instant::now();
         let mut deadline = start + t.http_request;
         if !first && cbuf.is_empty() {
-            if shared.draining.load(Ordering::Relaxed) {
-                return; // replaced by a reload: no new request here
-            }
+            // Even when a reload has retired this connection, it is not
+            // closed here: the client may have sent its next request
+            // already, and closing now would reset it. That request is
+            // served with `Connection: close` (or keep_alive ends the wait).
             // Idle between requests: keep_alive, then http_request from the first byte.
             match read_more(&client, &mut cbuf, start + t.keep_alive).await {
                 Ok(0) | Err(_) => return,
@@ -809,7 +810,7 @@ async fn exchange<I: Io>(
         match res {
             Ok(body_bytes) => {
                 log.bytes += head_bytes + body_bytes;
-                if resp.keep_alive && sbuf.is_empty() {
+                if resp.keep_alive && sbuf.is_empty() && !shared.draining.load(Ordering::Relaxed) {
                     w.checkin(srv, server);
                 }
                 drop(slot);

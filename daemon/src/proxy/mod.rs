@@ -93,8 +93,10 @@ impl ProxyRuntime {
     /// For a reload: close the listeners now (a new generation is already
     /// listening beside them through SO_REUSEPORT), let every request in
     /// flight finish for up to `grace`, answering it with
-    /// `Connection: close`, then stop. Idle keep-alive connections are
-    /// closed, which clients expect of an idle connection.
+    /// `Connection: close`, then stop. An idle keep-alive connection is
+    /// not cut (its client may be sending the next request right now): it
+    /// ends after its next response, which says `Connection: close`, or
+    /// at its keep_alive timeout.
     pub fn drain(self, grace: Duration) {
         for s in &self.shared {
             s.draining.store(true, Ordering::Relaxed);
@@ -105,7 +107,7 @@ impl ProxyRuntime {
             && self
                 .shared
                 .iter()
-                .any(|s| s.busy.load(Ordering::Relaxed) > 0)
+                .any(|s| s.conns.load(Ordering::Relaxed) > 0)
         {
             std::thread::sleep(Duration::from_millis(20));
         }
