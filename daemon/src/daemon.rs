@@ -44,6 +44,13 @@ pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
         .build()
         .context("starting the VRRP runtime")?;
     rt.block_on(async move {
+        // Before anything registers with `liveness`. The main runtime (VRRP
+        // instances, control socket, reloads) is a part of its own.
+        sdnotify::start_watchdog();
+        tokio::spawn(crate::liveness::with_heartbeat(
+            "main runtime",
+            std::future::pending::<()>(),
+        ));
         let mut d = Daemon::start(cfg, config_path.to_path_buf(), opts).await?;
         let r = d.serve().await;
         d.stop().await;
@@ -298,7 +305,6 @@ impl Daemon {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut watchdog = sdnotify::watchdog_interval().map(tokio::time::interval);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
@@ -313,9 +319,6 @@ impl Daemon {
                 Some((req, reply)) = self.requests.recv() => {
                     let resp = self.handle(req).await;
                     let _ = reply.send(resp);
-                }
-                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
-                    sdnotify::notify("WATCHDOG=1");
                 }
             }
         }

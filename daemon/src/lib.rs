@@ -14,6 +14,7 @@ pub mod health;
 pub mod hooks;
 pub mod import;
 pub mod lab;
+pub mod liveness;
 pub mod logging;
 pub mod netlink;
 pub mod proxy;
