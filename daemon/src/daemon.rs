@@ -157,6 +157,8 @@ struct Daemon {
     admin: crate::admin::AdminServer,
     /// `[track_script.*]` runs, shared by every instance.
     scripts: ScriptRuntime,
+    /// `halo vrrp release`s kept across restarts, beside the socket.
+    releases: crate::release::Store,
 }
 
 impl Daemon {
@@ -187,6 +189,7 @@ impl Daemon {
             socket_path: socket_path.clone(),
             admin,
             scripts,
+            releases: crate::release::Store::beside(&socket_path),
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
@@ -259,6 +262,12 @@ impl Daemon {
                 let _ = reg.send(ltx);
             }
             let (ctx, crx) = mpsc::channel(8);
+            // A release that a previous halo left (a restart, an upgrade)
+            // is the first thing the instance reads, before its first
+            // timeout can make it master.
+            if let Some(until) = self.restored_release(&inst.name) {
+                let _ = ctx.try_send(Control::Release { until });
+            }
             let (rtx, rrx) = oneshot::channel();
             let name = inst.name.clone();
             let fut = driver::run_instance(
@@ -292,6 +301,28 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// The release of `name` kept from before this start, as the
+    /// instance's `until` (none: until reclaimed).
+    fn restored_release(&self, name: &str) -> Option<Option<tokio::time::Instant>> {
+        use crate::release::Restored;
+        let path = self.releases.path(name);
+        match self.releases.load(name) {
+            Ok(Some(Restored::UntilReclaim)) => {
+                info!(instance = %name, "{name}: still released (kept in {}) until `halo vrrp reclaim {name}`", path.display());
+                Some(None)
+            }
+            Ok(Some(Restored::For(d))) => {
+                info!(instance = %name, "{name}: still released (kept in {}) for {:.0}s more", path.display(), d.as_secs_f64());
+                Some(Some(tokio::time::Instant::now() + d))
+            }
+            Ok(Some(Restored::Over)) | Ok(None) => None,
+            Err(e) => {
+                error!(instance = %name, "{e:#}: starting unreleased");
+                None
+            }
+        }
     }
 
     async fn stop_instance(&mut self, name: &str) {
@@ -344,11 +375,25 @@ impl Daemon {
                     None => None,
                 };
                 let _ = h.control.send(Control::Release { until }).await;
+                let kept = match self
+                    .releases
+                    .save(&instance, for_secs.map(Duration::from_secs_f64))
+                {
+                    Ok(()) => String::new(),
+                    Err(e) => {
+                        error!(instance = %instance, "{e:#}: the release ends if halo restarts");
+                        format!("; NOT kept across a restart of halo: {e:#}")
+                    }
+                };
                 Response::ok(match for_secs {
                     Some(s) => {
-                        format!("{instance}: released for {s}s (priority 0 sent, staying backup)")
+                        format!(
+                            "{instance}: released for {s}s (priority 0 sent, staying backup){kept}"
+                        )
                     }
-                    None => format!("{instance}: released until `halo vrrp reclaim {instance}`"),
+                    None => {
+                        format!("{instance}: released until `halo vrrp reclaim {instance}`{kept}")
+                    }
                 })
             }
             Request::VrrpReclaim { instance } => {
@@ -356,6 +401,11 @@ impl Daemon {
                     return Response::err(format!("no VRRP instance {instance:?}"));
                 };
                 let _ = h.control.send(Control::Reclaim).await;
+                if let Err(e) = self.releases.remove(&instance) {
+                    return Response::err(format!(
+                        "{instance}: reclaimed, but {e:#}: a restart of halo would release it again"
+                    ));
+                }
                 Response::ok(format!(
                     "{instance}: reclaimed, back to the configured priority"
                 ))

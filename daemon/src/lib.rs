@@ -18,6 +18,7 @@ pub mod liveness;
 pub mod logging;
 pub mod netlink;
 pub mod proxy;
+pub mod release;
 pub mod sdnotify;
 pub mod stats;
 pub mod status;
