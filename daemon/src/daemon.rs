@@ -44,6 +44,13 @@ pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
         .build()
         .context("starting the VRRP runtime")?;
     rt.block_on(async move {
+        // Before anything registers with `liveness`. The main runtime (VRRP
+        // instances, control socket, reloads) is a part of its own.
+        sdnotify::start_watchdog();
+        tokio::spawn(crate::liveness::with_heartbeat(
+            "main runtime",
+            std::future::pending::<()>(),
+        ));
         let mut d = Daemon::start(cfg, config_path.to_path_buf(), opts).await?;
         let r = d.serve().await;
         d.stop().await;
@@ -154,6 +161,8 @@ struct Daemon {
     admin: crate::admin::AdminServer,
     /// `[track_script.*]` runs, shared by every instance.
     scripts: ScriptRuntime,
+    /// `halo vrrp release`s kept across restarts, beside the socket.
+    releases: crate::release::Store,
 }
 
 impl Daemon {
@@ -184,6 +193,7 @@ impl Daemon {
             socket_path: socket_path.clone(),
             admin,
             scripts,
+            releases: crate::release::Store::beside(&socket_path),
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
@@ -256,6 +266,12 @@ impl Daemon {
                 let _ = reg.send(ltx);
             }
             let (ctx, crx) = mpsc::channel(8);
+            // A release that a previous halo left (a restart, an upgrade)
+            // is the first thing the instance reads, before its first
+            // timeout can make it master.
+            if let Some(until) = self.restored_release(&inst.name) {
+                let _ = ctx.try_send(Control::Release { until });
+            }
             let (rtx, rrx) = oneshot::channel();
             let name = inst.name.clone();
             let fut = driver::run_instance(
@@ -291,6 +307,28 @@ impl Daemon {
         Ok(())
     }
 
+    /// The release of `name` kept from before this start, as the
+    /// instance's `until` (none: until reclaimed).
+    fn restored_release(&self, name: &str) -> Option<Option<tokio::time::Instant>> {
+        use crate::release::Restored;
+        let path = self.releases.path(name);
+        match self.releases.load(name) {
+            Ok(Some(Restored::UntilReclaim)) => {
+                info!(instance = %name, "{name}: still released (kept in {}) until `halo vrrp reclaim {name}`", path.display());
+                Some(None)
+            }
+            Ok(Some(Restored::For(d))) => {
+                info!(instance = %name, "{name}: still released (kept in {}) for {:.0}s more", path.display(), d.as_secs_f64());
+                Some(Some(tokio::time::Instant::now() + d))
+            }
+            Ok(Some(Restored::Over)) | Ok(None) => None,
+            Err(e) => {
+                error!(instance = %name, "{e:#}: starting unreleased");
+                None
+            }
+        }
+    }
+
     async fn stop_instance(&mut self, name: &str) {
         if let Some(h) = self.instances.remove(name) {
             let _ = h.control.send(Control::Shutdown).await;
@@ -302,7 +340,6 @@ impl Daemon {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut watchdog = sdnotify::watchdog_interval().map(tokio::time::interval);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
@@ -317,9 +354,6 @@ impl Daemon {
                 Some((req, reply)) = self.requests.recv() => {
                     let resp = self.handle(req).await;
                     let _ = reply.send(resp);
-                }
-                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
-                    sdnotify::notify("WATCHDOG=1");
                 }
             }
         }
@@ -345,11 +379,25 @@ impl Daemon {
                     None => None,
                 };
                 let _ = h.control.send(Control::Release { until }).await;
+                let kept = match self
+                    .releases
+                    .save(&instance, for_secs.map(Duration::from_secs_f64))
+                {
+                    Ok(()) => String::new(),
+                    Err(e) => {
+                        error!(instance = %instance, "{e:#}: the release ends if halo restarts");
+                        format!("; NOT kept across a restart of halo: {e:#}")
+                    }
+                };
                 Response::ok(match for_secs {
                     Some(s) => {
-                        format!("{instance}: released for {s}s (priority 0 sent, staying backup)")
+                        format!(
+                            "{instance}: released for {s}s (priority 0 sent, staying backup){kept}"
+                        )
                     }
-                    None => format!("{instance}: released until `halo vrrp reclaim {instance}`"),
+                    None => {
+                        format!("{instance}: released until `halo vrrp reclaim {instance}`{kept}")
+                    }
                 })
             }
             Request::VrrpReclaim { instance } => {
@@ -357,6 +405,11 @@ impl Daemon {
                     return Response::err(format!("no VRRP instance {instance:?}"));
                 };
                 let _ = h.control.send(Control::Reclaim).await;
+                if let Err(e) = self.releases.remove(&instance) {
+                    return Response::err(format!(
+                        "{instance}: reclaimed, but {e:#}: a restart of halo would release it again"
+                    ));
+                }
                 Response::ok(format!(
                     "{instance}: reclaimed, back to the configured priority"
                 ))

@@ -76,6 +76,10 @@ def test_unit_runs_halo_as_designed(unit_root):
     assert s[(svc, "ExecReload")] == ["/bin/kill -HUP $MAINPID"]
     assert s[(svc, "User")] == ["halo"]
     assert s[(svc, "RuntimeDirectory")] == ["halo"]
+    # A release (/run/halo/release-NAME) outlives a restart of halo.
+    assert s[(svc, "RuntimeDirectoryPreserve")] == ["yes"]
+    # halo pings while every part makes progress (tests/ops/test_watchdog.py).
+    assert s[(svc, "WatchdogSec")] == ["20s"]
     caps = {"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}
     assert set(s[(svc, "AmbientCapabilities")][0].split()) == caps
     assert set(s[(svc, "CapabilityBoundingSet")][0].split()) == caps

@@ -105,13 +105,17 @@ pub fn spawn(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
     let thread = std::thread::Builder::new()
         .name("halo-health".into())
         .spawn(move || {
-            rt.block_on(async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                for t in targets {
-                    tasks.spawn(probe_loop(t, board.clone(), stop_rx.clone()));
-                }
-                while tasks.join_next().await.is_some() {}
-            });
+            // The watchdog pings only while this thread's runtime runs.
+            rt.block_on(crate::liveness::with_heartbeat(
+                "health checker",
+                async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for t in targets {
+                        tasks.spawn(probe_loop(t, board.clone(), stop_rx.clone()));
+                    }
+                    while tasks.join_next().await.is_some() {}
+                },
+            ));
         })
         .context("starting the health check thread")?;
     tracing::debug!(servers = n, "health checks started");

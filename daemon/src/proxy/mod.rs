@@ -251,6 +251,8 @@ pub fn start_generation(
             let stop_rx = stop_rx.clone();
             let gen_rx = gen_rx.clone();
             let ready_tx = ready_tx.clone();
+            // The watchdog pings only while this worker's runtime runs.
+            let part = format!("proxy {} worker {wi}", svc.name);
             let t = std::thread::Builder::new()
                 .name(format!("halo-{}-{wi}", svc.name))
                 .spawn(move || {
@@ -260,7 +262,10 @@ pub fn start_generation(
                                 let _ = ready_tx.send(Ok(()));
                                 // The start loop reads until every sender is gone.
                                 drop(ready_tx);
-                                rt.block_on(run_worker::<Uring>(shared, ls, stop_rx, gen_rx));
+                                rt.block_on(crate::liveness::with_heartbeat(
+                                    part,
+                                    run_worker::<Uring>(shared, ls, stop_rx, gen_rx),
+                                ));
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(format!("io_uring runtime: {e}")));
@@ -277,7 +282,10 @@ pub fn start_generation(
                                 let local = tokio::task::LocalSet::new();
                                 local.block_on(
                                     &rt,
-                                    run_worker::<Epoll>(shared, ls, stop_rx, gen_rx),
+                                    crate::liveness::with_heartbeat(
+                                        part,
+                                        run_worker::<Epoll>(shared, ls, stop_rx, gen_rx),
+                                    ),
                                 );
                             }
                             Err(e) => {

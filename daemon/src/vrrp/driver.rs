@@ -653,6 +653,8 @@ pub async fn run_instance(
     }
     // While released, the deadline (or none = until reclaimed).
     let mut released: Option<Option<Instant>> = None;
+    // The systemd watchdog pings only while this loop goes round.
+    let beat = crate::liveness::register(format!("vrrp {}", cfg.name));
 
     loop {
         let mut deadline = inst
@@ -666,6 +668,9 @@ pub async fn run_instance(
         if hub.is_some() {
             // Refresh "secs ago" figures at least once a second.
             deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+        }
+        if let Some(p) = beat.period() {
+            deadline = deadline.min(Instant::now() + p);
         }
         let mut recompute = false;
         let mut end_release = false;
@@ -722,6 +727,8 @@ pub async fn run_instance(
                 let now = Instant::now();
                 match c {
                     Some(Control::Shutdown) | None => {
+                        // Stopping (hooks included) is not a stuck loop.
+                        drop(beat);
                         inst.step_down(now).await;
                         if inst.vips_installed {
                             inst.remove_vips().await;
@@ -804,6 +811,7 @@ pub async fn run_instance(
         if let Some(h) = &hub {
             h.publish_vrrp(inst.status(&tracker, &prio_why, released, own_link_up));
         }
+        beat.bump();
     }
 }
 
