@@ -9,7 +9,7 @@
 //! being read as two braces. `include` is not followed here: the mapping
 //! reports it.
 
-use super::words::{placeholder_end, Word};
+use super::words::{Closers, Word};
 
 /// Deeper nesting than this is refused (keepalived itself nests 4 levels).
 const MAX_DEPTH: usize = 32;
@@ -71,6 +71,7 @@ fn lex(text: &str) -> Result<Lexed, SyntaxError> {
                 toks.push(Tok::Word(Word::new(std::mem::take(word), n)));
             }
         };
+        let mut closers = Closers::new(line);
         let mut at = 0;
         while let Some(c) = line[at..].chars().next() {
             match c {
@@ -95,8 +96,8 @@ fn lex(text: &str) -> Result<Lexed, SyntaxError> {
                     }
                     break;
                 }
-                '{' if line[at..].starts_with("{{") && placeholder_end(line, at).is_some() => {
-                    let end = placeholder_end(line, at).unwrap_or(line.len());
+                '{' if line[at..].starts_with("{{") && closers.end(at).is_some() => {
+                    let end = closers.end(at).unwrap_or(line.len());
                     word.push_str(&line[at..end]);
                     at = end;
                 }
