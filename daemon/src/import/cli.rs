@@ -27,6 +27,10 @@ pub struct ImportArgs {
     /// Add a virtual IP to an instance (e.g. one that has no virtual_ipaddress).
     #[arg(long, value_name = "INSTANCE=ADDRESS[/PREFIX]", value_parser = pair)]
     pub vip: Vec<(String, String)>,
+    /// keepalived's config id (its `-i ID`, by default the host name): the
+    /// `@ID` lines to import; without it every `@` line is reported.
+    #[arg(long, value_name = "ID")]
+    pub keepalived_id: Option<String>,
 }
 
 fn pair(s: &str) -> Result<(String, String), String> {
@@ -78,6 +82,13 @@ pub fn run(args: ImportArgs) -> ExitCode {
         set: args.set.into_iter().collect(),
         resolve: args.resolve.into_iter().collect(),
         vips: args.vip,
+        keepalived_id: args.keepalived_id,
+        // keepalived's ${_PWD}: it changes to the file's directory to read it.
+        keepalived_dir: args
+            .keepalived
+            .as_ref()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .and_then(|p| p.parent().map(|d| d.display().to_string())),
     };
     match import(src(&k), src(&h), &opts) {
         Ok(out) => {

@@ -35,6 +35,31 @@ const FAULT_WEIGHT: i64 = -254;
 const FAULT_NOTE: &str = "keepalived's default weight 0 puts the instance in FAULT (no adverts, VIPs removed) when it fails; halo lowers the priority by 254 instead, so any healthy peer takes over";
 /// keepalived's `vrrp_script` defaults: `interval 1`, `rise 1`, `fall 1`.
 const SCRIPT_INTERVAL: Duration = Duration::from_secs(1);
+/// halo's longest track_script interval and timeout.
+const MAX_SCRIPT_TIME: Duration = Duration::from_secs(3600);
+/// Addresses one advertisement carries (its count field is one byte).
+const MAX_VIPS: usize = 255;
+
+/// A keepalived script line as halo's argv, or why halo cannot run it:
+/// halo runs a program (an absolute path or a bare name looked up in its
+/// PATH) with no shell, as keepalived does with a plain script line.
+fn runnable(command: &str) -> Result<String, String> {
+    let Some(program) = command.split_whitespace().next() else {
+        return Err("empty".into());
+    };
+    if program.starts_with('/')
+        || !program.contains('/')
+            && !program.starts_with(['<', '>', '|', '(', '\u{201c}', '"', '\''])
+    {
+        return Ok(command.to_string());
+    }
+    let hint = if program.starts_with(['<', '>', '|', '(']) {
+        "shell syntax, not a program: halo runs programs without a shell; write a script, or command = [\"/bin/bash\", \"-c\", \"...\"] in halo.toml"
+    } else {
+        "not an absolute path (halo runs a program by absolute path, or a bare name from its PATH)"
+    };
+    Err(format!("\"{program}\" is {hint}"))
+}
 
 /// A track to write: keepalived's weight (positive = added while up).
 struct TrackOut {
@@ -110,8 +135,19 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                     let src = o.src(&c.words);
                     let arg = c.args().first().map(|w| w.text.as_str());
                     match (c.keyword(), arg) {
-                        ("script", _) => sc.command = Some(joined_args(c)),
+                        ("script", _) => match runnable(&joined_args(c)) {
+                            Ok(cmd) => sc.command = Some(cmd),
+                            Err(why) => drops.push(o.drop(c.line(), "script", why)),
+                        },
                         ("interval", Some(t)) => match keepalived_secs(t) {
+                            Ok(d) if d > MAX_SCRIPT_TIME => {
+                                drops.push(o.drop(
+                                    c.line(),
+                                    "interval",
+                                    "halo runs a check at least every hour: carried as 1h",
+                                ));
+                                sc.interval = Some((src, MAX_SCRIPT_TIME));
+                            }
                             Ok(d) if !d.is_zero() => sc.interval = Some((src, d)),
                             _ => drops.push(o.drop(
                                 c.line(),
@@ -120,6 +156,14 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                             )),
                         },
                         ("timeout", Some(t)) => match keepalived_secs(t) {
+                            Ok(d) if d > MAX_SCRIPT_TIME => {
+                                drops.push(o.drop(
+                                    c.line(),
+                                    "timeout",
+                                    "halo kills a check after at most an hour: carried as 1h",
+                                ));
+                                sc.timeout = Some((src, MAX_SCRIPT_TIME));
+                            }
                             Ok(d) if !d.is_zero() => sc.timeout = Some((src, d)),
                             _ => drops.push(o.drop(
                                 c.line(),
@@ -170,11 +214,31 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
     }
 
     let mut tables = Vec::new();
+    let mut seen = Seen::default();
     for s in &tree {
         match s.keyword() {
             "global_defs" | "vrrp_script" => {}
             "vrrp_instance" => {
-                if let Some(t) = instance(o, s, &g, &mut scripts, services, opts, &mut drops) {
+                let name = s.args().first().map(|w| w.text.clone()).unwrap_or_default();
+                if let Some(first) = seen.names.get(&name) {
+                    drops.push(o.drop(
+                        s.line(),
+                        &format!("vrrp_instance {name}"),
+                        format!("a second instance named {name} (the first is at line {first}): keepalived refuses the file; the first is imported"),
+                    ));
+                    continue;
+                }
+                seen.names.insert(name, s.line());
+                if let Some(t) = instance(
+                    o,
+                    s,
+                    &g,
+                    &mut scripts,
+                    services,
+                    opts,
+                    &mut seen,
+                    &mut drops,
+                ) {
                     tables.push(t);
                 }
             }
@@ -283,6 +347,13 @@ fn globals(o: &Origin, s: &Stmt, g: &mut Globals, drops: &mut Vec<Dropped>) {
 
 // === vrrp_instance ===
 
+/// What earlier instances took: names and (interface, vrid, IPv6?).
+#[derive(Default)]
+struct Seen {
+    names: BTreeMap<String, usize>,
+    links: BTreeMap<(String, i64, bool), (String, usize)>,
+}
+
 /// A parsed address list entry, or why it was left out.
 fn address(w: &Word) -> Result<IpAddr, String> {
     if let Some(r) = placeholder_reason(w) {
@@ -293,6 +364,7 @@ fn address(w: &Word) -> Result<IpAddr, String> {
         .map_err(|_| format!("\"{}\" is not an IP address", w.text))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn instance(
     o: &Origin,
     s: &Stmt,
@@ -300,6 +372,7 @@ fn instance(
     scripts: &mut BTreeMap<String, Script>,
     services: &[String],
     opts: &Options,
+    seen: &mut Seen,
     drops: &mut Vec<Dropped>,
 ) -> Option<Table> {
     let Some(name) = s.args().first().map(|w| w.text.clone()) else {
@@ -388,10 +461,16 @@ fn instance(
                 peers_src = Some(src);
                 for p in c.children() {
                     match address(&p.words[0]) {
-                        Ok(ip) => peers.push(Item {
-                            value: Value::Str(ip.to_string()),
-                            from: vec![o.src(&p.words)],
-                        }),
+                        Ok(ip) => {
+                            let first = peers.iter().find(|i| i.value == Value::Str(ip.to_string())).and_then(|i| i.from.first()).map(|s| s.line);
+                            match first {
+                                Some(first) => drops.push(o.drop(p.line(), &format!("unicast_peer {}", p.keyword()), format!("listed again (first at line {first})"))),
+                                None => peers.push(Item {
+                                    value: Value::Str(ip.to_string()),
+                                    from: vec![o.src(&p.words)],
+                                }),
+                            }
+                        }
                         Err(e) => {
                             if p.words[0].placeholder().is_some() {
                                 fatal.push("a unicast_peer is a template placeholder".into());
@@ -466,7 +545,15 @@ fn instance(
                     "notify_stop" => "notify_stop",
                     _ => "notify",
                 };
-                hooks.push((key, src, argv(&joined_args(c))));
+                if let Some((_, first, _)) = hooks.iter().find(|(k, _, _)| *k == key) {
+                    let first = first.line;
+                    drop(&kw, format!("repeated: keepalived keeps the first {kw} (line {first})"));
+                } else {
+                    match runnable(&joined_args(c)) {
+                        Ok(cmd) => hooks.push((key, src, argv(&cmd))),
+                        Err(why) => drop(&kw, why),
+                    }
+                }
             }
             (k, _) if k.starts_with("notify") => drop(&kw, "halo runs hooks for MASTER, BACKUP, FAULT and STOP only (notify_master, notify_backup, notify_fault, notify_stop, notify)".into()),
             ("smtp_alert", _) => drop(&kw, "halo sends no email".into()),
@@ -542,6 +629,24 @@ fn instance(
         fatal.dedup();
         drops.push(o.drop(s.line(), &format!("vrrp_instance {name}"), fatal.join("; ")));
         return None;
+    }
+
+    // One virtual router per vrid, link and family (halo's adverts and
+    // their MAC address would collide); keepalived tells unicast ones apart.
+    let v6 = vips
+        .iter()
+        .any(|i| matches!(&i.value, Value::Str(a) if a.contains(':')));
+    if let (Some((_, iface)), Some((_, v))) = (&interface, &vrid) {
+        let link = (iface.clone(), *v, v6);
+        if let Some((other, line)) = seen.links.get(&link) {
+            drops.push(o.drop(
+                s.line(),
+                &format!("vrrp_instance {name}"),
+                format!("virtual_router_id {v} on {iface} ({}) is already used by vrrp_instance {other} at line {line}: halo runs one virtual router per vrid, interface and address family", if v6 { "IPv6" } else { "IPv4" }),
+            ));
+            return None;
+        }
+        seen.links.insert(link, (name.clone(), s.line()));
     }
 
     // Mark the scripts this instance carries (only now that it is carried).
@@ -867,7 +972,11 @@ fn track_script(
         return;
     }
     if command.is_empty() {
-        drops.push(o.drop(t.line(), &directive, "the vrrp_script has no `script`"));
+        drops.push(o.drop(
+            t.line(),
+            &directive,
+            "the vrrp_script has no `script` halo can run",
+        ));
         return;
     }
     let weight = if t.args().iter().any(|w| w.text == "weight") {
@@ -914,6 +1023,35 @@ fn vip(
             e.line(),
             &format!("virtual_ipaddress {}", addr.text),
             "not an address or address/prefix (halo takes no address ranges)",
+        ));
+        return;
+    }
+    let ip_of = |t: &str| {
+        t.parse::<IpNet>()
+            .map(|n| n.addr())
+            .or_else(|_| t.parse::<IpAddr>())
+            .ok()
+    };
+    let ip = ip_of(&addr.text);
+    for item in vips.iter() {
+        let (Value::Str(t), Some(line)) = (&item.value, item.from.first().map(|s| s.line)) else {
+            continue;
+        };
+        let why = if ip_of(t) == ip {
+            format!("listed again (first at line {line})")
+        } else if ip.is_some_and(|ip| ip.is_ipv6()) != t.contains(':') {
+            format!("an instance carries one address family, that of its first virtual IP (line {line}); keepalived leaves this one out too: put it in an instance of its own")
+        } else {
+            continue;
+        };
+        drops.push(o.drop(e.line(), &format!("virtual_ipaddress {}", addr.text), why));
+        return;
+    }
+    if vips.len() >= MAX_VIPS {
+        drops.push(o.drop(
+            e.line(),
+            &format!("virtual_ipaddress {}", addr.text),
+            format!("an advertisement carries at most {MAX_VIPS} addresses: the first {MAX_VIPS} are carried"),
         ));
         return;
     }

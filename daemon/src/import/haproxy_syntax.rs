@@ -10,7 +10,7 @@
 //! placeholder stays one word.
 
 use super::keepalived_syntax::SyntaxError;
-use super::words::{placeholder_end, Word};
+use super::words::{Closers, Word};
 
 /// Keywords that open a section.
 const SECTIONS: [&str; 17] = [
@@ -87,6 +87,7 @@ fn words(line: &str, n: usize) -> Result<Vec<Word>, SyntaxError> {
     let mut started = false;
     let mut quote: Option<char> = None;
     let mut chars = line.char_indices().peekable();
+    let mut closers = Closers::new(line);
     while let Some((at, c)) = chars.next() {
         match (quote, c) {
             (Some('\''), '\'') | (Some('"'), '"') => quote = None,
@@ -102,8 +103,8 @@ fn words(line: &str, n: usize) -> Result<Vec<Word>, SyntaxError> {
                     started = false;
                 }
             }
-            (None, '{') if line[at..].starts_with("{{") && placeholder_end(line, at).is_some() => {
-                let end = placeholder_end(line, at).unwrap_or(line.len());
+            (None, '{') if line[at..].starts_with("{{") && closers.end(at).is_some() => {
+                let end = closers.end(at).unwrap_or(line.len());
                 word.push_str(&line[at..end]);
                 started = true;
                 while chars.peek().is_some_and(|(i, _)| *i < end) {

@@ -9,7 +9,8 @@
 //! being read as two braces. `include` is not followed here: the mapping
 //! reports it.
 
-use super::words::{placeholder_end, Word};
+use super::keepalived_pre::Line;
+use super::words::{Closers, Word};
 
 /// Deeper nesting than this is refused (keepalived itself nests 4 levels).
 const MAX_DEPTH: usize = 32;
@@ -60,17 +61,18 @@ struct Lexed {
     braces_in_comments: Vec<usize>,
 }
 
-fn lex(text: &str) -> Result<Lexed, SyntaxError> {
+fn lex(lines: &[Line]) -> Result<Lexed, SyntaxError> {
     let mut toks = Vec::new();
     let mut braces_in_comments = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
+    for l in lines {
+        let (n, line) = (l.n, l.text.as_str());
         let mut word = String::new();
         let flush = |word: &mut String, toks: &mut Vec<Tok>| {
             if !word.is_empty() {
                 toks.push(Tok::Word(Word::new(std::mem::take(word), n)));
             }
         };
+        let mut closers = Closers::new(line);
         let mut at = 0;
         while let Some(c) = line[at..].chars().next() {
             match c {
@@ -89,14 +91,14 @@ fn lex(text: &str) -> Result<Lexed, SyntaxError> {
                     word.push_str(&line[at + 1..at + 1 + len]);
                     at += len + 2;
                 }
-                '!' | '#' => {
+                '!' | '#' if !l.decommented => {
                     if line[at..].contains(['{', '}']) {
                         braces_in_comments.push(n);
                     }
                     break;
                 }
-                '{' if line[at..].starts_with("{{") && placeholder_end(line, at).is_some() => {
-                    let end = placeholder_end(line, at).unwrap_or(line.len());
+                '{' if line[at..].starts_with("{{") && closers.end(at).is_some() => {
+                    let end = closers.end(at).unwrap_or(line.len());
                     word.push_str(&line[at..end]);
                     at = end;
                 }
@@ -125,9 +127,25 @@ fn lex(text: &str) -> Result<Lexed, SyntaxError> {
     })
 }
 
-/// Parse a whole file into its top-level statements.
+/// Parse a whole file into its top-level statements (no `$` or `@`
+/// preprocessing: see [`parse_lines`]).
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<Vec<Stmt>, SyntaxError> {
-    let lexed = lex(text)?;
+    let lines: Vec<Line> = text
+        .lines()
+        .enumerate()
+        .map(|(i, t)| Line {
+            n: i + 1,
+            text: t.to_string(),
+            decommented: false,
+        })
+        .collect();
+    parse_lines(&lines)
+}
+
+/// Parse preprocessed lines (`keepalived_pre`) into top-level statements.
+pub fn parse_lines(lines: &[Line]) -> Result<Vec<Stmt>, SyntaxError> {
+    let lexed = lex(lines)?;
     // Open blocks: the statement that opened each, and the children so far.
     let mut stack: Vec<(Option<Vec<Word>>, Vec<Stmt>)> = vec![(None, Vec::new())];
     let mut words: Vec<Word> = Vec::new();

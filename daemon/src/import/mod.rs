@@ -17,6 +17,7 @@ mod emit;
 mod from_haproxy;
 mod from_keepalived;
 mod haproxy_syntax;
+mod keepalived_pre;
 mod keepalived_syntax;
 mod units;
 mod words;
@@ -45,6 +46,10 @@ pub struct Options {
     pub resolve: BTreeMap<String, IpAddr>,
     /// Extra virtual IPs per instance (`--vip VI_1=192.0.2.100/24`).
     pub vips: Vec<(String, String)>,
+    /// keepalived's config id (`-i ID`): which `@ID` lines apply.
+    pub keepalived_id: Option<String>,
+    /// The directory keepalived.conf is in: keepalived's `${_PWD}`.
+    pub keepalived_dir: Option<String>,
 }
 
 /// A directive that is not in the output, and why.
@@ -160,15 +165,22 @@ pub fn import(
     opts: &Options,
 ) -> Result<Imported, ImportError> {
     let mut errors = Vec::new();
-    let k_tree = keepalived.and_then(|s| match keepalived_syntax::parse(s.text) {
-        Ok(t) => Some((Origin::new(s.path), t)),
-        Err(e) => {
-            errors.push(SyntaxError {
-                file: s.path.to_string(),
-                line: e.line,
-                message: e.message,
-            });
-            None
+    let env = keepalived_pre::Env {
+        id: opts.keepalived_id.as_deref(),
+        dir: opts.keepalived_dir.as_deref(),
+    };
+    let pre = keepalived.map(|s| keepalived_pre::preprocess(s.text, &env));
+    let k_tree = keepalived.and_then(|s| {
+        match keepalived_syntax::parse_lines(&pre.as_ref().expect("preprocessed above").lines) {
+            Ok(t) => Some((Origin::new(s.path), t)),
+            Err(e) => {
+                errors.push(SyntaxError {
+                    file: s.path.to_string(),
+                    line: e.line,
+                    message: e.message,
+                });
+                None
+            }
         }
     });
     let h_file = haproxy.and_then(|s| match haproxy_syntax::parse(s.text) {
@@ -198,10 +210,23 @@ pub fn import(
         dropped.extend(m.dropped);
     }
     let mut vrrp_tables = Vec::new();
-    if let Some((origin, tree)) = &k_tree {
+    let mut definitions = Vec::new();
+    if let (Some((origin, tree)), Some(pre)) = (&k_tree, &pre) {
         let m = from_keepalived::map(origin, tree, &services, opts);
         vrrp_tables = m.tables;
-        dropped.extend(m.dropped);
+        let mut k_dropped = m.dropped;
+        k_dropped.extend(
+            pre.skipped
+                .iter()
+                .map(|s| origin.drop(s.line, &s.text, s.reason.clone())),
+        );
+        k_dropped.sort_by_key(|d| d.line);
+        dropped.extend(k_dropped);
+        definitions = pre
+            .definitions
+            .iter()
+            .map(|(n, text)| format!("  from {}:{n} {text}", origin.short))
+            .collect();
     }
     if vrrp_tables.is_empty() && proxy_tables.is_empty() {
         return Err(ImportError::NothingCarried(dropped));
@@ -214,6 +239,15 @@ pub fn import(
         }
     }
     header.push("Each key names the line it came from. Review it, then run `halo check`.".into());
+    if !definitions.is_empty() {
+        header.push("keepalived definitions, substituted where they are used:".into());
+        header.extend(definitions);
+        if let Some(dir) = &opts.keepalived_dir {
+            header.push(format!(
+                "  ${{_PWD}} is {dir}, the directory of the imported file"
+            ));
+        }
+    }
     let mut footer = Vec::new();
     if !dropped.is_empty() {
         footer.push(format!(

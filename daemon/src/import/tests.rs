@@ -503,3 +503,81 @@ fn the_verbatim_one_line_seed_is_refused_with_a_hint() {
         "keepalived.conf:3: '{' of 'global_defs' is never closed; the comment on line 3 contains braces: were this file's line breaks lost? A '#' or '!' comments out the rest of its line"
     );
 }
+
+#[test]
+fn keepalived_definitions_and_conditional_lines_are_followed() {
+    let k = "$IF=eth0\n$VIP=192.0.2.100\nvrrp_instance VI_1 {\n  interface $IF\n  virtual_router_id 51\n@lb1  priority 150\n@lb2  priority 100\n  virtual_ipaddress {\n    ${VIP}/24\n  }\n  notify_master \"$UNDEFINED/master.sh\"\n}\n";
+    let o = Options {
+        keepalived_id: Some("lb1".into()),
+        ..Options::default()
+    };
+    let i = run(Some(k), None, &o).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp[0].interface, "eth0");
+    assert_eq!(c.vrrp[0].priority.get(), 150);
+    assert_eq!(c.vrrp[0].virtual_ips[0].to_string(), "192.0.2.100/24");
+    assert!(
+        !i.toml
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains('$')),
+        "{}",
+        i.toml
+    );
+    assert!(
+        i.toml.contains("#   from keepalived.conf:1 $IF=eth0"),
+        "{}",
+        i.toml
+    );
+    let d = dropped(&i).join("\n");
+    assert!(d.contains("keepalived.conf:7: directive '@lb2  priority 100' not carried over: keepalived reads this line only on the host with config id lb2"), "{d}");
+    assert!(d.contains("keepalived.conf:11: directive 'notify_master \"$UNDEFINED/master.sh\"' not carried over: '$UNDEFINED/master.sh' is not a definition"), "{d}");
+    // Without an id, neither priority line is taken: keepalived's default.
+    let i = run(Some(k), None, &opts()).unwrap();
+    assert_eq!(valid(&i.toml).vrrp[0].priority.get(), 100);
+    assert!(dropped(&i).join("\n").contains("pass --keepalived-id ID"));
+}
+
+#[test]
+fn keepalived_repeats_are_reported_with_both_lines() {
+    let k = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.1/24\n    192.0.2.1/24 label eth0:1\n    2001:db8::1/64\n  }\n  unicast_peer {\n    192.0.2.12\n    192.0.2.12\n  }\n  notify_master /usr/local/bin/a\n  notify_master /usr/local/bin/b\n}\n\
+             vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 52\n  virtual_ipaddress {\n    192.0.2.2\n  }\n}\n\
+             vrrp_instance VI_2 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.3\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp.len(), 1);
+    assert_eq!(c.vrrp[0].virtual_ips.len(), 1);
+    assert_eq!(c.vrrp[0].unicast_peers.len(), 1);
+    let d = dropped(&i).join("\n");
+    for want in [
+        "keepalived.conf:6: directive 'virtual_ipaddress 192.0.2.1/24' not carried over: listed again (first at line 5)",
+        "keepalived.conf:7: directive 'virtual_ipaddress 2001:db8::1/64' not carried over: an instance carries one address family, that of its first virtual IP (line 5)",
+        "keepalived.conf:11: directive 'unicast_peer 192.0.2.12' not carried over: listed again (first at line 10)",
+        "keepalived.conf:14: directive 'notify_master' not carried over: repeated: keepalived keeps the first notify_master (line 13)",
+        "keepalived.conf:16: directive 'vrrp_instance VI_1' not carried over: a second instance named VI_1 (the first is at line 1)",
+        "keepalived.conf:23: directive 'vrrp_instance VI_2' not carried over: virtual_router_id 51 on eth0 (IPv4) is already used by vrrp_instance VI_1 at line 1",
+    ] {
+        assert!(d.contains(want), "missing {want}\n{d}");
+    }
+}
+
+#[test]
+fn keepalived_scripts_halo_cannot_run_are_reported_and_limits_applied() {
+    let k = "vrrp_script tcp {\n  script \"</dev/tcp/127.0.0.1/80\"\n}\nvrrp_script quoted {\n  script \u{201c}/usr/bin/x\u{201d}\n}\nvrrp_script slow {\n  script /usr/bin/true\n  interval 4294\n}\n\
+             vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.1\n  }\n  track_script {\n    tcp\n    quoted\n    slow\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.track_scripts.len(), 1);
+    assert_eq!(
+        c.track_scripts[0].interval,
+        std::time::Duration::from_secs(3600)
+    );
+    let d = dropped(&i).join("\n");
+    for want in [
+        "keepalived.conf:2: directive 'script' not carried over: \"</dev/tcp/127.0.0.1/80\" is shell syntax",
+        "keepalived.conf:5: directive 'script' not carried over: \"\u{201c}/usr/bin/x\u{201d}\" is not an absolute path",
+        "keepalived.conf:9: directive 'interval' not carried over: halo runs a check at least every hour",
+        "keepalived.conf:18: directive 'track_script tcp' not carried over: the vrrp_script has no `script` halo can run",
+    ] {
+        assert!(d.contains(want), "missing {want}\n{d}");
+    }
+}

@@ -36,6 +36,46 @@ pub fn placeholder_end(line: &str, at: usize) -> Option<usize> {
     line[at + 2..].find("}}").map(|i| at + 2 + i + 2)
 }
 
+/// Finds the end of placeholders in one line, left to right, in linear time
+/// overall: the next `}}` is looked up once and reused for every `{{` before
+/// it. (Searching from each `{{` anew made a line of 200,000 braces take
+/// seconds: every search ran to the end of the line.)
+pub struct Closers<'a> {
+    line: &'a str,
+    /// The next `}}` at or after `from`, as last searched.
+    from: usize,
+    next: Option<usize>,
+    /// Bytes searched so far: the test of the linear bound counts work
+    /// instead of timing it.
+    scanned: usize,
+}
+
+impl<'a> Closers<'a> {
+    pub fn new(line: &'a str) -> Closers<'a> {
+        Closers {
+            line,
+            from: usize::MAX,
+            next: None,
+            scanned: 0,
+        }
+    }
+
+    /// What [`placeholder_end`] says for `at`; `at` must not decrease
+    /// between calls.
+    pub fn end(&mut self, at: usize) -> Option<usize> {
+        let start = at + 2;
+        let stale =
+            self.from == usize::MAX || start < self.from || self.next.is_some_and(|n| n < start);
+        if stale {
+            self.from = start;
+            let rest = self.line.get(start..).unwrap_or_default();
+            self.next = rest.find("}}").map(|i| start + i);
+            self.scanned += self.next.map_or(rest.len(), |n| n + 2 - start);
+        }
+        self.next.map(|i| i + 2)
+    }
+}
+
 /// (start, end, trimmed name) of the first `{{ name }}` in `text`.
 fn find_placeholder(text: &str) -> Option<(usize, usize, &str)> {
     let start = text.find("{{")?;
@@ -101,6 +141,36 @@ mod tests {
         let w = Word::new("{{ other }}:80", 3);
         assert_eq!(w.placeholder(), Some("{{ other }}"));
         assert_eq!(Word::new("10.0.0.1", 1).placeholder(), None);
+    }
+
+    #[test]
+    fn closers_agree_with_placeholder_end() {
+        for line in [
+            "{{ a }} {{ b }}",
+            "{{{{ x }}",
+            "{{ }",
+            "a {{ b }} {{",
+            "}}{{}}",
+        ] {
+            let mut c = Closers::new(line);
+            for at in (0..line.len()).filter(|&i| line[i..].starts_with("{{")) {
+                assert_eq!(c.end(at), placeholder_end(line, at), "{line:?} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn closers_search_each_byte_about_once() {
+        for line in [
+            "{".repeat(200_000),
+            "{{ a }} ".repeat(20_000) + &"{".repeat(100_000),
+        ] {
+            let mut c = Closers::new(&line);
+            for at in (0..line.len()).filter(|&i| line[i..].starts_with("{{")) {
+                c.end(at);
+            }
+            assert!(c.scanned <= 2 * line.len(), "{} bytes searched", c.scanned);
+        }
     }
 
     #[test]
