@@ -6,12 +6,14 @@ non-root-prefix instance in a temp dir; every process started here is killed
 by pid at teardown, even when the test fails.
 """
 
+import itertools
 import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -229,3 +231,133 @@ def make_halo(io, tmp_path):
 
 def servers_of(backends, **extra):
     return [dict(name=b.name, address=f"127.0.0.1:{b.port}", **extra) for b in backends]
+
+
+# === a raw backend that records exact bytes ===
+
+
+def read_message(sock, buf=b"", head_only=False):
+    """One HTTP/1.1 request from `sock` with what was already read (`buf`):
+    (raw bytes of the whole request, leftover bytes). Framing by
+    Content-Length or chunked; raises EOFError at a clean end of stream
+    before any byte of a request."""
+
+    def more():
+        b = sock.recv(65536)
+        if not b:
+            raise EOFError(buf)
+        return b
+
+    while b"\r\n\r\n" not in buf:
+        buf += more()
+    end = buf.index(b"\r\n\r\n") + 4
+    head = buf[:end].decode("latin-1").lower()
+    if head_only:
+        return buf[:end], buf[end:]
+    m = re.search(r"\r\ncontent-length: *(\d+)\r\n", head)
+    if "\r\ntransfer-encoding:" in head:
+        i = end
+        while True:
+            while b"\r\n" not in buf[i:]:
+                buf += more()
+            line_end = buf.index(b"\r\n", i)
+            size = int(buf[i:line_end].split(b";")[0], 16)
+            i = line_end + 2
+            if size == 0:
+                # Trailers until an empty line.
+                while True:
+                    while b"\r\n" not in buf[i:]:
+                        buf += more()
+                    line_end = buf.index(b"\r\n", i)
+                    empty = line_end == i
+                    i = line_end + 2
+                    if empty:
+                        return buf[:i], buf[i:]
+            while len(buf) < i + size + 2:
+                buf += more()
+            i += size + 2
+    n = int(m.group(1)) if m else 0
+    while len(buf) < end + n:
+        buf += more()
+    return buf[: end + n], buf[end + n :]
+
+
+class RecordingBackend:
+    """A scripted HTTP/1.1 server on loopback for what nginx cannot be made
+    to do (misbehave on cue), and the probe suite's recorder: every request
+    it receives is kept byte for byte in `requests` (with the index of the
+    connection it came on), so a test asserts what reached the server, not
+    only what the client saw.
+
+    `answer(backend, conn_index, request_index_on_conn, request_bytes,
+    sock)` writes the response itself and returns False to close the
+    connection; the default answers `200 OK` with body `ok`."""
+
+    OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    def __init__(self, answer=None):
+        self.answer = answer or (lambda b, c, i, req, s: s.sendall(self.OK) or True)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.requests = []  # (connection index, raw request bytes)
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                idx = self.conns
+                self.conns += 1
+            threading.Thread(target=self.serve, args=(c, idx), daemon=True).start()
+
+    def serve(self, c, idx):
+        c.settimeout(30)
+        buf = b""
+        try:
+            for i in itertools.count():
+                req, buf = read_message(c, buf)
+                with self.lock:
+                    self.requests.append((idx, req))
+                if not self.answer(self, idx, i, req, c):
+                    break
+        except (OSError, EOFError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def recorder():
+    """Make RecordingBackends that are closed after the test."""
+    made = []
+
+    def make(answer=None):
+        b = RecordingBackend(answer)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()

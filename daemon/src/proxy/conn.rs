@@ -118,14 +118,23 @@ impl<I: Io> Worker<I> {
         let mut pool = self.pool.borrow_mut();
         let q = &mut pool[srv];
         while let Some((s, since)) = q.pop_back() {
-            if now.saturating_duration_since(since) < self.pool_idle() {
+            // A server that wrote after its response (a second response to
+            // one request, a body after HEAD or 204, more than its
+            // Content-Length) or closed while the connection sat idle would
+            // hand those bytes to the next client: checked before each reuse.
+            if now.saturating_duration_since(since) < self.pool_idle() && s.is_idle() {
                 return Some(s);
             }
         }
         None
     }
 
+    /// Keep a server connection whose response is complete for reuse,
+    /// unless bytes beyond that response or its close are already there.
     fn checkin(&self, srv: usize, s: I::Stream) {
+        if !s.is_idle() {
+            return;
+        }
         let mut pool = self.pool.borrow_mut();
         let q = &mut pool[srv];
         if q.len() >= POOL_MAX {

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// A connected TCP stream with owned buffers.
 pub(crate) trait Stream: Sized + 'static {
@@ -20,6 +20,9 @@ pub(crate) trait Stream: Sized + 'static {
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// Half- or full-close; errors (already closed) do not matter here.
     fn shutdown(&self, how: Shutdown);
+    /// Nothing unread and no end of stream: a server connection between
+    /// responses, fit to carry the next request. Never waits.
+    fn is_idle(&self) -> bool;
 }
 
 /// A driver: how to connect and accept.
@@ -36,6 +39,25 @@ pub(crate) trait Io: 'static {
 fn nodelay(fd: &impl AsFd) {
     // Heads and small bodies go out in one write; Nagle would only delay them.
     let _ = socket2::SockRef::from(fd).set_nodelay(true);
+}
+
+/// A non-blocking one-byte peek: `EAGAIN` means nothing unread and no
+/// FIN; a byte (data the server wrote outside any response), 0 (the server
+/// closed) or another error all mean the connection must not be reused.
+/// MSG_DONTWAIT makes it non-blocking on io_uring's blocking sockets too,
+/// and a peek consumes nothing, so neither driver's state is disturbed.
+fn peek_idle(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: a valid descriptor owned by the caller and a 1-byte buffer.
+    let r = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 // === epoll driver (plain tokio) ===
@@ -93,6 +115,10 @@ impl Stream for tokio::net::TcpStream {
     fn shutdown(&self, how: Shutdown) {
         let _ = socket2::SockRef::from(self).shutdown(how);
     }
+
+    fn is_idle(&self) -> bool {
+        peek_idle(self.as_raw_fd())
+    }
 }
 
 impl Io for Epoll {
@@ -146,6 +172,10 @@ impl Stream for UringStream {
 
     fn shutdown(&self, how: Shutdown) {
         let _ = self.0.shutdown(how);
+    }
+
+    fn is_idle(&self) -> bool {
+        peek_idle(self.0.as_raw_fd())
     }
 }
 
