@@ -104,6 +104,10 @@ def test_waits_for_a_link_local_address_then_starts(lab_of):
         wait_for(lambda: "waiting for its link-local IPv6 address" in t.log("halo") or not alive(p.pid), T,
                  "halo to say it waits for the link-local address")
         assert alive(p.pid), t.log("halo")
+        # `halo status` says so too.
+        wait_for(lambda: t.vrrp("lb1") is not None, T, "halo to answer on its control socket")
+        v = t.vrrp("lb1")
+        assert v["state"] == "INIT" and "waiting for its link-local IPv6 address" in v["explanation"], v
         t.heal("lb1")  # carrier: the link-local address comes, tentative while DAD runs
         wait_for(lambda: VIP6 in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
         assert alive(p.pid), t.log("halo")
