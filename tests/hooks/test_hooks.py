@@ -162,6 +162,36 @@ def test_master_and_backup_hooks_run_as_the_script_user_with_env(lab, tmp):
             assert line.split()[0] == USER, line
 
 
+def test_fault_hook_runs_when_the_cable_is_cut(lab, tmp):
+    # The switch port goes down (`halo lab cut`): lb1 loses its carrier,
+    # goes to FAULT and runs notify_fault, then the generic notify with
+    # keepalived's arguments, as the script user; back up, it starts over.
+    rec = script(
+        tmp,
+        "record.sh",
+        'echo "$(id -un) $HALO_INSTANCE $HALO_STATE $HALO_VIPS $HALO_PRIORITY args=$*" >> "$1"\n',
+    )
+    out, gen = os.path.join(tmp, "fault.out"), os.path.join(tmp, "generic.out")
+    hooks = f"notify_fault = {toml_list(rec, out)}\nnotify = {toml_list(rec, gen)}\n"
+    start(lab, "lb1", cfg(101, hooks), tmp)
+    start(lab, "lb2", cfg(100), tmp)
+    wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 master")
+    assert read(out) == "", read(out)
+    lab.cut("lb1")
+    try:
+        wait_for(lambda: f"{USER} VI_1 FAULT {VIP} 101 args={out}" in read(out), T, "notify_fault on lb1")
+        wait_for(lambda: f"{USER} VI_1 FAULT {VIP} 101 args={gen} INSTANCE VI_1 FAULT 101" in read(gen), T,
+                 "the generic notify with INSTANCE VI_1 FAULT 101")
+        wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb2"], T, "lb2 master, lb1 without the VIP")
+        assert read(out).count("FAULT") == 1, read(out)
+        lab.heal("lb1")
+        wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 master again")
+        wait_for(lambda: f"{USER} VI_1 MASTER {VIP} 101 args={gen} INSTANCE VI_1 MASTER 101" in read(gen), T,
+                 "the generic notify for MASTER after the heal")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{read(out)}{read(gen)}{lab.log('lb1')}") from None
+
+
 def test_hook_past_its_timeout_is_killed_and_does_not_delay_vrrp(lab, tmp):
     pidfile = os.path.join(tmp, "slow.pid")
     # The pid file is written before the line the test waits for.

@@ -109,3 +109,16 @@ def test_exec_hands_over_its_exit_status_and_bad_names_are_refused():
         assert lab.signal("sleeper") == -15
     r = subprocess.run([halo_bin(), "lab", "status", "--name", "Bad-Name"], capture_output=True, text=True)
     assert r.returncode != 0 and "lab name" in r.stderr, r.stderr
+
+
+def test_nodes_keep_the_kernels_defaults():
+    # Duplicate address detection stays on, as on a real host: the kernel's
+    # values in a new namespace are `all` 0 and `default` (so every
+    # interface made in it) 1; the larger of `all` and the interface's own
+    # counts. IPv6 addresses are tentative for a second or two after they
+    # are added, and halo copes with that (tests/vrrp/test_real_network.py).
+    with Lab("dad", lbs=1, backends=0, ipv6=True) as lab:
+        for node in ("lb1", "client"):
+            for k, want in (("all", "0"), ("default", "1"), ("eth0", "1")):
+                r = lab.exec(node, "sysctl", "-n", f"net.ipv6.conf.{k}.accept_dad")
+                assert r.stdout.strip() == want, (node, k, r.stdout)

@@ -74,10 +74,6 @@ def test_ipv6_vip_needs_no_dad_even_when_the_old_master_still_has_it(lab_of):
     # detection for it: an address added with DAD is "dadfailed" on lb2 and
     # never usable. keepalived adds VIPs with IFA_F_NODAD; so does halo.
     t = lab_of(2, ipv6=True)
-    for n in ("lb1", "lb2", "client"):
-        # The lab still turns DAD off; this test needs the kernel default
-        # back (1) on the interfaces that hold or reach the VIP.
-        t.exec(n, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
     cfg = lambda p: vrrp_toml(p, vips=(VIP6 + "/64",))
     t.run_halo("lb1", cfg(101))
     t.run_halo("lb2", cfg(100))
@@ -98,8 +94,6 @@ def test_waits_for_a_link_local_address_then_starts(lab_of):
     # At boot the link-local address can be missing (no carrier yet), then
     # tentative while DAD runs: halo must wait for it, not exit.
     t = lab_of(1, ipv6=True)
-    # The lab still turns DAD off; this test needs the kernel default back.
-    t.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
     t.cut("lb1")  # no carrier: the kernel makes no link-local address yet
     t.exec("lb1", "ip", "link", "set", "eth0", "down")
     t.exec("lb1", "ip", "link", "set", "eth0", "up")
@@ -110,6 +104,10 @@ def test_waits_for_a_link_local_address_then_starts(lab_of):
         wait_for(lambda: "waiting for its link-local IPv6 address" in t.log("halo") or not alive(p.pid), T,
                  "halo to say it waits for the link-local address")
         assert alive(p.pid), t.log("halo")
+        # `halo status` says so too.
+        wait_for(lambda: t.vrrp("lb1") is not None, T, "halo to answer on its control socket")
+        v = t.vrrp("lb1")
+        assert v["state"] == "INIT" and "waiting for its link-local IPv6 address" in v["explanation"], v
         t.heal("lb1")  # carrier: the link-local address comes, tentative while DAD runs
         wait_for(lambda: VIP6 in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
         assert alive(p.pid), t.log("halo")
@@ -124,8 +122,6 @@ def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
     # `ip` shows it tentative; binding to it would fail ("Cannot assign
     # requested address"): halo must wait, not exit.
     t = lab_of(1, ipv6=True)
-    # The lab still turns DAD off; this test needs the kernel default back.
-    t.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
     path = t.write("lb1", "halo.toml", vrrp_toml(101, vips=(VIP6 + "/64",)))
     script = (
         "ip link set eth0 down && ip link set eth0 up && "

@@ -30,10 +30,6 @@ pub(super) const BRIDGE_TOOL: Tool = Tool {
     command: "bridge",
     package: "iproute2",
 };
-pub(super) const SYSCTL: Tool = Tool {
-    command: "sysctl",
-    package: "procps",
-};
 pub(super) const NGINX: Tool = Tool {
     command: "nginx",
     package: "nginx-light",

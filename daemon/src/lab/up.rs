@@ -23,7 +23,7 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     let (dir, names) = (which.dir.as_path(), &which.names);
     // What `--no-start` does not start it does not need (yet): `start`
     // checks for nginx and keepalived when it starts them.
-    let mut tools = vec![IPROUTE, BRIDGE_TOOL, SYSCTL];
+    let mut tools = vec![IPROUTE, BRIDGE_TOOL];
     if spec.backends > 0 && wait.is_some() {
         tools.push(NGINX);
     }
@@ -137,15 +137,9 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
 pub(super) fn add_netns(ns: &str) -> Result<()> {
     sys::ip(&["netns", "add", ns])?;
     sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    // No duplicate address detection: IPv6 link-local addresses work at once
-    // (ND and the VRRPv3 IPv6 exercises would otherwise wait for DAD).
-    for k in ["all", "default"] {
-        sys::exec_in(
-            ns,
-            "sysctl",
-            &["-qw", &format!("net.ipv6.conf.{k}.accept_dad=0")],
-        )?;
-    }
+    // The namespace keeps the kernel's defaults (duplicate address
+    // detection on, rp_filter, ARP): a lab that turns them off hides what
+    // a real host does (an IPv6 address is tentative for a second or two).
     Ok(())
 }
 

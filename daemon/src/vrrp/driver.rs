@@ -558,6 +558,7 @@ pub async fn run_instance(
                     tracking: &mut tracking,
                     scripts: &mut scripts,
                     control: &mut control,
+                    hub: hub.as_deref(),
                 };
                 let Some(a) = wait_for_link_local(&nl, link.index, &mut waiting).await? else {
                     return Ok(());
@@ -821,6 +822,28 @@ struct WaitingControls<'a> {
     tracking: &'a mut Option<ProxyTracking>,
     scripts: &'a mut Option<ScriptWatch>,
     control: &'a mut mpsc::Receiver<Control>,
+    hub: Option<&'a StatusHub>,
+}
+
+/// `halo status` of an instance that has not started: INIT, and why.
+fn waiting_status(cfg: &VrrpInstance, why: String) -> VrrpStatus {
+    let p = cfg.priority.get();
+    VrrpStatus {
+        name: cfg.name.clone(),
+        interface: cfg.interface.clone(),
+        vrid: cfg.vrid.get(),
+        version: match cfg.version {
+            VrrpVersion::V2 => 2,
+            VrrpVersion::V3 => 3,
+        },
+        state: State::Initialize.to_string(),
+        base_priority: p,
+        effective_priority: p,
+        priority_reason: format!("{p} = configured"),
+        vips: cfg.virtual_ips.iter().map(|v| v.to_string()).collect(),
+        explanation: why,
+        ..VrrpStatus::default()
+    }
 }
 
 /// Wait for the interface's link-local IPv6 address to be usable, saying
@@ -832,20 +855,29 @@ async fn wait_for_link_local(
     w: &mut WaitingControls<'_>,
 ) -> Result<Option<std::net::Ipv6Addr>> {
     let (name, ifname) = (w.cfg.name.clone(), w.cfg.interface.clone());
-    let wait = nl.wait_link_local_v6(index, |s| match s {
-        LinkLocal::Missing => info!(
-            instance = %name,
-            "{name}: {ifname} has no link-local IPv6 address yet (no carrier, or IPv6 starting); waiting for its link-local IPv6 address"
-        ),
-        LinkLocal::Tentative(a) => info!(
-            instance = %name,
-            "{name}: {a} is tentative (duplicate address detection is running); waiting for its link-local IPv6 address"
-        ),
-        LinkLocal::DadFailed(a) => warn!(
-            instance = %name,
-            "{name}: duplicate address detection failed for {a}: another host on {ifname} uses it; waiting for its link-local IPv6 address"
-        ),
-        LinkLocal::Usable(_) => {}
+    let (cfg, hub) = (w.cfg.clone(), w.hub);
+    let wait = nl.wait_link_local_v6(index, |s| {
+        let why = match s {
+            LinkLocal::Missing => format!(
+                "{ifname} has no link-local IPv6 address yet (no carrier, or IPv6 starting)"
+            ),
+            LinkLocal::Tentative(a) => {
+                format!("{a} is tentative (duplicate address detection is running)")
+            }
+            LinkLocal::DadFailed(a) => format!(
+                "duplicate address detection failed for {a}: another host on {ifname} uses it"
+            ),
+            LinkLocal::Usable(_) => return,
+        };
+        let why = format!("{why}; waiting for its link-local IPv6 address");
+        if matches!(s, LinkLocal::DadFailed(_)) {
+            warn!(instance = %name, "{name}: {why}");
+        } else {
+            info!(instance = %name, "{name}: {why}");
+        }
+        if let Some(h) = hub {
+            h.publish_vrrp(waiting_status(&cfg, why));
+        }
     });
     tokio::pin!(wait);
     loop {
@@ -857,6 +889,9 @@ async fn wait_for_link_local(
             }
             c = w.control.recv() => match c {
                 Some(Control::Shutdown) | None => {
+                    if let Some(h) = w.hub {
+                        h.remove_vrrp(&name);
+                    }
                     info!(instance = %name, "{name}: stopped (it was waiting for its link-local address)");
                     return Ok(None);
                 }
