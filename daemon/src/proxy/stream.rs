@@ -20,6 +20,9 @@ pub(crate) trait Stream: Sized + 'static {
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// Half- or full-close; errors (already closed) do not matter here.
     fn shutdown(&self, how: Shutdown);
+    /// The socket's descriptor, so that a `halo server disable` can shut
+    /// down the connections in flight to that server from outside.
+    fn fd(&self) -> std::os::fd::RawFd;
 }
 
 /// A driver: how to connect and accept.
@@ -93,6 +96,10 @@ impl Stream for tokio::net::TcpStream {
     fn shutdown(&self, how: Shutdown) {
         let _ = socket2::SockRef::from(self).shutdown(how);
     }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
 }
 
 impl Io for Epoll {
@@ -146,6 +153,10 @@ impl Stream for UringStream {
 
     fn shutdown(&self, how: Shutdown) {
         let _ = self.0.shutdown(how);
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
     }
 }
 
