@@ -42,7 +42,7 @@ fn parse_for(s: &str) -> Result<Duration, String> {
 pub enum ServerVerb {
     /// No new requests; requests in flight finish.
     Drain,
-    /// No requests at all.
+    /// Out at once: no new requests, requests in flight to it are cut.
     Disable,
     /// Back in rotation (when healthy).
     Enable,

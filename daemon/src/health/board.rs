@@ -31,10 +31,12 @@ use crate::config::ProxyService;
 pub enum AdminState {
     /// Takes new requests when healthy.
     Enabled,
-    /// Takes no new requests; requests in flight finish.
+    /// Takes no new requests; requests in flight finish, idle pooled
+    /// connections close (the proxy's `Worker::apply_admin`).
     Drain,
-    /// Takes no requests. (Checks keep running, so the state is known
-    /// when it is enabled again.)
+    /// Out at once: takes no requests, and those in flight are cut.
+    /// (Checks keep running, so the state is known when it is enabled
+    /// again.)
     Disabled,
 }
 
@@ -125,6 +127,10 @@ struct ServiceSlot {
 pub struct HealthBoard {
     services: Vec<ServiceSlot>,
     changes: watch::Sender<u64>,
+    /// Bumped on every admin state change: the proxy's workers then close
+    /// idle connections to drained and disabled servers and cut the
+    /// requests in flight to disabled ones.
+    admin_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for HealthBoard {
@@ -203,9 +209,11 @@ impl HealthBoard {
             })
             .collect();
         let (changes, _) = watch::channel(0);
+        let (admin_changes, _) = watch::channel(0);
         Arc::new(HealthBoard {
             services: slots,
             changes,
+            admin_changes,
         })
     }
 
@@ -332,7 +340,13 @@ impl HealthBoard {
                 admin.as_str()
             );
             self.recompute(svc);
+            self.admin_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Changes when some server's admin state changes.
+    pub fn subscribe_admin(&self) -> watch::Receiver<u64> {
+        self.admin_changes.subscribe()
     }
 
     pub fn admin(&self, svc: usize, srv: usize) -> Option<AdminState> {

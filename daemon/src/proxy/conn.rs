@@ -24,7 +24,7 @@ use super::balance::Balancer;
 use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits, HttpError};
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
-use crate::health::{HealthBoard, PassiveEvent};
+use crate::health::{AdminState, HealthBoard, PassiveEvent};
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
 const BUF: usize = 16 * 1024;
@@ -97,6 +97,9 @@ pub(crate) struct Worker<I: Io> {
     balancer: RefCell<Balancer>,
     /// Idle keep-alive connections per server, newest last.
     pool: RefCell<Vec<Idle<I::Stream>>>,
+    /// Per server, the descriptors of this worker's server connections
+    /// with a request in flight (see [`InFlight`]).
+    in_flight: RefCell<Vec<Vec<std::os::fd::RawFd>>>,
 }
 
 impl<I: Io> Worker<I> {
@@ -106,6 +109,7 @@ impl<I: Io> Worker<I> {
         Worker {
             balancer: RefCell::new(Balancer::new(shared.svc.balance, weights)),
             pool: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
+            in_flight: RefCell::new(vec![Vec::new(); n]),
             shared,
         }
     }
@@ -132,7 +136,10 @@ impl<I: Io> Worker<I> {
     /// Keep a server connection whose response is complete for reuse,
     /// unless bytes beyond that response or its close are already there.
     fn checkin(&self, srv: usize, s: I::Stream) {
-        if !s.is_idle() {
+        // A drained or disabled server gets no more requests: no pooling.
+        if !s.is_idle()
+            || self.shared.board.admin(self.shared.idx, srv) != Some(AdminState::Enabled)
+        {
             return;
         }
         let mut pool = self.pool.borrow_mut();
@@ -143,11 +150,62 @@ impl<I: Io> Worker<I> {
         q.push_back((s, Instant::now()));
     }
 
+    /// Apply the servers' admin states to this worker's connections:
+    /// idle connections to a drained or disabled server are closed, and
+    /// so are those with a request in flight to a disabled one (`disable`
+    /// is "out at once"; `drain` lets them finish). Run on every admin
+    /// change and every second.
+    pub fn apply_admin(&self) {
+        let sh = &self.shared;
+        for srv in 0..sh.svc.servers.len() {
+            let admin = sh.board.admin(sh.idx, srv);
+            if admin == Some(AdminState::Enabled) {
+                continue;
+            }
+            self.pool.borrow_mut()[srv].clear();
+            if admin == Some(AdminState::Disabled) {
+                for &fd in &self.in_flight.borrow()[srv] {
+                    // SAFETY: a descriptor is registered only while its
+                    // stream is open (`InFlight` is dropped before it), and
+                    // shutdown(2) neither closes nor frees it: the
+                    // exchange's next read sees the end, its write EPIPE.
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                }
+            }
+        }
+    }
+
     /// Drop idle connections past their time; run every second or so.
     pub fn prune_pool(&self, now: Instant) {
         let idle = self.pool_idle();
         for q in self.pool.borrow_mut().iter_mut() {
             q.retain(|(_, since)| now.saturating_duration_since(*since) < idle);
+        }
+    }
+}
+
+/// A server connection with a request in flight, registered with its
+/// worker so that `halo server disable` can cut it; unregistered on drop,
+/// which must come before the stream's (declare it after the stream).
+struct InFlight<'a, I: Io> {
+    w: &'a Worker<I>,
+    srv: usize,
+    fd: std::os::fd::RawFd,
+}
+
+impl<'a, I: Io> InFlight<'a, I> {
+    fn new(w: &'a Worker<I>, srv: usize, s: &I::Stream) -> Self {
+        let fd = s.fd();
+        w.in_flight.borrow_mut()[srv].push(fd);
+        InFlight { w, srv, fd }
+    }
+}
+
+impl<I: Io> Drop for InFlight<'_, I> {
+    fn drop(&mut self) {
+        let mut v = self.w.in_flight.borrow_mut();
+        if let Some(i) = v[self.srv].iter().position(|&f| f == self.fd) {
+            v[self.srv].swap_remove(i);
         }
     }
 }
@@ -652,6 +710,9 @@ async fn exchange<I: Io>(
                 }
             }
         };
+        // Cut by `halo server disable` (after it stops this request
+        // waiting on the server, as a server that closed would).
+        let _in_flight = InFlight::new(w, srv, &server);
         log.tc = Some(connect_start.elapsed());
         log.retries = attempts;
 

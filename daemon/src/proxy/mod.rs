@@ -363,8 +363,15 @@ async fn run_worker<I: Io>(
     let pw = current.clone();
     let prune = tokio::task::spawn_local(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Every second, and at once when a server is drained or
+            // disabled (`halo server ...`): that closes its connections.
+            let mut admin = pw.borrow().shared.board.subscribe_admin();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = admin.changed() => {}
+            }
             let w = pw.borrow().clone();
+            w.apply_admin();
             w.prune_pool(Instant::now());
         }
     });

@@ -23,6 +23,9 @@ pub(crate) trait Stream: Sized + 'static {
     /// Nothing unread and no end of stream: a server connection between
     /// responses, fit to carry the next request. Never waits.
     fn is_idle(&self) -> bool;
+    /// The socket's descriptor, so that a `halo server disable` can shut
+    /// down the connections in flight to that server from outside.
+    fn fd(&self) -> std::os::fd::RawFd;
 }
 
 /// A driver: how to connect and accept.
@@ -119,6 +122,10 @@ impl Stream for tokio::net::TcpStream {
     fn is_idle(&self) -> bool {
         peek_idle(self.as_raw_fd())
     }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
 }
 
 impl Io for Epoll {
@@ -176,6 +183,10 @@ impl Stream for UringStream {
 
     fn is_idle(&self) -> bool {
         peek_idle(self.0.as_raw_fd())
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
     }
 }
 
