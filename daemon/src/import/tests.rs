@@ -617,3 +617,24 @@ fn what_halo_check_refuses_is_taken_out_and_reported() {
         assert!(d.contains(want), "missing {want}\n{d}");
     }
 }
+
+#[test]
+fn an_instance_without_addresses_is_carried_when_a_hook_acts_on_it() {
+    // Seed 000 as written, placeholders filled, no --vip.
+    let k = fixture("000-pangrazzi-lb1.keepalived.conf");
+    let mut o = opts();
+    o.set.insert("lb1_ip_address".into(), "192.0.2.11".into());
+    o.set.insert("lb2_ip_address".into(), "192.0.2.12".into());
+    let i = run(Some(&k), None, &o).unwrap();
+    let c = valid(&i.toml);
+    assert!(c.vrrp[0].virtual_ips.is_empty());
+    assert_eq!(
+        c.vrrp[0].hooks.master,
+        Some(vec!["/etc/keepalived/master.sh".to_string()])
+    );
+    assert!(
+        i.toml.contains("this instance holds no address"),
+        "{}",
+        i.toml
+    );
+}
