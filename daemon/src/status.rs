@@ -261,7 +261,16 @@ pub fn render(s: &Snapshot) -> String {
             v.name, v.state, v.interface, v.vrid, v.version, v.priority_reason
         );
         let _ = writeln!(o, "  why:     {}", v.explanation);
-        let _ = writeln!(o, "  vips:    {}", v.vips.join(", "));
+        if v.vips.is_empty() {
+            // An election for its hooks only (seed 000's floating IP moved
+            // through a provider's API by notify_master).
+            let _ = writeln!(
+                o,
+                "  vips:    none: this instance holds no address; its notify hooks act on the election"
+            );
+        } else {
+            let _ = writeln!(o, "  vips:    {}", v.vips.join(", "));
+        }
         if let Some(m) = &v.master {
             let _ = writeln!(
                 o,
@@ -355,4 +364,30 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod no_address_tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_without_addresses_says_so() {
+        let s = Snapshot {
+            version: "0".into(),
+            pid: 1,
+            uptime_secs: 1.0,
+            config: "halo.toml".into(),
+            vrrp: vec![VrrpStatus {
+                name: "VI_1".into(),
+                state: "MASTER".into(),
+                ..VrrpStatus::default()
+            }],
+            proxy: vec![],
+        };
+        assert!(
+            render(&s).contains("vips:    none: this instance holds no address"),
+            "{}",
+            render(&s)
+        );
+    }
 }

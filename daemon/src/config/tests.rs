@@ -576,7 +576,7 @@ fn required_vrrp_keys_point_at_the_section() {
         vec![
             "1:7: [vrrp.VI_1] needs `interface`",
             "1:7: [vrrp.VI_1] needs `vrid`",
-            "1:7: [vrrp.VI_1] needs `virtual_ips`",
+            "1:7: [vrrp.VI_1] needs `virtual_ips` (or, for an instance that holds no address, a notify hook)",
         ]
     );
     assert_eq!(
@@ -650,7 +650,7 @@ fn bad_vrrp_values() {
     let v = |line: &str| error(&format!("{base}{line}\n"));
     assert_eq!(
         v("virtual_ips = []"),
-        "4:15: `virtual_ips` is empty: give at least one address"
+        "4:15: `virtual_ips` is empty: give at least one address (or, for an instance that holds no address, a notify hook)"
     );
     assert_eq!(
         v("virtual_ips = [\"192.0.2.300\"]"),
@@ -983,4 +983,26 @@ fn every_key_is_documented() {
             );
         }
     }
+}
+
+#[test]
+fn an_instance_with_a_hook_may_hold_no_address() {
+    // Seed 000: the election decides, notify_master moves a provider's IP.
+    for vips in ["", "virtual_ips = []\n"] {
+        for version in ["2", "3"] {
+            let c = ok(&format!(
+                "[vrrp.VI_1]\ninterface = \"eth0\"\nvrid = 42\nversion = {version}\n{vips}\
+                 unicast_src = \"192.0.2.11\"\nunicast_peers = [\"192.0.2.12\"]\n\
+                 notify_master = [\"/etc/keepalived/master.sh\"]\n"
+            ));
+            assert!(c.vrrp[0].virtual_ips.is_empty());
+            assert_eq!(
+                c.vrrp[0].hooks.master.as_ref().unwrap()[0],
+                "/etc/keepalived/master.sh"
+            );
+        }
+    }
+    // IPv6 peers make a v3 instance without addresses IPv6.
+    let c = ok("[vrrp.v6]\ninterface = \"eth0\"\nvrid = 1\nunicast_peers = [\"2001:db8::2\"]\nnotify = [\"/bin/logger\"]\n");
+    assert_eq!(c.vrrp[0].unicast_peers[0], ip("2001:db8::2"));
 }

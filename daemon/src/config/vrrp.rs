@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::diag::{did_you_mean, Diag};
 use super::raw::{Field, RawTrack, RawVrrp};
 use super::validate::{
-    at_most, boolean, dur, in_range, int, list, no_duplicates, parse_as, positive, required,
-    required_list, take, Span,
+    at_most, boolean, dur, in_range, int, list, no_duplicates, parse_as, positive, required, take,
+    Span,
 };
 use super::{
     duration, AdvertInterval, AuthPass, Priority, Track, TrackTarget, Vrid, VrrpInstance,
@@ -111,11 +111,37 @@ fn instance(
     });
     let priority = priority.unwrap_or(Priority::new(100).expect("100 is a valid priority"));
 
+    // An instance may hold no address when a hook does what it is for
+    // (seed 000: notify_master moves a provider's floating IP by API).
+    let has_hook = [
+        &hooks.master,
+        &hooks.backup,
+        &hooks.fault,
+        &hooks.stop,
+        &hooks.notify,
+    ]
+    .iter()
+    .any(|h| h.is_some());
+    // Without addresses, a v3 instance's family is its unicast peers'.
+    let peer_family = r.unicast_peers.as_ref().and_then(|f| {
+        let first = f.value.as_ref().ok()?.first()?;
+        first
+            .value
+            .as_ref()
+            .ok()?
+            .parse::<IpAddr>()
+            .ok()
+            .map(Family::of)
+    });
     // Addresses first: several later rules depend on the family.
-    let vips = virtual_ips(d, r.virtual_ips, &table, &here, version);
+    let vips = virtual_ips(d, r.virtual_ips, &table, &here, version, has_hook);
     let family = match version {
         VrrpVersion::V2 => Some(Family::V4),
-        VrrpVersion::V3 => vips.first().map(|n| Family::of(n.addr())),
+        VrrpVersion::V3 => vips
+            .first()
+            .map(|n| Family::of(n.addr()))
+            .or(peer_family)
+            .or((vips.is_empty() && has_hook).then_some(Family::V4)),
     };
 
     let advert_interval = advert_interval(d, r.advert_interval, version);
@@ -194,7 +220,7 @@ fn instance(
         track,
         hooks,
     };
-    if inst.virtual_ips.is_empty() {
+    if inst.virtual_ips.is_empty() && !has_hook {
         return None;
     }
     Some((inst, vrid?.0, family?))
@@ -278,12 +304,20 @@ fn virtual_ips(
     table: &Span,
     here: &str,
     version: VrrpVersion,
+    has_hook: bool,
 ) -> Vec<IpNet> {
-    let Some((at, items)) = required_list(d, "virtual_ips", f, table, here) else {
+    const NONE: &str = "or, for an instance that holds no address, a notify hook";
+    if f.is_none() && !has_hook {
+        d.error(table, format!("{here} needs `virtual_ips` ({NONE})"));
+    }
+    let Some((at, items)) = list(d, "virtual_ips", f) else {
         return Vec::new();
     };
-    if items.is_empty() {
-        d.error(&at, "`virtual_ips` is empty: give at least one address");
+    if items.is_empty() && !has_hook {
+        d.error(
+            &at,
+            format!("`virtual_ips` is empty: give at least one address ({NONE})"),
+        );
     }
     if items.len() > MAX_VIPS {
         d.error(

@@ -3,6 +3,7 @@
 //! stderr. Exit 0 when a config was written, 1 when the input could not be
 //! read or parsed, or nothing in it could be carried over.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,9 +94,12 @@ pub fn run(args: ImportArgs) -> ExitCode {
     match import(src(&k), src(&h), &opts) {
         Ok(out) => {
             print!("{}", out.toml);
+            // One write for thousands of report lines, not one each.
+            let mut err = std::io::BufWriter::new(std::io::stderr().lock());
             for d in &out.dropped {
-                eprintln!("{d}");
+                let _ = writeln!(err, "{d}");
             }
+            let _ = err.flush();
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -161,18 +161,53 @@ fn comments(out: &mut String, indent: &str, from: &[Src], notes: &[String]) {
     }
 }
 
+/// Where an output line came from: table, entry and array item indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub table: usize,
+    pub entry: Option<usize>,
+    pub item: Option<usize>,
+}
+
 /// The whole document: `header` comment lines, then each table.
 pub fn document(header: &[String], tables: &[Table], footer: &[String]) -> String {
+    document_map(header, tables, footer).0
+}
+
+/// [`document`], and for every line (0-based) what it belongs to, so that a
+/// `halo check` error at a line can be traced to the key that caused it.
+pub fn document_map(
+    header: &[String],
+    tables: &[Table],
+    footer: &[String],
+) -> (String, Vec<Option<Loc>>) {
     let mut out = String::new();
+    let mut locs: Vec<Option<Loc>> = Vec::new();
+    // Every line written since the last call belongs to `loc`.
+    let mut seen = 0;
+    let mut mark = |out: &String, locs: &mut Vec<Option<Loc>>, loc: Option<Loc>| {
+        let n = locs.len() + out[seen..].matches('\n').count();
+        seen = out.len();
+        locs.resize(n, loc);
+    };
     for h in header {
         let _ = writeln!(out, "# {}", one_line(h));
     }
-    for t in tables {
+    mark(&out, &mut locs, None);
+    for (ti, t) in tables.iter().enumerate() {
+        let at = |entry, item| {
+            Some(Loc {
+                table: ti,
+                entry,
+                item,
+            })
+        };
         out.push('\n');
         comments(&mut out, "", &t.from, &t.notes);
         let path: Vec<String> = t.path.iter().map(|p| key(p)).collect();
         let _ = writeln!(out, "[{}]", path.join("."));
-        for e in &t.entries {
+        mark(&out, &mut locs, at(None, None));
+        for (ei, e) in t.entries.iter().enumerate() {
             comments(&mut out, "", &e.from, &e.notes);
             match &e.rhs {
                 Rhs::One(v) => {
@@ -184,13 +219,16 @@ pub fn document(header: &[String], tables: &[Table], footer: &[String]) -> Strin
                 }
                 Rhs::Many(items) => {
                     let _ = writeln!(out, "{} = [", key(e.key));
-                    for i in items {
+                    mark(&out, &mut locs, at(Some(ei), None));
+                    for (ii, i) in items.iter().enumerate() {
                         comments(&mut out, "  ", &i.from, &[]);
                         let _ = writeln!(out, "  {},", value(&i.value));
+                        mark(&out, &mut locs, at(Some(ei), Some(ii)));
                     }
                     out.push_str("]\n");
                 }
             }
+            mark(&out, &mut locs, at(Some(ei), None));
         }
     }
     if !footer.is_empty() {
@@ -199,7 +237,8 @@ pub fn document(header: &[String], tables: &[Table], footer: &[String]) -> Strin
             let _ = writeln!(out, "# {}", one_line(f));
         }
     }
-    out
+    mark(&out, &mut locs, None);
+    (out, locs)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! health-check timeout) the HAProxy behaviour is written out explicitly.
 //! Every line not used is reported once, where it is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -523,6 +523,7 @@ pub fn map(o: &Origin, file: &File, opts: &Options) -> Mapped {
     let mut tables = Vec::new();
     let mut services = Vec::new();
     let mut used_backends = BTreeSet::new();
+    let mut bound = Bound::new();
     for (i, s) in file.sections.iter().enumerate() {
         if read[i].is_none() {
             continue;
@@ -562,7 +563,9 @@ pub fn map(o: &Origin, file: &File, opts: &Options) -> Mapped {
             drops.push(o.drop(s.head.line(), s.kind(), "a proxy section needs a name"));
             continue;
         }
-        if let Some(ts) = service(o, &name, head, be_head, &fe, &be, opts, &mut drops) {
+        if let Some(ts) = service(
+            o, &name, head, be_head, &fe, &be, opts, &mut bound, &mut drops,
+        ) {
             services.push(name);
             tables.extend(ts);
         }
@@ -611,6 +614,9 @@ fn is_stats_page(s: &Section) -> bool {
 
 // === one service ===
 
+/// Addresses bound by the services so far: "ip:port" -> (section, line).
+type Bound = BTreeMap<String, (String, usize)>;
+
 #[allow(clippy::too_many_arguments)]
 fn service(
     o: &Origin,
@@ -620,6 +626,7 @@ fn service(
     fe: &Settings,
     be: &Settings,
     opts: &Options,
+    bound: &mut Bound,
     drops: &mut Vec<Dropped>,
 ) -> Option<Vec<Table>> {
     let line = head.line;
@@ -656,7 +663,27 @@ fn service(
     // bind
     let mut binds = Vec::new();
     for (src, words) in &fe.binds {
-        binds.extend(bind(o, src, words, opts, drops));
+        for (item, port) in bind(o, src, words, opts, drops) {
+            let Value::Str(addr) = &item.value else {
+                continue;
+            };
+            // HAProxy lets two sections listen on one address (the kernel
+            // splits the connections between them); halo binds it once.
+            let first = bound.get(addr).cloned().or_else(|| {
+                binds
+                    .iter()
+                    .find(|(i, _): &&(Item, u16)| i.value == item.value)
+                    .map(|(i, _)| (here(), i.from.first().map_or(0, |s| s.line)))
+            });
+            match first {
+                Some((who, at)) => drops.push(o.drop(
+                    src.line,
+                    &format!("bind {addr}"),
+                    format!("{addr} is already bound by {who} (line {at}): halo binds an address once, for one service"),
+                )),
+                None => binds.push((item, port)),
+            }
+        }
     }
     if binds.is_empty() {
         drops.push(o.drop(line, &here(), "no bind address halo can use"));
@@ -667,8 +694,18 @@ fn service(
 
     // servers
     let mut servers = Vec::new();
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for (src, words) in &be.servers {
         if let Some(s) = server(o, src, words, &be.default_server, bind_port, opts, drops) {
+            if let Some(first) = names.get(&s.name) {
+                drops.push(o.drop(
+                    src.line,
+                    &format!("server {}", s.name),
+                    format!("a second server named {} in this backend (the first is at line {first}): HAProxy refuses the file; the first is imported", s.name),
+                ));
+                continue;
+            }
+            names.insert(s.name.clone(), src.line);
             servers.push(s);
         }
     }
@@ -677,6 +714,14 @@ fn service(
         return None;
     }
 
+    for (item, _) in &binds {
+        if let Value::Str(addr) = &item.value {
+            bound.insert(
+                addr.clone(),
+                (here(), item.from.first().map_or(0, |s| s.line)),
+            );
+        }
+    }
     table.entries.push(Entry::many(
         "bind",
         binds.into_iter().map(|(item, _)| item).collect(),

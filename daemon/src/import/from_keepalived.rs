@@ -620,9 +620,9 @@ fn instance(
     if vrid.is_none() && !fatal.iter().any(|f| f.contains("virtual_router_id")) {
         fatal.push("no virtual_router_id".into());
     }
-    if vips.is_empty() {
+    if vips.is_empty() && hooks.is_empty() {
         fatal.push(format!(
-            "no virtual_ipaddress: keepalived runs such an instance for its election and scripts only, halo needs at least one virtual IP (pass --vip {name}=ADDRESS/PREFIX)"
+            "no virtual_ipaddress and no notify hook: keepalived runs such an instance for its election and scripts only, halo needs a virtual IP (pass --vip {name}=ADDRESS/PREFIX) or a hook that acts on the election"
         ));
     }
     if !fatal.is_empty() {
@@ -720,7 +720,14 @@ fn instance(
         }
         t.entries.push(e);
     }
-    t.entries.push(Entry::many("virtual_ips", vips));
+    if vips.is_empty() {
+        // Seed 000: the election decides, notify_master moves the address.
+        t.entries.push(Entry::many("virtual_ips", vips).note(
+            "no virtual_ipaddress: this instance holds no address; it elects and runs its notify hooks, as in keepalived",
+        ));
+    } else {
+        t.entries.push(Entry::many("virtual_ips", vips));
+    }
     if let Some(src) = nopreempt {
         t.entries
             .push(Entry::one("nopreempt", Value::Bool(true), vec![src]));

@@ -228,7 +228,17 @@ pub fn import(
             .map(|(n, text)| format!("  from {}:{n} {text}", origin.short))
             .collect();
     }
-    if vrrp_tables.is_empty() && proxy_tables.is_empty() {
+    let origins: Vec<Origin> = [keepalived, haproxy]
+        .into_iter()
+        .flatten()
+        .map(|s| Origin::new(s.path))
+        .collect();
+    let tables: Vec<emit::Table> = vrrp_tables.into_iter().chain(proxy_tables).collect();
+    let tables = settle(tables, &origins, &mut dropped);
+    // The same line reported twice (a backend two frontends use) once.
+    let mut once = std::collections::BTreeSet::new();
+    dropped.retain(|d| once.insert(d.to_string()));
+    if tables.is_empty() {
         return Err(ImportError::NothingCarried(dropped));
     }
 
@@ -261,11 +271,114 @@ pub fn import(
             ));
         }
     }
-    let tables: Vec<emit::Table> = vrrp_tables.into_iter().chain(proxy_tables).collect();
     Ok(Imported {
         toml: emit::document(&header, &tables, &footer),
         dropped,
     })
+}
+
+/// The last word on what is written: the output is checked as `halo check`
+/// does, and whatever it refuses (a value past one of halo's limits that the
+/// mapping did not foresee, a key that then refers to nothing) is taken out
+/// and reported, the array item, key or table the error's line is in, until
+/// the check passes. So an import never writes a file `halo check` rejects.
+fn settle(
+    mut tables: Vec<emit::Table>,
+    origins: &[Origin],
+    dropped: &mut Vec<Dropped>,
+) -> Vec<emit::Table> {
+    // Each round removes at least one thing, or gives up on everything.
+    let max_rounds = 4 + tables.iter().map(|t| 1 + t.entries.len()).sum::<usize>();
+    for _ in 0..max_rounds {
+        if tables.is_empty() {
+            break;
+        }
+        let (text, locs) = emit::document_map(&[], &tables, &[]);
+        let Err(errors) = crate::config::parse_str("halo.toml", &text) else {
+            return tables;
+        };
+        let mut cuts: Vec<(emit::Loc, String)> = Vec::new();
+        for e in errors.0 {
+            match e
+                .line
+                .checked_sub(1)
+                .and_then(|i| locs.get(i).copied().flatten())
+            {
+                Some(loc) => cuts.push((loc, e.message)),
+                None => {
+                    // Not traceable to a key: nothing written can be trusted.
+                    for t in &tables {
+                        dropped.push(refused(origins, &t.from, &t.from, &e.message));
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+        // Deepest and last first, so earlier indexes stay valid.
+        cuts.sort_by(|a, b| {
+            (b.0.table, b.0.entry, b.0.item).cmp(&(a.0.table, a.0.entry, a.0.item))
+        });
+        cuts.dedup_by(|a, b| a.0 == b.0);
+        let mut gone_tables = std::collections::BTreeSet::new();
+        for (loc, message) in cuts {
+            if gone_tables.contains(&loc.table) {
+                continue;
+            }
+            let t = &mut tables[loc.table];
+            match (loc.entry, loc.item) {
+                (Some(ei), Some(ii)) => {
+                    if let emit::Rhs::Many(items) = &mut t.entries[ei].rhs {
+                        if ii < items.len() {
+                            let item = items.remove(ii);
+                            dropped.push(refused(origins, &item.from, &t.from, &message));
+                        }
+                    }
+                }
+                (Some(ei), None) if ei < t.entries.len() => {
+                    let e = t.entries.remove(ei);
+                    dropped.push(refused(origins, &e.from, &t.from, &message));
+                }
+                _ => {
+                    gone_tables.insert(loc.table);
+                    dropped.push(refused(origins, &t.from, &t.from, &message));
+                }
+            }
+        }
+        for ti in gone_tables.into_iter().rev() {
+            tables.remove(ti);
+        }
+    }
+    for t in &tables {
+        dropped.push(refused(
+            origins,
+            &t.from,
+            &t.from,
+            "halo check still refuses it",
+        ));
+    }
+    Vec::new()
+}
+
+/// The report line for a part `halo check` refused: its first source line
+/// (or its table's when the key was not from a line).
+fn refused(origins: &[Origin], from: &[emit::Src], table: &[emit::Src], message: &str) -> Dropped {
+    let src = from.first().or(table.first());
+    let (file, line, text) = match src {
+        Some(s) => {
+            let path = origins
+                .iter()
+                .find(|o| o.short == s.file)
+                .map_or(s.file.clone(), |o| o.path.clone());
+            (path, s.line, s.text.clone())
+        }
+        None => ("halo.toml".to_string(), 0, String::new()),
+    };
+    Dropped {
+        file,
+        line,
+        directive: words::one_line(&text),
+        reason: format!("halo check refuses what it becomes: {message}"),
+    }
 }
 
 #[cfg(test)]

@@ -581,3 +581,60 @@ fn keepalived_scripts_halo_cannot_run_are_reported_and_limits_applied() {
         assert!(d.contains(want), "missing {want}\n{d}");
     }
 }
+
+#[test]
+fn haproxy_repeats_are_reported_with_both_lines() {
+    let h = "frontend a\n  mode http\n  bind :8080\n  default_backend be\nfrontend b\n  mode http\n  bind :8080\n  bind :8081\n  default_backend be\nbackend be\n  mode http\n  server s1 192.0.2.1:80\n  server s1 192.0.2.2:80\n";
+    let i = run(None, Some(h), &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.proxy.len(), 2);
+    assert_eq!(c.proxy[0].servers.len(), 1);
+    let d = dropped(&i).join("\n");
+    for want in [
+        "haproxy.cfg:7: directive 'bind 0.0.0.0:8080' not carried over: 0.0.0.0:8080 is already bound by frontend a (line 3)",
+        "haproxy.cfg:13: directive 'server s1' not carried over: a second server named s1 in this backend (the first is at line 12)",
+    ] {
+        assert!(d.contains(want), "missing {want}\n{d}");
+    }
+}
+
+#[test]
+fn what_halo_check_refuses_is_taken_out_and_reported() {
+    // An interface name longer than Linux allows: keepalived's parser takes
+    // it, halo's check does not; the mapping has no rule for it.
+    let k = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.1\n  }\n  track_interface {\n    eth1\n    averyveryverylongifname0\n  }\n}\n\
+             vrrp_instance VI_2 {\n  interface averyveryverylongifname0\n  virtual_router_id 52\n  virtual_ipaddress {\n    192.0.2.2\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.vrrp.len(), 1);
+    assert_eq!(c.vrrp[0].track.len(), 1);
+    let d = dropped(&i).join("\n");
+    for want in [
+        "keepalived.conf:9: directive 'averyveryverylongifname0' not carried over: halo check refuses what it becomes: ",
+        "keepalived.conf:13: directive 'interface averyveryverylongifname0' not carried over: halo check refuses what it becomes: ",
+        "keepalived.conf:12: directive 'vrrp_instance VI_2' not carried over: halo check refuses what it becomes: [vrrp.VI_2] needs `interface`",
+    ] {
+        assert!(d.contains(want), "missing {want}\n{d}");
+    }
+}
+
+#[test]
+fn an_instance_without_addresses_is_carried_when_a_hook_acts_on_it() {
+    // Seed 000 as written, placeholders filled, no --vip.
+    let k = fixture("000-pangrazzi-lb1.keepalived.conf");
+    let mut o = opts();
+    o.set.insert("lb1_ip_address".into(), "192.0.2.11".into());
+    o.set.insert("lb2_ip_address".into(), "192.0.2.12".into());
+    let i = run(Some(&k), None, &o).unwrap();
+    let c = valid(&i.toml);
+    assert!(c.vrrp[0].virtual_ips.is_empty());
+    assert_eq!(
+        c.vrrp[0].hooks.master,
+        Some(vec!["/etc/keepalived/master.sh".to_string()])
+    );
+    assert!(
+        i.toml.contains("this instance holds no address"),
+        "{}",
+        i.toml
+    );
+}

@@ -534,7 +534,15 @@ pub async fn run_instance(
         .await
         .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
     let vips: Vec<IpAddr> = cfg.virtual_ips.iter().map(|n| n.addr()).collect();
-    let v6 = vips.iter().any(|a| a.is_ipv6());
+    // An instance holding no address takes its family from its unicast
+    // source or peers (config checked they agree).
+    let v6 = match vips.first() {
+        Some(a) => a.is_ipv6(),
+        None => cfg
+            .unicast_src
+            .or(cfg.unicast_peers.first().copied())
+            .is_some_and(|a| a.is_ipv6()),
+    };
     let src = match (cfg.unicast_src, v6) {
         (Some(s), _) => s,
         (None, false) => {

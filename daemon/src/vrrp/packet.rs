@@ -194,8 +194,6 @@ pub enum DecodeError {
     BadType(u8),
     /// VRID 0 is not a virtual router.
     BadVrid,
-    /// Count IP Addrs is 0; RFC 5798 5.2.5 says the minimum is 1.
-    NoAddresses,
     /// The message length does not match what Count IP Addrs implies.
     BadLength { expected: usize, got: usize },
     /// The checksum does not verify; `computed` is what it should be.
@@ -229,7 +227,6 @@ impl fmt::Display for DecodeError {
             DecodeError::BadVersion(v) => write!(f, "unsupported VRRP version {v}"),
             DecodeError::BadType(t) => write!(f, "unknown VRRP message type {t}"),
             DecodeError::BadVrid => write!(f, "virtual router id 0"),
-            DecodeError::NoAddresses => write!(f, "no virtual addresses (count 0)"),
             DecodeError::BadLength { expected, got } => write!(
                 f,
                 "length {got} does not match the address count (expected {expected})"
@@ -284,7 +281,7 @@ impl fmt::Display for EncodeError {
             EncodeError::AddrFamily => {
                 write!(f, "addresses do not fit the VRRP version / IP family")
             }
-            EncodeError::AddrCount(n) => write!(f, "{n} addresses (must be 1..=255)"),
+            EncodeError::AddrCount(n) => write!(f, "{n} addresses (must be 0..=255)"),
             EncodeError::Interval(cs) => write!(f, "interval {cs} cs not encodable"),
             EncodeError::Vrid => write!(f, "virtual router id 0"),
         }
@@ -360,9 +357,10 @@ impl Advert {
         if vrid == 0 {
             return Err(DecodeError::BadVrid);
         }
-        if count == 0 {
-            return Err(DecodeError::NoAddresses);
-        }
+        // Count 0 is decoded: RFC 5798 5.2.5 wants at least one address,
+        // but keepalived's VRRPv2 instances without virtual_ipaddress (an
+        // election for scripts only) send none, and so do halo's. The
+        // router drops it unless its own address list is empty too.
         let priority = payload[2];
         let (interval_cs, auth) = match version {
             Version::V2 => {
@@ -410,7 +408,7 @@ impl Advert {
         if (v6 && self.version == Version::V2) || self.addrs.iter().any(|a| a.is_ipv6() != v6) {
             return Err(EncodeError::AddrFamily);
         }
-        if self.addrs.is_empty() || self.addrs.len() > 255 {
+        if self.addrs.len() > 255 {
             return Err(EncodeError::AddrCount(self.addrs.len()));
         }
         let ok = match self.version {

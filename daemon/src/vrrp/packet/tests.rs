@@ -274,10 +274,12 @@ fn rejects_each_malformation_with_its_own_error() {
     fix_checksum(&mut m, &ctx);
     assert_eq!(decode(&m), Err(DecodeError::BadVrid));
 
+    // No addresses: what keepalived's v2 instances without
+    // virtual_ipaddress send (and halo's without virtual_ips).
     let mut m = good[..8].to_vec();
     m[3] = 0;
     fix_checksum(&mut m, &ctx);
-    assert_eq!(decode(&m), Err(DecodeError::NoAddresses));
+    assert_eq!(decode(&m).map(|a| a.addrs), Ok(vec![]));
 
     let mut m = good.clone();
     m[4] = 0xf0; // reserved bits set, interval 0
@@ -379,6 +381,10 @@ fn round_trip_all_shapes() {
     for (ctx, version, addrs) in [
         (v4ctx(), Version::V2, vec!["192.0.2.100", "192.0.2.101"]),
         (v4ctx(), Version::V3, vec!["192.0.2.100"]),
+        // No addresses: an instance that only elects (keepalived v2
+        // without virtual_ipaddress, halo without virtual_ips).
+        (v4ctx(), Version::V2, vec![]),
+        (v4ctx(), Version::V3, vec![]),
         (
             v6ctx(),
             Version::V3,
