@@ -352,7 +352,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             }
         };
         if let Err(e) = req.parse_from(&cbuf[..head_len], shared.limits) {
-            refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+            refuse(&client, &shared, peer, start, e.status(), &e.to_string()).await;
             return;
         }
         cbuf.drain(..head_len);
