@@ -196,3 +196,49 @@ def test_asterisk_options_forwarded(make_halo, recorder):
     [(_, req)] = rb.requests
     assert req.startswith(b"OPTIONS * HTTP/1.1\r\n")
 
+
+# === framing of empty responses ===
+
+
+def read_one(s):
+    """One response with a Content-Length body from `s`: (head, body), or
+    what came before a timeout or close (then body is None)."""
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            b = s.recv(65536)
+            if not b:
+                return buf, None
+            buf += b
+        head, body = buf.split(b"\r\n\r\n", 1)
+        n = int(re.search(rb"(?im)^content-length: *(\d+)\r?$", head).group(1))
+        while len(body) < n:
+            b = s.recv(65536)
+            if not b:
+                return buf, None
+            body += b
+        return head, body
+    except socket.timeout:
+        return buf + b"<timeout>", None
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_empty_response_keeps_its_content_length(make_halo, recorder, method):
+    """`Content-Length: 0` (and the length a HEAD answer states) reach the
+    client: without it a 200 to GET would be read until the connection
+    closes, and on a kept-alive connection that is never."""
+
+    def answer(b, conn, i, req, s):
+        if req.startswith(b"HEAD"):
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        else:
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    rb = recorder(answer)
+    h = make_halo(servers(rb))
+    with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+        s.sendall(method + b" / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, _ = read_one(s) if method == b"GET" else (s.recv(65536), None)
+    want = b"1234" if method == b"HEAD" else b"0"
+    assert re.search(rb"(?im)^content-length: " + want + rb"\r?$", head), head

@@ -391,6 +391,9 @@ pub struct ResponseHead {
     pub keep_alive: bool,
     /// Every item of every Connection field.
     conn: Vec<Span>,
+    /// The Content-Length the server sent: re-stated for a response
+    /// without body (`0`, or the length a HEAD answer announces).
+    content_length: Option<u64>,
 }
 
 impl ResponseHead {
@@ -464,6 +467,7 @@ impl ResponseHead {
             }
         };
         self.keep_alive = minor == 1 && !f.conn_close && self.body != BodyKind::Close;
+        self.content_length = f.content_length;
         self.bytes.extend_from_slice(buf);
         Ok(())
     }
@@ -883,7 +887,20 @@ pub fn encode_response(
             out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => put_header(out, b"Transfer-Encoding", b"chunked"),
-        BodyKind::None | BodyKind::Close => {}
+        // Content-Length is re-stated by the proxy like all framing: for a
+        // response without body, the server's value (a 200 with
+        // `Content-Length: 0` without it would be read until close; a HEAD
+        // answer keeps the length it announces). Never on 1xx and 204.
+        BodyKind::None => {
+            if let Some(n) = resp.content_length {
+                if resp.status >= 200 && resp.status != 204 {
+                    out.extend_from_slice(b"Content-Length: ");
+                    put_decimal(out, n);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        BodyKind::Close => {}
     }
     if upgrade {
         put_header(out, b"Connection", b"upgrade");
@@ -1750,6 +1767,33 @@ mod tests {
             out,
             b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: close\r\n\r\n"
         );
+        // An empty body keeps its Content-Length; a HEAD answer the length
+        // it announces; a 204 none.
+        for (head, method, want) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+                "GET",
+                "Content-Length: 0\r\n",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+                "HEAD",
+                "Content-Length: 42\r\n",
+            ),
+            (b"HTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n", "GET", ""),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "HEAD", ""),
+        ] {
+            let r = resp(head, method).unwrap();
+            let mut out = Vec::new();
+            encode_response(&r, response_body_out(&r, 1), 1, true, false, &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert!(s.starts_with("HTTP/1.1 "), "{s}");
+            assert_eq!(
+                s.split_once("\r\n").unwrap().1,
+                format!("{want}\r\n"),
+                "{method}"
+            );
+        }
         // Close-delimited from the server is re-chunked for a 1.1 client.
         let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
         assert_eq!(response_body_out(&r, 1), BodyKind::Chunked);
