@@ -197,7 +197,7 @@ def test_asterisk_options_forwarded(make_halo, recorder):
     assert req.startswith(b"OPTIONS * HTTP/1.1\r\n")
 
 
-# === framing of empty responses ===
+# === 5. a response that arrives while the request body is still on its way ===
 
 
 def read_one(s):
@@ -220,6 +220,63 @@ def read_one(s):
         return head, body
     except socket.timeout:
         return buf + b"<timeout>", None
+
+
+def test_early_response_from_nginx_is_relayed(backends_alive, make_halo):
+    """POST with Content-Length: 1 and no body: nginx answers 405 at once
+    (a static file takes no POST); halo relays it instead of waiting for a
+    body that never comes. The client timeout is far longer than the
+    client's own wait, so waiting for the body cannot pass."""
+    h = make_halo(servers_of(backends_alive[:1]), timeouts={"client": "300s"})
+    with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+        s.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n")
+        head, body = read_one(s)
+    assert head.startswith(b"HTTP/1.1 405 "), head
+    assert body is not None
+
+
+def test_early_response_to_unending_upload(make_halo, recorder):
+    """A server that refuses an upload of 2^63 - 1 bytes on its head alone
+    (413 and close): the client gets the 413, the server saw the length."""
+
+    def answer(b, conn, i, req, s):
+        s.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        return False
+
+    rb = recorder(answer, early=True)
+    h = make_halo(servers(rb), timeouts={"client": "300s"})
+    with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 9223372036854775807\r\n\r\nabc")
+        head, body = read_one(s)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    [(_, req)] = rb.requests
+    assert b"\r\nContent-Length: 9223372036854775807\r\n" in req
+
+
+def test_full_duplex_body_after_response_keeps_both_connections(make_halo, recorder):
+    """The server answers on the head and then reads the body; the client
+    sends the rest of its body only after it has the response. Both
+    connections stay usable: the body reaches the server whole and the next
+    request is answered on the same connections."""
+    rb = recorder(early=True)
+    h = make_halo(servers(rb), timeouts={"client": "300s"})
+    with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        head, body = read_one(s)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert body == b"ok"
+        s.sendall(b"56789")
+        s.sendall(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, body = read_one(s)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert body == b"ok"
+    assert [r for _, r in rb.requests][0].endswith(b"\r\n\r\n0123456789")
+    assert rb.requests[1][1].startswith(b"GET /next ")
+    # One server connection for both.
+    assert {c for c, _ in rb.requests} == {0}
+
+
+# === framing of empty responses ===
 
 
 @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
