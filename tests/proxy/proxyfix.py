@@ -291,11 +291,15 @@ class RecordingBackend:
 
     `answer(backend, conn_index, request_index_on_conn, request_bytes,
     sock)` writes the response itself and returns False to close the
-    connection; the default answers `200 OK` with body `ok`."""
+    connection; the default answers `200 OK` with body `ok`. With
+    `early=True` it answers as soon as a request's head is in (the body
+    still on its way, as a server that refuses an upload does) and then
+    reads the body; `requests` holds the head until the body is complete."""
 
     OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
-    def __init__(self, answer=None):
+    def __init__(self, answer=None, early=False):
+        self.early = early
         self.answer = answer or (lambda b, c, i, req, s: s.sendall(self.OK) or True)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -332,6 +336,17 @@ class RecordingBackend:
         buf = b""
         try:
             for i in itertools.count():
+                if self.early:
+                    head, buf = read_message(c, buf, head_only=True)
+                    with self.lock:
+                        k = len(self.requests)
+                        self.requests.append((idx, head))
+                    if not self.answer(self, idx, i, head, c):
+                        break
+                    req, buf = read_message(c, head + buf)
+                    with self.lock:
+                        self.requests[k] = (idx, req)
+                    continue
                 req, buf = read_message(c, buf)
                 with self.lock:
                     self.requests.append((idx, req))
@@ -353,8 +368,8 @@ def recorder():
     """Make RecordingBackends that are closed after the test."""
     made = []
 
-    def make(answer=None):
-        b = RecordingBackend(answer)
+    def make(answer=None, early=False):
+        b = RecordingBackend(answer, early)
         made.append(b)
         return b
 

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let fresh = parse_request(&data[..n], LIM);
     let mut reused = parse_request(
-        b"POST /earlier HTTP/1.1\r\nHost: a\r\nConnection: upgrade, x\r\nUpgrade: y\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST /earlier HTTP/1.1\r\nHost: a\r\nConnection: upgrade, x\r\nUpgrade: y\r\nTransfer-Encoding: chunked\r\n\r\n",
         LIM,
     )
     .expect("earlier request parses");
@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
     .expect("re-encoded head parses");
     assert_eq!(again.body, req.body);
     assert_eq!(again.method(), req.method());
-    assert_eq!(again.target(), req.target());
+    // Absolute-form goes upstream in origin-form with its authority as Host.
+    assert_eq!(again.authority(), None);
+    if req.authority().is_none() {
+        assert_eq!(again.target(), req.target());
+    }
 
     let mut dec = BodyDecoder::new(req.body);
     let mut body = Vec::new();

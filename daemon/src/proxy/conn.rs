@@ -10,8 +10,10 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,13 @@ use crate::health::{AdminState, HealthBoard, PassiveEvent};
 const BUF: usize = 16 * 1024;
 /// Idle server connections kept per server per worker.
 const POOL_MAX: usize = 128;
+/// "No deadline" for a response head while the request body still goes
+/// out (within tokio's timer range).
+const FAR: Duration = Duration::from_secs(365 * 86400);
+
+/// What the request-body pump hands back: how it ended, the client's
+/// buffer and `out`.
+type Pumped = (Result<u64, Fail>, Vec<u8>, Vec<u8>);
 
 /// State one service shares across its worker threads.
 pub(crate) struct Shared {
@@ -411,7 +420,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             }
         };
         if let Err(e) = req.parse_from(&cbuf[..head_len], shared.limits) {
-            refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+            refuse(&client, &shared, peer, start, e.status(), &e.to_string()).await;
             return;
         }
         cbuf.drain(..head_len);
@@ -595,6 +604,8 @@ async fn acquire<I: Io>(
 struct Bufs {
     /// Bytes on their way out (heads, encoded body data).
     out: Vec<u8>,
+    /// The response's bytes while `out` carries a request body.
+    rout: Vec<u8>,
     /// Bytes read from the server.
     sbuf: Vec<u8>,
     /// The server's response head.
@@ -621,6 +632,7 @@ async fn exchange<I: Io>(
     let ip = log.peer.ip();
     let Bufs {
         out,
+        rout,
         sbuf,
         resp,
         tried,
@@ -722,64 +734,90 @@ async fn exchange<I: Io>(
         http::encode_request(req, fwd, host, out);
         shared.stats.sent(srv, out.len() as u64);
         let sent_at = Instant::now();
-        let body_res = if req.body == BodyKind::None {
-            write(&server, out, sent_at + t.server)
-                .await
-                .map_err(|e| e.map(Fail::ServerIo).unwrap_or(Fail::ServerTimeout))
-                .map(|_| 0)
-        } else {
-            copy_body(
-                client,
-                cbuf,
-                t.client,
-                &server,
-                t.server,
-                BodyDecoder::new(req.body),
-                BodyEncoder::new(req.body),
-                out,
-                Side::ClientToServer,
-            )
-            .await
-        };
-        match body_res {
-            Ok(n) => shared.stats.sent(srv, n),
-            Err(Fail::ServerIo(_)) if pooled && replayable => {
-                // The server closed its idle connection under us.
-                drop(slot);
-                continue;
+        // Full duplex: a request body goes out (the pump) while the
+        // response is read, so a server that answers before the body is
+        // complete (a refused upload, an error) is heard at once, not after
+        // a body that may never come. The pump owns the client's buffer
+        // and `out` while it runs and hands them back when it ends.
+        let mut pump: Option<Pin<Box<dyn Future<Output = Pumped> + '_>>> = None;
+        if req.body == BodyKind::None {
+            if let Err(e) = write(&server, out, sent_at + t.server).await {
+                if pooled && replayable {
+                    // The server closed its idle connection under us.
+                    drop(slot);
+                    continue;
+                }
+                let f = e.map(Fail::ServerIo).unwrap_or(Fail::ServerTimeout);
+                return fail(client, log, f, t.client).await;
             }
-            Err(f) => return fail(client, log, f, t.client).await,
+        } else {
+            let (mut cb, mut ob) = (std::mem::take(cbuf), std::mem::take(out));
+            let (kind, tc, ts, to) = (req.body, t.client, t.server, &server);
+            pump = Some(Box::pin(async move {
+                let r = copy_body(
+                    client,
+                    &mut cb,
+                    tc,
+                    to,
+                    ts,
+                    BodyDecoder::new(kind),
+                    BodyEncoder::new(kind),
+                    &mut ob,
+                    Side::ClientToServer,
+                )
+                .await;
+                (r, cb, ob)
+            }));
         }
+        // How the request body ended (None: no body, or still going).
+        let mut body_res: Option<Result<(), Fail>> = None;
 
         // === response head ===
         sbuf.clear();
-        let head = loop {
-            let head = read_head(
+        let head = {
+            // While the body goes out the server may take its time to read
+            // it: `timeouts.server` for the head counts from the body's end.
+            let deadline = sent_at + if pump.is_some() { FAR } else { t.server };
+            let head_fut = read_final_head(
                 &server,
                 sbuf,
                 resp,
                 shared.limits,
-                req.method(),
-                sent_at + t.server,
-            )
-            .await;
-            match head {
-                Ok(hl) => {
-                    sbuf.drain(..hl);
-                    if (100..200).contains(&resp.status) && resp.status != 101 {
-                        // Interim responses go to HTTP/1.1 clients as they are.
-                        if req.minor == 1 {
-                            http::encode_response(resp, BodyKind::None, 1, true, false, out);
-                            if write(client, out, Instant::now() + t.client).await.is_err() {
-                                log.note = "client gone";
-                                return false;
-                            }
-                        }
-                        continue;
+                req,
+                client,
+                t.client,
+                deadline,
+            );
+            tokio::pin!(head_fut);
+            loop {
+                let Some(p) = pump.as_mut() else {
+                    let body_end = Instant::now();
+                    break match timeout_at((body_end + t.server).into(), &mut head_fut).await {
+                        Ok(h) => h,
+                        Err(_) => Err(HeadFail::Timeout),
+                    };
+                };
+                let (r, cb, ob) = tokio::select! {
+                    h = &mut head_fut => break h,
+                    pumped = p.as_mut() => pumped,
+                };
+                pump = None;
+                *cbuf = cb;
+                *out = ob;
+                match r {
+                    Ok(n) => {
+                        shared.stats.sent(srv, n);
+                        body_res = Some(Ok(()));
                     }
-                    break Ok(());
+                    // The client failed (bad chunk, timeout, gone): answer
+                    // it and close, as before any response.
+                    Err(f @ (Fail::ClientIo(_) | Fail::ClientTimeout | Fail::ClientProto(_))) => {
+                        return fail(client, log, f, t.client).await;
+                    }
+                    // The server stopped taking the body: it may have
+                    // answered (and closed), so its response is read on.
+                    Err(f) => body_res = Some(Err(f)),
                 }
-                Err(e) => break Err(e),
             }
         };
         match head {
@@ -787,6 +825,10 @@ async fn exchange<I: Io>(
             Err(HeadFail::Closed) if pooled && replayable && sbuf.is_empty() => {
                 drop(slot);
                 continue;
+            }
+            Err(HeadFail::ClientGone) => {
+                log.note = "client gone";
+                return false;
             }
             Err(HeadFail::Closed) => {
                 log.note = "server closed before responding";
@@ -826,6 +868,16 @@ async fn exchange<I: Io>(
                 log.note = "unrequested 101";
                 return send_error(client, log, 502, t.client).await;
             }
+            if let Some(p) = pump.take() {
+                // The tunnel starts after the request body.
+                let (r, cb, ob) = p.await;
+                *cbuf = cb;
+                *out = ob;
+                if r.is_err() {
+                    log.note = "request body failed before tunnel";
+                    return false;
+                }
+            }
             http::encode_response(resp, BodyKind::None, req.minor, true, true, out);
             out.extend_from_slice(sbuf);
             log.bytes += out.len() as u64;
@@ -856,30 +908,82 @@ async fn exchange<I: Io>(
         let client_keep = req.keep_alive
             && body_out != BodyKind::Close
             && !w.shared.draining.load(Ordering::Relaxed);
-        http::encode_response(resp, body_out, req.minor, client_keep, false, out);
-        let head_bytes = out.len() as u64;
-        let res = if resp.body == BodyKind::None {
-            write(client, out, Instant::now() + t.client)
+        // `out` is the pump's while it runs; the response then goes
+        // through `rout`.
+        let rbuf: &mut Vec<u8> = if pump.is_some() { rout } else { out };
+        rbuf.clear();
+        http::encode_response(resp, body_out, req.minor, client_keep, false, rbuf);
+        let head_bytes = rbuf.len() as u64;
+        let relay = async {
+            if resp.body == BodyKind::None {
+                write(client, rbuf, Instant::now() + t.client)
+                    .await
+                    .map(|_| 0)
+                    .map_err(|e| e.map(Fail::ClientIo).unwrap_or(Fail::ClientTimeout))
+            } else {
+                copy_body(
+                    &server,
+                    sbuf,
+                    t.server,
+                    client,
+                    t.client,
+                    BodyDecoder::new(resp.body),
+                    BodyEncoder::new(body_out),
+                    rbuf,
+                    Side::ServerToClient,
+                )
                 .await
-                .map(|_| 0)
-                .map_err(|e| e.map(Fail::ClientIo).unwrap_or(Fail::ClientTimeout))
-        } else {
-            copy_body(
-                &server,
-                sbuf,
-                t.server,
-                client,
-                t.client,
-                BodyDecoder::new(resp.body),
-                BodyEncoder::new(body_out),
-                out,
-                Side::ServerToClient,
-            )
-            .await
+            }
+        };
+        let mut pumped = None;
+        let res = match pump.as_mut() {
+            None => relay.await,
+            Some(p) => {
+                tokio::pin!(relay);
+                tokio::select! {
+                    r = &mut relay => r,
+                    done = p.as_mut() => {
+                        pumped = Some(done);
+                        relay.await
+                    }
+                }
+            }
         };
         match res {
             Ok(body_bytes) => {
                 log.bytes += head_bytes + body_bytes;
+                if pumped.is_none() {
+                    if let Some(p) = pump.take() {
+                        // The response is complete and the request body is
+                        // not: a server keeping its connection reads the
+                        // rest (nginx does), so it goes on; one closing
+                        // takes no more, and the client connection closes
+                        // (after draining what the client still sends).
+                        if !resp.keep_alive {
+                            log.note = "response before request body end";
+                            return false;
+                        }
+                        pumped = Some(p.await);
+                    }
+                }
+                drop(pump);
+                if let Some((r, cb, ob)) = pumped {
+                    *cbuf = cb;
+                    *out = ob;
+                    match r {
+                        Ok(n) => {
+                            shared.stats.sent(srv, n);
+                            body_res = Some(Ok(()));
+                        }
+                        Err(f) => body_res = Some(Err(f)),
+                    }
+                }
+                if let Some(Err(f)) = body_res {
+                    // The response went out whole; the request did not.
+                    tracing::debug!(client = %log.peer, "request body unfinished: {f:?}");
+                    log.note = "request body unfinished";
+                    return false;
+                }
                 if resp.keep_alive && sbuf.is_empty() && !shared.draining.load(Ordering::Relaxed) {
                     w.checkin(srv, server);
                 }
@@ -943,6 +1047,8 @@ async fn fail<S: Stream>(client: &S, log: &mut Log, f: Fail, t: Duration) -> boo
 }
 
 enum HeadFail {
+    /// Writing an interim response to the client failed.
+    ClientGone,
     Closed,
     Io(io::Error),
     Timeout,
@@ -976,6 +1082,40 @@ async fn read_head<S: Stream>(
             Err(Some(e)) => return Err(HeadFail::Io(e)),
             Err(None) => return Err(HeadFail::Timeout),
         }
+    }
+}
+
+/// Read the final response head into `resp` (its bytes drained from
+/// `sbuf`), passing interim responses (1xx but 101) on to HTTP/1.1 clients.
+#[allow(clippy::too_many_arguments)]
+async fn read_final_head<S: Stream, C: Stream>(
+    server: &S,
+    sbuf: &mut Vec<u8>,
+    resp: &mut http::ResponseHead,
+    limits: HeadLimits,
+    req: &http::RequestHead,
+    client: &C,
+    client_t: Duration,
+    deadline: Instant,
+) -> Result<(), HeadFail> {
+    loop {
+        let hl = read_head(server, sbuf, resp, limits, req.method(), deadline).await?;
+        sbuf.drain(..hl);
+        if (100..200).contains(&resp.status) && resp.status != 101 {
+            // Interim responses go to HTTP/1.1 clients as they are.
+            if req.minor == 1 {
+                let mut out = Vec::new();
+                http::encode_response(resp, BodyKind::None, 1, true, false, &mut out);
+                if write(client, &mut out, Instant::now() + client_t)
+                    .await
+                    .is_err()
+                {
+                    return Err(HeadFail::ClientGone);
+                }
+            }
+            continue;
+        }
+        return Ok(());
     }
 }
 
