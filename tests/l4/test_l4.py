@@ -199,3 +199,89 @@ while not os.path.exists(go):
     time.sleep(0.05)
 ask("second")
 """
+
+
+def start_dr_backends(lab, names=("web1", "web2", "web3")):
+    """LVS direct routing on the backends (seed 004's notify.sh): the VIP on
+    `lo`, so they accept packets for it, and ARP bent so they never answer
+    or announce it (arp_ignore=1: answer only for addresses on the asking
+    interface; arp_announce=2: never use the VIP as the ARP source). These
+    two sysctls leave the kernel defaults on purpose, as LVS-DR requires;
+    the balancer keeps every default. nginx also listens on the VIP."""
+    for w in names:
+        for key in ("all", "eth0"):
+            lab.exec(w, "sysctl", "-qw", f"net.ipv4.conf.{key}.arp_ignore=1")
+            lab.exec(w, "sysctl", "-qw", f"net.ipv4.conf.{key}.arp_announce=2")
+        lab.exec(w, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+        conf = lab.path(w, "nginx.conf")
+        with open(conf) as f:
+            text = f.read()
+        text = text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen {VIP}:80;")
+        with open(conf, "w") as f:
+            f.write(text)
+        lab.start(w)
+
+
+# On the balancer, someone else's table counting what arrives from the VIP:
+# in direct routing the servers' answers never pass through the balancer.
+PROBE = f"""add table netdev probe
+add chain netdev probe c {{ type filter hook ingress device eth0 priority -500; }}
+add rule netdev probe c ip saddr {VIP} counter
+"""
+
+
+def probe_count(lab):
+    m = re.search(r"ip saddr [\d.]+ counter packets (\d+)", ruleset(lab))
+    return int(m.group(1)) if m else None
+
+
+def test_dr_round_robin_servers_answer_directly_and_flows_survive_reload():
+    with Lab("l4d", lbs=1, backends=3) as lab:
+        start_dr_backends(lab)
+        lab.exec("lb1", "nft", "-f", "-", input=PROBE)
+        lab.run_halo("lb1", vrrp_toml(150) + l4_toml('forward = "dr"\ninterface = "eth0"'))
+        try:
+            wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
+            # The MACs come from lb1's neighbour table (the health checks fill it).
+            wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "three servers in the map")
+            wait_for(lambda: get(lab) is not None, T, "a page through the VIP")
+            got = answers(lab, 9)
+            assert sorted(got.count(w) for w in ("web1", "web2", "web3")) == [3, 3, 3], got
+            rs = ruleset(lab)
+            assert "table netdev halo_l4" in rs and "fwd to \"eth0\"" in rs, rs
+            assert "table inet halo_l4" not in rs
+            # The servers saw the client itself, and answered it directly.
+            assert "192.0.2.2 " in lab.log("web1", "access")
+            assert probe_count(lab) == 0, rs
+
+            # An established flow, kept open across a reload that changes the
+            # scheduling (wrr, weights 1:2:2): its packets still all go to its
+            # server (per-packet numgen alone would scatter them and break it).
+            conn = lab.spawn("conn", "client", ["python3", "-c", KEEPALIVE_CLIENT, VIP, lab.path("client", "go")])
+            wait_for(lambda: "first" in lab.log("conn"), T, "the first answer on the kept connection")
+            kept = re.search(r"first (web\d)", lab.log("conn")).group(1)
+            others = [w for w in ("web1", "web2", "web3") if w != kept]
+            servers = [f'{{ name = "{w}", address = "{WEB[w]}:80", weight = {1 if w == kept else 2} }}'
+                       for w in ("web1", "web2", "web3")]
+            lab.write("lb1", "halo.toml",
+                      vrrp_toml(150) + l4_toml('forward = "dr"\ninterface = "eth0"\nscheduler = "wrr"', servers))
+            lab.reload("lb1")
+            wait_for(lambda: "numgen inc mod 5" in ruleset(lab), T, "the reloaded map")
+            open(lab.path("client", "go"), "w").close()
+            assert conn.wait(timeout=T) == 0, lab.log("conn")
+            assert f"second {kept}" in lab.log("conn"), lab.log("conn")
+            got = answers(lab, 5)
+            assert sorted(got.count(w) for w in ("web1", "web2", "web3")) == [1, 2, 2], got
+
+            # A stopped backend leaves the map.
+            lab.kill(others[0])
+            wait_for(lambda: others[0] not in in_map(lab), T, f"{others[0]} out of the map")
+            assert others[0] not in answers(lab, 4)
+            assert probe_count(lab) == 0
+
+            lab.stop("lb1")
+            rs = ruleset(lab)
+            assert "halo_l4" not in rs and "table netdev probe" in rs, rs
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
