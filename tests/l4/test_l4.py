@@ -285,3 +285,43 @@ def test_dr_round_robin_servers_answer_directly_and_flows_survive_reload():
         except AssertionError:
             print(lab.log("lb1"))
             raise
+
+
+def test_track_l4_moves_the_vip_and_the_backup_already_balances():
+    """Both LBs program the table (a takeover needs no reprogramming); lb1
+    tracks its l4 service: with no healthy server its priority drops below
+    lb2's and the VIP moves."""
+    with Lab("l4t", lbs=2, backends=2) as lab:
+        for lb in ("lb1", "lb2"):
+            # LVS-NAT forwards (see start_nat).
+            lab.exec(lb, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for w in ("web1", "web2"):
+            lab.start(w)
+        servers = [f'{{ name = "{w}", address = "{WEB[w]}:80" }}' for w in ("web1", "web2")]
+        lab.run_halo("lb1", vrrp_toml(150, extra='track = [{ l4 = "web", weight = -60 }]') + l4_toml(servers=servers))
+        lab.run_halo("lb2", vrrp_toml(100) + l4_toml(servers=servers))
+        try:
+            wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 master")
+            wait_for(lambda: get(lab) is not None, T, "a page through lb1")
+            assert "table inet halo_l4" in ruleset(lab, "lb2")
+
+            # lb1 stops: lb2 takes the VIP and balances at once.
+            lab.stop("lb1")
+            wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb2"], T, "lb2 to take the VIP")
+            wait_for(lambda: get(lab) is not None, T, "a page through lb2")
+            assert set(answers(lab, 4)) == {"web1", "web2"}
+
+            # lb1 back, then no healthy server: 150 - 60 = 90 < 100.
+            lab.start("lb1")
+            wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 master again")
+            mark = lab.log_mark("lb1")
+            lab.kill("web1")
+            lab.kill("web2")
+            wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb2"], T, "lb2 to take the VIP")
+            assert "90 = 150 - 60 (track l4 web: no healthy server)" in lab.log("lb1", since=mark)
+            lab.start("web1")
+            wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 back when web1 is")
+            wait_for(lambda: get(lab) == "web1", T, "pages from web1")
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
