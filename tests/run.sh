@@ -52,7 +52,7 @@ if want unit; then
 fi
 
 # pytest areas under tests/; `bash tests/run.sh vrrp ops` runs just those.
-areas=(vrrp ops proxy health import lab hooks admin)
+areas=(vrrp ops proxy health import lab hooks admin l4)
 sel=()
 for a in "${areas[@]}"; do
   if want integration || want "$a"; then

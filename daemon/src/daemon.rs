@@ -163,6 +163,8 @@ struct Daemon {
     scripts: ScriptRuntime,
     /// `halo vrrp release`s kept across restarts, beside the socket.
     releases: crate::release::Store,
+    /// `[l4.*]`: checks and the nftables reconciler (none once stopped).
+    l4: Option<crate::l4::L4Side>,
 }
 
 impl Daemon {
@@ -181,6 +183,8 @@ impl Daemon {
         hub.set_board(proxy.board.clone(), &cfg.proxy);
         hub.set_stats(proxy.stats.clone());
         let admin = crate::admin::AdminServer::start(&cfg.admin, hub.clone())?;
+        let l4 = crate::l4::L4Side::start(&cfg.l4).await?;
+        hub.set_l4(&l4);
         let mut d = Daemon {
             cfg: cfg.clone(),
             config_path,
@@ -194,6 +198,7 @@ impl Daemon {
             admin,
             scripts,
             releases: crate::release::Store::beside(&socket_path),
+            l4: Some(l4),
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
@@ -216,9 +221,10 @@ impl Daemon {
 
     fn summary(&self) -> String {
         format!(
-            "{} VRRP instance(s), {} proxy service(s){}",
+            "{} VRRP instance(s), {} proxy service(s), {} l4 service(s){}",
             self.cfg.vrrp.len(),
             self.cfg.proxy.len(),
+            self.cfg.l4.len(),
             self.proxy
                 .proxy
                 .as_ref()
@@ -291,6 +297,9 @@ impl Daemon {
                 }
                 r
             });
+            if let Some(l4) = &self.l4 {
+                let _ = ctx.send(Control::L4Tracking(l4.tracking())).await;
+            }
             readies.push((inst.name.clone(), rrx));
             self.instances
                 .insert(inst.name.clone(), InstanceHandle { control: ctx, task });
@@ -502,6 +511,32 @@ impl Daemon {
             notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
         }
 
+        // L4: the old reconciler stops first so that it cannot rewrite the
+        // table after the new one; the table itself stays (conntrack and the
+        // flow sets keep established flows). A failure brings the old one back.
+        if new.l4 != self.cfg.l4 {
+            if let Some(old) = self.l4.take() {
+                old.retire().await;
+            }
+            match crate::l4::L4Side::start(&new.l4).await {
+                Ok(side) => self.l4 = Some(side),
+                Err(e) => {
+                    self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+                    if let Some(l4) = &self.l4 {
+                        self.hub.set_l4(l4);
+                    }
+                    return Response::err(format!("{e:#} (still running the previous config)"));
+                }
+            }
+            if let Some(l4) = &self.l4 {
+                self.hub.set_l4(l4);
+                for h in self.instances.values() {
+                    let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
+                }
+            }
+            notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
+        }
+
         // Track scripts: a changed set restarts them all; instances switch
         // to the new states (which start up, as at start-up).
         if new.track_scripts != self.cfg.track_scripts {
@@ -612,6 +647,9 @@ impl Daemon {
         );
         let _ = side.stop(None).await;
         std::mem::replace(&mut self.scripts, ScriptRuntime::empty()).stop();
+        if let Some(l4) = self.l4.take() {
+            l4.stop().await;
+        }
         if let Some(p) = &self.cfg.global.pid_file {
             let _ = std::fs::remove_file(p);
         }

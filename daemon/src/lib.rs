@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod health;
 pub mod hooks;
 pub mod import;
+pub mod l4;
 pub mod lab;
 pub mod liveness;
 pub mod logging;

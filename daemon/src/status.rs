@@ -22,6 +22,41 @@ pub struct Snapshot {
     pub config: String,
     pub vrrp: Vec<VrrpStatus>,
     pub proxy: Vec<ServiceView>,
+    /// `[l4.*]` services (absent from older daemons' answers).
+    #[serde(default)]
+    pub l4: Vec<L4View>,
+}
+
+/// An `[l4.NAME]` service: its servers' health, whether each is in the
+/// nftables map, and the table's counters (packets that entered the
+/// service and each server's chain: every packet with direct routing, the
+/// first packet of each connection with NAT, where conntrack does the rest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct L4View {
+    pub name: String,
+    /// "192.0.2.100:80/tcp".
+    pub address: String,
+    /// "nat" or "dr".
+    pub forward: String,
+    pub scheduler: String,
+    /// Some server is healthy (what `track = [{ l4 = ... }]` reads).
+    pub up: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub servers: Vec<L4ServerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct L4ServerView {
+    pub name: String,
+    pub address: String,
+    pub weight: u32,
+    pub healthy: bool,
+    /// Takes new flows: in the nftables map as last applied.
+    pub in_map: bool,
+    pub last_result: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -113,6 +148,14 @@ pub struct StatusHub {
     board: Mutex<Arc<HealthBoard>>,
     weights: Mutex<BTreeMap<(String, String), u32>>,
     stats: Mutex<Option<Arc<crate::stats::ProxyStats>>>,
+    l4: Mutex<Option<L4Source>>,
+}
+
+/// Where the L4 part of a snapshot comes from.
+struct L4Source {
+    services: Vec<crate::config::L4Service>,
+    board: Arc<HealthBoard>,
+    report: Arc<Mutex<crate::l4::L4Report>>,
 }
 
 impl StatusHub {
@@ -124,6 +167,7 @@ impl StatusHub {
             board: Mutex::new(board),
             weights: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(None),
+            l4: Mutex::new(None),
         })
     }
 
@@ -154,6 +198,70 @@ impl StatusHub {
 
     pub fn stats(&self) -> Option<Arc<crate::stats::ProxyStats>> {
         self.stats.lock().unwrap().clone()
+    }
+
+    /// The running `[l4.*]` services (set again after a reload).
+    pub fn set_l4(&self, side: &crate::l4::L4Side) {
+        *self.l4.lock().unwrap() = Some(L4Source {
+            services: side.services.clone(),
+            board: side.board.clone(),
+            report: side.report.clone(),
+        });
+    }
+
+    fn l4_views(&self) -> Vec<L4View> {
+        let guard = self.l4.lock().unwrap();
+        let Some(src) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let report = src.report.lock().unwrap().clone();
+        let health = src.board.snapshot();
+        src.services
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                let rep = report.services.get(si);
+                let h = health.get(si);
+                let forward = match s.forward {
+                    crate::config::L4Forward::Nat { .. } => "nat",
+                    crate::config::L4Forward::Dr { .. } => "dr",
+                };
+                let total = rep.map(|r| r.1).unwrap_or_default();
+                L4View {
+                    name: s.name.clone(),
+                    address: format!(
+                        "{}/{}",
+                        std::net::SocketAddr::new(s.address, s.port),
+                        s.protocol.as_str()
+                    ),
+                    forward: forward.to_string(),
+                    scheduler: s.scheduler.as_str().to_string(),
+                    up: h.is_some_and(|h| h.up),
+                    packets: total.packets,
+                    bytes: total.bytes,
+                    servers: s
+                        .servers
+                        .iter()
+                        .enumerate()
+                        .map(|(vi, v)| {
+                            let hv = h.and_then(|h| h.servers.get(vi));
+                            let (in_map, c) =
+                                rep.and_then(|r| r.0.get(vi).copied()).unwrap_or_default();
+                            L4ServerView {
+                                name: v.name.clone(),
+                                address: v.address.to_string(),
+                                weight: v.weight,
+                                healthy: hv.is_some_and(|x| x.healthy),
+                                in_map,
+                                last_result: hv.and_then(|x| x.last_result.clone()),
+                                packets: c.packets,
+                                bytes: c.bytes,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     pub fn board(&self) -> Arc<HealthBoard> {
@@ -203,6 +311,7 @@ impl StatusHub {
             config: self.config.clone(),
             vrrp: self.vrrp.lock().unwrap().values().cloned().collect(),
             proxy,
+            l4: self.l4_views(),
         }
     }
 }
@@ -360,6 +469,38 @@ pub fn render(s: &Snapshot) -> String {
                 o,
                 "  {:<12} {:<22} {:<5} {:<9} {:>6} {:>6} {:>7.1} {:>9} {:>6}  {last}",
                 v.name, v.address, state, v.admin, v.weight, v.active, v.rate, v.requests, v.errors
+            );
+        }
+    }
+    for l in &s.l4 {
+        let _ = writeln!(
+            o,
+            "\nl4 {}: {} {} {} {}  {} packets, {} bytes",
+            l.name,
+            if l.up { "UP" } else { "DOWN" },
+            l.address,
+            l.forward,
+            l.scheduler,
+            l.packets,
+            l.bytes
+        );
+        let _ = writeln!(
+            o,
+            "  {:<12} {:<22} {:<5} {:<6} {:>6} {:>10} {:>12}  last check",
+            "server", "address", "state", "in map", "weight", "packets", "bytes"
+        );
+        for v in &l.servers {
+            let _ = writeln!(
+                o,
+                "  {:<12} {:<22} {:<5} {:<6} {:>6} {:>10} {:>12}  {}",
+                v.name,
+                v.address,
+                if v.healthy { "UP" } else { "DOWN" },
+                if v.in_map { "yes" } else { "no" },
+                v.weight,
+                v.packets,
+                v.bytes,
+                v.last_result.as_deref().unwrap_or("-")
             );
         }
     }

@@ -116,7 +116,86 @@ pub fn render(s: &Snapshot, traffic: &[ServiceTraffic], start_time: f64) -> Stri
 
     vrrp(o, s);
     proxy(o, s, traffic);
+    l4(o, s);
     o.to_string()
+}
+
+/// `[l4.*]`: health, map membership and the nftables counters.
+fn l4(o: &mut String, s: &Snapshot) {
+    if s.l4.is_empty() {
+        return;
+    }
+    let mut f = family(
+        o,
+        "halo_l4_service_up",
+        "gauge",
+        "1 while an l4 service has a healthy server.",
+    );
+    for l in &s.l4 {
+        f.add(&[("l4_service", &l.name)], flag(l.up));
+    }
+    let mut f = family(
+        o,
+        "halo_l4_server_up",
+        "gauge",
+        "Health of each l4 server: 1 up, 0 down.",
+    );
+    for l in &s.l4 {
+        for v in &l.servers {
+            f.add(
+                &[("l4_service", &l.name), ("server", &v.name)],
+                flag(v.healthy),
+            );
+        }
+    }
+    let mut f = family(
+        o,
+        "halo_l4_server_in_map",
+        "gauge",
+        "1 while the server takes new flows in the nftables map.",
+    );
+    for l in &s.l4 {
+        for v in &l.servers {
+            f.add(
+                &[("l4_service", &l.name), ("server", &v.name)],
+                flag(v.in_map),
+            );
+        }
+    }
+    let mut f = family(
+        o,
+        "halo_l4_server_weight",
+        "gauge",
+        "Configured weight of each l4 server.",
+    );
+    for l in &s.l4 {
+        for v in &l.servers {
+            f.add(
+                &[("l4_service", &l.name), ("server", &v.name)],
+                f64::from(v.weight),
+            );
+        }
+    }
+    for (name, help, bytes) in [
+        (
+            "halo_l4_server_packets_total",
+            "Packets sent to each l4 server by nftables (NAT: first packets of connections; DR: all client packets). Resets when the table is rebuilt.",
+            false,
+        ),
+        (
+            "halo_l4_server_bytes_total",
+            "Bytes of those packets.",
+            true,
+        ),
+    ] {
+        let mut f = family(o, name, "counter", help);
+        for l in &s.l4 {
+            for v in &l.servers {
+                let n = if bytes { v.bytes } else { v.packets };
+                f.add(&[("l4_service", &l.name), ("server", &v.name)], n as f64);
+            }
+        }
+    }
 }
 
 fn vrrp(o: &mut String, s: &Snapshot) {
@@ -419,7 +498,7 @@ fn proxy(o: &mut String, s: &Snapshot, traffic: &[ServiceTraffic]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{PeerView, ServerView, ServiceView, VrrpStatus};
+    use crate::status::{L4ServerView, L4View, PeerView, ServerView, ServiceView, VrrpStatus};
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -462,6 +541,25 @@ mod tests {
                     errors: 0,
                     active: 0,
                     rate: 0.0,
+                }],
+            }],
+            l4: vec![L4View {
+                name: "dns".into(),
+                address: "192.0.2.100:53/udp".into(),
+                forward: "dr".into(),
+                scheduler: "rr".into(),
+                up: true,
+                packets: 12,
+                bytes: 900,
+                servers: vec![L4ServerView {
+                    name: "ns1".into(),
+                    address: "192.0.2.21:53".into(),
+                    weight: 2,
+                    healthy: true,
+                    in_map: true,
+                    last_result: None,
+                    packets: 7,
+                    bytes: 500,
                 }],
             }],
         }
@@ -512,6 +610,8 @@ mod tests {
         assert!(m.contains(
             "halo_server_request_duration_seconds_count{service=\"web\",server=\"web1\"} 4\n"
         ));
+        assert!(m.contains("halo_l4_server_in_map{l4_service=\"dns\",server=\"ns1\"} 1\n"));
+        assert!(m.contains("halo_l4_server_packets_total{l4_service=\"dns\",server=\"ns1\"} 7\n"));
         // Each family is declared once, before its samples.
         let mut seen = std::collections::BTreeSet::new();
         for line in m.lines().filter(|l| l.starts_with("# TYPE ")) {

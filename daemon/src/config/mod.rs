@@ -15,6 +15,7 @@
 mod admin;
 mod diag;
 mod duration;
+mod l4;
 mod proxy;
 mod raw;
 mod schema;
@@ -29,6 +30,7 @@ mod tests;
 
 pub use admin::{crypt_parts, Admin, BasicAuth, CryptParts};
 pub use duration::{format as format_duration, parse as parse_duration};
+pub use l4::{L4Forward, L4Protocol, L4Scheduler, L4Server, L4Service};
 pub use summary::summary;
 pub use types::*;
 pub use validate::DEFAULT_CONTROL_SOCKET;

@@ -262,7 +262,7 @@ fn limits(d: &mut Diag, t: Option<RawLimits>) -> Limits {
     }
 }
 
-fn health(d: &mut Diag, h: RawHealth) -> HealthCheck {
+pub(super) fn health(d: &mut Diag, h: RawHealth) -> HealthCheck {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
         Http,

@@ -144,6 +144,7 @@ pub struct RawConfig {
     pub vrrp: Opt<Named<RawVrrp>>,
     pub proxy: Opt<Named<RawProxy>>,
     pub track_script: Opt<Named<RawTrackScript>>,
+    pub l4: Opt<Named<super::l4::RawL4>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +190,7 @@ pub struct RawTrack {
     pub interface: Opt<String>,
     pub proxy: Opt<String>,
     pub script: Opt<String>,
+    pub l4: Opt<String>,
     pub weight: Opt<i64>,
 }
 

@@ -35,6 +35,26 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         let here = format!("[track_script.{name}]");
         check_table(script, keys_of::<RawTrackScript>(), &here, diag);
     }
+    for (name, l4) in named_tables(root, "l4") {
+        let here = format!("[l4.{name}]");
+        check_table(l4, keys_of::<super::l4::RawL4>(), &here, diag);
+        for server in array_tables(l4, "servers") {
+            check_table(
+                server,
+                keys_of::<super::l4::RawL4Server>(),
+                "a server entry",
+                diag,
+            );
+        }
+        if let Some(t) = table(l4, "health") {
+            check_table(
+                t,
+                keys_of::<RawHealth>(),
+                &format!("[l4.{name}.health]"),
+                diag,
+            );
+        }
+    }
     for (name, proxy) in named_tables(root, "proxy") {
         let here = format!("[proxy.{name}]");
         check_table(proxy, keys_of::<RawProxy>(), &here, diag);

@@ -329,7 +329,7 @@ mod tests {
             errors(&format!(
                 "{script}{VRRP}track = [{{ script = \"chk_nginx\", interface = \"eth1\" }}]\n"
             )),
-            ["8:10: track entry needs exactly one of `interface`, `proxy` or `script`"]
+            ["8:10: track entry needs exactly one of `interface`, `proxy`, `script` or `l4`"]
         );
         // A script with a bad weight: one error, at the script.
         let bad = "[track_script.chk]\ncommand = [\"/bin/true\"]\nweight = 999\n";

@@ -84,6 +84,7 @@ fn vrrp(out: &mut String, v: &VrrpInstance) {
                 TrackTarget::Interface(i) => format!("interface {i} {:+}", t.weight),
                 TrackTarget::Proxy(p) => format!("proxy {p} {:+}", t.weight),
                 TrackTarget::Script(s) => format!("script {s} {:+}", t.weight),
+                TrackTarget::L4(s) => format!("l4 {s} {:+}", t.weight),
             })
             .collect();
         let _ = writeln!(out, "  track {}", tracks.join(", "));

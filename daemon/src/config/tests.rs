@@ -438,7 +438,7 @@ fn summary_shows_each_part() {
 
 #[test]
 fn empty_file_has_nothing_to_do() {
-    let want = "1:1: nothing to do: no [vrrp.*] or [proxy.*] section";
+    let want = "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section";
     assert_eq!(error(""), want);
     assert_eq!(error("# only a comment\n[global]\n"), want);
 }
@@ -553,7 +553,7 @@ fn a_section_that_is_not_a_table() {
     assert_eq!(
         errors("vrrp = 5\n"),
         vec![
-            "1:1: nothing to do: no [vrrp.*] or [proxy.*] section",
+            "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
             "1:8: `vrrp`: expected a table, found integer `5`",
         ]
     );
@@ -561,7 +561,7 @@ fn a_section_that_is_not_a_table() {
     assert_eq!(
         e,
         vec![
-            "1:1: nothing to do: no [vrrp.*] or [proxy.*] section",
+            "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
             "2:5: [vrrp.v]: expected a [vrrp.NAME] table, found string \"eth0\"",
         ]
     );
@@ -794,11 +794,11 @@ fn track_rules() {
     );
     assert_eq!(
         t("{ proxy = \"p\", interface = \"eth1\", weight = -50 }"),
-        vec!["8:10: track entry needs exactly one of `interface`, `proxy` or `script`"]
+        vec!["8:10: track entry needs exactly one of `interface`, `proxy`, `script` or `l4`"]
     );
     assert_eq!(
         t("{ weight = -50 }"),
-        vec!["8:10: track entry needs exactly one of `interface`, `proxy` or `script`"]
+        vec!["8:10: track entry needs exactly one of `interface`, `proxy`, `script` or `l4`"]
     );
     assert_eq!(
         t("{ interface = \"eth1\", weight = 0 }"),
@@ -971,6 +971,8 @@ fn every_key_is_documented() {
         keys_of::<RawLimits>(),
         keys_of::<RawHealth>(),
         keys_of::<super::admin::RawAdmin>(),
+        keys_of::<super::l4::RawL4>(),
+        keys_of::<super::l4::RawL4Server>(),
     ];
     for keys in all {
         assert!(!keys.is_empty());

@@ -22,6 +22,8 @@ pub struct Config {
     pub admin: super::Admin,
     /// `[track_script.NAME]` sections, in file order.
     pub track_scripts: Vec<TrackScript>,
+    /// `[l4.NAME]` kernel-balanced services, in file order.
+    pub l4: Vec<super::L4Service>,
     /// Things accepted but worth telling the operator (e.g. an `auth_pass`
     /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
     pub warnings: Vec<super::ConfigError>,
@@ -120,6 +122,8 @@ pub enum TrackTarget {
     Proxy(String),
     /// A `[track_script.NAME]`: down while its command fails.
     Script(String),
+    /// An `[l4.NAME]` service: down while it has no healthy server.
+    L4(String),
 }
 
 /// Who hooks and track scripts run as when the file does not say:

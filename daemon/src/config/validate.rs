@@ -37,22 +37,29 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let vrrp_raw = named(d, "vrrp", raw.vrrp);
     let proxy_raw = named(d, "proxy", raw.proxy);
     let scripts_raw = named(d, "track_script", raw.track_script);
-    if vrrp_raw.is_empty() && proxy_raw.is_empty() {
-        d.error(&START, "nothing to do: no [vrrp.*] or [proxy.*] section");
+    let l4_raw = named(d, "l4", raw.l4);
+    if vrrp_raw.is_empty() && proxy_raw.is_empty() && l4_raw.is_empty() {
+        d.error(
+            &START,
+            "nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
+        );
     }
 
     // Tracks may name a proxy service whose own table has errors: it still
     // exists, so look names up in the raw list.
     let proxy_names: Vec<String> = proxy_raw.iter().map(|(n, _)| n.get_ref().clone()).collect();
     let (track_scripts, script_names) = scripts::track_scripts(d, scripts_raw);
-    let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names, &script_names);
+    let l4_names: Vec<String> = l4_raw.iter().map(|(n, _)| n.get_ref().clone()).collect();
+    let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names, &script_names, &l4_names);
     let proxy = proxy::services(d, proxy_raw);
+    let l4 = super::l4::services(d, l4_raw);
     Config {
         global,
         vrrp,
         proxy,
         admin,
         track_scripts,
+        l4,
         warnings: Vec::new(),
     }
 }

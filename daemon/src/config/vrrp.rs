@@ -52,12 +52,13 @@ pub fn instances(
     raw: Vec<(Spanned<String>, RawVrrp)>,
     proxies: &[String],
     scripts: &BTreeMap<String, Option<i16>>,
+    l4: &[String],
 ) -> Vec<VrrpInstance> {
     let mut out = Vec::new();
     // (interface, family, vrid) -> (instance, place of its vrid)
     let mut taken: BTreeMap<(String, Family, u8), (String, Span)> = BTreeMap::new();
     for (name, r) in raw {
-        let Some((inst, vrid_at, family)) = instance(d, &name, r, proxies, scripts) else {
+        let Some((inst, vrid_at, family)) = instance(d, &name, r, proxies, scripts, l4) else {
             continue;
         };
         let key = (inst.interface.clone(), family, inst.vrid.get());
@@ -84,6 +85,7 @@ fn instance(
     mut r: RawVrrp,
     proxies: &[String],
     scripts: &BTreeMap<String, Option<i16>>,
+    l4: &[String],
 ) -> Option<(VrrpInstance, Span, Family)> {
     let here = format!("[vrrp.{}]", name.get_ref());
     let table = name.span();
@@ -195,7 +197,7 @@ fn instance(
     let track = match list(d, "track", r.track) {
         Some((_, items)) => items
             .into_iter()
-            .filter_map(|(at, t)| track(d, &at, t, proxies, scripts))
+            .filter_map(|(at, t)| track(d, &at, t, proxies, scripts, l4))
             .collect(),
         None => Vec::new(),
     };
@@ -426,10 +428,12 @@ fn track(
     t: RawTrack,
     proxies: &[String],
     scripts: &BTreeMap<String, Option<i16>>,
+    l4: &[String],
 ) -> Option<Track> {
     let interface = take(d, "interface", t.interface);
     let proxy = take(d, "proxy", t.proxy);
     let script = take(d, "script", t.script);
+    let l4_name = take(d, "l4", t.l4);
     let weight = match t.weight {
         // A script carries its own weight; a bad one was reported there.
         None if script.is_some() => script
@@ -441,11 +445,25 @@ fn track(
         }
         some => super::scripts::weight(d, some),
     };
-    let what = match (interface, proxy, script) {
-        (Some((iat, name)), None, None) => {
+    let what = match (interface, proxy, script, l4_name) {
+        (None, None, None, Some((lat, name))) => {
+            if !l4.contains(&name) {
+                let known: Vec<&str> = l4.iter().map(String::as_str).collect();
+                d.error(
+                    &lat,
+                    format!(
+                        "track names l4 \"{name}\" but there is no [l4.{name}] section{}",
+                        did_you_mean(&name, &known)
+                    ),
+                );
+                return None;
+            }
+            TrackTarget::L4(name)
+        }
+        (Some((iat, name)), None, None, None) => {
             TrackTarget::Interface(interface_name(d, "interface", &iat, name)?)
         }
-        (None, None, Some((sat, name))) => {
+        (None, None, Some((sat, name)), None) => {
             if !scripts.contains_key(&name) {
                 let known: Vec<&str> = scripts.keys().map(String::as_str).collect();
                 d.error(
@@ -459,7 +477,7 @@ fn track(
             }
             TrackTarget::Script(name)
         }
-        (None, Some((pat, name)), None) => {
+        (None, Some((pat, name)), None, None) => {
             if !proxies.contains(&name) {
                 let known: Vec<&str> = proxies.iter().map(String::as_str).collect();
                 d.error(
@@ -476,7 +494,7 @@ fn track(
         _ => {
             d.error(
                 at,
-                "track entry needs exactly one of `interface`, `proxy` or `script`",
+                "track entry needs exactly one of `interface`, `proxy`, `script` or `l4`",
             );
             return None;
         }

@@ -39,6 +39,8 @@ pub enum Control {
     Reconfigure(Box<VrrpInstance>),
     /// A reload replaced the proxy's health board.
     Tracking(ProxyTracking),
+    /// The `[l4.*]` services' health board (sent at start and on reload).
+    L4Tracking(ProxyTracking),
     /// A reload restarted the track scripts.
     Scripts(ScriptWatch),
 }
@@ -471,6 +473,7 @@ struct Tracker {
     link_up: HashMap<String, bool>,
     proxy: Option<ProxyTracking>,
     scripts: Option<ScriptWatch>,
+    l4: Option<ProxyTracking>,
 }
 
 impl Tracker {
@@ -494,6 +497,14 @@ impl Tracker {
                 TrackTarget::Script(s) => {
                     let down = self.scripts.as_ref().is_some_and(|w| w.is_down(s));
                     (format!("track script {s}: failing"), t.weight, down)
+                }
+                TrackTarget::L4(s) => {
+                    let down = self
+                        .l4
+                        .as_ref()
+                        .and_then(|tr| tr.index.get(s).map(|&i| !tr.board.service_up(i)))
+                        .unwrap_or(false);
+                    (format!("track l4 {s}: no healthy server"), t.weight, down)
                 }
             })
             .collect()
@@ -596,6 +607,7 @@ pub async fn run_instance(
         link_up: HashMap::new(),
         proxy: tracking,
         scripts,
+        l4: None,
     };
     for t in &cfg.track {
         if let TrackTarget::Interface(i) = &t.what {
@@ -604,6 +616,7 @@ pub async fn run_instance(
         }
     }
     let mut health_rx = tracker.proxy.as_ref().map(|t| t.board.subscribe());
+    let mut l4_rx: Option<tokio::sync::watch::Receiver<u64>> = None;
     let (mut prio, mut prio_why) = effective_priority(&cfg, &tracker.down(&cfg));
 
     let new_router = |cfg: &VrrpInstance, prio: u8| {
@@ -726,6 +739,12 @@ pub async fn run_instance(
                     None => std::future::pending().await,
                 }
             } => { recompute = true; }
+            Some(_) = async {
+                match l4_rx.as_mut() {
+                    Some(rx) => rx.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => { recompute = true; }
             true = async {
                 match tracker.scripts.as_mut() {
                     Some(w) => w.changed().await,
@@ -791,6 +810,11 @@ pub async fn run_instance(
                     Some(Control::Tracking(t)) => {
                         health_rx = Some(t.board.subscribe());
                         tracker.proxy = Some(t);
+                        recompute = true;
+                    }
+                    Some(Control::L4Tracking(t)) => {
+                        l4_rx = Some(t.board.subscribe());
+                        tracker.l4 = Some(t);
                         recompute = true;
                     }
                     Some(Control::Scripts(w)) => {
