@@ -524,6 +524,7 @@ mod no_address_tests {
                 ..VrrpStatus::default()
             }],
             proxy: vec![],
+            l4: vec![],
         };
         assert!(
             render(&s).contains("vips:    none: this instance holds no address"),

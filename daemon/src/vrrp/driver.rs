@@ -540,6 +540,9 @@ pub async fn run_instance(
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
     hub: Option<Arc<StatusHub>>,
 ) -> Result<()> {
+    // `[l4.*]` health arrives by a control message after start (also while
+    // the instance still waits for its link-local address).
+    let mut l4_tracking: Option<ProxyTracking> = None;
     let mut link = nl
         .link_by_name(&cfg.interface)
         .await
@@ -575,6 +578,7 @@ pub async fn run_instance(
                 let mut waiting = WaitingControls {
                     cfg: &mut cfg,
                     tracking: &mut tracking,
+                    l4_tracking: &mut l4_tracking,
                     scripts: &mut scripts,
                     control: &mut control,
                     hub: hub.as_deref(),
@@ -607,7 +611,7 @@ pub async fn run_instance(
         link_up: HashMap::new(),
         proxy: tracking,
         scripts,
-        l4: None,
+        l4: l4_tracking,
     };
     for t in &cfg.track {
         if let TrackTarget::Interface(i) = &t.what {
@@ -616,7 +620,7 @@ pub async fn run_instance(
         }
     }
     let mut health_rx = tracker.proxy.as_ref().map(|t| t.board.subscribe());
-    let mut l4_rx: Option<tokio::sync::watch::Receiver<u64>> = None;
+    let mut l4_rx = tracker.l4.as_ref().map(|t| t.board.subscribe());
     let (mut prio, mut prio_why) = effective_priority(&cfg, &tracker.down(&cfg));
 
     let new_router = |cfg: &VrrpInstance, prio: u8| {
@@ -852,6 +856,7 @@ pub async fn run_instance(
 struct WaitingControls<'a> {
     cfg: &'a mut VrrpInstance,
     tracking: &'a mut Option<ProxyTracking>,
+    l4_tracking: &'a mut Option<ProxyTracking>,
     scripts: &'a mut Option<ScriptWatch>,
     control: &'a mut mpsc::Receiver<Control>,
     hub: Option<&'a StatusHub>,
@@ -929,6 +934,7 @@ async fn wait_for_link_local(
                 }
                 Some(Control::Reconfigure(new)) => *w.cfg = *new,
                 Some(Control::Tracking(t)) => *w.tracking = Some(t),
+                Some(Control::L4Tracking(t)) => *w.l4_tracking = Some(t),
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
                 Some(Control::Release { .. } | Control::Reclaim) => {
                     warn!(instance = %name, "{name}: not started yet (waiting for its link-local address): release/reclaim ignored");
