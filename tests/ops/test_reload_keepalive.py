@@ -9,10 +9,13 @@ reset, or an end of the connection before the response, is a failed
 request. A connection halo retires must say so (`Connection: close` on its
 last response), and only then close; the test also checks that connections
 really were retired, so it cannot pass without exercising the reload.
+Reloads alternate between `halo reload` and SIGHUP.
 
 Real nginx backends on loopback; the load is bounded in requests and time.
 """
 
+import json
+import signal
 import socket
 import subprocess
 import tempfile
@@ -58,6 +61,12 @@ def read_response(s, buf):
             raise EOFError(f"connection closed in a response body ({len(buf)} of {n} bytes)")
         buf += d
     return status, hdrs.get("connection") == "close", buf[n:]
+
+
+def web2_weight(sock):
+    r = subprocess.run([halo_bin(), "status", "--json", "--socket", sock], capture_output=True, text=True,
+                       timeout=T, check=True)
+    return [v for v in json.loads(r.stdout)["proxy"][0]["servers"] if v["name"] == "web2"][0]["weight"]
 
 
 class EagerClient:
@@ -127,7 +136,14 @@ def test_reload_resets_no_keepalive_client(io):
                     want = sum(c.done() for c in clients) + 2 * CLIENTS
                     wait_for(lambda: sum(c.done() for c in clients) >= want or
                              not all(c.t.is_alive() for c in clients), T, "requests between reloads")
-                    cfg.write_text(config(port, b if i % 2 == 0 else a, sock, io))
+                    weight = 2 if i % 2 == 0 else 1
+                    cfg.write_text(config(port, b if weight == 2 else a, sock, io))
+                    if i % 3 == 2:
+                        # SIGHUP, as systemctl reload sends: done when the
+                        # status shows the new weight.
+                        halo.send_signal(signal.SIGHUP)
+                        wait_for(lambda: web2_weight(sock) == weight, T, "the SIGHUP reload")
+                        continue
                     r = subprocess.run([halo_bin(), "reload", "--socket", sock], capture_output=True,
                                        text=True, timeout=T)
                     assert r.returncode == 0, r.stderr
