@@ -702,8 +702,9 @@ async fn exchange<I: Io>(
                 }
             }
         };
-        // Cut by `halo server disable` (after it stops this request
-        // waiting on the server, as a server that closed would).
+        // Registered while the request is in flight, so that `halo server
+        // disable` can cut it (`Worker::apply_admin`): the exchange then
+        // sees the server close.
         let _in_flight = InFlight::new(w, srv, &server);
         log.tc = Some(connect_start.elapsed());
         log.retries = attempts;
