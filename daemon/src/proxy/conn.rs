@@ -51,8 +51,8 @@ pub(crate) struct Shared {
     /// Set when a reload replaced this generation: finish the request in
     /// flight, then close instead of keeping the connection alive.
     pub draining: std::sync::atomic::AtomicBool,
-    /// Requests between a complete head and the end of their response:
-    /// what a drain waits for (idle keep-alive connections it just closes).
+    /// Requests between a complete head and the end of their response.
+    /// (A drain waits for `conns`: idle keep-alive connections included.)
     pub busy: AtomicU32,
     limits: HeadLimits,
     /// `Host` for HTTP/1.0 requests that have none.
