@@ -114,6 +114,20 @@ class EagerClient:
 
 @pytest.mark.parametrize("io", ["uring", "epoll"])
 def test_reload_resets_no_keepalive_client(io):
+    run_reloads(io, restart_workers=False)
+
+
+@pytest.mark.parametrize("io", ["uring", "epoll"])
+def test_reload_that_restarts_the_workers_loses_no_client(io):
+    """Reloads that switch the I/O driver (uring <-> epoll) start new
+    worker threads on the same listening sockets while the old ones drain.
+    The old io_uring workers' accepts were aborted, and tokio-uring does not
+    cancel a dropped accept: it still took one connection from the shared
+    queue, which nobody served (9 of 2908 requests timed out in 12 reloads)."""
+    run_reloads(io, restart_workers=True)
+
+
+def run_reloads(io, restart_workers):
     with tempfile.TemporaryDirectory(prefix="halo-reload-ka-") as d:
         tmp = Path(d)
         webs = []
@@ -137,7 +151,9 @@ def test_reload_resets_no_keepalive_client(io):
                     wait_for(lambda: sum(c.done() for c in clients) >= want or
                              not all(c.t.is_alive() for c in clients), T, "requests between reloads")
                     weight = 2 if i % 2 == 0 else 1
-                    cfg.write_text(config(port, b if weight == 2 else a, sock, io))
+                    other = {"uring": "epoll", "epoll": "uring"}[io]
+                    cfg.write_text(config(port, b if weight == 2 else a, sock,
+                                          other if restart_workers and weight == 2 else io))
                     if i % 3 == 2:
                         # SIGHUP, as systemctl reload sends: done when the
                         # status shows the new weight.
