@@ -9,10 +9,13 @@ reset, or an end of the connection before the response, is a failed
 request. A connection halo retires must say so (`Connection: close` on its
 last response), and only then close; the test also checks that connections
 really were retired, so it cannot pass without exercising the reload.
+Reloads alternate between `halo reload` and SIGHUP.
 
 Real nginx backends on loopback; the load is bounded in requests and time.
 """
 
+import json
+import signal
 import socket
 import subprocess
 import tempfile
@@ -60,6 +63,12 @@ def read_response(s, buf):
     return status, hdrs.get("connection") == "close", buf[n:]
 
 
+def web2_weight(sock):
+    r = subprocess.run([halo_bin(), "status", "--json", "--socket", sock], capture_output=True, text=True,
+                       timeout=T, check=True)
+    return [v for v in json.loads(r.stdout)["proxy"][0]["servers"] if v["name"] == "web2"][0]["weight"]
+
+
 class EagerClient:
     """Keep-alive requests back to back until stopped (at most `limit`)."""
 
@@ -105,6 +114,20 @@ class EagerClient:
 
 @pytest.mark.parametrize("io", ["uring", "epoll"])
 def test_reload_resets_no_keepalive_client(io):
+    run_reloads(io, restart_workers=False)
+
+
+@pytest.mark.parametrize("io", ["uring", "epoll"])
+def test_reload_that_restarts_the_workers_loses_no_client(io):
+    """Reloads that switch the I/O driver (uring <-> epoll) start new
+    worker threads on the same listening sockets while the old ones drain.
+    The old io_uring workers' accepts were aborted, and tokio-uring does not
+    cancel a dropped accept: it still took one connection from the shared
+    queue, which nobody served (9 of 2908 requests timed out in 12 reloads)."""
+    run_reloads(io, restart_workers=True)
+
+
+def run_reloads(io, restart_workers):
     with tempfile.TemporaryDirectory(prefix="halo-reload-ka-") as d:
         tmp = Path(d)
         webs = []
@@ -127,7 +150,16 @@ def test_reload_resets_no_keepalive_client(io):
                     want = sum(c.done() for c in clients) + 2 * CLIENTS
                     wait_for(lambda: sum(c.done() for c in clients) >= want or
                              not all(c.t.is_alive() for c in clients), T, "requests between reloads")
-                    cfg.write_text(config(port, b if i % 2 == 0 else a, sock, io))
+                    weight = 2 if i % 2 == 0 else 1
+                    other = {"uring": "epoll", "epoll": "uring"}[io]
+                    cfg.write_text(config(port, b if weight == 2 else a, sock,
+                                          other if restart_workers and weight == 2 else io))
+                    if i % 3 == 2:
+                        # SIGHUP, as systemctl reload sends: done when the
+                        # status shows the new weight.
+                        halo.send_signal(signal.SIGHUP)
+                        wait_for(lambda: web2_weight(sock) == weight, T, "the SIGHUP reload")
+                        continue
                     r = subprocess.run([halo_bin(), "reload", "--socket", sock], capture_output=True,
                                        text=True, timeout=T)
                     assert r.returncode == 0, r.stderr

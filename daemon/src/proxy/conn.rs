@@ -60,8 +60,8 @@ pub(crate) struct Shared {
     /// Set when a reload replaced this generation: finish the request in
     /// flight, then close instead of keeping the connection alive.
     pub draining: std::sync::atomic::AtomicBool,
-    /// Requests between a complete head and the end of their response:
-    /// what a drain waits for (idle keep-alive connections it just closes).
+    /// Requests between a complete head and the end of their response.
+    /// (A drain waits for `conns`: idle keep-alive connections included.)
     pub busy: AtomicU32,
     limits: HeadLimits,
     /// `Host` for HTTP/1.0 requests that have none.
@@ -722,8 +722,9 @@ async fn exchange<I: Io>(
                 }
             }
         };
-        // Cut by `halo server disable` (after it stops this request
-        // waiting on the server, as a server that closed would).
+        // Registered while the request is in flight, so that `halo server
+        // disable` can cut it (`Worker::apply_admin`): the exchange then
+        // sees the server close.
         let _in_flight = InFlight::new(w, srv, &server);
         log.tc = Some(connect_start.elapsed());
         log.retries = attempts;

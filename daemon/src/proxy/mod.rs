@@ -349,11 +349,17 @@ async fn run_worker<I: Io>(
     // The worker new connections go to; a reload swaps it (see
     // `ProxyRuntime::reconfigure`) while the listeners stay as they are.
     let current: Current<I> = Rc::new(RefCell::new(Rc::new(Worker::new(shared.clone()))));
+    // Set at `Stop::Drain`: each accept loop ends after its pending accept.
+    let stopping = Rc::new(std::cell::Cell::new(false));
     let mut accepts = Vec::new();
     for l in listeners {
         let addr = l.local_addr().ok();
         match I::listener(l) {
-            Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(current.clone(), l))),
+            Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(
+                current.clone(),
+                l,
+                stopping.clone(),
+            ))),
             Err(e) => {
                 tracing::error!(service = %shared.svc.name, "listener {addr:?}: {e}");
                 shared.board.set_listener_ok(shared.idx, false);
@@ -382,11 +388,13 @@ async fn run_worker<I: Io>(
             break;
         }
         if now == Stop::Drain && listening {
-            // Dropping the accept tasks closes this worker's listeners;
-            // connection tasks go on until `Stop::Now`.
-            for t in accepts.drain(..) {
-                t.abort();
-            }
+            // The accept loops are not aborted: tokio-uring does not cancel
+            // a dropped accept, which then still takes a connection from the
+            // queue these sockets share with the next generation, and nobody
+            // serves it. Each loop ends after its pending accept instead; a
+            // connection it gets is served (once, `Connection: close`).
+            // Connection tasks go on until `Stop::Now`.
+            stopping.set(true);
             listening = false;
         }
         tokio::select! {
@@ -414,7 +422,8 @@ async fn run_worker<I: Io>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Run,
-    /// Close the listeners, keep serving open connections.
+    /// Stop accepting (after each listener's pending accept), keep
+    /// serving open connections.
     Drain,
     /// Drop everything and return.
     Now,
@@ -423,9 +432,16 @@ enum Stop {
 /// The worker of the current generation, shared by a thread's tasks.
 type Current<I> = Rc<RefCell<Rc<Worker<I>>>>;
 
-async fn accept_loop<I: Io>(current: Current<I>, l: I::Listener) {
+async fn accept_loop<I: Io>(
+    current: Current<I>,
+    l: I::Listener,
+    stopping: Rc<std::cell::Cell<bool>>,
+) {
     let mut failing = false;
     loop {
+        if stopping.get() {
+            return; // dropping `l` closes this worker's copy of the socket
+        }
         let w = current.borrow().clone();
         let shared = w.shared.clone();
         let maxconn = shared.svc.maxconn;
@@ -439,6 +455,9 @@ async fn accept_loop<I: Io>(current: Current<I>, l: I::Listener) {
                     break;
                 }
                 freed.await;
+            }
+            if stopping.get() {
+                return;
             }
         }
         match I::accept(&l).await {
