@@ -320,3 +320,32 @@ def test_h2c_upgrade_is_not_forwarded(make_halo, recorder):
     assert resp.startswith(b"HTTP/1.1 502 "), resp
     [(_, req)] = rb.requests
     assert req == b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 127.0.0.1\r\nForwarded: for=127.0.0.1;proto=http\r\nX-Forwarded-Proto: http\r\n\r\n", req
+
+
+def test_server_that_takes_no_body_and_never_answers_is_504(make_halo, recorder):
+    """Full duplex keeps `timeouts.server`: a server that reads the head,
+    then neither reads the body nor answers, gets the request a 504."""
+    hold = threading.Event()
+
+    def answer(b, conn, i, req, s):
+        hold.wait(60)
+        return False
+
+    rb = recorder(answer, early=True)
+    h = make_halo(servers(rb), timeouts={"server": "1s"})
+    body = b"x" * (16 * 1024 * 1024)
+    try:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+
+            def send():
+                try:
+                    s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                except OSError:
+                    pass
+
+            t = threading.Thread(target=send, daemon=True)
+            t.start()
+            head, _ = read_one(s)
+        assert head.startswith(b"HTTP/1.1 504 "), head
+    finally:
+        hold.set()

@@ -752,6 +752,11 @@ async fn exchange<I: Io>(
                     Err(f @ (Fail::ClientIo(_) | Fail::ClientTimeout | Fail::ClientProto(_))) => {
                         return fail(client, log, f, t.client).await;
                     }
+                    // The server took no body for `timeouts.server`:
+                    // waiting that long again for its head adds nothing.
+                    Err(Fail::ServerTimeout) => {
+                        return fail(client, log, Fail::ServerTimeout, t.client).await;
+                    }
                     // The server stopped taking the body: it may have
                     // answered (and closed), so its response is read on.
                     Err(f) => body_res = Some(Err(f)),
