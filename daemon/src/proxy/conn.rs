@@ -1,11 +1,13 @@
 //! One client connection, from accept to close, for either I/O driver.
 //!
 //! What it does: reads request heads under the `http_request` /
-//! `keep_alive` timers, refuses bad ones with 400, picks a server (queueing
-//! for a slot when servers are at `maxconn`), connects or reuses a pooled
-//! connection, retries where that is safe, streams bodies through the pure
-//! codecs in `http.rs`, tunnels upgrades, and writes one access-log line per
-//! request. What it does not do: parse HTTP itself, or know which driver
+//! `keep_alive` timers, refuses bad ones with 400 (501 for an unknown
+//! transfer coding), picks a server (queueing for a slot when servers are
+//! at `maxconn`), connects or reuses a pooled connection (checked idle
+//! first), retries where that is safe, streams bodies through the pure
+//! codecs in `http.rs` full duplex (the request body goes out while the
+//! response comes back), tunnels upgrades, and writes one access-log line
+//! per request. What it does not do: parse HTTP itself, or know which driver
 //! runs it (everything goes through `stream::{Io, Stream}`).
 
 use std::cell::RefCell;
