@@ -140,12 +140,11 @@ impl<I: Io> Worker<I> {
         None
     }
 
-    /// Keep a server connection whose response is complete for reuse,
-    /// unless bytes beyond that response or its close are already there.
+    /// Keep a server connection whose response is complete for reuse.
+    /// (Bytes beyond that response or its close are looked for at
+    /// checkout, the one check that counts: a second one here cost a
+    /// recv per request.)
     fn checkin(&self, srv: usize, s: I::Stream) {
-        if !s.is_idle() {
-            return;
-        }
         let mut pool = self.pool.borrow_mut();
         let q = &mut pool[srv];
         if q.len() >= POOL_MAX {
