@@ -299,3 +299,53 @@ def test_empty_response_keeps_its_content_length(make_halo, recorder, method):
         head, _ = read_one(s) if method == b"GET" else (s.recv(65536), None)
     want = b"1234" if method == b"HEAD" else b"0"
     assert re.search(rb"(?im)^content-length: " + want + rb"\r?$", head), head
+
+
+# === h2c upgrade is not forwarded ===
+
+
+def test_h2c_upgrade_is_not_forwarded(make_halo, recorder):
+    """`Upgrade: h2c` (deprecated by RFC 9113 3.1) would turn the
+    connection into an HTTP/2 tunnel past the proxy (h2c smuggling): the
+    request goes on as a plain one, and a server that switches anyway gets
+    502, no tunnel."""
+
+    def answer(b, conn, i, req, s):
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        return False
+
+    rb = recorder(answer)
+    h = make_halo(servers(rb))
+    resp = raw(h, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 502 "), resp
+    [(_, req)] = rb.requests
+    assert req == b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 127.0.0.1\r\nForwarded: for=127.0.0.1;proto=http\r\nX-Forwarded-Proto: http\r\n\r\n", req
+
+
+def test_server_that_takes_no_body_and_never_answers_is_504(make_halo, recorder):
+    """Full duplex keeps `timeouts.server`: a server that reads the head,
+    then neither reads the body nor answers, gets the request a 504."""
+    hold = threading.Event()
+
+    def answer(b, conn, i, req, s):
+        hold.wait(60)
+        return False
+
+    rb = recorder(answer, early=True)
+    h = make_halo(servers(rb), timeouts={"server": "1s"})
+    body = b"x" * (16 * 1024 * 1024)
+    try:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=60) as s:
+
+            def send():
+                try:
+                    s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                except OSError:
+                    pass
+
+            t = threading.Thread(target=send, daemon=True)
+            t.start()
+            head, _ = read_one(s)
+        assert head.startswith(b"HTTP/1.1 504 "), head
+    finally:
+        hold.set()

@@ -1,11 +1,13 @@
 //! One client connection, from accept to close, for either I/O driver.
 //!
 //! What it does: reads request heads under the `http_request` /
-//! `keep_alive` timers, refuses bad ones with 400, picks a server (queueing
-//! for a slot when servers are at `maxconn`), connects or reuses a pooled
-//! connection, retries where that is safe, streams bodies through the pure
-//! codecs in `http.rs`, tunnels upgrades, and writes one access-log line per
-//! request. What it does not do: parse HTTP itself, or know which driver
+//! `keep_alive` timers, refuses bad ones with 400 (501 for an unknown
+//! transfer coding), picks a server (queueing for a slot when servers are
+//! at `maxconn`), connects or reuses a pooled connection (checked idle
+//! first), retries where that is safe, streams bodies through the pure
+//! codecs in `http.rs` full duplex (the request body goes out while the
+//! response comes back), tunnels upgrades, and writes one access-log line
+//! per request. What it does not do: parse HTTP itself, or know which driver
 //! runs it (everything goes through `stream::{Io, Stream}`).
 
 use std::cell::RefCell;
@@ -142,13 +144,13 @@ impl<I: Io> Worker<I> {
         None
     }
 
-    /// Keep a server connection whose response is complete for reuse,
-    /// unless bytes beyond that response or its close are already there.
+    /// Keep a server connection whose response is complete for reuse.
+    /// (Bytes beyond that response or its close are looked for at
+    /// checkout, the one check that counts: a second one here cost a
+    /// recv per request.)
     fn checkin(&self, srv: usize, s: I::Stream) {
         // A drained or disabled server gets no more requests: no pooling.
-        if !s.is_idle()
-            || self.shared.board.admin(self.shared.idx, srv) != Some(AdminState::Enabled)
-        {
+        if self.shared.board.admin(self.shared.idx, srv) != Some(AdminState::Enabled) {
             return;
         }
         let mut pool = self.pool.borrow_mut();
@@ -814,6 +816,11 @@ async fn exchange<I: Io>(
                     // it and close, as before any response.
                     Err(f @ (Fail::ClientIo(_) | Fail::ClientTimeout | Fail::ClientProto(_))) => {
                         return fail(client, log, f, t.client).await;
+                    }
+                    // The server took no body for `timeouts.server`:
+                    // waiting that long again for its head adds nothing.
+                    Err(Fail::ServerTimeout) => {
+                        return fail(client, log, Fail::ServerTimeout, t.client).await;
                     }
                     // The server stopped taking the body: it may have
                     // answered (and closed), so its response is read on.

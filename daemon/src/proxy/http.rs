@@ -367,7 +367,12 @@ impl RequestHead {
                 .fields
                 .iter()
                 .find(|(n, _)| n.get(buf).eq_ignore_ascii_case(b"upgrade"))
-                .map(|&(_, v)| v);
+                .map(|&(_, v)| v)
+                // RFC 9113 3.1 deprecates `h2c`; tunnelling it would give
+                // the client HTTP/2 straight to the server, past the
+                // proxy's view of requests (h2c smuggling). The request
+                // goes on without the upgrade (Upgrade is hop-by-hop).
+                .filter(|v| !list_items(v.get(buf)).any(|p| p.eq_ignore_ascii_case(b"h2c")));
         }
         self.expect_continue = minor == 1
             && named(buf, &self.fields, b"expect")
@@ -1543,6 +1548,13 @@ mod tests {
         assert_eq!(r.upgrade(), Some(&b"websocket"[..]));
         let r = req(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert_eq!(r.upgrade(), None);
+        // h2c is not an upgrade halo forwards.
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AA\r\n\r\n").unwrap();
+        assert_eq!(r.upgrade(), None);
+        assert_eq!(
+            encoded(&r, no_forwarding()),
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
         let r =
             req(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
                 .unwrap();

@@ -120,7 +120,17 @@ impl Stream for tokio::net::TcpStream {
     }
 
     fn is_idle(&self) -> bool {
-        peek_idle(self.as_raw_fd())
+        // tokio knows when the socket is not readable (our last read
+        // drained it and no epoll event came since): then no recv at all.
+        // Otherwise peek; a peek finding nothing clears the readiness.
+        let r = self.try_io(tokio::io::Interest::READABLE, || {
+            if peek_idle(self.as_raw_fd()) {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
