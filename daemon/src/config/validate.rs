@@ -47,12 +47,15 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let (track_scripts, script_names) = scripts::track_scripts(d, scripts_raw);
     let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names, &script_names);
     let proxy = proxy::services(d, proxy_raw);
+    let groups_raw = named(d, "vrrp_sync_group", raw.vrrp_sync_group);
+    let sync_groups = super::sync_group::groups(d, groups_raw, &vrrp);
     Config {
         global,
         vrrp,
         proxy,
         admin,
         track_scripts,
+        sync_groups,
         warnings: Vec::new(),
     }
 }

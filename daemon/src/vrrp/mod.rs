@@ -5,6 +5,7 @@ pub mod garp;
 pub mod packet;
 pub mod router;
 pub mod sockets;
+pub mod sync_group;
 
 #[cfg(test)]
 mod sim;
