@@ -150,6 +150,8 @@ struct Daemon {
     admin: crate::admin::AdminServer,
     /// `[track_script.*]` runs, shared by every instance.
     scripts: ScriptRuntime,
+    /// One task per `[vrrp_sync_group.*]` (vrrp::group_run).
+    groups: Vec<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -180,11 +182,13 @@ impl Daemon {
             socket_path: socket_path.clone(),
             admin,
             scripts,
+            groups: Vec::new(),
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
             return Err(e);
         }
+        d.start_groups();
         if let Some(p) = &cfg.global.pid_file {
             std::fs::write(p, format!("{}\n", std::process::id()))
                 .with_context(|| format!("writing pid file {}", p.display()))?;
@@ -520,9 +524,11 @@ impl Daemon {
         };
         if let Err(e) = self.start_instances(&to_start).await {
             self.cfg = new;
+            self.start_groups();
             return Response::err(format!("reload applied partly: {e:#}"));
         }
         self.cfg = new;
+        self.start_groups();
         if notes.is_empty() {
             notes.push("no changes".into());
         }
@@ -536,8 +542,42 @@ impl Daemon {
         Response::ok(msg)
     }
 
+    /// (Re)start the sync groups on the running instances.
+    fn start_groups(&mut self) {
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
+        for group in &self.cfg.sync_groups {
+            let members: Vec<_> = group
+                .instances
+                .iter()
+                .filter_map(|n| {
+                    self.instances
+                        .get(n)
+                        .map(|h| (n.clone(), h.control.clone()))
+                })
+                .collect();
+            let template = self
+                .cfg
+                .vrrp
+                .iter()
+                .find(|v| group.instances.contains(&v.name));
+            if let Some(t) = template {
+                self.groups.push(crate::vrrp::group_run::spawn(
+                    group.clone(),
+                    members,
+                    t.clone(),
+                    self.hub.clone(),
+                ));
+            }
+        }
+    }
+
     async fn stop(&mut self) {
         sdnotify::notify("STOPPING=1");
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for n in names {
             self.stop_instance(&n).await;

@@ -338,7 +338,7 @@ pub struct SyncGroup {
     /// Names of `[vrrp.*]` instances, at least one, each in one group only.
     pub instances: Vec<String>,
     /// argv lists run when the group becomes MASTER, BACKUP or FAULT;
-    /// `notify` gets `GROUP NAME STATE` appended, as keepalived's does.
+    /// `notify` gets what an instance's does, with the group's name.
     pub notify_master: Option<Vec<String>>,
     pub notify_backup: Option<Vec<String>>,
     pub notify_fault: Option<Vec<String>>,

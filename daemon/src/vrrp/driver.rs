@@ -41,6 +41,9 @@ pub enum Control {
     Tracking(ProxyTracking),
     /// A reload restarted the track scripts.
     Scripts(ScriptWatch),
+    /// The instance's sync group holds it (why, for `halo status`): hand
+    /// over and stay backup at priority 1, as a release; `None` frees it.
+    Follow(Option<String>),
 }
 
 /// Where the driver learns about the health of tracked proxy services.
@@ -140,6 +143,8 @@ struct Instance {
     defer_delvips: bool,
     /// notify_* hooks (none configured: `None`); `fire` only queues.
     hooks: Option<Hooks>,
+    /// Why the instance's sync group holds it, while it does.
+    follow: Option<String>,
 }
 
 impl Instance {
@@ -308,6 +313,8 @@ impl Instance {
         };
         let explanation = if !link_up {
             format!("interface {} is down", self.cfg.interface)
+        } else if let Some(why) = &self.follow {
+            format!("{why} (priority 1)")
         } else if let Some(until) = released {
             match until {
                 Some(u) => format!(
@@ -608,6 +615,7 @@ pub async fn run_instance(
         last_change: None,
         defer_delvips: false,
         hooks,
+        follow: None,
     };
     info!(
         instance = %cfg.name,
@@ -744,6 +752,26 @@ pub async fn run_instance(
                     }
                     Some(Control::Reclaim) => {
                         if released.is_some() {
+                            inst.follow = None;
+                            end_release = true;
+                        }
+                    }
+                    Some(Control::Follow(Some(why))) => {
+                        info!(instance = %cfg.name, "{}: {why}", cfg.name);
+                        if released.is_none() {
+                            // As a release: hand over, then wait as the
+                            // lowest backup (still master if alone).
+                            inst.step_down(now).await;
+                            inst.router = new_router(&cfg, 1);
+                            if own_link_up {
+                                inst.router.startup(now.into_std());
+                            }
+                            released = Some(None);
+                        }
+                        inst.follow = Some(why);
+                    }
+                    Some(Control::Follow(None)) => {
+                        if inst.follow.take().is_some() {
                             end_release = true;
                         }
                     }

@@ -2,6 +2,7 @@
 
 pub mod driver;
 pub mod garp;
+pub mod group_run;
 pub mod packet;
 pub mod router;
 pub mod sockets;
