@@ -508,11 +508,36 @@ fn instance(
     let mut garp_refresh = g.garp_refresh.clone();
     let mut tracks: Vec<TrackOut> = Vec::new();
     let mut hooks: Vec<(&'static str, Src, Vec<String>)> = Vec::new();
+    // Directives that take one value: a repeat overrides (keepalived reads
+    // them in order), and the line overridden is reported.
+    const ONE_VALUE: &[&str] = &[
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "version",
+        "state",
+        "preempt_delay",
+        "unicast_src_ip",
+        "garp_master_repeat",
+        "garp_interval",
+        "garp_master_refresh",
+    ];
+    let mut set_at: BTreeMap<String, usize> = BTreeMap::new();
 
     for c in s.children() {
         let src = o.src(&c.words);
         let kw = c.keyword().to_string();
         let arg = c.args().first();
+        if ONE_VALUE.contains(&kw.as_str()) {
+            if let Some(before) = set_at.insert(kw.clone(), c.line()) {
+                drops.push(o.drop(
+                    before,
+                    &kw,
+                    format!("set again at line {}: keepalived uses the last", c.line()),
+                ));
+            }
+        }
         let mut drop =
             |directive: &str, reason: String| drops.push(o.drop(c.line(), directive, reason));
         if let Some(r) = c.words.iter().find_map(placeholder_reason) {

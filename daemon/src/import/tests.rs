@@ -675,3 +675,15 @@ fn keepalived_sync_groups_are_carried_with_their_hooks() {
     );
     assert_eq!(c.sync_groups[0].instances, ["FloatIP01"]);
 }
+
+#[test]
+fn a_repeated_single_value_is_reported_at_the_line_it_overrides() {
+    let k = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  priority 150\n  virtual_ipaddress {\n    192.0.2.1\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    assert_eq!(valid(&i.toml).vrrp[0].priority.get(), 150);
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:4: directive 'priority' not carried over: set again at line 5: keepalived uses the last"),
+        "{d}"
+    );
+}
