@@ -5,7 +5,8 @@ Two halo LBs of a `halo lab`, each with a second interface: the lab's
 network is the outside (eth0, 192.0.2.0/24); the test adds an inside
 network (eth1, 198.51.100.0/24) to the lab's own namespaces, a second bridge
 in its switch namespace, so `halo lab down` removes it with the rest. Each
-LB runs two instances in one `[vrrp_sync_group]`. Cutting the master's
+LB runs two instances in one `[vrrp_sync_group]`; the backup LB is halo or
+Debian's keepalived with the same `vrrp_sync_group`. Cutting the master's
 inside cable (its switch port down: the LB sees no carrier) puts its inside
 instance in FAULT; the group makes the outside instance hand over too, so
 both VIPs move to the backup, and `halo status` says why the outside
@@ -49,25 +50,44 @@ def inside_cable(lab, node, up):
     ip("-n", lab.ns("switch"), "link", "set", f"q-{node}", "up" if up else "down")
 
 
-def cfg(priority):
+def cfg(priority, interval="100ms"):
     return f"""
 [vrrp.OUT]
 interface = "eth0"
 vrid = 51
 priority = {priority}
-advert_interval = "100ms"
+advert_interval = "{interval}"
 virtual_ips = ["{OUT_VIP}/24"]
 
 [vrrp.IN]
 interface = "eth1"
 vrid = 52
 priority = {priority}
-advert_interval = "100ms"
+advert_interval = "{interval}"
 virtual_ips = ["{IN_VIP}/24"]
 
 [vrrp_sync_group.gateway]
 instances = ["OUT", "IN"]
 """
+
+
+def keepalived_cfg(priority):
+    def inst(name, ifname, vrid, vip):
+        return f"""
+vrrp_instance {name} {{
+  state BACKUP
+  interface {ifname}
+  virtual_router_id {vrid}
+  priority {priority}
+  advert_int 1
+  virtual_ipaddress {{
+    {vip}/24
+  }}
+}}
+"""
+    return ("global_defs {\n  vrrp_version 3\n  script_user root\n  enable_script_security\n}\n"
+            "vrrp_sync_group gateway {\n  group {\n    OUT\n    IN\n  }\n}\n"
+            + inst("OUT", "eth0", 51, OUT_VIP) + inst("IN", "eth1", 52, IN_VIP))
 
 
 def holders(lab):
@@ -83,13 +103,23 @@ def instance(lab, node, name):
     return next((v for v in s.get("vrrp", []) if v["name"] == name), None)
 
 
-def test_cutting_one_cable_of_the_master_moves_both_vips_and_healing_brings_them_back():
+@pytest.mark.parametrize("peer", ["halo", "keepalived"])
+def test_cutting_one_cable_of_the_master_moves_both_vips_and_healing_brings_them_back(peer):
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     with Lab("syn", lbs=2, backends=0) as lab:
         add_inside_network(lab, ["lb1", "lb2"])
-        lab.run_halo("lb1", cfg(110))
-        lab.run_halo("lb2", cfg(100))
+        if peer == "halo":
+            lab.run_halo("lb1", cfg(110))
+            lab.run_halo("lb2", cfg(100))
+        else:
+            try:
+                os.remove(lab.path("lb2", "halo.toml"))
+            except FileNotFoundError:
+                pass
+            lab.write("lb2", "keepalived.conf", keepalived_cfg(100))
+            lab.start("lb2")
+            lab.run_halo("lb1", cfg(110, "1s"))
         try:
             wait_for(lambda: holders(lab) == (["lb1"], ["lb1"]), T, "lb1 holding both VIPs")
             inside_cable(lab, "lb1", False)
@@ -103,5 +133,5 @@ def test_cutting_one_cable_of_the_master_moves_both_vips_and_healing_brings_them
             assert "following sync group" not in instance(lab, "lb1", "OUT")["explanation"]
         except (AssertionError, RuntimeError, subprocess.CalledProcessError):
             print("--- lb1 ---\n" + lab.log("lb1"))
-            print("--- lb2 ---\n" + lab.log("lb2"))
+            print("--- lb2 ---\n" + lab.log("lb2", "halo" if peer == "halo" else "keepalived"))
             raise
