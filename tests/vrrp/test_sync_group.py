@@ -50,7 +50,11 @@ def inside_cable(lab, node, up):
     ip("-n", lab.ns("switch"), "link", "set", f"q-{node}", "up" if up else "down")
 
 
-def cfg(priority, interval="100ms"):
+def cfg(priority, interval="100ms", hook=None):
+    group_hooks = ""
+    if hook:
+        group_hooks = (f'notify_master = ["{hook}", "MASTER"]\nnotify_fault = ["{hook}", "FAULT"]\n'
+                       f'notify_backup = ["{hook}", "BACKUP"]\nscript_user = "root"\n')
     return f"""
 [vrrp.OUT]
 interface = "eth0"
@@ -68,7 +72,7 @@ virtual_ips = ["{IN_VIP}/24"]
 
 [vrrp_sync_group.gateway]
 instances = ["OUT", "IN"]
-"""
+{group_hooks}"""
 
 
 def keepalived_cfg(priority):
@@ -109,8 +113,19 @@ def test_cutting_one_cable_of_the_master_moves_both_vips_and_healing_brings_them
         pytest.skip("needs root for network namespaces")
     with Lab("syn", lbs=2, backends=0) as lab:
         add_inside_network(lab, ["lb1", "lb2"])
+        # The group's hooks on lb1 record the group's states.
+        ev = os.path.join(lab.dir, "group-events")
+        hook = lab.write("lb1", "group.sh", f'#!/bin/sh\necho "$1" >> {ev}\n', mode=0o755)
+
+        def group_events():
+            try:
+                with open(ev) as f:
+                    return f.read().split()
+            except FileNotFoundError:
+                return []
+
         if peer == "halo":
-            lab.run_halo("lb1", cfg(110))
+            lab.run_halo("lb1", cfg(110, hook=hook))
             lab.run_halo("lb2", cfg(100))
         else:
             try:
@@ -119,19 +134,23 @@ def test_cutting_one_cable_of_the_master_moves_both_vips_and_healing_brings_them
                 pass
             lab.write("lb2", "keepalived.conf", keepalived_cfg(100))
             lab.start("lb2")
-            lab.run_halo("lb1", cfg(110, "1s"))
+            lab.run_halo("lb1", cfg(110, "1s", hook=hook))
         try:
             wait_for(lambda: holders(lab) == (["lb1"], ["lb1"]), T, "lb1 holding both VIPs")
+            wait_for(lambda: group_events()[-1:] == ["MASTER"], T, "the group's notify_master")
             inside_cable(lab, "lb1", False)
             wait_for(lambda: holders(lab) == (["lb2"], ["lb2"]), T, "both VIPs on lb2 after lb1's inside cable is cut")
             out = instance(lab, "lb1", "OUT")
             assert out["state"] == "BACKUP", out
             assert "following sync group gateway: IN is FAULT" in out["explanation"], out
             assert instance(lab, "lb1", "IN")["state"] == "FAULT"
+            wait_for(lambda: "FAULT" in group_events(), T, "the group's notify_fault")
             inside_cable(lab, "lb1", True)
             wait_for(lambda: holders(lab) == (["lb1"], ["lb1"]), T, "both VIPs back on lb1 after healing")
+            wait_for(lambda: group_events()[-1:] == ["MASTER"], T, "the group's notify_master again")
             assert "following sync group" not in instance(lab, "lb1", "OUT")["explanation"]
         except (AssertionError, RuntimeError, subprocess.CalledProcessError):
+            print("--- group events ---\n" + " ".join(group_events()))
             print("--- lb1 ---\n" + lab.log("lb1"))
             print("--- lb2 ---\n" + lab.log("lb2", "halo" if peer == "halo" else "keepalived"))
             raise
