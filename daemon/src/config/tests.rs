@@ -432,6 +432,16 @@ fn summary_shows_each_part() {
     assert!(s.contains("unicast to 192.0.2.9"), "{s}");
     assert!(s.contains("track proxy p -50"), "{s}");
     assert!(s.contains("health none"), "{s}");
+    let s = summary(&ok(
+        "[vrrp.A]\ninterface = \"eth0\"\nvrid = 1\nnotify_master = [\"/bin/true\"]\n\
+         [vrrp.B]\ninterface = \"eth1\"\nvrid = 2\nvirtual_ips = [\"192.0.2.1\"]\n\
+         [vrrp_sync_group.g]\ninstances = [\"A\", \"B\"]\n",
+    ));
+    assert!(s.contains("no virtual_ips: holds no address"), "{s}");
+    assert!(
+        s.contains("vrrp_sync_group g: A, B change state together"),
+        "{s}"
+    );
 }
 
 // === whole-file errors ===
