@@ -165,6 +165,8 @@ struct Daemon {
     releases: crate::release::Store,
     /// `[l4.*]`: checks and the nftables reconciler (none once stopped).
     l4: Option<crate::l4::L4Side>,
+    /// One task per `[vrrp_sync_group.*]` (vrrp::group_run).
+    groups: Vec<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -199,11 +201,13 @@ impl Daemon {
             scripts,
             releases: crate::release::Store::beside(&socket_path),
             l4: Some(l4),
+            groups: Vec::new(),
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
             d.stop().await;
             return Err(e);
         }
+        d.start_groups();
         if let Some(p) = &cfg.global.pid_file {
             std::fs::write(p, format!("{}\n", std::process::id()))
                 .with_context(|| format!("writing pid file {}", p.display()))?;
@@ -612,9 +616,11 @@ impl Daemon {
         };
         if let Err(e) = self.start_instances(&to_start).await {
             self.cfg = new;
+            self.start_groups();
             return Response::err(format!("reload applied partly: {e:#}"));
         }
         self.cfg = new;
+        self.start_groups();
         if notes.is_empty() {
             notes.push("no changes".into());
         }
@@ -628,8 +634,42 @@ impl Daemon {
         Response::ok(msg)
     }
 
+    /// (Re)start the sync groups on the running instances.
+    fn start_groups(&mut self) {
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
+        for group in &self.cfg.sync_groups {
+            let members: Vec<_> = group
+                .instances
+                .iter()
+                .filter_map(|n| {
+                    self.instances
+                        .get(n)
+                        .map(|h| (n.clone(), h.control.clone()))
+                })
+                .collect();
+            let template = self
+                .cfg
+                .vrrp
+                .iter()
+                .find(|v| group.instances.contains(&v.name));
+            if let Some(t) = template {
+                self.groups.push(crate::vrrp::group_run::spawn(
+                    group.clone(),
+                    members,
+                    t.clone(),
+                    self.hub.clone(),
+                ));
+            }
+        }
+    }
+
     async fn stop(&mut self) {
         sdnotify::notify("STOPPING=1");
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for n in names {
             self.stop_instance(&n).await;

@@ -175,6 +175,11 @@ impl StatusHub {
         self.vrrp.lock().unwrap().insert(st.name.clone(), st);
     }
 
+    /// An instance's state as last published (INIT, BACKUP, MASTER, FAULT).
+    pub fn vrrp_state(&self, name: &str) -> Option<String> {
+        self.vrrp.lock().unwrap().get(name).map(|v| v.state.clone())
+    }
+
     pub fn remove_vrrp(&self, name: &str) {
         self.vrrp.lock().unwrap().remove(name);
     }

@@ -21,6 +21,7 @@ mod raw;
 mod schema;
 mod scripts;
 mod summary;
+mod sync_group;
 mod types;
 mod validate;
 mod vrrp;

@@ -145,6 +145,18 @@ pub struct RawConfig {
     pub proxy: Opt<Named<RawProxy>>,
     pub track_script: Opt<Named<RawTrackScript>>,
     pub l4: Opt<Named<super::l4::RawL4>>,
+    pub vrrp_sync_group: Opt<Named<RawSyncGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a [vrrp_sync_group.NAME] table")]
+pub struct RawSyncGroup {
+    pub instances: Opt<Vec<Field<String>>>,
+    pub notify_master: Opt<Vec<Field<String>>>,
+    pub notify_backup: Opt<Vec<Field<String>>>,
+    pub notify_fault: Opt<Vec<Field<String>>>,
+    pub notify: Opt<Vec<Field<String>>>,
+    pub script_user: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]

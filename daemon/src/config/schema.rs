@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::diag::{did_you_mean, Diag};
 use super::raw::{
-    keys_of, RawConfig, RawGlobal, RawHealth, RawLimits, RawProxy, RawServer, RawTimeouts,
-    RawTrack, RawTrackScript, RawVrrp,
+    keys_of, RawConfig, RawGlobal, RawHealth, RawLimits, RawProxy, RawServer, RawSyncGroup,
+    RawTimeouts, RawTrack, RawTrackScript, RawVrrp,
 };
 
 /// Report every unknown key in the document.
@@ -30,6 +30,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         for track in array_tables(vrrp, "track") {
             check_table(track, keys_of::<RawTrack>(), "a track entry", diag);
         }
+    }
+    for (name, group) in named_tables(root, "vrrp_sync_group") {
+        let here = format!("[vrrp_sync_group.{name}]");
+        check_table(group, keys_of::<RawSyncGroup>(), &here, diag);
     }
     for (name, script) in named_tables(root, "track_script") {
         let here = format!("[track_script.{name}]");

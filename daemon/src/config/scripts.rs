@@ -123,7 +123,12 @@ pub fn hooks(d: &mut Diag, r: &mut RawVrrp) -> Hooks {
 }
 
 /// An argv list: a program and its arguments, no shell involved.
-fn argv(d: &mut Diag, key: &str, at: Span, items: Vec<(Span, String)>) -> Option<Vec<String>> {
+pub(super) fn argv(
+    d: &mut Diag,
+    key: &str,
+    at: Span,
+    items: Vec<(Span, String)>,
+) -> Option<Vec<String>> {
     let Some((pat, program)) = items.first() else {
         d.error(
             &at,
@@ -160,7 +165,7 @@ fn argv(d: &mut Diag, key: &str, at: Span, items: Vec<(Span, String)>) -> Option
 }
 
 /// A user name for scripts; `DEFAULT_SCRIPT_USER` when absent.
-fn user(d: &mut Diag, key: &str, f: Opt<String>) -> String {
+pub(super) fn user(d: &mut Diag, key: &str, f: Opt<String>) -> String {
     let Some((at, name)) = take(d, key, f) else {
         return DEFAULT_SCRIPT_USER.to_string();
     };

@@ -14,6 +14,14 @@ pub fn summary(cfg: &Config) -> String {
     for v in &cfg.vrrp {
         vrrp(&mut out, v);
     }
+    for g in &cfg.sync_groups {
+        let _ = writeln!(
+            out,
+            "vrrp_sync_group {}: {} change state together",
+            g.name,
+            g.instances.join(", ")
+        );
+    }
     for p in &cfg.proxy {
         proxy(&mut out, p);
     }
@@ -43,7 +51,14 @@ fn vrrp(out: &mut String, v: &VrrpInstance) {
         dur(v.advert_interval.as_duration()),
     );
     let vips: Vec<String> = v.virtual_ips.iter().map(|n| n.to_string()).collect();
-    let _ = writeln!(out, "  virtual_ips {}", vips.join(", "));
+    if vips.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no virtual_ips: holds no address, its notify hooks act"
+        );
+    } else {
+        let _ = writeln!(out, "  virtual_ips {}", vips.join(", "));
+    }
     let mode = if v.unicast_peers.is_empty() {
         "multicast".to_string()
     } else {

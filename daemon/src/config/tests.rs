@@ -432,6 +432,16 @@ fn summary_shows_each_part() {
     assert!(s.contains("unicast to 192.0.2.9"), "{s}");
     assert!(s.contains("track proxy p -50"), "{s}");
     assert!(s.contains("health none"), "{s}");
+    let s = summary(&ok(
+        "[vrrp.A]\ninterface = \"eth0\"\nvrid = 1\nnotify_master = [\"/bin/true\"]\n\
+         [vrrp.B]\ninterface = \"eth1\"\nvrid = 2\nvirtual_ips = [\"192.0.2.1\"]\n\
+         [vrrp_sync_group.g]\ninstances = [\"A\", \"B\"]\n",
+    ));
+    assert!(s.contains("no virtual_ips: holds no address"), "{s}");
+    assert!(
+        s.contains("vrrp_sync_group g: A, B change state together"),
+        "{s}"
+    );
 }
 
 // === whole-file errors ===
@@ -965,6 +975,7 @@ fn every_key_is_documented() {
         keys_of::<RawVrrp>(),
         keys_of::<RawTrack>(),
         keys_of::<RawTrackScript>(),
+        keys_of::<RawSyncGroup>(),
         keys_of::<RawProxy>(),
         keys_of::<RawServer>(),
         keys_of::<RawTimeouts>(),
@@ -1007,4 +1018,30 @@ fn an_instance_with_a_hook_may_hold_no_address() {
     // IPv6 peers make a v3 instance without addresses IPv6.
     let c = ok("[vrrp.v6]\ninterface = \"eth0\"\nvrid = 1\nunicast_peers = [\"2001:db8::2\"]\nnotify = [\"/bin/logger\"]\n");
     assert_eq!(c.vrrp[0].unicast_peers[0], ip("2001:db8::2"));
+}
+
+#[test]
+fn sync_groups_name_existing_instances_once() {
+    let two = "[vrrp.OUT]\ninterface = \"eth0\"\nvrid = 51\nvirtual_ips = [\"192.0.2.100/24\"]\n\
+               [vrrp.IN]\ninterface = \"eth1\"\nvrid = 52\nvirtual_ips = [\"198.51.100.1/24\"]\n";
+    let c = ok(&format!(
+        "{two}[vrrp_sync_group.G]\ninstances = [\"OUT\", \"IN\"]\nnotify_master = [\"/usr/local/bin/gw\", \"up\"]\n"
+    ));
+    assert_eq!(c.sync_groups[0].name, "G");
+    assert_eq!(c.sync_groups[0].instances, ["OUT", "IN"]);
+    assert_eq!(
+        c.sync_groups[0].notify_master.as_deref(),
+        Some(&["/usr/local/bin/gw".to_string(), "up".to_string()][..])
+    );
+    assert_eq!(
+        errors(&format!(
+            "{two}[vrrp_sync_group.G]\ninstances = [\"OUT\", \"NOPE\", \"OUT\"]\n[vrrp_sync_group.H]\ninstances = [\"OUT\"]\nnotifyy = 1\n"
+        )),
+        vec![
+            "10:21: `instances`: there is no [vrrp.NOPE]",
+            "10:29: `instances`: OUT is listed twice",
+            "12:14: `instances`: OUT is already in [vrrp_sync_group.G]; an instance follows one group",
+            "13:1: unknown key `notifyy` in [vrrp_sync_group.H]; did you mean `notify`?",
+        ]
+    );
 }

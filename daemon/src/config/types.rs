@@ -24,6 +24,8 @@ pub struct Config {
     pub track_scripts: Vec<TrackScript>,
     /// `[l4.NAME]` kernel-balanced services, in file order.
     pub l4: Vec<super::L4Service>,
+    /// `[vrrp_sync_group.NAME]` sections, in file order.
+    pub sync_groups: Vec<SyncGroup>,
     /// Things accepted but worth telling the operator (e.g. an `auth_pass`
     /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
     pub warnings: Vec<super::ConfigError>,
@@ -330,4 +332,20 @@ pub struct ProxyService {
     /// Worker threads; default the number of cores.
     pub workers: usize,
     pub dontlognull: bool,
+}
+
+/// `[vrrp_sync_group.NAME]`: instances that change state together
+/// (`vrrp::sync_group` decides), with the group's own hooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Names of `[vrrp.*]` instances, at least one, each in one group only.
+    pub instances: Vec<String>,
+    /// argv lists run when the group becomes MASTER, BACKUP or FAULT;
+    /// `notify` gets what an instance's does, with the group's name.
+    pub notify_master: Option<Vec<String>>,
+    pub notify_backup: Option<Vec<String>>,
+    pub notify_fault: Option<Vec<String>>,
+    pub notify: Option<Vec<String>>,
+    pub script_user: String,
 }

@@ -53,6 +53,8 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let vrrp = vrrp::instances(d, vrrp_raw, &proxy_names, &script_names, &l4_names);
     let proxy = proxy::services(d, proxy_raw);
     let l4 = super::l4::services(d, l4_raw);
+    let groups_raw = named(d, "vrrp_sync_group", raw.vrrp_sync_group);
+    let sync_groups = super::sync_group::groups(d, groups_raw, &vrrp);
     Config {
         global,
         vrrp,
@@ -60,6 +62,7 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
         admin,
         track_scripts,
         l4,
+        sync_groups,
         warnings: Vec::new(),
     }
 }

@@ -6,7 +6,8 @@
 //! `vrrp_version`, `track_interface`, `track_script` (a script that only
 //! checks that haproxy runs becomes a track of halo's own proxy services when
 //! they are imported too; any other becomes a `[track_script.NAME]`), the
-//! `notify*` hooks and `script_user`. keepalived's default VRRP version is 2, so an instance imports
+//! `notify*` hooks and `script_user`, and `vrrp_sync_group` (its carried
+//! members and notify hooks). keepalived's default VRRP version is 2, so an instance imports
 //! as `version = 2` unless the file says 3. Positive track weights, which
 //! keepalived adds while the check passes, become the same election: the
 //! priority is raised by the weight and the track lowers it by as much when
@@ -217,7 +218,7 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
     let mut seen = Seen::default();
     for s in &tree {
         match s.keyword() {
-            "global_defs" | "vrrp_script" => {}
+            "global_defs" | "vrrp_script" | "vrrp_sync_group" => {}
             "vrrp_instance" => {
                 let name = s.args().first().map(|w| w.text.clone()).unwrap_or_default();
                 if let Some(first) = seen.names.get(&name) {
@@ -243,6 +244,18 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                 }
             }
             kw => drops.push(o.drop(s.line(), kw, top_level_reason(kw))),
+        }
+    }
+    // Sync groups last: they name the instances that were carried.
+    let carried: Vec<String> = tables
+        .iter()
+        .filter(|t| t.path.first().is_some_and(|p| p == "vrrp"))
+        .filter_map(|t| t.path.get(1).cloned())
+        .collect();
+    let mut grouped: BTreeMap<String, usize> = BTreeMap::new();
+    for s in tree.iter().filter(|s| s.keyword() == "vrrp_sync_group") {
+        if let Some(t) = sync_group(o, s, &carried, &mut grouped, &g, &mut drops) {
+            tables.push(t);
         }
     }
     let script_tables: Vec<Table> = scripts
@@ -278,9 +291,6 @@ fn top_level_reason(kw: &str) -> &'static str {
         "virtual_server" | "virtual_server_group" => {
             "LVS (kernel IPVS) load balancing is not part of halo: halo proxies HTTP itself ([proxy.*], see `halo import --haproxy`)"
         }
-        "vrrp_sync_group" => {
-            "halo has no sync groups: each [vrrp.*] instance fails over on its own; give instances that must move together the same tracks"
-        }
         "include" => "include is not followed: import the included file on its own and merge the output",
         "static_ipaddress" | "static_routes" | "static_rules" => {
             "halo manages only virtual IPs; configure static addresses and routes in the OS"
@@ -290,6 +300,106 @@ fn top_level_reason(kw: &str) -> &'static str {
         }
         _ => "not a keepalived keyword halo knows",
     }
+}
+
+// === vrrp_sync_group ===
+
+/// `vrrp_sync_group NAME { group { I1 I2 } notify_* }` ->
+/// `[vrrp_sync_group.NAME]` with the members that were carried.
+fn sync_group(
+    o: &Origin,
+    s: &Stmt,
+    carried: &[String],
+    grouped: &mut BTreeMap<String, usize>,
+    g: &Globals,
+    drops: &mut Vec<Dropped>,
+) -> Option<Table> {
+    let Some(name) = s.args().first().map(|w| w.text.clone()) else {
+        drops.push(o.drop(s.line(), "vrrp_sync_group", "no name"));
+        return None;
+    };
+    let mut members: Vec<Item> = Vec::new();
+    let mut hooks: Vec<(&'static str, Src, Vec<String>)> = Vec::new();
+    for c in s.children() {
+        let kw = c.keyword();
+        match kw {
+            "group" => {
+                for m in c.children() {
+                    let inst = m.keyword().to_string();
+                    let why = if !carried.contains(&inst) {
+                        Some("no vrrp_instance of that name was carried over".to_string())
+                    } else if let Some(first) = grouped.get(&inst) {
+                        Some(format!("already in the sync group at line {first}: an instance follows one group"))
+                    } else if members.iter().any(|i| i.value == Value::Str(inst.clone())) {
+                        Some("listed twice".to_string())
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(why) => drops.push(o.drop(m.line(), &format!("group {inst}"), why)),
+                        None => {
+                            grouped.insert(inst.clone(), s.line());
+                            members.push(Item {
+                                value: Value::Str(inst),
+                                from: vec![o.src(&m.words)],
+                            });
+                        }
+                    }
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify"
+                if !c.args().is_empty() =>
+            {
+                let key = match kw {
+                    "notify_master" => "notify_master",
+                    "notify_backup" => "notify_backup",
+                    "notify_fault" => "notify_fault",
+                    _ => "notify",
+                };
+                if let Some((_, first, _)) = hooks.iter().find(|(k, _, _)| *k == key) {
+                    let first = first.line;
+                    drops.push(o.drop(
+                        c.line(),
+                        kw,
+                        format!("repeated: keepalived keeps the first {kw} (line {first})"),
+                    ));
+                    continue;
+                }
+                match runnable(&joined_args(c)) {
+                    Ok(cmd) => hooks.push((key, o.src(&c.words), argv(&cmd))),
+                    Err(why) => drops.push(o.drop(c.line(), kw, why)),
+                }
+            }
+            "smtp_alert" => drops.push(o.drop(c.line(), kw, "halo sends no email")),
+            _ => drops.push(o.drop(
+                c.line(),
+                kw,
+                "not a sync group setting halo has (instances and the notify hooks)",
+            )),
+        }
+    }
+    if members.is_empty() {
+        drops.push(o.drop(
+            s.line(),
+            &format!("vrrp_sync_group {name}"),
+            "none of its instances was carried over",
+        ));
+        return None;
+    }
+    let mut t = Table::new(&["vrrp_sync_group", &name], vec![o.src(&s.words)]);
+    t.entries.push(Entry::many("instances", members));
+    let any_hook = !hooks.is_empty();
+    for (key, src, argv) in hooks {
+        t.entries.push(argv_entry(key, argv, src));
+    }
+    if let (true, Some((src, u))) = (any_hook, &g.script_user) {
+        t.entries.push(Entry::one(
+            "script_user",
+            Value::Str(u.clone()),
+            vec![src.clone()],
+        ));
+    }
+    Some(t)
 }
 
 // === global_defs ===
@@ -398,11 +508,36 @@ fn instance(
     let mut garp_refresh = g.garp_refresh.clone();
     let mut tracks: Vec<TrackOut> = Vec::new();
     let mut hooks: Vec<(&'static str, Src, Vec<String>)> = Vec::new();
+    // Directives that take one value: a repeat overrides (keepalived reads
+    // them in order), and the line overridden is reported.
+    const ONE_VALUE: &[&str] = &[
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "version",
+        "state",
+        "preempt_delay",
+        "unicast_src_ip",
+        "garp_master_repeat",
+        "garp_interval",
+        "garp_master_refresh",
+    ];
+    let mut set_at: BTreeMap<String, usize> = BTreeMap::new();
 
     for c in s.children() {
         let src = o.src(&c.words);
         let kw = c.keyword().to_string();
         let arg = c.args().first();
+        if ONE_VALUE.contains(&kw.as_str()) {
+            if let Some(before) = set_at.insert(kw.clone(), c.line()) {
+                drops.push(o.drop(
+                    before,
+                    &kw,
+                    format!("set again at line {}: keepalived uses the last", c.line()),
+                ));
+            }
+        }
         let mut drop =
             |directive: &str, reason: String| drops.push(o.drop(c.line(), directive, reason));
         if let Some(r) = c.words.iter().find_map(placeholder_reason) {

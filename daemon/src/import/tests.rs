@@ -638,3 +638,52 @@ fn an_instance_without_addresses_is_carried_when_a_hook_acts_on_it() {
         i.toml
     );
 }
+
+#[test]
+fn keepalived_sync_groups_are_carried_with_their_hooks() {
+    let k = "global_defs {\n  script_user root\n}\nvrrp_sync_group VG1 {\n  group {\n    OUT\n    IN\n    GONE\n  }\n  notify_master \"/usr/local/bin/gw up\"\n  smtp_alert\n}\n\
+             vrrp_instance OUT {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.100/24\n  }\n}\n\
+             vrrp_instance IN {\n  interface eth1\n  virtual_router_id 52\n  virtual_ipaddress {\n    198.51.100.1/24\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let g = &c.sync_groups[0];
+    assert_eq!(
+        (g.name.as_str(), g.instances.as_slice()),
+        ("VG1", &["OUT".to_string(), "IN".to_string()][..])
+    );
+    assert_eq!(
+        g.notify_master,
+        Some(vec!["/usr/local/bin/gw".to_string(), "up".to_string()])
+    );
+    assert_eq!(g.script_user, "root");
+    let d = dropped(&i).join("\n");
+    for want in [
+        "keepalived.conf:8: directive 'group GONE' not carried over: no vrrp_instance of that name was carried over",
+        "keepalived.conf:11: directive 'smtp_alert' not carried over: halo sends no email",
+    ] {
+        assert!(d.contains(want), "missing {want}\n{d}");
+    }
+    // Seed 002 (relined): its one-member group is carried.
+    let c = valid(
+        &run(
+            Some(&fixture("002-techjockey-lb01-relined.keepalived.conf")),
+            None,
+            &opts(),
+        )
+        .unwrap()
+        .toml,
+    );
+    assert_eq!(c.sync_groups[0].instances, ["FloatIP01"]);
+}
+
+#[test]
+fn a_repeated_single_value_is_reported_at_the_line_it_overrides() {
+    let k = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  priority 150\n  virtual_ipaddress {\n    192.0.2.1\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    assert_eq!(valid(&i.toml).vrrp[0].priority.get(), 150);
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:4: directive 'priority' not carried over: set again at line 5: keepalived uses the last"),
+        "{d}"
+    );
+}

@@ -43,6 +43,9 @@ pub enum Control {
     L4Tracking(ProxyTracking),
     /// A reload restarted the track scripts.
     Scripts(ScriptWatch),
+    /// The instance's sync group holds it (why, for `halo status`): hand
+    /// over and stay backup at priority 1, as a release; `None` frees it.
+    Follow(Option<String>),
 }
 
 /// Where the driver learns about the health of tracked proxy services.
@@ -142,6 +145,8 @@ struct Instance {
     defer_delvips: bool,
     /// notify_* hooks (none configured: `None`); `fire` only queues.
     hooks: Option<Hooks>,
+    /// Why the instance's sync group holds it, while it does.
+    follow: Option<String>,
 }
 
 impl Instance {
@@ -310,6 +315,8 @@ impl Instance {
         };
         let explanation = if !link_up {
             format!("interface {} is down", self.cfg.interface)
+        } else if let Some(why) = &self.follow {
+            format!("{why} (priority 1)")
         } else if let Some(until) = released {
             match until {
                 Some(u) => format!(
@@ -543,6 +550,9 @@ pub async fn run_instance(
     // `[l4.*]` health arrives by a control message after start (also while
     // the instance still waits for its link-local address).
     let mut l4_tracking: Option<ProxyTracking> = None;
+    // A sync group that holds this instance back before it has started
+    // (`Control::Follow` while it waits for its link-local address).
+    let mut follow: Option<String> = None;
     let mut link = nl
         .link_by_name(&cfg.interface)
         .await
@@ -579,6 +589,7 @@ pub async fn run_instance(
                     cfg: &mut cfg,
                     tracking: &mut tracking,
                     l4_tracking: &mut l4_tracking,
+                    follow: &mut follow,
                     scripts: &mut scripts,
                     control: &mut control,
                     hub: hub.as_deref(),
@@ -629,7 +640,9 @@ pub async fn run_instance(
         r
     };
     let mut inst = Instance {
-        router: new_router(&cfg, prio),
+        // Held back by its sync group: waits as the lowest backup, as a
+        // release does.
+        router: new_router(&cfg, if follow.is_some() { 1 } else { prio }),
         cfg: cfg.clone(),
         nl,
         ifindex: link.index,
@@ -645,6 +658,7 @@ pub async fn run_instance(
         last_change: None,
         defer_delvips: false,
         hooks,
+        follow,
     };
     info!(
         instance = %cfg.name,
@@ -678,7 +692,7 @@ pub async fn run_instance(
         let _ = r.send(());
     }
     // While released, the deadline (or none = until reclaimed).
-    let mut released: Option<Option<Instant>> = None;
+    let mut released: Option<Option<Instant>> = inst.follow.as_ref().map(|_| None);
     // The systemd watchdog pings only while this loop goes round.
     let beat = crate::liveness::register(format!("vrrp {}", cfg.name));
 
@@ -794,6 +808,26 @@ pub async fn run_instance(
                     }
                     Some(Control::Reclaim) => {
                         if released.is_some() {
+                            inst.follow = None;
+                            end_release = true;
+                        }
+                    }
+                    Some(Control::Follow(Some(why))) => {
+                        info!(instance = %cfg.name, "{}: {why}", cfg.name);
+                        if released.is_none() {
+                            // As a release: hand over, then wait as the
+                            // lowest backup (still master if alone).
+                            inst.step_down(now).await;
+                            inst.router = new_router(&cfg, 1);
+                            if own_link_up {
+                                inst.router.startup(now.into_std());
+                            }
+                            released = Some(None);
+                        }
+                        inst.follow = Some(why);
+                    }
+                    Some(Control::Follow(None)) => {
+                        if inst.follow.take().is_some() {
                             end_release = true;
                         }
                     }
@@ -857,6 +891,7 @@ struct WaitingControls<'a> {
     cfg: &'a mut VrrpInstance,
     tracking: &'a mut Option<ProxyTracking>,
     l4_tracking: &'a mut Option<ProxyTracking>,
+    follow: &'a mut Option<String>,
     scripts: &'a mut Option<ScriptWatch>,
     control: &'a mut mpsc::Receiver<Control>,
     hub: Option<&'a StatusHub>,
@@ -935,6 +970,7 @@ async fn wait_for_link_local(
                 Some(Control::Reconfigure(new)) => *w.cfg = *new,
                 Some(Control::Tracking(t)) => *w.tracking = Some(t),
                 Some(Control::L4Tracking(t)) => *w.l4_tracking = Some(t),
+                Some(Control::Follow(f)) => *w.follow = f,
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
                 Some(Control::Release { .. } | Control::Reclaim) => {
                     warn!(instance = %name, "{name}: not started yet (waiting for its link-local address): release/reclaim ignored");

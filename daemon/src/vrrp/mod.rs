@@ -2,9 +2,11 @@
 
 pub mod driver;
 pub mod garp;
+pub mod group_run;
 pub mod packet;
 pub mod router;
 pub mod sockets;
+pub mod sync_group;
 
 #[cfg(test)]
 mod sim;
