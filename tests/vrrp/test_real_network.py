@@ -217,3 +217,27 @@ def test_every_instance_removes_its_stale_vip_at_start(lab_of):
     except AssertionError as e:
         raise AssertionError(f"{e}: {t.addrs('lb1')}\n{t.log('lb1', since=mark)}") from None
     assert "busy" not in t.log("lb1", since=mark), t.log("lb1", since=mark)
+
+
+def test_ipv6_cable_cut_and_heal_with_dad_on(lab_of):
+    # When the carrier comes back the kernel runs DAD again on every
+    # address, the link-local one included: lb1 must come back as master
+    # of the IPv6 VIP and the pair settle with one holder.
+    t = lab_of(2, ipv6=True)
+    cfg = lambda p: vrrp_toml(p, vips=(VIP6 + "/64",))
+    t.run_halo("lb1", cfg(101))
+    t.run_halo("lb2", cfg(100))
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"], T, "lb1 the only holder")
+    t.cut("lb1")
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb2"], T, "lb2 master, lb1 in FAULT")
+    t.heal("lb1")
+    try:
+        wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"], T, "lb1 master again")
+        wait_for(lambda: (t.vrrp("lb2") or {}).get("state") == "BACKUP", T, "lb2 backup")
+        start = t.vrrp("lb2")["adverts_received"]
+        always_until(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"],
+                     lambda: t.vrrp("lb2")["adverts_received"] >= start + 10, T, "lb1 the only holder")
+        flags = addr_flags(t, "lb1", VIP6)
+        assert "tentative" not in flags and "dadfailed" not in flags, flags
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('lb1')}\n{t.log('lb2')}") from None
