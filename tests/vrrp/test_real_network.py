@@ -123,10 +123,14 @@ def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
     # requested address"): halo must wait, not exit.
     t = lab_of(1, ipv6=True)
     path = t.write("lb1", "halo.toml", vrrp_toml(101, vips=(VIP6 + "/64",)))
+    # Down and up again until `ip` is seen to show it tentative (a loaded
+    # machine might be slower than DAD once), then halo at once.
     script = (
-        "ip link set eth0 down && ip link set eth0 up && "
-        "ip -6 -o addr show dev eth0 scope link tentative | grep -q fe80 && echo tentative at start && "
-        f"exec {halo_bin()} run --config {path} --socket {t.path('lb1', 'halo.sock')}"
+        "for i in 1 2 3 4 5 6 7 8 9 10; do ip link set eth0 down && ip link set eth0 up && "
+        "if ip -6 -o addr show dev eth0 scope link tentative | grep -q fe80; then "
+        "echo tentative at start; "
+        f"exec {halo_bin()} run --config {path} --socket {t.path('lb1', 'halo.sock')}; "
+        "fi; sleep 3; done; echo never saw it tentative; exit 1"
     )
     p = t.spawn("halo", "lb1", ["sh", "-c", script])
     try:
