@@ -116,6 +116,28 @@ def test_waits_for_a_link_local_address_then_starts(lab_of):
         raise AssertionError(f"{e}\n{t.log('halo')}") from None
 
 
+def test_waits_for_an_ipv4_address_then_starts(lab_of):
+    # At boot DHCP (or the network configuration) may not have given the
+    # interface its address yet: halo must wait for it, not exit.
+    t = lab_of(1)
+    t.exec("lb1", "ip", "addr", "del", f"{LBS['lb1']}/24", "dev", "eth0")
+    path = t.write("lb1", "halo.toml", vrrp_toml(101))
+    p = t.spawn("halo", "lb1", [halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "halo.sock")])
+    try:
+        wait_for(lambda: "waiting for an IPv4 address to send adverts from" in t.log("halo") or not alive(p.pid), T,
+                 "halo to say it waits for an IPv4 address")
+        assert alive(p.pid)
+        wait_for(lambda: t.vrrp("lb1") is not None, T, "halo to answer on its control socket")
+        v = t.vrrp("lb1")
+        assert v["state"] == "INIT" and "waiting for an IPv4 address" in v["explanation"], v
+        t.exec("lb1", "ip", "addr", "add", f"{LBS['lb1']}/24", "dev", "eth0")
+        wait_for(lambda: VIP in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
+        assert alive(p.pid)
+        assert f"VRID 51 on eth0 from {LBS['lb1']}" in t.log("halo")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('halo')}") from None
+
+
 def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
     # The interface has just come up: its new link-local address stays
     # tentative for one to two seconds (DAD). halo is started the moment
