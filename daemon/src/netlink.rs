@@ -180,6 +180,29 @@ impl Netlink {
         Ok(seen)
     }
 
+    /// Wait until the interface has an IPv4 address that is not one of
+    /// `exclude` (at boot DHCP may not have given it one yet); `note` is
+    /// called once if it has to wait. Subscribed before the first look,
+    /// as `wait_link_local_v6`.
+    pub async fn wait_primary_v4(
+        &self,
+        index: u32,
+        exclude: &[IpAddr],
+        note: impl FnOnce(),
+    ) -> Result<Ipv4Addr> {
+        let mut events = AddressEvents::subscribe(rtnetlink::constants::RTMGRP_IPV4_IFADDR)?;
+        let mut note = Some(note);
+        loop {
+            if let Some(a) = self.primary_v4(index, exclude).await? {
+                return Ok(a);
+            }
+            if let Some(n) = note.take() {
+                n();
+            }
+            events.changed(index).await?;
+        }
+    }
+
     /// Wait until the interface has a usable link-local IPv6 address. At
     /// boot it may have none yet (no carrier: the kernel makes it when the
     /// link comes up) or one still tentative while duplicate address
@@ -192,7 +215,7 @@ impl Netlink {
         index: u32,
         mut note: impl FnMut(&LinkLocal),
     ) -> Result<Ipv6Addr> {
-        let mut events = AddressEvents::subscribe_v6()?;
+        let mut events = AddressEvents::subscribe(rtnetlink::constants::RTMGRP_IPV6_IFADDR)?;
         let mut last = None;
         loop {
             let now = self.link_local_v6(index).await?;
@@ -281,24 +304,22 @@ pub enum LinkLocal {
     Usable(Ipv6Addr),
 }
 
-/// IPv6 address changes (RTMGRP_IPV6_IFADDR) on a netlink socket of its
-/// own, for as long as the value lives.
+/// Address changes of one family (RTMGRP_IPV4_IFADDR or
+/// RTMGRP_IPV6_IFADDR) on a netlink socket of its own, for as long as the
+/// value lives.
 struct AddressEvents {
     rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl AddressEvents {
-    fn subscribe_v6() -> Result<AddressEvents> {
+    fn subscribe(group: u32) -> Result<AddressEvents> {
         let (mut conn, _handle, mut messages) =
             rtnetlink::new_connection().context("opening a netlink socket for address events")?;
         conn.socket_mut()
             .socket_mut()
-            .bind(&SocketAddr::new(
-                0,
-                rtnetlink::constants::RTMGRP_IPV6_IFADDR,
-            ))
-            .context("joining the netlink IPv6 address group")?;
+            .bind(&SocketAddr::new(0, group))
+            .context("joining a netlink address group")?;
         let conn = tokio::spawn(conn);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let forward = tokio::spawn(async move {

@@ -122,3 +122,14 @@ def test_nodes_keep_the_kernels_defaults():
             for k, want in (("all", "0"), ("default", "1"), ("eth0", "1")):
                 r = lab.exec(node, "sysctl", "-n", f"net.ipv6.conf.{k}.accept_dad")
                 assert r.stdout.strip() == want, (node, k, r.stdout)
+
+
+def test_an_ipv6_lab_is_up_once_duplicate_address_detection_is_done():
+    # DAD keeps new addresses tentative for a second or two; `up` returns
+    # when none is, as a host's network-online does, so the first ping
+    # from the client works (it failed for 10 s when `up` did not wait).
+    with Lab("dad", lbs=1, backends=0, ipv6=True) as lab:
+        for node in ("lb1", "client"):
+            out = lab.exec(node, "ip", "-6", "-o", "addr", "show", "dev", "eth0").stdout
+            assert "tentative" not in out and "dadfailed" not in out, (node, out)
+        lab.exec("client", "ping", "-6", "-c", "1", "-W", "10", "2001:db8::11")

@@ -71,6 +71,11 @@ def config():
 def setup():
     sh("ip", "netns", "add", NS)
     nsx("ip", "link", "set", "lo", "up")
+    # Bends a kernel default on purpose: keepalived is started at once and
+    # its IPv6 instances need the link-local address, tentative for a
+    # second or two under DAD. This script captures packet bytes, not
+    # start-up behaviour; halo with DAD on (the default) is tested in
+    # tests/vrrp/test_real_network.py.
     nsx("sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
     nsx("ip", "link", "add", "kv0", "type", "veth", "peer", "name", "kv1")
     nsx("ip", "addr", "add", f"{SRC4}/24", "dev", "kv0")

@@ -116,6 +116,28 @@ def test_waits_for_a_link_local_address_then_starts(lab_of):
         raise AssertionError(f"{e}\n{t.log('halo')}") from None
 
 
+def test_waits_for_an_ipv4_address_then_starts(lab_of):
+    # At boot DHCP (or the network configuration) may not have given the
+    # interface its address yet: halo must wait for it, not exit.
+    t = lab_of(1)
+    t.exec("lb1", "ip", "addr", "del", f"{LBS['lb1']}/24", "dev", "eth0")
+    path = t.write("lb1", "halo.toml", vrrp_toml(101))
+    p = t.spawn("halo", "lb1", [halo_bin(), "run", "--config", path, "--socket", t.path("lb1", "halo.sock")])
+    try:
+        wait_for(lambda: "waiting for an IPv4 address to send adverts from" in t.log("halo") or not alive(p.pid), T,
+                 "halo to say it waits for an IPv4 address")
+        assert alive(p.pid)
+        wait_for(lambda: t.vrrp("lb1") is not None, T, "halo to answer on its control socket")
+        v = t.vrrp("lb1")
+        assert v["state"] == "INIT" and "waiting for an IPv4 address" in v["explanation"], v
+        t.exec("lb1", "ip", "addr", "add", f"{LBS['lb1']}/24", "dev", "eth0")
+        wait_for(lambda: VIP in t.addrs("lb1") or not alive(p.pid), T, "lb1 to become master")
+        assert alive(p.pid)
+        assert f"VRID 51 on eth0 from {LBS['lb1']}" in t.log("halo")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('halo')}") from None
+
+
 def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
     # The interface has just come up: its new link-local address stays
     # tentative for one to two seconds (DAD). halo is started the moment
@@ -123,10 +145,14 @@ def test_starts_when_the_link_local_address_is_still_tentative(lab_of):
     # requested address"): halo must wait, not exit.
     t = lab_of(1, ipv6=True)
     path = t.write("lb1", "halo.toml", vrrp_toml(101, vips=(VIP6 + "/64",)))
+    # Down and up again until `ip` is seen to show it tentative (a loaded
+    # machine might be slower than DAD once), then halo at once.
     script = (
-        "ip link set eth0 down && ip link set eth0 up && "
-        "ip -6 -o addr show dev eth0 scope link tentative | grep -q fe80 && echo tentative at start && "
-        f"exec {halo_bin()} run --config {path} --socket {t.path('lb1', 'halo.sock')}"
+        "for i in 1 2 3 4 5 6 7 8 9 10; do ip link set eth0 down && ip link set eth0 up && "
+        "if ip -6 -o addr show dev eth0 scope link tentative | grep -q fe80; then "
+        "echo tentative at start; "
+        f"exec {halo_bin()} run --config {path} --socket {t.path('lb1', 'halo.sock')}; "
+        "fi; sleep 3; done; echo never saw it tentative; exit 1"
     )
     p = t.spawn("halo", "lb1", ["sh", "-c", script])
     try:
@@ -217,3 +243,27 @@ def test_every_instance_removes_its_stale_vip_at_start(lab_of):
     except AssertionError as e:
         raise AssertionError(f"{e}: {t.addrs('lb1')}\n{t.log('lb1', since=mark)}") from None
     assert "busy" not in t.log("lb1", since=mark), t.log("lb1", since=mark)
+
+
+def test_ipv6_cable_cut_and_heal_with_dad_on(lab_of):
+    # When the carrier comes back the kernel runs DAD again on every
+    # address, the link-local one included: lb1 must come back as master
+    # of the IPv6 VIP and the pair settle with one holder.
+    t = lab_of(2, ipv6=True)
+    cfg = lambda p: vrrp_toml(p, vips=(VIP6 + "/64",))
+    t.run_halo("lb1", cfg(101))
+    t.run_halo("lb2", cfg(100))
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"], T, "lb1 the only holder")
+    t.cut("lb1")
+    wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb2"], T, "lb2 master, lb1 in FAULT")
+    t.heal("lb1")
+    try:
+        wait_for(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"], T, "lb1 master again")
+        wait_for(lambda: (t.vrrp("lb2") or {}).get("state") == "BACKUP", T, "lb2 backup")
+        start = t.vrrp("lb2")["adverts_received"]
+        always_until(lambda: t.holders(["lb1", "lb2"], VIP6) == ["lb1"],
+                     lambda: t.vrrp("lb2")["adverts_received"] >= start + 10, T, "lb1 the only holder")
+        flags = addr_flags(t, "lb1", VIP6)
+        assert "tentative" not in flags and "dadfailed" not in flags, flags
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{t.log('lb1')}\n{t.log('lb2')}") from None

@@ -172,7 +172,48 @@ pub(super) fn build_network(spec: &Spec, names: &Names) -> Result<()> {
         }
         sys::ip(&["-n", &ns, "link", "set", IFACE, "up"])?;
     }
+    if spec.ipv6 {
+        wait_ipv6_settled(spec, names, Duration::from_secs(60))?;
+    }
     Ok(())
+}
+
+/// Wait until no node's eth0 has a tentative IPv6 address. Duplicate
+/// address detection (on: the kernel default) keeps a new address unusable
+/// for a second or two; `up` returns a network a host would call online
+/// (systemd-networkd-wait-online waits for the same), so a client's first
+/// ping does not go out from an address it cannot use yet. The timeout is
+/// an upper bound for a loaded machine.
+fn wait_ipv6_settled(spec: &Spec, names: &Names, timeout: Duration) -> Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        let mut pending = Vec::new();
+        for node in spec.nodes() {
+            let ns = names.ns(node);
+            let show = |flag: &str| {
+                sys::ip(&["-n", &ns, "-6", "-o", "addr", "show", "dev", IFACE, flag])
+                    .map(|out| out.trim().to_string())
+            };
+            let failed = show("dadfailed")?;
+            if !failed.is_empty() {
+                bail!("{node}: duplicate address detection failed: {failed}");
+            }
+            if !show("tentative")?.is_empty() {
+                pending.push(node.to_string());
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!(
+                "IPv6 addresses of {} still tentative after {:?}",
+                pending.join(", "),
+                timeout
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The last lines of a log, for error messages.

@@ -567,44 +567,42 @@ pub async fn run_instance(
             .or(cfg.unicast_peers.first().copied())
             .is_some_and(|a| a.is_ipv6()),
     };
-    let src = match (cfg.unicast_src, v6) {
-        (Some(s), _) => s,
-        (None, false) => {
-            IpAddr::V4(nl.primary_v4(link.index, &vips).await?.with_context(|| {
-                format!(
-                    "{}: {} has no IPv4 address to send adverts from",
-                    cfg.name, cfg.interface
-                )
-            })?)
-        }
+    let found = match (cfg.unicast_src, v6) {
+        (Some(s), _) => Some(s),
+        (None, false) => nl.primary_v4(link.index, &vips).await?.map(IpAddr::V4),
         (None, true) => match nl.link_local_v6(link.index).await? {
-            LinkLocal::Usable(a) => IpAddr::V6(a),
-            _ => {
-                // Not usable yet (boot: no carrier, or DAD running). The
-                // daemon goes on starting; this instance waits, as in FAULT.
-                if let Some(r) = ready.take() {
-                    let _ = r.send(());
-                }
-                let mut waiting = WaitingControls {
-                    cfg: &mut cfg,
-                    tracking: &mut tracking,
-                    l4_tracking: &mut l4_tracking,
-                    follow: &mut follow,
-                    scripts: &mut scripts,
-                    control: &mut control,
-                    hub: hub.as_deref(),
-                };
-                let Some(a) = wait_for_link_local(&nl, link.index, &mut waiting).await? else {
-                    return Ok(());
-                };
-                // The link may have come up meanwhile.
-                link = nl
-                    .link_by_name(&cfg.interface)
-                    .await
-                    .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
-                IpAddr::V6(a)
-            }
+            LinkLocal::Usable(a) => Some(IpAddr::V6(a)),
+            _ => None,
         },
+    };
+    let src = match found {
+        Some(a) => a,
+        None => {
+            // No address to send from yet (boot: no carrier, DAD running,
+            // DHCP not done). The daemon goes on starting; this instance
+            // waits, as in FAULT.
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+            let mut waiting = WaitingControls {
+                cfg: &mut cfg,
+                tracking: &mut tracking,
+                l4_tracking: &mut l4_tracking,
+                follow: &mut follow,
+                scripts: &mut scripts,
+                control: &mut control,
+                hub: hub.as_deref(),
+            };
+            let Some(a) = wait_for_source(&nl, link.index, v6, &vips, &mut waiting).await? else {
+                return Ok(());
+            };
+            // The link may have come up meanwhile.
+            link = nl
+                .link_by_name(&cfg.interface)
+                .await
+                .with_context(|| format!("{}: interface {}", cfg.name, cfg.interface))?;
+            a
+        }
     };
     let sockets = match src {
         IpAddr::V4(s) => VrrpSockets::open_v4(&cfg.interface, link.index, s),
@@ -918,31 +916,22 @@ fn waiting_status(cfg: &VrrpInstance, why: String) -> VrrpStatus {
     }
 }
 
-/// Wait for the interface's link-local IPv6 address to be usable, saying
-/// what it waits for. `None`: told to stop meanwhile. A reload's changes
-/// are kept for the start; a release or reclaim has nothing to act on yet.
-async fn wait_for_link_local(
+/// Wait for an address to send adverts from: the interface's link-local
+/// IPv6 address, usable (not tentative), or an IPv4 address that is not a
+/// VIP; saying what it waits for. `None`: told to stop meanwhile. A
+/// reload's changes are kept for the start; a release or reclaim has
+/// nothing to act on yet.
+async fn wait_for_source(
     nl: &Netlink,
     index: u32,
+    v6: bool,
+    vips: &[IpAddr],
     w: &mut WaitingControls<'_>,
-) -> Result<Option<std::net::Ipv6Addr>> {
+) -> Result<Option<IpAddr>> {
     let (name, ifname) = (w.cfg.name.clone(), w.cfg.interface.clone());
     let (cfg, hub) = (w.cfg.clone(), w.hub);
-    let wait = nl.wait_link_local_v6(index, |s| {
-        let why = match s {
-            LinkLocal::Missing => format!(
-                "{ifname} has no link-local IPv6 address yet (no carrier, or IPv6 starting)"
-            ),
-            LinkLocal::Tentative(a) => {
-                format!("{a} is tentative (duplicate address detection is running)")
-            }
-            LinkLocal::DadFailed(a) => format!(
-                "duplicate address detection failed for {a}: another host on {ifname} uses it"
-            ),
-            LinkLocal::Usable(_) => return,
-        };
-        let why = format!("{why}; waiting for its link-local IPv6 address");
-        if matches!(s, LinkLocal::DadFailed(_)) {
+    let say = |why: String, warning: bool| {
+        if warning {
             warn!(instance = %name, "{name}: {why}");
         } else {
             info!(instance = %name, "{name}: {why}");
@@ -950,12 +939,51 @@ async fn wait_for_link_local(
         if let Some(h) = hub {
             h.publish_vrrp(waiting_status(&cfg, why));
         }
-    });
+    };
+    let link_local = async {
+        nl.wait_link_local_v6(index, |s| {
+            let why = match s {
+                LinkLocal::Missing => format!(
+                    "{ifname} has no link-local IPv6 address yet (no carrier, or IPv6 starting)"
+                ),
+                LinkLocal::Tentative(a) => {
+                    format!("{a} is tentative (duplicate address detection is running)")
+                }
+                LinkLocal::DadFailed(a) => format!(
+                    "duplicate address detection failed for {a}: another host on {ifname} uses it"
+                ),
+                LinkLocal::Usable(_) => return,
+            };
+            say(
+                format!("{why}; waiting for its link-local IPv6 address"),
+                matches!(s, LinkLocal::DadFailed(_)),
+            );
+        })
+        .await
+        .map(IpAddr::V6)
+    };
+    let primary = async {
+        nl.wait_primary_v4(index, vips, || {
+            say(
+                format!("{ifname} has no IPv4 address yet (DHCP or the network configuration not done); waiting for an IPv4 address to send adverts from"),
+                false,
+            )
+        })
+        .await
+        .map(IpAddr::V4)
+    };
+    let wait = async {
+        if v6 {
+            link_local.await
+        } else {
+            primary.await
+        }
+    };
     tokio::pin!(wait);
     loop {
         tokio::select! {
             r = &mut wait => {
-                let a = r.with_context(|| format!("{name}: waiting for a link-local address on {ifname}"))?;
+                let a = r.with_context(|| format!("{name}: waiting for an address on {ifname}"))?;
                 info!(instance = %name, "{name}: {a} on {ifname} is usable, starting");
                 return Ok(Some(a));
             }
@@ -964,7 +992,7 @@ async fn wait_for_link_local(
                     if let Some(h) = w.hub {
                         h.remove_vrrp(&name);
                     }
-                    info!(instance = %name, "{name}: stopped (it was waiting for its link-local address)");
+                    info!(instance = %name, "{name}: stopped (it was waiting for an address to send from)");
                     return Ok(None);
                 }
                 Some(Control::Reconfigure(new)) => *w.cfg = *new,
@@ -973,7 +1001,7 @@ async fn wait_for_link_local(
                 Some(Control::Follow(f)) => *w.follow = f,
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
                 Some(Control::Release { .. } | Control::Reclaim) => {
-                    warn!(instance = %name, "{name}: not started yet (waiting for its link-local address): release/reclaim ignored");
+                    warn!(instance = %name, "{name}: not started yet (waiting for an address to send from): release/reclaim ignored");
                 }
             }
         }
