@@ -9,12 +9,13 @@ The tests run in file order on one cluster; each needs the ones before it.
 
 import json
 import os
+import re
 import subprocess
 import time
 
 import pytest
 
-from cluster import HERE, HOSTS, VIP
+from cluster import HERE, HOSTS, VIP, run
 
 # Where the rolling upgrade's numbers go (docs/benchmarks.md quotes them).
 RESULTS = os.environ.get("HALO_ANSIBLE_RESULTS", "/var/tmp/halo-ansible-results.json")
@@ -109,6 +110,61 @@ def test_install_playbook_changes_nothing_after_site(cluster, debs):
     rc, out, recap = cluster.playbook("install.yml", {"halo_deb": debs[0]})
     assert rc == 0, out[-6000:]
     assert set(recap) == set(HOSTS) and all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
+
+
+# What a user already had in /etc/nftables.conf: the role must leave it.
+USER_TABLE = """
+# the user's own rules (not the role's)
+table inet mine {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 9999 counter accept
+  }
+}
+"""
+
+
+def test_firewall_drop_mode_leaves_the_users_rules_and_keeps_vrrp_proxy_ssh(cluster, debs):
+    """Role common with common_firewall_drop_others: its own table inet
+    halo (no flush ruleset), the user's tables and file untouched; VRRP,
+    the VIP and SSH still work, and what the table does not name is
+    dropped (a connect times out instead of being refused)."""
+    for h in HOSTS:
+        cluster.ssh(h, f"cat >> /etc/nftables.conf <<'EOF'\n{USER_TABLE}EOF\nnft -f /etc/nftables.conf")
+    conf_before = {h: cluster.ssh(h, "cat /etc/nftables.conf").stdout for h in HOSTS}
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0], "common_firewall_drop_others": True})
+    assert rc == 0, out[-6000:]
+    for h in HOSTS:
+        # SSH stays open: this very command.
+        r = cluster.ssh(h, "nft list tables; echo ---; nft list chain inet halo input; echo ---; "
+                           "cat /etc/nftables.conf; echo ---; ls /etc/sysctl.d/")
+        tables, chain, conf, sysctl = r.stdout.split("---\n")
+        assert "table inet mine" in tables and "table inet halo" in tables, (h, tables)
+        # Debian's own default table (its nftables.conf) is still loaded too.
+        assert "table inet filter" in tables, (h, tables)
+        # nft prints a protocol's name where /etc/protocols has it.
+        assert re.search(r'iifname "eth0" meta l4proto (112|vrrp) accept', chain), chain
+        assert "ip daddr 224.0.0.18 accept" in chain, chain
+        assert "ip6 daddr ff02::12 accept" in chain and "drop" in [x.strip() for x in chain.splitlines()], chain
+        # The user's file: the same, but for one include line.
+        assert conf == conf_before[h], (h, conf)
+        assert conf.count('include "/etc/nftables.d/halo.nft"') == 1, conf
+        assert "60-halo.conf" not in sysctl, sysctl
+    # VRRP goes on across the drop: lb2 keeps hearing lb1 and stays backup.
+    wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
+    heard = cluster.status("lb2")["vrrp"][0]["adverts_received"]
+    wait_for("lb2 hears 5 more adverts", lambda: (cluster.status("lb2") or {"vrrp": [{"adverts_received": 0}]})
+             ["vrrp"][0]["adverts_received"] >= heard + 5)
+    assert master_of(cluster) == "lb1"
+    rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
+    assert served_by(body) in ("web1", "web2")
+    # A port nobody opened: dropped (curl times out, 28), not refused (7).
+    r = run(cluster.in_client(["curl", "-sS", "--connect-timeout", "3", f"http://{HOSTS['lb1']}:9/"]), check=False,
+            timeout=60)
+    assert r.returncode == 28, (r.returncode, r.stderr)
+    # A second run changes nothing (the include is there once).
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0], "common_firewall_drop_others": True})
+    assert rc == 0 and all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
 
 
 def test_rolling_upgrade_fails_no_request(cluster, debs):
@@ -207,6 +263,11 @@ def test_reboot_one_host_at_a_time(cluster):
     after = boot_ids()
     assert all(after[n] and after[n] != before[n] for n in HOSTS), (before, after)
     wait_for("lb1 MASTER after the reboots", lambda: master_of(cluster) == "lb1")
+    # nftables.service loaded the user's /etc/nftables.conf and, through
+    # its include line, halo's table.
+    for n in HOSTS:
+        tables = cluster.ssh(n, "nft list tables").stdout
+        assert "table inet halo" in tables and "table inet mine" in tables, (n, tables)
     rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
     assert served_by(body) in ("web1", "web2")
 
