@@ -228,6 +228,90 @@ def test_second_upgrade_run_changes_nothing(cluster, debs):
     assert all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
 
 
+def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, debs):
+    """The operator releases the master lb1 and installs another halo
+    package there (postinst restarts halo) while lb1 cannot reach its
+    backends: lb1 comes back released and stays backup, also once its
+    backends are healthy again, until the operator reclaims. A client on
+    the VIP meanwhile: 0 failed requests."""
+    wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
+    stop = os.path.join(cluster.work, "client-release.stop")
+    client = subprocess.Popen(cluster.in_client(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
+                                                 "--stop-file", stop, "--max-requests", "1000000",
+                                                 "--max-seconds", "3600", "--timeout", "30"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lb1():
+        st = cluster.status("lb1")
+        return st["vrrp"][0] if st else None
+
+    def released():
+        v = lb1()
+        return v is not None and v["state"] == "BACKUP" and "released by operator" in v["explanation"]
+
+    def healthy():
+        st = cluster.status("lb1")
+        return st and sum(s["healthy"] for s in st["proxy"][0]["servers"])
+
+    def stays_released(n):
+        """lb1 released and lb2 master while lb1 hears n of lb2's adverts."""
+        start = lb1()["adverts_received"]
+        while True:
+            v = lb1()
+            assert released() and cluster.vrrp_state("lb2") == "MASTER", (v, cluster.status("lb2"))
+            if v["adverts_received"] >= start + n:
+                return
+
+    try:
+        cluster.ssh("lb1", "halo vrrp release VI_1")
+        wait_for("lb2 MASTER, lb1 released", lambda: cluster.vrrp_state("lb2") == "MASTER" and released())
+        # lb1's way to its backends is cut (its own output chain, apart
+        # from the role's table).
+        cluster.ssh("lb1", "nft add table inet cut; nft add chain inet cut out '{ type filter hook output priority 0; }'; "
+                           f"nft add rule inet cut out ip daddr {{ {HOSTS['web1']}, {HOSTS['web2']} }} tcp dport 80 drop")
+        pid = cluster.ssh("lb1", "systemctl show --property=MainPID --value halo").stdout.strip()
+        deb = os.path.basename(debs[0])
+        cluster.ssh("lb1", f"dpkg -i --force-confold /var/cache/halo-deploy/{deb}", timeout=300)
+        wait_for("a new halo on lb1", lambda: cluster.ssh(
+            "lb1", "systemctl show --property=MainPID --value halo").stdout.strip() not in ("", "0", pid))
+        wait_for("lb1 answering", lambda: lb1() is not None)
+        wait_for("lb1 sees its backends down", lambda: healthy() == 0)
+        stays_released(10)
+        cluster.ssh("lb1", "nft delete table inet cut")
+        wait_for("lb1's backends healthy again", lambda: healthy() == 2)
+        # Healthy at priority 150 > 140: without the kept release lb1 would
+        # preempt now.
+        stays_released(10)
+        cluster.ssh("lb1", "halo vrrp reclaim VI_1")
+        wait_for("lb1 the one master after reclaim", lambda: master_of(cluster) == "lb1")
+        time.sleep(2)
+    finally:
+        cluster.ssh("lb1", "nft delete table inet cut 2>/dev/null; true", check=False)
+        open(stop, "w").close()
+        cout, cerr = client.communicate(timeout=120)
+    result = json.loads(cout)
+    print("release across an upgrade restart:", json.dumps(result))
+    assert result["requests"] > 50, result
+    assert result["failed"] == 0, result
+
+
+def test_watchdog_restarts_a_frozen_halo(cluster):
+    """WatchdogSec= in the unit: a halo frozen with SIGSTOP stops pinging;
+    systemd aborts it, Restart= starts a new one, and the journal says why."""
+    pid = cluster.ssh("lb2", "systemctl show --property=MainPID --value halo").stdout.strip()
+    assert pid not in ("", "0")
+    cluster.ssh("lb2", f"kill -STOP {pid}")
+    # WatchdogSec=20s, then TimeoutAbortSec (10 s) for the SIGKILL, then
+    # RestartSec=2s: about half a minute here.
+    wait_for("a new halo on lb2", lambda: (lambda p: p not in ("", "0", pid) and p)(
+        cluster.ssh("lb2", "systemctl show --property=MainPID --value halo").stdout.strip()), timeout=300, step=2)
+    wait_for("lb2 halo answering", lambda: cluster.status("lb2"), timeout=120)
+    journal = cluster.ssh("lb2", "journalctl -u halo --no-pager -o cat").stdout
+    assert "Watchdog timeout" in journal, journal[-3000:]
+    assert "Failed with result 'watchdog'" in journal, journal[-3000:]
+    wait_for("lb2 backup of lb1 again", lambda: master_of(cluster) == "lb1")
+
+
 def test_failover_when_the_masters_cable_is_pulled(cluster):
     wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
     cluster.link("lb1", up=False)
