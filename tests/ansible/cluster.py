@@ -171,8 +171,9 @@ class Cluster:
                 # Its own network namespace: VIPs, raw VRRP sockets, nftables.
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW"]
         log = open(os.path.join(self.work, name + ".console"), "a")
-        # /proc/sys/net is the host's own namespace's: let it write there
-        # (net.ipv4.ip_nonlocal_bind from role common).
+        # /proc/sys/net is the host's own namespace's: let it write there,
+        # as on a real host (role common sets no sysctl today; earlier
+        # versions set net.ipv4.ip_nonlocal_bind).
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
 
         def start():

@@ -9,12 +9,13 @@ The tests run in file order on one cluster; each needs the ones before it.
 
 import json
 import os
+import re
 import subprocess
 import time
 
 import pytest
 
-from cluster import HERE, HOSTS, VIP
+from cluster import HERE, HOSTS, VIP, run
 
 # Where the rolling upgrade's numbers go (docs/benchmarks.md quotes them).
 RESULTS = os.environ.get("HALO_ANSIBLE_RESULTS", "/var/tmp/halo-ansible-results.json")
@@ -111,6 +112,61 @@ def test_install_playbook_changes_nothing_after_site(cluster, debs):
     assert set(recap) == set(HOSTS) and all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
 
 
+# What a user already had in /etc/nftables.conf: the role must leave it.
+USER_TABLE = """
+# the user's own rules (not the role's)
+table inet mine {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 9999 counter accept
+  }
+}
+"""
+
+
+def test_firewall_drop_mode_leaves_the_users_rules_and_keeps_vrrp_proxy_ssh(cluster, debs):
+    """Role common with common_firewall_drop_others: its own table inet
+    halo (no flush ruleset), the user's tables and file untouched; VRRP,
+    the VIP and SSH still work, and what the table does not name is
+    dropped (a connect times out instead of being refused)."""
+    for h in HOSTS:
+        cluster.ssh(h, f"cat >> /etc/nftables.conf <<'EOF'\n{USER_TABLE}EOF\nnft -f /etc/nftables.conf")
+    conf_before = {h: cluster.ssh(h, "cat /etc/nftables.conf").stdout for h in HOSTS}
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0], "common_firewall_drop_others": True})
+    assert rc == 0, out[-6000:]
+    for h in HOSTS:
+        # SSH stays open: this very command.
+        r = cluster.ssh(h, "nft list tables; echo ---; nft list chain inet halo input; echo ---; "
+                           "cat /etc/nftables.conf; echo ---; ls /etc/sysctl.d/")
+        tables, chain, conf, sysctl = r.stdout.split("---\n")
+        assert "table inet mine" in tables and "table inet halo" in tables, (h, tables)
+        # Debian's own default table (its nftables.conf) is still loaded too.
+        assert "table inet filter" in tables, (h, tables)
+        # nft prints a protocol's name where /etc/protocols has it.
+        assert re.search(r'iifname "eth0" meta l4proto (112|vrrp) accept', chain), chain
+        assert "ip daddr 224.0.0.18 accept" in chain, chain
+        assert "ip6 daddr ff02::12 accept" in chain and "drop" in [x.strip() for x in chain.splitlines()], chain
+        # The user's file: the same, but for one include line.
+        assert conf == conf_before[h], (h, conf)
+        assert conf.count('include "/etc/nftables.d/halo.nft"') == 1, conf
+        assert "60-halo.conf" not in sysctl, sysctl
+    # VRRP goes on across the drop: lb2 keeps hearing lb1 and stays backup.
+    wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
+    heard = cluster.status("lb2")["vrrp"][0]["adverts_received"]
+    wait_for("lb2 hears 5 more adverts", lambda: (cluster.status("lb2") or {"vrrp": [{"adverts_received": 0}]})
+             ["vrrp"][0]["adverts_received"] >= heard + 5)
+    assert master_of(cluster) == "lb1"
+    rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
+    assert served_by(body) in ("web1", "web2")
+    # A port nobody opened: dropped (curl times out, 28), not refused (7).
+    r = run(cluster.in_client(["curl", "-sS", "--connect-timeout", "3", f"http://{HOSTS['lb1']}:9/"]), check=False,
+            timeout=60)
+    assert r.returncode == 28, (r.returncode, r.stderr)
+    # A second run changes nothing (the include is there once).
+    rc, out, recap = cluster.playbook("site.yml", {"halo_deb": debs[0], "common_firewall_drop_others": True})
+    assert rc == 0 and all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
+
+
 def test_rolling_upgrade_fails_no_request(cluster, debs):
     new_version = subprocess.run(["dpkg-deb", "--field", debs[1], "Version"], capture_output=True, text=True,
                                  check=True).stdout.strip()
@@ -172,6 +228,90 @@ def test_second_upgrade_run_changes_nothing(cluster, debs):
     assert all(r["changed"] == 0 for r in recap.values()), (recap, out[-4000:])
 
 
+def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, debs):
+    """The operator releases the master lb1 and installs another halo
+    package there (postinst restarts halo) while lb1 cannot reach its
+    backends: lb1 comes back released and stays backup, also once its
+    backends are healthy again, until the operator reclaims. A client on
+    the VIP meanwhile: 0 failed requests."""
+    wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
+    stop = os.path.join(cluster.work, "client-release.stop")
+    client = subprocess.Popen(cluster.in_client(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
+                                                 "--stop-file", stop, "--max-requests", "1000000",
+                                                 "--max-seconds", "3600", "--timeout", "30"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lb1():
+        st = cluster.status("lb1")
+        return st["vrrp"][0] if st else None
+
+    def released():
+        v = lb1()
+        return v is not None and v["state"] == "BACKUP" and "released by operator" in v["explanation"]
+
+    def healthy():
+        st = cluster.status("lb1")
+        return st and sum(s["healthy"] for s in st["proxy"][0]["servers"])
+
+    def stays_released(n):
+        """lb1 released and lb2 master while lb1 hears n of lb2's adverts."""
+        start = lb1()["adverts_received"]
+        while True:
+            v = lb1()
+            assert released() and cluster.vrrp_state("lb2") == "MASTER", (v, cluster.status("lb2"))
+            if v["adverts_received"] >= start + n:
+                return
+
+    try:
+        cluster.ssh("lb1", "halo vrrp release VI_1")
+        wait_for("lb2 MASTER, lb1 released", lambda: cluster.vrrp_state("lb2") == "MASTER" and released())
+        # lb1's way to its backends is cut (its own output chain, apart
+        # from the role's table).
+        cluster.ssh("lb1", "nft add table inet cut; nft add chain inet cut out '{ type filter hook output priority 0; }'; "
+                           f"nft add rule inet cut out ip daddr {{ {HOSTS['web1']}, {HOSTS['web2']} }} tcp dport 80 drop")
+        pid = cluster.ssh("lb1", "systemctl show --property=MainPID --value halo").stdout.strip()
+        deb = os.path.basename(debs[0])
+        cluster.ssh("lb1", f"dpkg -i --force-confold /var/cache/halo-deploy/{deb}", timeout=300)
+        wait_for("a new halo on lb1", lambda: cluster.ssh(
+            "lb1", "systemctl show --property=MainPID --value halo").stdout.strip() not in ("", "0", pid))
+        wait_for("lb1 answering", lambda: lb1() is not None)
+        wait_for("lb1 sees its backends down", lambda: healthy() == 0)
+        stays_released(10)
+        cluster.ssh("lb1", "nft delete table inet cut")
+        wait_for("lb1's backends healthy again", lambda: healthy() == 2)
+        # Healthy at priority 150 > 140: without the kept release lb1 would
+        # preempt now.
+        stays_released(10)
+        cluster.ssh("lb1", "halo vrrp reclaim VI_1")
+        wait_for("lb1 the one master after reclaim", lambda: master_of(cluster) == "lb1")
+        time.sleep(2)
+    finally:
+        cluster.ssh("lb1", "nft delete table inet cut 2>/dev/null; true", check=False)
+        open(stop, "w").close()
+        cout, cerr = client.communicate(timeout=120)
+    result = json.loads(cout)
+    print("release across an upgrade restart:", json.dumps(result))
+    assert result["requests"] > 50, result
+    assert result["failed"] == 0, result
+
+
+def test_watchdog_restarts_a_frozen_halo(cluster):
+    """WatchdogSec= in the unit: a halo frozen with SIGSTOP stops pinging;
+    systemd aborts it, Restart= starts a new one, and the journal says why."""
+    pid = cluster.ssh("lb2", "systemctl show --property=MainPID --value halo").stdout.strip()
+    assert pid not in ("", "0")
+    cluster.ssh("lb2", f"kill -STOP {pid}")
+    # WatchdogSec=20s, then TimeoutAbortSec (10 s) for the SIGKILL, then
+    # RestartSec=2s: about half a minute here.
+    wait_for("a new halo on lb2", lambda: (lambda p: p not in ("", "0", pid) and p)(
+        cluster.ssh("lb2", "systemctl show --property=MainPID --value halo").stdout.strip()), timeout=300, step=2)
+    wait_for("lb2 halo answering", lambda: cluster.status("lb2"), timeout=120)
+    journal = cluster.ssh("lb2", "journalctl -u halo --no-pager -o cat").stdout
+    assert "Watchdog timeout" in journal, journal[-3000:]
+    assert "Failed with result 'watchdog'" in journal, journal[-3000:]
+    wait_for("lb2 backup of lb1 again", lambda: master_of(cluster) == "lb1")
+
+
 def test_failover_when_the_masters_cable_is_pulled(cluster):
     wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
     cluster.link("lb1", up=False)
@@ -207,6 +347,11 @@ def test_reboot_one_host_at_a_time(cluster):
     after = boot_ids()
     assert all(after[n] and after[n] != before[n] for n in HOSTS), (before, after)
     wait_for("lb1 MASTER after the reboots", lambda: master_of(cluster) == "lb1")
+    # nftables.service loaded the user's /etc/nftables.conf and, through
+    # its include line, halo's table.
+    for n in HOSTS:
+        tables = cluster.ssh(n, "nft list tables").stdout
+        assert "table inet halo" in tables and "table inet mine" in tables, (n, tables)
     rc, body = wait_for("VIP answers", lambda: (lambda r: r if r[0] == 0 else None)(cluster.http_get()))
     assert served_by(body) in ("web1", "web2")
 
