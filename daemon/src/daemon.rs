@@ -458,6 +458,9 @@ impl Daemon {
         // table after the new one; the table itself stays (conntrack and the
         // flow sets keep established flows). A failure brings the old one back.
         if new.l4 != self.cfg.l4 {
+            if let Err(e) = crate::l4::check_machine(&new.l4) {
+                return Response::err(format!("{e:#} (still running the previous config)"));
+            }
             if let Some(old) = self.l4.take() {
                 old.retire().await;
             }

@@ -109,6 +109,15 @@ def test_nat_round_robin_and_a_stopped_backend_leaves_the_map():
             assert not server("web2")["healthy"]
             lab.start("web2")
             wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web2 back in the map")
+
+            # A reload naming an interface lb1 does not have changes nothing.
+            lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml('forward = "dr"\ninterface = "eth9"'))
+            with pytest.raises(RuntimeError, match="interface eth9 does not exist.*still running the previous config"):
+                lab.reload("lb1")
+            assert "table netdev halo_l4" not in ruleset(lab)
+            # The running generation was not touched: web1's counter goes on.
+            assert l4_status(lab)["servers"][0]["packets"] >= 6
+            assert sorted(set(answers(lab, 6))) == ["web1", "web2", "web3"]
         except AssertionError:
             print(lab.log("lb1"))
             raise

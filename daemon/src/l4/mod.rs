@@ -112,6 +112,7 @@ impl L4Side {
                 report,
             });
         }
+        check_machine(services)?;
         warn_forwarding(services);
         let health = health::spawn(&checked, board.clone()).context("starting l4 health checks")?;
         let mut rec = Reconciler {
@@ -293,7 +294,18 @@ impl Reconciler {
     }
 
     async fn refresh_report(&self) {
-        let counters = match nft::counters().await {
+        // One `nft list` per family in use, every tick: a few ms of CPU.
+        let mut families = Vec::new();
+        for s in &self.services {
+            let f = match s.forward {
+                L4Forward::Nat { .. } => "inet",
+                L4Forward::Dr { .. } => "netdev",
+            };
+            if !families.contains(&f) {
+                families.push(f);
+            }
+        }
+        let counters = match nft::counters(&families).await {
             Ok(c) => c,
             Err(e) => {
                 warn!("l4: reading counters: {e:#}");
@@ -331,6 +343,24 @@ impl Reconciler {
             .collect();
         *self.report.lock().unwrap_or_else(|p| p.into_inner()) = L4Report { services };
     }
+}
+
+/// What `halo check` cannot know: whether the direct-routing interfaces
+/// exist here. A missing one must fail the start or reload, not leave a
+/// table that sends nothing anywhere. (The reload calls it before it
+/// stops the running generation.)
+pub fn check_machine(services: &[L4Service]) -> Result<()> {
+    for s in services {
+        if let L4Forward::Dr { interface } = &s.forward {
+            if interface_mac(interface).is_none() {
+                anyhow::bail!(
+                    "l4 {}: interface {interface} does not exist or has no Ethernet address",
+                    s.name
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// NAT forwards between the client and the servers: without IP
