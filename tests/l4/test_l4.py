@@ -334,3 +334,32 @@ def test_track_l4_moves_the_vip_and_the_backup_already_balances():
         except AssertionError:
             print(lab.log("lb1"))
             raise
+
+
+def test_lab_up_l4_dr_balances_the_whole_lab():
+    """`halo lab up --l4 dr`, as a student runs it: it returns once one LB
+    holds the VIP and the client reaches every backend through it."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from localfix import halo_bin
+
+    name = f"l4u{os.getpid() % 100000:05d}"
+    d = tempfile.mkdtemp(prefix=f"halo-lab-{name}-")
+    lab = [halo_bin(), "lab"]
+    where = ["--name", name, "--dir", d]
+    try:
+        r = subprocess.run(lab + ["up", "--l4", "dr", "--lbs", "2", "--backends", "3"] + where,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run(lab + ["curl", "9"] + where, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for w in ("web1", "web2", "web3"):
+            assert w in r.stdout, r.stdout
+        rs = subprocess.run(lab + ["exec", "lb1"] + where + ["--", "nft", "list", "table", "netdev", "halo_l4"],
+                            capture_output=True, text=True, timeout=30).stdout
+        assert 'fwd to "eth0"' in rs, rs
+    finally:
+        subprocess.run(lab + ["down"] + where, capture_output=True, timeout=120)
+        shutil.rmtree(d, ignore_errors=True)
