@@ -191,7 +191,7 @@ struct Reconciler {
 
 impl Reconciler {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.board.subscribe();
+        let mut changes = self.board.subscribe_servers();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

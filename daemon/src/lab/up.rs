@@ -330,7 +330,12 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
         let runs = if spec.is_keepalived(n) {
             format!("keepalived VRRP (prio {}) + halo proxy", plan::priority(n))
         } else {
-            format!("halo VRRP (prio {}) + proxy", plan::priority(n))
+            let balancer = match spec.l4 {
+                Some(plan::L4Mode::Dr) => "l4 dr (nftables)",
+                Some(plan::L4Mode::Nat) => "l4 nat (nftables)",
+                None => "proxy",
+            };
+            format!("halo VRRP (prio {}) + {balancer}", plan::priority(n))
         };
         let state = if n == master {
             format!("MASTER, holds {VIP}")
