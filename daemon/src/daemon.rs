@@ -371,15 +371,39 @@ impl Daemon {
                 service,
                 server,
             } => {
-                let board = &self.proxy.board;
-                let Some(si) = board.service_index(&service) else {
-                    return Response::err(format!("no proxy service {service:?}"));
+                // A proxy service, else an [l4] one (a proxy of the same
+                // name wins): on an l4 board, drain and disable take the
+                // server out of the nftables map.
+                let l4 = self.l4.as_ref();
+                let (board, servers): (&Arc<HealthBoard>, Vec<&str>) = match self
+                    .proxy
+                    .board
+                    .service_index(&service)
+                {
+                    Some(si) => (
+                        &self.proxy.board,
+                        self.cfg.proxy[si]
+                            .servers
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect(),
+                    ),
+                    None => match l4.and_then(|l| Some((l, l.board.service_index(&service)?))) {
+                        Some((l, si)) => (
+                            &l.board,
+                            l.services[si]
+                                .servers
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect(),
+                        ),
+                        None => {
+                            return Response::err(format!("no proxy or l4 service {service:?}"))
+                        }
+                    },
                 };
-                let Some(vi) = self.cfg.proxy[si]
-                    .servers
-                    .iter()
-                    .position(|s| s.name == server)
-                else {
+                let si = board.service_index(&service).expect("found above");
+                let Some(vi) = servers.iter().position(|s| *s == server) else {
                     return Response::err(format!("service {service} has no server {server:?}"));
                 };
                 let admin = match action {

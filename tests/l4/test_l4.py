@@ -73,6 +73,17 @@ def in_map(lab):
     return sorted(v["name"] for v in st["servers"] if v["in_map"]) if st else None
 
 
+def halo_cli(lab, *args):
+    import subprocess
+
+    from localfix import halo_bin
+
+    r = subprocess.run([halo_bin(), *args, "--socket", lab.path("lb1", "halo.sock")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
 def start_nat(lab, conf):
     # LVS-NAT: the balancer routes between the client and the servers, so it
     # must forward IPv4. A new namespace starts with forwarding off (the
@@ -109,6 +120,13 @@ def test_nat_round_robin_and_a_stopped_backend_leaves_the_map():
             assert not server("web2")["healthy"]
             lab.start("web2")
             wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web2 back in the map")
+
+            # An operator drains web3: out of the map, healthy all along.
+            halo_cli(lab, "server", "drain", "web/web3")
+            wait_for(lambda: in_map(lab) == ["web1", "web2"], T, "web3 drained")
+            assert set(answers(lab, 4)) == {"web1", "web2"}
+            halo_cli(lab, "server", "enable", "web/web3")
+            wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web3 enabled")
 
             # A reload naming an interface lb1 does not have changes nothing.
             lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml('forward = "dr"\ninterface = "eth9"'))
