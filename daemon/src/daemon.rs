@@ -478,33 +478,50 @@ impl Daemon {
             notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
         }
 
-        // L4: the old reconciler stops first so that it cannot rewrite the
-        // table after the new one; the table itself stays (conntrack and the
-        // flow sets keep established flows). A failure brings the old one back.
+        // L4. Same servers and checks: the board (and what it knows, a DOWN
+        // server stays out of the map) is kept and only the table changes.
+        // Otherwise the old reconciler stops first so that it cannot
+        // rewrite the table after the new one; the table itself stays
+        // (conntrack and the flow sets keep established flows). A failure
+        // brings the old one back.
         if new.l4 != self.cfg.l4 {
             if let Err(e) = crate::l4::check_machine(&new.l4) {
                 return Response::err(format!("{e:#} (still running the previous config)"));
             }
-            if let Some(old) = self.l4.take() {
-                old.retire().await;
-            }
-            match crate::l4::L4Side::start(&new.l4).await {
-                Ok(side) => self.l4 = Some(side),
-                Err(e) => {
-                    self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+            let keep = self.l4.as_ref().is_some_and(|l| l.same_checks(&new.l4));
+            match self.l4.as_mut() {
+                Some(side) if keep => {
+                    if let Err(e) = side.reschedule(&new.l4).await {
+                        return Response::err(format!("{e:#} (still running the previous config)"));
+                    }
+                    self.hub.set_l4(side);
+                    notes.push(format!("l4: {} service(s) rescheduled", new.l4.len()));
+                }
+                _ => {
+                    if let Some(old) = self.l4.take() {
+                        old.retire().await;
+                    }
+                    match crate::l4::L4Side::start(&new.l4).await {
+                        Ok(side) => self.l4 = Some(side),
+                        Err(e) => {
+                            self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+                            if let Some(l4) = &self.l4 {
+                                self.hub.set_l4(l4);
+                            }
+                            return Response::err(format!(
+                                "{e:#} (still running the previous config)"
+                            ));
+                        }
+                    }
                     if let Some(l4) = &self.l4 {
                         self.hub.set_l4(l4);
+                        for h in self.instances.values() {
+                            let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
+                        }
                     }
-                    return Response::err(format!("{e:#} (still running the previous config)"));
+                    notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
                 }
             }
-            if let Some(l4) = &self.l4 {
-                self.hub.set_l4(l4);
-                for h in self.instances.values() {
-                    let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
-                }
-            }
-            notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
         }
 
         // Track scripts: a changed set restarts them all; instances switch

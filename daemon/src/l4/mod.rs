@@ -138,6 +138,50 @@ impl L4Side {
         })
     }
 
+    /// True when `new` checks the same servers the same way: then a reload
+    /// keeps this board (and what it knows: a DOWN server stays out of the
+    /// map) and only the scheduling changes.
+    pub fn same_checks(&self, new: &[L4Service]) -> bool {
+        fn checks(list: &[L4Service]) -> Vec<Checked<'_>> {
+            list.iter()
+                .map(|s| {
+                    let servers = s
+                        .servers
+                        .iter()
+                        .map(|v| (v.name.as_str(), v.address))
+                        .collect();
+                    (s.name.as_str(), servers, s.health.as_ref())
+                })
+                .collect()
+        }
+        self.task.is_some() && checks(&self.services) == checks(new)
+    }
+
+    /// Apply `new` (see [`L4Side::same_checks`]) with this board: a new
+    /// reconcile task writes the new table once, then follows the board.
+    /// On error the running task goes on with the old services.
+    pub async fn reschedule(&mut self, new: &[L4Service]) -> Result<()> {
+        check_machine(new)?;
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let mut rec = Reconciler {
+            services: new.to_vec(),
+            board: self.board.clone(),
+            last: None,
+            report: self.report.clone(),
+        };
+        let applied = rec.step(true).await.context("programming nftables");
+        let services = if applied.is_ok() { new } else { &self.services };
+        rec.services = services.to_vec();
+        self.services = services.to_vec();
+        self.stop = stop;
+        self.task = Some(tokio::spawn(rec.run(stop_rx)));
+        applied
+    }
+
     /// Stop checks and the reconcile task, leaving the tables as they are
     /// (a reload: the next generation takes them over).
     pub async fn retire(mut self) {
@@ -178,6 +222,14 @@ impl L4Side {
         }
     }
 }
+
+/// What the health board of a service depends on: its name, its servers'
+/// names and addresses, its checks.
+type Checked<'a> = (
+    &'a str,
+    Vec<(&'a str, SocketAddr)>,
+    Option<&'a config::HealthCheck>,
+);
 
 /// What the table was last built from, per service.
 type Inputs = Vec<(Vec<bool>, Vec<Option<Mac>>, Option<Mac>, Option<Mac>)>;
