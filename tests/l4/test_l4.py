@@ -386,3 +386,47 @@ def test_lab_up_l4_dr_balances_the_whole_lab():
     finally:
         subprocess.run(lab + ["down"] + where, capture_output=True, timeout=120)
         shutil.rmtree(d, ignore_errors=True)
+
+
+# Each datagram to VIP:53 from a new socket: the answering backend's name.
+UDP_CLIENT = r"""
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(b"who", (sys.argv[1], 53))
+    try:
+        print(s.recv(100).decode().strip(), flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+    s.close()
+"""
+
+
+def test_udp_nat_round_robin():
+    """UDP through NAT: real nginx (its stream module) answers each datagram
+    with its name on port 5353; the service is VIP:53, so NAT also maps the
+    port. No health table: UDP servers count as up."""
+    with Lab("l4u", lbs=1, backends=3) as lab:
+        for w in ("web1", "web2", "web3"):
+            conf = lab.path(w, "nginx.conf")
+            with open(conf) as f:
+                text = f.read()
+            text = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" + text
+            text += f'stream {{\n  server {{\n    listen {WEB[w]}:5353 udp;\n    return "{w}\\n";\n  }}\n}}\n'
+            with open(conf, "w") as f:
+                f.write(text)
+        servers = [f'{{ name = "{w}", address = "{WEB[w]}:5353" }}' for w in ("web1", "web2", "web3")]
+        conf = l4_toml('protocol = "udp"', servers, health=False).replace("port = 80", "port = 53")
+        start_nat(lab, conf)
+        try:
+            def ask(n):
+                r = lab.exec("client", "python3", "-c", UDP_CLIENT, VIP, n, timeout=60)
+                return r.stdout.split()
+            wait_for(lambda: ask(1)[0].startswith("web"), T, "an answer through the VIP")
+            got = ask(6)
+            assert sorted(got.count(w) for w in ("web1", "web2", "web3")) == [2, 2, 2], got
+            assert "udp dport 53" in ruleset(lab)
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
