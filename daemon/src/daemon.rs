@@ -432,15 +432,39 @@ impl Daemon {
                 service,
                 server,
             } => {
-                let board = &self.proxy.board;
-                let Some(si) = board.service_index(&service) else {
-                    return Response::err(format!("no proxy service {service:?}"));
+                // A proxy service, else an [l4] one (a proxy of the same
+                // name wins): on an l4 board, drain and disable take the
+                // server out of the nftables map.
+                let l4 = self.l4.as_ref();
+                let (board, servers): (&Arc<HealthBoard>, Vec<&str>) = match self
+                    .proxy
+                    .board
+                    .service_index(&service)
+                {
+                    Some(si) => (
+                        &self.proxy.board,
+                        self.cfg.proxy[si]
+                            .servers
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect(),
+                    ),
+                    None => match l4.and_then(|l| Some((l, l.board.service_index(&service)?))) {
+                        Some((l, si)) => (
+                            &l.board,
+                            l.services[si]
+                                .servers
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect(),
+                        ),
+                        None => {
+                            return Response::err(format!("no proxy or l4 service {service:?}"))
+                        }
+                    },
                 };
-                let Some(vi) = self.cfg.proxy[si]
-                    .servers
-                    .iter()
-                    .position(|s| s.name == server)
-                else {
+                let si = board.service_index(&service).expect("found above");
+                let Some(vi) = servers.iter().position(|s| *s == server) else {
                     return Response::err(format!("service {service} has no server {server:?}"));
                 };
                 let admin = match action {
@@ -515,30 +539,50 @@ impl Daemon {
             notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
         }
 
-        // L4: the old reconciler stops first so that it cannot rewrite the
-        // table after the new one; the table itself stays (conntrack and the
-        // flow sets keep established flows). A failure brings the old one back.
+        // L4. Same servers and checks: the board (and what it knows, a DOWN
+        // server stays out of the map) is kept and only the table changes.
+        // Otherwise the old reconciler stops first so that it cannot
+        // rewrite the table after the new one; the table itself stays
+        // (conntrack and the flow sets keep established flows). A failure
+        // brings the old one back.
         if new.l4 != self.cfg.l4 {
-            if let Some(old) = self.l4.take() {
-                old.retire().await;
+            if let Err(e) = crate::l4::check_machine(&new.l4) {
+                return Response::err(format!("{e:#} (still running the previous config)"));
             }
-            match crate::l4::L4Side::start(&new.l4).await {
-                Ok(side) => self.l4 = Some(side),
-                Err(e) => {
-                    self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+            let keep = self.l4.as_ref().is_some_and(|l| l.same_checks(&new.l4));
+            match self.l4.as_mut() {
+                Some(side) if keep => {
+                    if let Err(e) = side.reschedule(&new.l4).await {
+                        return Response::err(format!("{e:#} (still running the previous config)"));
+                    }
+                    self.hub.set_l4(side);
+                    notes.push(format!("l4: {} service(s) rescheduled", new.l4.len()));
+                }
+                _ => {
+                    if let Some(old) = self.l4.take() {
+                        old.retire().await;
+                    }
+                    match crate::l4::L4Side::start(&new.l4).await {
+                        Ok(side) => self.l4 = Some(side),
+                        Err(e) => {
+                            self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+                            if let Some(l4) = &self.l4 {
+                                self.hub.set_l4(l4);
+                            }
+                            return Response::err(format!(
+                                "{e:#} (still running the previous config)"
+                            ));
+                        }
+                    }
                     if let Some(l4) = &self.l4 {
                         self.hub.set_l4(l4);
+                        for h in self.instances.values() {
+                            let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
+                        }
                     }
-                    return Response::err(format!("{e:#} (still running the previous config)"));
+                    notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
                 }
             }
-            if let Some(l4) = &self.l4 {
-                self.hub.set_l4(l4);
-                for h in self.instances.values() {
-                    let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
-                }
-            }
-            notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
         }
 
         // Track scripts: a changed set restarts them all; instances switch

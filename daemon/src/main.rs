@@ -47,7 +47,7 @@ enum Cmd {
         #[command(flatten)]
         target: halo::ctl::Target,
     },
-    /// Take a proxy server out of rotation or put it back.
+    /// Take a proxy or l4 server out of rotation or put it back.
     Server {
         #[arg(value_enum)]
         action: halo::ctl::ServerVerb,

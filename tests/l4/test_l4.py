@@ -73,6 +73,17 @@ def in_map(lab):
     return sorted(v["name"] for v in st["servers"] if v["in_map"]) if st else None
 
 
+def halo_cli(lab, *args):
+    import subprocess
+
+    from localfix import halo_bin
+
+    r = subprocess.run([halo_bin(), *args, "--socket", lab.path("lb1", "halo.sock")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
 def start_nat(lab, conf):
     # LVS-NAT: the balancer routes between the client and the servers, so it
     # must forward IPv4. A new namespace starts with forwarding off (the
@@ -109,6 +120,22 @@ def test_nat_round_robin_and_a_stopped_backend_leaves_the_map():
             assert not server("web2")["healthy"]
             lab.start("web2")
             wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web2 back in the map")
+
+            # An operator drains web3: out of the map, healthy all along.
+            halo_cli(lab, "server", "drain", "web/web3")
+            wait_for(lambda: in_map(lab) == ["web1", "web2"], T, "web3 drained")
+            assert set(answers(lab, 4)) == {"web1", "web2"}
+            halo_cli(lab, "server", "enable", "web/web3")
+            wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web3 enabled")
+
+            # A reload naming an interface lb1 does not have changes nothing.
+            lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml('forward = "dr"\ninterface = "eth9"'))
+            with pytest.raises(RuntimeError, match="interface eth9 does not exist.*still running the previous config"):
+                lab.reload("lb1")
+            assert "table netdev halo_l4" not in ruleset(lab)
+            # The running generation was not touched: web1's counter goes on.
+            assert l4_status(lab)["servers"][0]["packets"] >= 6
+            assert sorted(set(answers(lab, 6))) == ["web1", "web2", "web3"]
         except AssertionError:
             print(lab.log("lb1"))
             raise
@@ -152,12 +179,17 @@ def test_reload_changes_weights_keeps_flows_and_other_tables_survive():
             conn = lab.spawn("conn", "client", ["python3", "-c", KEEPALIVE_CLIENT, VIP, lab.path("client", "go")])
             wait_for(lambda: "first" in lab.log("conn"), T, "the first answer on the kept connection")
 
+            # web3 fails; the reload keeps the same servers and checks, so
+            # web3 stays out of the map (a fresh board would start it UP).
+            lab.kill("web3")
+            wait_for(lambda: in_map(lab) == ["web1", "web2"], T, "web3 out of the map")
             servers = [f'{{ name = "web1", address = "{WEB["web1"]}:80", weight = 2 }}',
-                       f'{{ name = "web2", address = "{WEB["web2"]}:80" }}']
+                       f'{{ name = "web2", address = "{WEB["web2"]}:80" }}',
+                       f'{{ name = "web3", address = "{WEB["web3"]}:80" }}']
             lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml('scheduler = "wrr"', servers))
             lab.reload("lb1")
-            wait_for(lambda: "numgen inc mod 3" in ruleset(lab) and "srv.web.web3" not in ruleset(lab),
-                     T, "the new map: web1 twice, web2 once")
+            rs = ruleset(lab)
+            assert "numgen inc mod 3" in rs and "goto srv.web.web3" not in rs, rs
             got = answers(lab, 6)
             assert sorted(got) == ["web1"] * 4 + ["web2"] * 2, got
             assert KEEP in ruleset(lab)
@@ -322,6 +354,79 @@ def test_track_l4_moves_the_vip_and_the_backup_already_balances():
             lab.start("web1")
             wait_for(lambda: lab.holders(["lb1", "lb2"], VIP) == ["lb1"], T, "lb1 back when web1 is")
             wait_for(lambda: get(lab) == "web1", T, "pages from web1")
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
+
+
+def test_lab_up_l4_dr_balances_the_whole_lab():
+    """`halo lab up --l4 dr`, as a student runs it: it returns once one LB
+    holds the VIP and the client reaches every backend through it."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from localfix import halo_bin
+
+    name = f"l4u{os.getpid() % 100000:05d}"
+    d = tempfile.mkdtemp(prefix=f"halo-lab-{name}-")
+    lab = [halo_bin(), "lab"]
+    where = ["--name", name, "--dir", d]
+    try:
+        r = subprocess.run(lab + ["up", "--l4", "dr", "--lbs", "2", "--backends", "3"] + where,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run(lab + ["curl", "9"] + where, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for w in ("web1", "web2", "web3"):
+            assert w in r.stdout, r.stdout
+        rs = subprocess.run(lab + ["exec", "lb1"] + where + ["--", "nft", "list", "table", "netdev", "halo_l4"],
+                            capture_output=True, text=True, timeout=30).stdout
+        assert 'fwd to "eth0"' in rs, rs
+    finally:
+        subprocess.run(lab + ["down"] + where, capture_output=True, timeout=120)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# Each datagram to VIP:53 from a new socket: the answering backend's name.
+UDP_CLIENT = r"""
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(b"who", (sys.argv[1], 53))
+    try:
+        print(s.recv(100).decode().strip(), flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+    s.close()
+"""
+
+
+def test_udp_nat_round_robin():
+    """UDP through NAT: real nginx (its stream module) answers each datagram
+    with its name on port 5353; the service is VIP:53, so NAT also maps the
+    port. No health table: UDP servers count as up."""
+    with Lab("l4u", lbs=1, backends=3) as lab:
+        for w in ("web1", "web2", "web3"):
+            conf = lab.path(w, "nginx.conf")
+            with open(conf) as f:
+                text = f.read()
+            text = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" + text
+            text += f'stream {{\n  server {{\n    listen {WEB[w]}:5353 udp;\n    return "{w}\\n";\n  }}\n}}\n'
+            with open(conf, "w") as f:
+                f.write(text)
+        servers = [f'{{ name = "{w}", address = "{WEB[w]}:5353" }}' for w in ("web1", "web2", "web3")]
+        conf = l4_toml('protocol = "udp"', servers, health=False).replace("port = 80", "port = 53")
+        start_nat(lab, conf)
+        try:
+            def ask(n):
+                r = lab.exec("client", "python3", "-c", UDP_CLIENT, VIP, n, timeout=60)
+                return r.stdout.split()
+            wait_for(lambda: ask(1)[0].startswith("web"), T, "an answer through the VIP")
+            got = ask(6)
+            assert sorted(got.count(w) for w in ("web1", "web2", "web3")) == [2, 2, 2], got
+            assert "udp dport 53" in ruleset(lab)
         except AssertionError:
             print(lab.log("lb1"))
             raise

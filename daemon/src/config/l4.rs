@@ -260,7 +260,19 @@ fn service(d: &mut Diag, name: &Spanned<String>, r: RawL4) -> Option<(L4Service,
     let servers = servers(d, r.servers, &table, &here, default_port);
     let sorry = take(d, "sorry", r.sorry)
         .and_then(|(at, text)| endpoint(d, "sorry", &at, &text, default_port).map(|a| (at, a)));
-    let health = take(d, "health", r.health).map(|(_, h)| super::proxy::health(d, h));
+    let health = take(d, "health", r.health).map(|(_, mut h)| {
+        // halo never sees an L4 service's traffic: nothing to observe.
+        if let Some(f) = h.observe.take() {
+            d.error(
+                &f.span,
+                "`observe` only applies to proxy services (halo does not see l4 traffic)",
+            );
+        }
+        let mut hc = super::proxy::health(d, h);
+        hc.observe_connect_errors = false;
+        hc.observe_5xx = false;
+        hc
+    });
 
     // Rules between keys: what the kernel can forward.
     if let Some((vat, vip)) = &address {
@@ -429,7 +441,12 @@ track = [{ l4 = "web", weight = -50 }]
         assert_eq!(s.servers[0].address, "192.0.2.21:80".parse().unwrap());
         assert_eq!(s.servers[0].weight, 2);
         assert_eq!(s.sorry, Some("192.0.2.30:80".parse().unwrap()));
-        assert!(s.health.is_some());
+        assert!(s.health.as_ref().is_some_and(|h| !h.observe_connect_errors));
+        let text = crate::config::summary(&c);
+        assert!(
+            text.contains("l4 web: tcp 192.0.2.100 port 80, forward dr on eth0, scheduler wrr, persistence 5m"),
+            "{text}"
+        );
         assert_eq!(c.vrrp[0].track[0].what, TrackTarget::L4("web".into()));
     }
 
@@ -495,6 +512,13 @@ servers = [
         assert!(
             e[0].contains("track names l4 \"wbe\" but there is no [l4.wbe] section"),
             "{e:?}"
+        );
+        let e = errors(&format!(
+            "[l4.web]\n{one}[l4.web.health]\nobserve = [\"5xx\"]\n"
+        ));
+        assert_eq!(
+            e,
+            ["6:11: `observe` only applies to proxy services (halo does not see l4 traffic)"]
         );
         let e = errors(&format!("[l4.web]\n{one}persistance = \"5m\"\n"));
         assert!(

@@ -25,6 +25,9 @@ pub fn summary(cfg: &Config) -> String {
     for p in &cfg.proxy {
         proxy(&mut out, p);
     }
+    for l in &cfg.l4 {
+        l4(&mut out, l);
+    }
     for w in &cfg.warnings {
         let _ = writeln!(out, "{w}");
     }
@@ -149,6 +152,43 @@ fn proxy(out: &mut String, p: &ProxyService) {
         .collect();
     let _ = writeln!(out, "  servers {}", servers.join(", "));
     match &p.health {
+        Some(h) => {
+            let _ = writeln!(out, "  health {}", health(h));
+        }
+        None => {
+            let _ = writeln!(out, "  health none (servers count as up)");
+        }
+    }
+}
+
+fn l4(out: &mut String, l: &super::L4Service) {
+    let forward = match &l.forward {
+        super::L4Forward::Nat { snat: true } => "nat (and snat)".to_string(),
+        super::L4Forward::Nat { snat: false } => "nat".to_string(),
+        super::L4Forward::Dr { interface } => format!("dr on {interface}"),
+    };
+    let persistence = l
+        .persistence
+        .map_or(String::new(), |p| format!(", persistence {}", dur(p)));
+    let _ = writeln!(
+        out,
+        "l4 {}: {} {} port {}, forward {forward}, scheduler {}{persistence}",
+        l.name,
+        l.protocol.as_str(),
+        l.address,
+        l.port,
+        l.scheduler.as_str(),
+    );
+    let servers: Vec<String> = l
+        .servers
+        .iter()
+        .map(|s| format!("{} {} weight {}", s.name, s.address, s.weight))
+        .collect();
+    let _ = writeln!(out, "  servers {}", servers.join(", "));
+    if let Some(s) = l.sorry {
+        let _ = writeln!(out, "  sorry {s}");
+    }
+    match &l.health {
         Some(h) => {
             let _ = writeln!(out, "  health {}", health(h));
         }

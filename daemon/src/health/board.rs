@@ -131,6 +131,8 @@ pub struct HealthBoard {
     /// idle connections to drained and disabled servers and cut the
     /// requests in flight to disabled ones.
     admin_changes: watch::Sender<u64>,
+    /// Bumped on every server transition and admin change.
+    server_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for HealthBoard {
@@ -210,10 +212,12 @@ impl HealthBoard {
             .collect();
         let (changes, _) = watch::channel(0);
         let (admin_changes, _) = watch::channel(0);
+        let (server_changes, _) = watch::channel(0);
         Arc::new(HealthBoard {
             services: slots,
             changes,
             admin_changes,
+            server_changes,
         })
     }
 
@@ -339,6 +343,7 @@ impl HealthBoard {
                 old.as_str(),
                 admin.as_str()
             );
+            self.server_changes.send_modify(|n| *n = n.wrapping_add(1));
             self.recompute(svc);
             self.admin_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -377,6 +382,12 @@ impl HealthBoard {
     /// The value is bumped every time some service's `service_up` changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// The value is bumped every time some server's usability changes
+    /// (health or admin state): what the l4 tables are built from.
+    pub fn subscribe_servers(&self) -> watch::Receiver<u64> {
+        self.server_changes.subscribe()
     }
 
     // === status ===
@@ -481,6 +492,7 @@ impl HealthBoard {
         } else {
             tracing::warn!(service = %s.name, server = %v.name, "{}", t.reason);
         }
+        self.server_changes.send_modify(|n| *n = n.wrapping_add(1));
         self.recompute(svc);
     }
 
@@ -579,6 +591,24 @@ mod tests {
     }
     fn ok() -> CheckResult {
         CheckResult::success("connected")
+    }
+
+    /// The l4 reconciler rewrites the nftables map on every server change,
+    /// not only when a whole service goes up or down.
+    #[test]
+    fn server_changes_wake_subscribers_while_the_service_stays_up() {
+        let b = HealthBoard::new(&[service("web", 2, Some(check(true)))]);
+        let mut rx = b.subscribe_servers();
+        rx.mark_unchanged();
+        let now = Instant::now();
+        for _ in 0..3 {
+            b.observe_check(0, 0, now, fail());
+        }
+        assert!(!b.is_up(0, 0) && b.service_up(0));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        b.set_admin(0, 1, AdminState::Drain);
+        assert!(rx.has_changed().unwrap());
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl L4Side {
                 report,
             });
         }
+        check_machine(services)?;
         warn_forwarding(services);
         let health = health::spawn(&checked, board.clone()).context("starting l4 health checks")?;
         let mut rec = Reconciler {
@@ -135,6 +136,50 @@ impl L4Side {
             task: Some(task),
             report,
         })
+    }
+
+    /// True when `new` checks the same servers the same way: then a reload
+    /// keeps this board (and what it knows: a DOWN server stays out of the
+    /// map) and only the scheduling changes.
+    pub fn same_checks(&self, new: &[L4Service]) -> bool {
+        fn checks(list: &[L4Service]) -> Vec<Checked<'_>> {
+            list.iter()
+                .map(|s| {
+                    let servers = s
+                        .servers
+                        .iter()
+                        .map(|v| (v.name.as_str(), v.address))
+                        .collect();
+                    (s.name.as_str(), servers, s.health.as_ref())
+                })
+                .collect()
+        }
+        self.task.is_some() && checks(&self.services) == checks(new)
+    }
+
+    /// Apply `new` (see [`L4Side::same_checks`]) with this board: a new
+    /// reconcile task writes the new table once, then follows the board.
+    /// On error the running task goes on with the old services.
+    pub async fn reschedule(&mut self, new: &[L4Service]) -> Result<()> {
+        check_machine(new)?;
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let mut rec = Reconciler {
+            services: new.to_vec(),
+            board: self.board.clone(),
+            last: None,
+            report: self.report.clone(),
+        };
+        let applied = rec.step(true).await.context("programming nftables");
+        let services = if applied.is_ok() { new } else { &self.services };
+        rec.services = services.to_vec();
+        self.services = services.to_vec();
+        self.stop = stop;
+        self.task = Some(tokio::spawn(rec.run(stop_rx)));
+        applied
     }
 
     /// Stop checks and the reconcile task, leaving the tables as they are
@@ -178,6 +223,14 @@ impl L4Side {
     }
 }
 
+/// What the health board of a service depends on: its name, its servers'
+/// names and addresses, its checks.
+type Checked<'a> = (
+    &'a str,
+    Vec<(&'a str, SocketAddr)>,
+    Option<&'a config::HealthCheck>,
+);
+
 /// What the table was last built from, per service.
 type Inputs = Vec<(Vec<bool>, Vec<Option<Mac>>, Option<Mac>, Option<Mac>)>;
 
@@ -190,7 +243,7 @@ struct Reconciler {
 
 impl Reconciler {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.board.subscribe();
+        let mut changes = self.board.subscribe_servers();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -293,7 +346,18 @@ impl Reconciler {
     }
 
     async fn refresh_report(&self) {
-        let counters = match nft::counters().await {
+        // One `nft list` per family in use, every tick: a few ms of CPU.
+        let mut families = Vec::new();
+        for s in &self.services {
+            let f = match s.forward {
+                L4Forward::Nat { .. } => "inet",
+                L4Forward::Dr { .. } => "netdev",
+            };
+            if !families.contains(&f) {
+                families.push(f);
+            }
+        }
+        let counters = match nft::counters(&families).await {
             Ok(c) => c,
             Err(e) => {
                 warn!("l4: reading counters: {e:#}");
@@ -331,6 +395,24 @@ impl Reconciler {
             .collect();
         *self.report.lock().unwrap_or_else(|p| p.into_inner()) = L4Report { services };
     }
+}
+
+/// What `halo check` cannot know: whether the direct-routing interfaces
+/// exist here. A missing one must fail the start or reload, not leave a
+/// table that sends nothing anywhere. (The reload calls it before it
+/// stops the running generation.)
+pub fn check_machine(services: &[L4Service]) -> Result<()> {
+    for s in services {
+        if let L4Forward::Dr { interface } = &s.forward {
+            if interface_mac(interface).is_none() {
+                anyhow::bail!(
+                    "l4 {}: interface {interface} does not exist or has no Ethernet address",
+                    s.name
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// NAT forwards between the client and the servers: without IP

@@ -82,10 +82,10 @@ pub async fn current() -> Result<Current> {
     })
 }
 
-/// Every chain's first counter in halo's tables.
-pub async fn counters() -> Result<Vec<(String, Counter)>> {
+/// The named counters of halo's tables in these families.
+pub async fn counters(families: &[&str]) -> Result<Vec<(String, Counter)>> {
     let mut out = Vec::new();
-    for fam in ["inet", "netdev"] {
+    for &fam in families {
         if let Some(v) = list(fam).await? {
             out.extend(table::parse_listing(&v).1);
         }

@@ -45,9 +45,15 @@ use crate::config::{L4Forward, L4Protocol, L4Scheduler, L4Service};
 pub const TABLE: &str = "halo_l4";
 
 /// How long an idle direct-routed flow stays on its server without
-/// persistence (LVS: 15 min for TCP established, 5 min for UDP).
-const FLOW_TIMEOUT_TCP: Duration = Duration::from_secs(900);
-const FLOW_TIMEOUT_UDP: Duration = Duration::from_secs(300);
+/// persistence. The ingress hook sees no connection end (no conntrack), so
+/// a closed flow stays in its set this long: shorter than LVS's 15 min for
+/// established TCP, so the sets hold the flows of a busy service.
+const FLOW_TIMEOUT_TCP: Duration = Duration::from_secs(300);
+const FLOW_TIMEOUT_UDP: Duration = Duration::from_secs(120);
+
+/// Elements per set (nft's default is 65535). A full set refuses new
+/// flows: at 300 s per flow this is ~870 new connections per second.
+pub const SET_SIZE: u32 = 262_144;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -281,6 +287,7 @@ fn family(cmds: &mut Vec<Value>, fam: &str, states: &[&ServiceState], existing: 
             "name": set.name,
             "type": set.type_json(),
             "flags": ["timeout"],
+            "size": SET_SIZE,
             "timeout": set.timeout.as_secs(),
         }))}}));
     }

@@ -84,6 +84,11 @@ pub enum LabCmd {
         /// Give every node an IPv6 address too (2001:db8::11 for lb1, ...).
         #[arg(long)]
         ipv6: bool,
+        /// Balance in the kernel (`[l4.web]`, nftables) instead of halo's
+        /// proxy: `dr` (direct routing: the backends hold the VIP on lo and
+        /// answer the client themselves) or `nat`.
+        #[arg(long, value_enum)]
+        l4: Option<plan::L4Mode>,
         /// Build the network and write the files, start nothing: edit the
         /// configs, then `halo lab start NODE` for each node.
         #[arg(long)]
@@ -184,13 +189,16 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             backends,
             peer,
             ipv6,
+            l4,
             no_start,
             timeout,
             dir,
         } => {
             let spec = Spec::new(lbs, backends, peer)
                 .map_err(anyhow::Error::msg)?
-                .with_ipv6(ipv6);
+                .with_ipv6(ipv6)
+                .with_l4(l4)
+                .map_err(anyhow::Error::msg)?;
             let wait = (!no_start).then(|| std::time::Duration::from_secs(timeout));
             up::up(&spec, &dir.resolve()?, wait)?;
         }

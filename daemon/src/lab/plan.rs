@@ -198,6 +198,15 @@ pub enum Peer {
     Keepalived,
 }
 
+/// How the LBs balance with `--l4`: in the kernel, through nftables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum L4Mode {
+    /// Direct routing: backends hold the VIP on `lo` and answer the client.
+    Dr,
+    /// Destination (and source) NAT in the LB.
+    Nat,
+}
+
 /// The shape of a lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
@@ -207,6 +216,8 @@ pub struct Spec {
     pub peer: Peer,
     /// Every node also gets an address from 2001:db8::/64 ([`Node::addr6`]).
     pub ipv6: bool,
+    /// `[l4.web]` instead of `[proxy.web]` on the LBs.
+    pub l4: Option<L4Mode>,
 }
 
 impl Spec {
@@ -227,11 +238,22 @@ impl Spec {
             backends,
             peer,
             ipv6: false,
+            l4: None,
         })
     }
 
     pub fn with_ipv6(self, ipv6: bool) -> Spec {
         Spec { ipv6, ..self }
+    }
+
+    pub fn with_l4(self, l4: Option<L4Mode>) -> Result<Spec, String> {
+        if l4.is_some() && self.backends == 0 {
+            return Err("--l4 needs backends (--backends 1 or more)".into());
+        }
+        if l4.is_some() && self.peer == Peer::Keepalived {
+            return Err("--l4 runs on halo LBs only (not with --peer keepalived)".into());
+        }
+        Ok(Spec { l4, ..self })
     }
 
     pub fn lbs(&self) -> impl Iterator<Item = Node> {
@@ -301,7 +323,13 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
              virtual_ips = [\"{VIP}/{PREFIX_LEN}\"]\n",
             prio = priority(lb)
         ));
-        if proxy {
+        if proxy && spec.l4.is_some() {
+            t.push_str(
+                "# While the l4 service below has no healthy backend, advertise priority - 50,\n\
+                 # so a backup with working backends takes over.\n\
+                 track = [{ l4 = \"web\", weight = -50 }]\n",
+            );
+        } else if proxy {
             t.push_str(
                 "# While the proxy below has no healthy backend, advertise priority - 50,\n\
                  # so a backup with working backends takes over.\n\
@@ -315,6 +343,10 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
             return Some(t);
         }
         t.push('\n');
+    }
+    if let Some(mode) = spec.l4 {
+        t.push_str(&l4_section(spec, mode));
+        return Some(t);
     }
     t.push_str(
         "[proxy.web]\n\
@@ -341,6 +373,45 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
          fall = 3\n",
     );
     Some(t)
+}
+
+/// `[l4.web]`: the kernel balances the VIP's port 80 over the backends.
+fn l4_section(spec: &Spec, mode: L4Mode) -> String {
+    let mut t = String::from(
+        "[l4.web]\n\
+         # Balanced in the kernel by nftables (`nft list ruleset` on this node);\n\
+         # docs/l4.md explains the table.\n",
+    );
+    t.push_str(&format!("address = \"{VIP}\"\nport = 80\n"));
+    match mode {
+        L4Mode::Dr => t.push_str(&format!(
+            "# Direct routing: frames go to the backend's MAC unchanged and the backend\n\
+             # answers the client itself (`halo lab up --l4 dr` put the VIP on each\n\
+             # backend's lo, with arp_ignore=1 and arp_announce=2).\n\
+             forward = \"dr\"\n\
+             interface = \"{IFACE}\"\n"
+        )),
+        L4Mode::Nat => t.push_str(
+            "# NAT: the LB rewrites addresses both ways (it forwards: ip_forward=1).\n\
+             forward = \"nat\"\n",
+        ),
+    }
+    t.push_str("# Try: scheduler = \"wrr\" with weights, persistence = \"1m\"\nscheduler = \"rr\"\nservers = [\n");
+    for w in spec.webs() {
+        t.push_str(&format!(
+            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
+            w.addr()
+        ));
+    }
+    t.push_str(
+        "]\n\n\
+         [l4.web.health]\n\
+         path = \"/health\"\n\
+         interval = \"1s\"\n\
+         rise = 2\n\
+         fall = 3\n",
+    );
+    t
 }
 
 /// keepalived.conf for the keepalived peer: the same virtual router as the
@@ -371,8 +442,10 @@ pub fn keepalived_conf(lb: u8) -> String {
 }
 
 /// nginx.conf of a backend: everything (pid, logs, temp files) under the
-/// node's own directory, a page naming the host and `/health`.
-pub fn nginx_conf(web: u8, dir: &Path) -> String {
+/// node's own directory, a page naming the host and `/health`. With
+/// `on_vip` (direct routing) it also listens on the VIP, which the backend
+/// holds on `lo`.
+pub fn nginx_conf(web: u8, dir: &Path, on_vip: bool) -> String {
     let node = Node::Web(web);
     let own = dir.join(node.to_string());
     let p = |f: &str| own.join(f).display().to_string();
@@ -395,12 +468,18 @@ pub fn nginx_conf(web: u8, dir: &Path) -> String {
          \x20 default_type text/plain;\n\
          \x20 server {{\n\
          \x20   listen {addr}:80;\n\
+         {vip_listen}\
          \x20   add_header X-Served-By {node} always;\n\
          \x20   location = /health {{ return 200 \"ok\\n\"; }}\n\
          \x20   location / {{ return 200 \"{node}: hello from {addr}\\n\"; }}\n\
          \x20 }}\n\
          }}\n",
         addr = node.addr(),
+        vip_listen = if on_vip {
+            format!("\x20   listen {VIP}:80;\n")
+        } else {
+            String::new()
+        },
         pid = p("nginx.pid"),
         err = p("error.log"),
         acc = p("access.log"),
@@ -534,6 +613,39 @@ mod tests {
     }
 
     #[test]
+    fn an_l4_lab_balances_in_the_kernel() {
+        let base = Spec::new(2, 3, Peer::Halo).unwrap();
+        assert!(Spec::new(2, 0, Peer::Halo)
+            .unwrap()
+            .with_l4(Some(L4Mode::Dr))
+            .is_err());
+        assert!(Spec::new(2, 3, Peer::Keepalived)
+            .unwrap()
+            .with_l4(Some(L4Mode::Nat))
+            .is_err());
+        for (mode, forward) in [
+            (
+                L4Mode::Dr,
+                config::L4Forward::Dr {
+                    interface: IFACE.into(),
+                },
+            ),
+            (L4Mode::Nat, config::L4Forward::Nat { snat: true }),
+        ] {
+            let spec = base.with_l4(Some(mode)).unwrap();
+            let text = halo_toml(&spec, 1).unwrap();
+            let cfg = config::parse_str("lb1/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+            assert!(cfg.proxy.is_empty());
+            assert_eq!(cfg.l4.len(), 1);
+            assert_eq!(cfg.l4[0].forward, forward);
+            assert_eq!(cfg.l4[0].servers.len(), 3);
+            assert_eq!(cfg.vrrp[0].track[0].what, TrackTarget::L4("web".into()));
+        }
+        assert!(nginx_conf(1, Path::new("/l"), true).contains("listen 192.0.2.100:80;"));
+        assert!(!nginx_conf(1, Path::new("/l"), false).contains("192.0.2.100"));
+    }
+
+    #[test]
     fn a_lab_without_backends_is_vrrp_only() {
         let spec = Spec::new(2, 0, Peer::Halo).unwrap();
         let text = halo_toml(&spec, 1).unwrap();
@@ -560,7 +672,7 @@ mod tests {
 
     #[test]
     fn nginx_conf_keeps_everything_under_the_lab_dir() {
-        let text = nginx_conf(2, Path::new("/tmp/lab"));
+        let text = nginx_conf(2, Path::new("/tmp/lab"), false);
         for line in text.lines() {
             let line = line.trim();
             for key in [

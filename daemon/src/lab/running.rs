@@ -34,6 +34,10 @@ pub(super) const NGINX: Tool = Tool {
     command: "nginx",
     package: "nginx-light",
 };
+pub(super) const NFT: Tool = Tool {
+    command: "nft",
+    package: "nftables",
+};
 pub(super) const KEEPALIVED: Tool = Tool {
     command: "keepalived",
     package: "keepalived",

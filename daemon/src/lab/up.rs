@@ -30,6 +30,9 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     if spec.peer == Peer::Keepalived && wait.is_some() {
         tools.push(KEEPALIVED);
     }
+    if spec.l4.is_some() {
+        tools.push(NFT);
+    }
     sys::require(&tools)?;
     let existing = lab_namespaces(names)?;
     if !existing.is_empty() {
@@ -126,7 +129,8 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
             }
             Node::Web(n) => {
                 fs::create_dir_all(own.join("tmp"))?;
-                write(own.join("nginx.conf"), plan::nginx_conf(n, dir))?;
+                let dr = spec.l4 == Some(plan::L4Mode::Dr);
+                write(own.join("nginx.conf"), plan::nginx_conf(n, dir, dr))?;
             }
             Node::Client => {}
         }
@@ -171,9 +175,34 @@ pub(super) fn build_network(spec: &Spec, names: &Names) -> Result<()> {
             sys::ip(&["-n", &ns, "addr", "add", &addr6, "dev", IFACE])?;
         }
         sys::ip(&["-n", &ns, "link", "set", IFACE, "up"])?;
+        l4_node(spec, node, &ns)?;
     }
     if spec.ipv6 {
         wait_ipv6_settled(spec, names, Duration::from_secs(60))?;
+    }
+    Ok(())
+}
+
+/// What `--l4` needs beyond the defaults. NAT: the LBs forward. DR: the
+/// backends accept the VIP on `lo` and never answer ARP for it
+/// (arp_ignore=1: answer only for addresses on the asking interface;
+/// arp_announce=2: never use the VIP as an ARP source), as LVS-DR requires
+/// (seed 004's notify.sh); the LBs keep every default.
+fn l4_node(spec: &Spec, node: Node, ns: &str) -> Result<()> {
+    match (spec.l4, node) {
+        (Some(plan::L4Mode::Nat), Node::Lb(_)) => {
+            sys::exec_in(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        }
+        (Some(plan::L4Mode::Dr), Node::Web(_)) => {
+            for k in ["all", IFACE] {
+                for (key, v) in [("arp_ignore", 1), ("arp_announce", 2)] {
+                    let set = format!("net.ipv4.conf.{k}.{key}={v}");
+                    sys::exec_in(ns, "sysctl", &["-qw", &set])?;
+                }
+            }
+            sys::ip(&["-n", ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -336,7 +365,12 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
         let runs = if spec.is_keepalived(n) {
             format!("keepalived VRRP (prio {}) + halo proxy", plan::priority(n))
         } else {
-            format!("halo VRRP (prio {}) + proxy", plan::priority(n))
+            let balancer = match spec.l4 {
+                Some(plan::L4Mode::Dr) => "l4 dr (nftables)",
+                Some(plan::L4Mode::Nat) => "l4 nat (nftables)",
+                None => "proxy",
+            };
+            format!("halo VRRP (prio {}) + {balancer}", plan::priority(n))
         };
         let state = if n == master {
             format!("MASTER, holds {VIP}")

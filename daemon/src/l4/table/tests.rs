@@ -317,7 +317,7 @@ fn direct_routing_rewrites_macs_keeps_flows_and_waits_for_unknown_macs() {
     assert_eq!(
         rules(&tx, "srv.web.web1")[0],
         json!([
-            {"set": {"op": "update", "elem": key, "set": "@f4.web.web1.900"}},
+            {"set": {"op": "update", "elem": key, "set": "@f4.web.web1.300"}},
             {"counter": "srv.web.web1"},
             {"mangle": {"key": {"payload": {"protocol": "ether", "field": "saddr"}}, "value": "02:00:00:00:00:11"}},
             {"mangle": {"key": {"payload": {"protocol": "ether", "field": "daddr"}}, "value": "02:00:00:00:00:21"}},
@@ -327,7 +327,7 @@ fn direct_routing_rewrites_macs_keeps_flows_and_waits_for_unknown_macs() {
     // Established flows stay on their server (looked up before scheduling).
     assert_eq!(
         rules(&tx, "svc.web")[1][0]["match"]["right"],
-        "@f4.web.web1.900"
+        "@f4.web.web1.300"
     );
     // Nothing in the inet family.
     assert!(!cmds(&tx).iter().any(|c| c.to_string().contains("\"inet\"")));
