@@ -553,6 +553,9 @@ pub async fn run_instance(
     // A sync group that holds this instance back before it has started
     // (`Control::Follow` while it waits for its link-local address).
     let mut follow: Option<String> = None;
+    // A release (or a restored one) that arrives while it waits: applied
+    // when it starts (None inside = until reclaimed).
+    let mut pending_release: Option<Option<Instant>> = None;
     let mut link = nl
         .link_by_name(&cfg.interface)
         .await
@@ -589,6 +592,7 @@ pub async fn run_instance(
                 tracking: &mut tracking,
                 l4_tracking: &mut l4_tracking,
                 follow: &mut follow,
+                release: &mut pending_release,
                 scripts: &mut scripts,
                 control: &mut control,
                 hub: hub.as_deref(),
@@ -640,7 +644,14 @@ pub async fn run_instance(
     let mut inst = Instance {
         // Held back by its sync group: waits as the lowest backup, as a
         // release does.
-        router: new_router(&cfg, if follow.is_some() { 1 } else { prio }),
+        router: new_router(
+            &cfg,
+            if follow.is_some() || pending_release.is_some() {
+                1
+            } else {
+                prio
+            },
+        ),
         cfg: cfg.clone(),
         nl,
         ifindex: link.index,
@@ -690,7 +701,8 @@ pub async fn run_instance(
         let _ = r.send(());
     }
     // While released, the deadline (or none = until reclaimed).
-    let mut released: Option<Option<Instant>> = inst.follow.as_ref().map(|_| None);
+    let mut released: Option<Option<Instant>> =
+        pending_release.or(inst.follow.as_ref().map(|_| None));
     // The systemd watchdog pings only while this loop goes round.
     let beat = crate::liveness::register(format!("vrrp {}", cfg.name));
 
@@ -890,6 +902,7 @@ struct WaitingControls<'a> {
     tracking: &'a mut Option<ProxyTracking>,
     l4_tracking: &'a mut Option<ProxyTracking>,
     follow: &'a mut Option<String>,
+    release: &'a mut Option<Option<Instant>>,
     scripts: &'a mut Option<ScriptWatch>,
     control: &'a mut mpsc::Receiver<Control>,
     hub: Option<&'a StatusHub>,
@@ -1000,9 +1013,11 @@ async fn wait_for_source(
                 Some(Control::L4Tracking(t)) => *w.l4_tracking = Some(t),
                 Some(Control::Follow(f)) => *w.follow = f,
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
-                Some(Control::Release { .. } | Control::Reclaim) => {
-                    warn!(instance = %name, "{name}: not started yet (waiting for an address to send from): release/reclaim ignored");
+                Some(Control::Release { until }) => {
+                    info!(instance = %name, "{name}: released while waiting for an address to send from: it starts as the lowest backup");
+                    *w.release = Some(until);
                 }
+                Some(Control::Reclaim) => *w.release = None,
             }
         }
     }
