@@ -236,14 +236,18 @@ def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, d
     the VIP meanwhile: 0 failed requests."""
     wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
     stop = os.path.join(cluster.work, "client-release.stop")
+    ready = os.path.join(cluster.work, "client-release.ready")
     client = subprocess.Popen(cluster.in_client(["python3", os.path.join(HERE, "client.py"), f"http://{VIP}/",
-                                                 "--stop-file", stop, "--max-requests", "1000000",
+                                                 "--stop-file", stop, "--ready-file", ready,
+                                                 "--max-requests", "1000000",
                                                  "--max-seconds", "3600", "--timeout", "30"]),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def lb1():
+        """lb1's instance, or None while halo (re)starts: it answers
+        before its instance has published a state."""
         st = cluster.status("lb1")
-        return st["vrrp"][0] if st else None
+        return st["vrrp"][0] if st and st.get("vrrp") else None
 
     def released():
         v = lb1()
@@ -251,7 +255,7 @@ def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, d
 
     def healthy():
         st = cluster.status("lb1")
-        return st and sum(s["healthy"] for s in st["proxy"][0]["servers"])
+        return sum(s["healthy"] for s in st["proxy"][0]["servers"]) if st and st.get("proxy") else None
 
     def stays_released(n):
         """lb1 released and lb2 master while lb1 hears n of lb2's adverts."""
@@ -263,6 +267,11 @@ def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, d
                 return
 
     try:
+        # As in test_rolling_upgrade_fails_no_request: the release starts
+        # once the client has had its first answer.
+        wait_for("the client's first answer through the VIP",
+                 lambda: os.path.exists(ready) or client.poll() is not None, timeout=120)
+        assert client.poll() is None, client.communicate()
         cluster.ssh("lb1", "halo vrrp release VI_1")
         wait_for("lb2 MASTER, lb1 released", lambda: cluster.vrrp_state("lb2") == "MASTER" and released())
         # lb1's way to its backends is cut (its own output chain, apart
