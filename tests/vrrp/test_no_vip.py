@@ -114,6 +114,10 @@ def test_election_and_hooks_without_an_address():
             # keepalived takes halo's adverts, which carry no address (as its
             # own list): it stays backup over more adverts than its master
             # down interval lasts (counted, not slept).
+            # Both may time out together at start (keepalived, started
+            # first, can be master for a moment): wait for it to yield.
+            wait_for(lambda: last(events(ev), "keepalived") == "keepalived BACKUP", T,
+                     "keepalived's notify_backup as its last hook")
             sent = lab.vrrp(HALO)["adverts_sent"]
             always_until(lambda: last(events(ev), "keepalived") == "keepalived BACKUP",
                          lambda: lab.vrrp(HALO)["adverts_sent"] >= sent + 5, T,

@@ -84,6 +84,9 @@ struct Script {
     rise: Option<(Src, i64)>,
     fall: Option<(Src, i64)>,
     user: Option<(Src, String)>,
+    /// The `script` and `weight` lines, cited by the keys they become.
+    script_src: Option<Src>,
+    weight_src: Option<Src>,
 }
 
 fn render_tree(stmts: &mut [Stmt], values: &BTreeMap<String, String>) {
@@ -131,13 +134,18 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                     rise: None,
                     fall: None,
                     user: None,
+                    script_src: None,
+                    weight_src: None,
                 };
                 for c in s.children() {
                     let src = o.src(&c.words);
                     let arg = c.args().first().map(|w| w.text.as_str());
                     match (c.keyword(), arg) {
                         ("script", _) => match runnable(&joined_args(c)) {
-                            Ok(cmd) => sc.command = Some(cmd),
+                            Ok(cmd) => {
+                                sc.command = Some(cmd);
+                                sc.script_src = Some(src);
+                            }
                             Err(why) => drops.push(o.drop(c.line(), "script", why)),
                         },
                         ("interval", Some(t)) => match keepalived_secs(t) {
@@ -191,6 +199,7 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                             }
                         }
                         ("weight", _) => {
+                            sc.weight_src = Some(src);
                             sc.weight = c
                                 .args()
                                 .first()
@@ -503,6 +512,8 @@ fn instance(
     let mut peers: Vec<Item> = Vec::new();
     let mut peers_src: Option<Src> = None;
     let mut auth: Option<(Src, String)> = None;
+    // The auth_type line, cited with auth_pass (or reported with it).
+    let mut auth_type: Option<Src> = None;
     let mut garp_repeat = g.garp_repeat.clone();
     let mut garp_interval = g.garp_interval.clone();
     let mut garp_refresh = g.garp_refresh.clone();
@@ -625,7 +636,10 @@ fn instance(
                 let mut pass = None;
                 for a in c.children() {
                     match (a.keyword(), a.args().first()) {
-                        ("auth_type", Some(t)) => kind = Some(t.text.clone()),
+                        ("auth_type", Some(t)) => {
+                            kind = Some(t.text.clone());
+                            auth_type = Some(o.src(&a.words));
+                        }
                         ("auth_pass", Some(p)) => pass = Some((o.src(&a.words), p.text.clone())),
                         _ => drops.push(o.drop(a.line(), a.keyword(), "not an authentication setting")),
                     }
@@ -881,17 +895,23 @@ fn instance(
         t.entries.push(e);
     }
     if let Some((src, pass)) = auth {
-        if version_n == 3 {
-            drops.push(o.drop(
-                src.line,
-                "auth_pass",
-                "keepalived ignores authentication with VRRP version 3 (RFC 5798 removed it)",
-            ));
+        let why = if version_n == 3 {
+            Some("keepalived ignores authentication with VRRP version 3 (RFC 5798 removed it)")
         } else if pass.is_empty() {
-            drops.push(o.drop(src.line, "auth_pass", "empty"));
+            Some("empty")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            drops.push(o.drop(src.line, "auth_pass", why));
+            if let Some(t) = &auth_type {
+                drops.push(o.drop(t.line, "auth_type", why));
+            }
         } else {
             let long = pass.len() > 8;
-            let mut e = Entry::one("auth_pass", Value::Str(pass), vec![src]);
+            let mut from = vec![src];
+            from.extend(auth_type);
+            let mut e = Entry::one("auth_pass", Value::Str(pass), from);
             if long {
                 e = e.note("keepalived sends only the first 8 bytes of the password; so does halo");
             }
@@ -985,7 +1005,7 @@ fn script_table(name: &str, sc: &Script, g: &Globals) -> Table {
     t.entries.push(argv_entry(
         "command",
         argv(sc.command.as_deref().unwrap_or_default()),
-        sc.src.clone(),
+        sc.script_src.clone().unwrap_or_else(|| sc.src.clone()),
     ));
     let (interval, from, note) = match &sc.interval {
         Some((src, d)) => (*d, vec![src.clone()], None),
@@ -1028,7 +1048,8 @@ fn script_table(name: &str, sc: &Script, g: &Globals) -> Table {
         w if w > 0 => -w,
         w => w,
     };
-    let mut e = Entry::one("weight", Value::Int(weight), vec![sc.src.clone()]);
+    let from = sc.weight_src.clone().unwrap_or_else(|| sc.src.clone());
+    let mut e = Entry::one("weight", Value::Int(weight), vec![from]);
     if sc.weight == 0 {
         e = e.note(FAULT_NOTE);
     } else if sc.weight > 0 {
@@ -1137,12 +1158,16 @@ fn track_script(
         });
         return;
     }
+    // The script's own lines are cited too: they are carried by this.
+    let mut from = vec![o.src(&t.words), sc.src.clone()];
+    from.extend(sc.script_src.clone());
+    from.extend(sc.weight_src.clone());
     for svc in services {
         tracks.push(TrackOut {
             key: "proxy",
             target: svc.clone(),
             weight,
-            from: vec![o.src(&t.words), sc.src.clone()],
+            from: from.clone(),
         });
     }
 }

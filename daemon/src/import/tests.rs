@@ -57,6 +57,12 @@ fn keepalived_instance_maps_key_by_key() {
         .toml
         .contains("# from keepalived.conf:4 virtual_router_id 51\nvrid = 51"));
     assert!(i.toml.contains("keepalived's default vrrp_version is 2"));
+    assert!(
+        i.toml
+            .contains("# from keepalived.conf:11 auth_pass secret12\n# from keepalived.conf:10 auth_type PASS\nauth_pass"),
+        "{}",
+        i.toml
+    );
     assert_eq!(
         dropped(&i),
         [
@@ -125,7 +131,8 @@ fn a_haproxy_process_check_becomes_a_proxy_track_with_the_same_election() {
             weight: -2
         }]
     );
-    assert!(i.toml.contains("# from keepalived.conf:14 chk_haproxy\n  # from keepalived.conf:1 vrrp_script chk_haproxy\n  { proxy = \"web\", weight = -2 },"), "{}", i.toml);
+    assert!(i.toml.contains("# from keepalived.conf:14 chk_haproxy\n  # from keepalived.conf:1 vrrp_script chk_haproxy\n  \
+         # from keepalived.conf:2 script /usr/bin/pkill -0 haproxy\n  # from keepalived.conf:4 weight 2\n  { proxy = \"web\", weight = -2 },"), "{}", i.toml);
     assert!(
         c.track_scripts.is_empty(),
         "the proxy track replaces the script"
