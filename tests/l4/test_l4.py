@@ -89,7 +89,7 @@ def start_nat(lab, conf):
     # must forward IPv4. A new namespace starts with forwarding off (the
     # kernel default), as a fresh Debian does; halo warns about it.
     lab.exec("lb1", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    for w in ("web1", "web2", "web3"):
+    for w in [f"web{n}" for n in range(1, lab.backends + 1)]:
         lab.start(w)
     lab.run_halo("lb1", vrrp_toml(150) + conf)
     wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
@@ -430,3 +430,34 @@ def test_udp_nat_round_robin():
         except AssertionError:
             print(lab.log("lb1"))
             raise
+
+
+def test_status_page_shows_l4_servers():
+    """The [admin] page in headless Debian chromium (as tests/admin does):
+    each l4 server's health and whether it is in the map."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian package chromium is not installed")
+    with Lab("l4s", lbs=1, backends=2) as lab:
+        servers = [f'{{ name = "{w}", address = "{WEB[w]}:80" }}' for w in ("web1", "web2")]
+        start_nat(lab, l4_toml(servers=servers) + '\n[admin]\nbind = ["127.0.0.1:8404"]\n')
+        lab.kill("web2")
+        wait_for(lambda: in_map(lab) == ["web1"], T, "web2 out of the map")
+        prof = tempfile.mkdtemp(prefix="halo-l4-chromium-")
+        try:
+            r = subprocess.run(
+                ["ip", "netns", "exec", lab.ns("lb1"), chromium, "--headless", "--no-sandbox",
+                 "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", f"--user-data-dir={prof}",
+                 "--virtual-time-budget=3000", "--dump-dom", "http://127.0.0.1:8404/"],
+                capture_output=True, text=True, timeout=90, env=dict(os.environ, HOME=prof))
+            assert r.returncode == 0, r.stderr[-2000:]
+            rows = dict((s, (st, m)) for s, st, m in re.findall(
+                r'data-l4-server="web/([^"]+)" data-state="([A-Z]+)" data-in-map="(\w+)"', r.stdout))
+            assert rows == {"web1": ("UP", "yes"), "web2": ("DOWN", "no")}, r.stdout[-3000:]
+        finally:
+            shutil.rmtree(prof, ignore_errors=True)
