@@ -200,6 +200,13 @@ def test_reload_changes_weights_keeps_flows_and_other_tables_survive():
             first, second = re.findall(r"(first|second) (web\d)", out)
             assert first[1] == second[1], out
 
+            # `nft flush ruleset` (a firewall script, say) removes every
+            # table: halo writes its own again, the other stays gone.
+            lab.exec("lb1", "nft", "flush", "ruleset")
+            wait_for(lambda: "table inet halo_l4" in ruleset(lab), T, "halo's table back")
+            assert set(answers(lab, 3)) <= {"web1", "web2"}
+            lab.exec("lb1", "nft", "-f", "-", input="add table inet keepme\nadd chain inet keepme c\nadd rule inet keepme c counter\n")
+
             lab.stop("lb1")
             rs = ruleset(lab)
             assert "halo_l4" not in rs, rs

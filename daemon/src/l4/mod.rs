@@ -345,7 +345,7 @@ impl Reconciler {
             .collect()
     }
 
-    async fn refresh_report(&self) {
+    async fn refresh_report(&mut self) {
         // One `nft list` per family in use, every tick: a few ms of CPU.
         let mut families = Vec::new();
         for s in &self.services {
@@ -358,7 +358,14 @@ impl Reconciler {
             }
         }
         let counters = match nft::counters(&families).await {
-            Ok(c) => c,
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // Deleted behind halo's back (`nft flush ruleset`, a
+                // firewall reload): written again at the next tick.
+                warn!("l4: table {} is gone, writing it again", table::TABLE);
+                self.last = None;
+                return;
+            }
             Err(e) => {
                 warn!("l4: reading counters: {e:#}");
                 return;
