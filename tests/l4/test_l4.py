@@ -468,3 +468,47 @@ def test_status_page_shows_l4_servers():
             assert rows == {"web1": ("UP", "yes"), "web2": ("DOWN", "no")}, r.stdout[-3000:]
         finally:
             shutil.rmtree(prof, ignore_errors=True)
+
+
+def test_ipv6_nat_round_robin():
+    """An IPv6 service (the lab's --ipv6 addresses): dnat ip6, masquerade."""
+    vip6 = "2001:db8::100"
+    with Lab("l4six", lbs=1, backends=2, ipv6=True) as lab:
+        for n, w in enumerate(("web1", "web2"), start=1):
+            conf = lab.path(w, "nginx.conf")
+            with open(conf) as f:
+                text = f.read()
+            text = text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen [2001:db8::2{n}]:80;")
+            with open(conf, "w") as f:
+                f.write(text)
+            lab.start(w)
+        # LVS-NAT forwards (see start_nat); the VIP is set by hand, as VRRP
+        # is not what this test is about (nodad: usable at once).
+        lab.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        lab.exec("lb1", "ip", "-6", "addr", "add", f"{vip6}/64", "dev", "eth0", "nodad")
+        lab.run_halo("lb1", f"""
+[l4.web]
+address = "{vip6}"
+port = 80
+servers = [
+  {{ name = "web1", address = "[2001:db8::21]:80" }},
+  {{ name = "web2", address = "[2001:db8::22]:80" }},
+]
+
+[l4.web.health]
+path = "/health"
+interval = "300ms"
+timeout = "200ms"
+""")
+        try:
+            def get6():
+                r = lab.exec("client", "curl", "-s", "-m", "3", "-g", f"http://[{vip6}]/", check=False)
+                m = re.match(r"(web\d): hello", r.stdout)
+                return m.group(1) if m else None
+            wait_for(lambda: get6() is not None, T, "a page through the IPv6 VIP")
+            got = [get6() for _ in range(4)]
+            assert sorted(got) == ["web1", "web1", "web2", "web2"], got
+            assert "dnat ip6 to [2001:db8::21]:80" in ruleset(lab)
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
