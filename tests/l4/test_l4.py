@@ -125,6 +125,13 @@ def test_nat_round_robin_and_a_stopped_backend_leaves_the_map():
             halo_cli(lab, "server", "drain", "web/web3")
             wait_for(lambda: in_map(lab) == ["web1", "web2"], T, "web3 drained")
             assert set(answers(lab, 4)) == {"web1", "web2"}
+            # A reload that changes the checks starts a new board: the drain
+            # carries over by name.
+            lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml().replace('interval = "300ms"', 'interval = "400ms"'))
+            lab.reload("lb1")
+            rs = ruleset(lab)
+            assert "numgen inc mod 2" in rs and "goto srv.web.web3" not in rs, rs
+            assert in_map(lab) == ["web1", "web2"]
             halo_cli(lab, "server", "enable", "web/web3")
             wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web3 enabled")
 
