@@ -185,7 +185,7 @@ impl Daemon {
         hub.set_board(proxy.board.clone(), &cfg.proxy);
         hub.set_stats(proxy.stats.clone());
         let admin = crate::admin::AdminServer::start(&cfg.admin, hub.clone())?;
-        let l4 = crate::l4::L4Side::start(&cfg.l4).await?;
+        let l4 = crate::l4::L4Side::start(&cfg.l4, &[]).await?;
         hub.set_l4(&l4);
         let mut d = Daemon {
             cfg: cfg.clone(),
@@ -559,13 +559,18 @@ impl Daemon {
                     notes.push(format!("l4: {} service(s) rescheduled", new.l4.len()));
                 }
                 _ => {
+                    let old_admin = self.l4.as_ref().map(|l| l.admin_states());
                     if let Some(old) = self.l4.take() {
                         old.retire().await;
                     }
-                    match crate::l4::L4Side::start(&new.l4).await {
+                    // Drain and disable carry over by name.
+                    let old_admin = old_admin.unwrap_or_default();
+                    match crate::l4::L4Side::start(&new.l4, &old_admin).await {
                         Ok(side) => self.l4 = Some(side),
                         Err(e) => {
-                            self.l4 = crate::l4::L4Side::start(&self.cfg.l4).await.ok();
+                            self.l4 = crate::l4::L4Side::start(&self.cfg.l4, &old_admin)
+                                .await
+                                .ok();
                             if let Some(l4) = &self.l4 {
                                 self.hub.set_l4(l4);
                             }

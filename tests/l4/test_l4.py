@@ -89,7 +89,7 @@ def start_nat(lab, conf):
     # must forward IPv4. A new namespace starts with forwarding off (the
     # kernel default), as a fresh Debian does; halo warns about it.
     lab.exec("lb1", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    for w in ("web1", "web2", "web3"):
+    for w in [f"web{n}" for n in range(1, lab.backends + 1)]:
         lab.start(w)
     lab.run_halo("lb1", vrrp_toml(150) + conf)
     wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
@@ -125,6 +125,13 @@ def test_nat_round_robin_and_a_stopped_backend_leaves_the_map():
             halo_cli(lab, "server", "drain", "web/web3")
             wait_for(lambda: in_map(lab) == ["web1", "web2"], T, "web3 drained")
             assert set(answers(lab, 4)) == {"web1", "web2"}
+            # A reload that changes the checks starts a new board: the drain
+            # carries over by name.
+            lab.write("lb1", "halo.toml", vrrp_toml(150) + l4_toml().replace('interval = "300ms"', 'interval = "400ms"'))
+            lab.reload("lb1")
+            rs = ruleset(lab)
+            assert "numgen inc mod 2" in rs and "goto srv.web.web3" not in rs, rs
+            assert in_map(lab) == ["web1", "web2"]
             halo_cli(lab, "server", "enable", "web/web3")
             wait_for(lambda: in_map(lab) == ["web1", "web2", "web3"], T, "web3 enabled")
 
@@ -199,6 +206,13 @@ def test_reload_changes_weights_keeps_flows_and_other_tables_survive():
             out = lab.log("conn")
             first, second = re.findall(r"(first|second) (web\d)", out)
             assert first[1] == second[1], out
+
+            # `nft flush ruleset` (a firewall script, say) removes every
+            # table: halo writes its own again, the other stays gone.
+            lab.exec("lb1", "nft", "flush", "ruleset")
+            wait_for(lambda: "table inet halo_l4" in ruleset(lab), T, "halo's table back")
+            assert set(answers(lab, 3)) <= {"web1", "web2"}
+            lab.exec("lb1", "nft", "-f", "-", input="add table inet keepme\nadd chain inet keepme c\nadd rule inet keepme c counter\n")
 
             lab.stop("lb1")
             rs = ruleset(lab)
@@ -427,6 +441,81 @@ def test_udp_nat_round_robin():
             got = ask(6)
             assert sorted(got.count(w) for w in ("web1", "web2", "web3")) == [2, 2, 2], got
             assert "udp dport 53" in ruleset(lab)
+        except AssertionError:
+            print(lab.log("lb1"))
+            raise
+
+
+def test_status_page_shows_l4_servers():
+    """The [admin] page in headless Debian chromium (as tests/admin does):
+    each l4 server's health and whether it is in the map."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian package chromium is not installed")
+    with Lab("l4s", lbs=1, backends=2) as lab:
+        servers = [f'{{ name = "{w}", address = "{WEB[w]}:80" }}' for w in ("web1", "web2")]
+        start_nat(lab, l4_toml(servers=servers) + '\n[admin]\nbind = ["127.0.0.1:8404"]\n')
+        lab.kill("web2")
+        wait_for(lambda: in_map(lab) == ["web1"], T, "web2 out of the map")
+        prof = tempfile.mkdtemp(prefix="halo-l4-chromium-")
+        try:
+            r = subprocess.run(
+                ["ip", "netns", "exec", lab.ns("lb1"), chromium, "--headless", "--no-sandbox",
+                 "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", f"--user-data-dir={prof}",
+                 "--virtual-time-budget=3000", "--dump-dom", "http://127.0.0.1:8404/"],
+                capture_output=True, text=True, timeout=90, env=dict(os.environ, HOME=prof))
+            assert r.returncode == 0, r.stderr[-2000:]
+            rows = dict((s, (st, m)) for s, st, m in re.findall(
+                r'data-l4-server="web/([^"]+)" data-state="([A-Z]+)" data-in-map="(\w+)"', r.stdout))
+            assert rows == {"web1": ("UP", "yes"), "web2": ("DOWN", "no")}, r.stdout[-3000:]
+        finally:
+            shutil.rmtree(prof, ignore_errors=True)
+
+
+def test_ipv6_nat_round_robin():
+    """An IPv6 service (the lab's --ipv6 addresses): dnat ip6, masquerade."""
+    vip6 = "2001:db8::100"
+    with Lab("l4six", lbs=1, backends=2, ipv6=True) as lab:
+        for n, w in enumerate(("web1", "web2"), start=1):
+            conf = lab.path(w, "nginx.conf")
+            with open(conf) as f:
+                text = f.read()
+            text = text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen [2001:db8::2{n}]:80;")
+            with open(conf, "w") as f:
+                f.write(text)
+            lab.start(w)
+        # LVS-NAT forwards (see start_nat); the VIP is set by hand, as VRRP
+        # is not what this test is about (nodad: usable at once).
+        lab.exec("lb1", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        lab.exec("lb1", "ip", "-6", "addr", "add", f"{vip6}/64", "dev", "eth0", "nodad")
+        lab.run_halo("lb1", f"""
+[l4.web]
+address = "{vip6}"
+port = 80
+servers = [
+  {{ name = "web1", address = "[2001:db8::21]:80" }},
+  {{ name = "web2", address = "[2001:db8::22]:80" }},
+]
+
+[l4.web.health]
+path = "/health"
+interval = "300ms"
+timeout = "200ms"
+""")
+        try:
+            def get6():
+                r = lab.exec("client", "curl", "-s", "-m", "3", "-g", f"http://[{vip6}]/", check=False)
+                m = re.match(r"(web\d): hello", r.stdout)
+                return m.group(1) if m else None
+            wait_for(lambda: get6() is not None, T, "a page through the IPv6 VIP")
+            got = [get6() for _ in range(4)]
+            assert sorted(got) == ["web1", "web1", "web2", "web2"], got
+            assert "dnat ip6 to [2001:db8::21]:80" in ruleset(lab)
         except AssertionError:
             print(lab.log("lb1"))
             raise

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{self, L4Forward, L4Service, ProxyService};
-use crate::health::{self, HealthBoard, HealthRuntime};
+use crate::health::{self, AdminState, HealthBoard, HealthRuntime};
 use table::{Counter, Mac, ServiceState};
 
 /// How often the driver looks again without a health change: MACs that
@@ -84,7 +84,12 @@ fn as_checked(services: &[L4Service]) -> Vec<ProxyService> {
 impl L4Side {
     /// Checks start, the tables are applied once (an error here means
     /// nothing changed in the kernel), then the reconcile task runs.
-    pub async fn start(services: &[L4Service]) -> Result<L4Side> {
+    /// `admin`: drain/disable states to carry over from the previous
+    /// generation (by name), set before the first table is written.
+    pub async fn start(
+        services: &[L4Service],
+        admin: &[(String, String, AdminState)],
+    ) -> Result<L4Side> {
         let checked = as_checked(services);
         let board = HealthBoard::new(&checked);
         let (stop, stop_rx) = watch::channel(false);
@@ -115,6 +120,7 @@ impl L4Side {
         check_machine(services)?;
         warn_forwarding(services);
         let health = health::spawn(&checked, board.clone()).context("starting l4 health checks")?;
+        restore_admin(services, &board, admin);
         let mut rec = Reconciler {
             services: services.to_vec(),
             board: board.clone(),
@@ -209,6 +215,20 @@ impl L4Side {
         }
     }
 
+    /// (service, server, admin state) of every server not enabled.
+    pub fn admin_states(&self) -> Vec<(String, String, AdminState)> {
+        let mut out = Vec::new();
+        for (si, s) in self.services.iter().enumerate() {
+            for (vi, v) in s.servers.iter().enumerate() {
+                match self.board.admin(si, vi) {
+                    Some(AdminState::Enabled) | None => {}
+                    Some(a) => out.push((s.name.clone(), v.name.clone(), a)),
+                }
+            }
+        }
+        out
+    }
+
     /// For VRRP tracking: the board and each service's index in it.
     pub fn tracking(&self) -> crate::vrrp::driver::ProxyTracking {
         crate::vrrp::driver::ProxyTracking {
@@ -219,6 +239,23 @@ impl L4Side {
                 .enumerate()
                 .map(|(i, s)| (s.name.clone(), i))
                 .collect(),
+        }
+    }
+}
+
+/// Apply what [`L4Side::admin_states`] saved, for the servers that still
+/// exist.
+fn restore_admin(
+    services: &[L4Service],
+    board: &HealthBoard,
+    saved: &[(String, String, AdminState)],
+) {
+    for (svc, srv, a) in saved {
+        let Some(si) = services.iter().position(|s| &s.name == svc) else {
+            continue;
+        };
+        if let Some(vi) = services[si].servers.iter().position(|v| &v.name == srv) {
+            board.set_admin(si, vi, *a);
         }
     }
 }
@@ -345,7 +382,7 @@ impl Reconciler {
             .collect()
     }
 
-    async fn refresh_report(&self) {
+    async fn refresh_report(&mut self) {
         // One `nft list` per family in use, every tick: a few ms of CPU.
         let mut families = Vec::new();
         for s in &self.services {
@@ -358,7 +395,14 @@ impl Reconciler {
             }
         }
         let counters = match nft::counters(&families).await {
-            Ok(c) => c,
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // Deleted behind halo's back (`nft flush ruleset`, a
+                // firewall reload): written again at the next tick.
+                warn!("l4: table {} is gone, writing it again", table::TABLE);
+                self.last = None;
+                return;
+            }
             Err(e) => {
                 warn!("l4: reading counters: {e:#}");
                 return;

@@ -82,13 +82,15 @@ pub async fn current() -> Result<Current> {
     })
 }
 
-/// The named counters of halo's tables in these families.
-pub async fn counters(families: &[&str]) -> Result<Vec<(String, Counter)>> {
+/// The named counters of halo's tables in these families; `None` when
+/// one of the tables is missing (someone deleted it).
+pub async fn counters(families: &[&str]) -> Result<Option<Vec<(String, Counter)>>> {
     let mut out = Vec::new();
     for &fam in families {
-        if let Some(v) = list(fam).await? {
-            out.extend(table::parse_listing(&v).1);
+        match list(fam).await? {
+            Some(v) => out.extend(table::parse_listing(&v).1),
+            None => return Ok(None),
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
