@@ -81,6 +81,11 @@ pub enum LabCmd {
         /// What runs VRRP on the last LB.
         #[arg(long, value_enum, default_value_t = Peer::Halo)]
         peer: Peer,
+        /// VIPs, 1..=9 (192.0.2.100..): one VRRP instance each, with its
+        /// own master (VIP i on lb i, round robin) and the others backing it
+        /// up in turn: active-active.
+        #[arg(long, default_value_t = 1)]
+        vips: u8,
         /// Give every node an IPv6 address too (2001:db8::11 for lb1, ...).
         #[arg(long)]
         ipv6: bool,
@@ -183,12 +188,14 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             lbs,
             backends,
             peer,
+            vips,
             ipv6,
             no_start,
             timeout,
             dir,
         } => {
             let spec = Spec::new(lbs, backends, peer)
+                .and_then(|s| s.with_vips(vips))
                 .map_err(anyhow::Error::msg)?
                 .with_ipv6(ipv6);
             let wait = (!no_start).then(|| std::time::Duration::from_secs(timeout));

@@ -76,7 +76,7 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
             }
         }
     }
-    let master = wait_ready(&lab, &daemons, timeout).map_err(|e| {
+    let master = wait_ready(&lab, &spec.vip_addrs(), &daemons, timeout).map_err(|e| {
         anyhow::anyhow!(
             "{e:#}\nThe lab is left running to look at: `{c} status{f}`, logs in {d}/lb*/; \
              `{c} down{f}` removes it.",
@@ -119,7 +119,7 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
                 }
                 let ka = own.join("keepalived.conf");
                 if spec.is_keepalived(n) {
-                    write(ka, plan::keepalived_conf(n))?;
+                    write(ka, plan::keepalived_conf(spec, n))?;
                 } else if ka.exists() {
                     fs::remove_file(&ka)?;
                 }
@@ -187,10 +187,16 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
         .join("\n")
 }
 
-/// Wait until exactly one LB holds the VIP, every backend answers `/health`
-/// and requests through the VIP reach every backend (so the proxy has them
-/// all UP). Returns the master. Fails early if a daemon died.
-pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<u8> {
+/// Wait until exactly one LB holds each of `vips`, every backend answers
+/// `/health` and requests through the (first) VIP reach every backend (so
+/// the proxy has them all UP). Returns the first VIP's master. Fails early if
+/// a daemon died.
+pub(super) fn wait_ready(
+    lab: &Running,
+    vips: &[std::net::Ipv4Addr],
+    daemons: &[Started],
+    timeout: Duration,
+) -> Result<u8> {
     let end = Instant::now() + timeout;
     let mut why;
     loop {
@@ -206,6 +212,10 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
             }
         }
         let holders = lab.holders();
+        let unsettled = vips
+            .iter()
+            .map(|&v| (v, lab.holders_of(v).len()))
+            .find(|&(_, n)| n != 1);
         let health = backend_health(lab)?;
         let down: Vec<String> = health
             .iter()
@@ -215,8 +225,8 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
                 Err(e) => format!("web{w} /health: {e}"),
             })
             .collect();
-        why = if holders.len() != 1 {
-            format!("{} LBs hold the VIP, want 1", holders.len())
+        why = if let Some((v, n)) = unsettled {
+            format!("{n} LBs hold the VIP {v}, want 1")
         } else if !down.is_empty() {
             down.join("; ")
         } else {
@@ -281,8 +291,13 @@ pub(super) fn not_all_up(lab: &Running) -> Option<String> {
 pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
     let f = lab.dir_flag();
     let c = sys::lab_cmd();
+    let vips = if spec.vips > 1 {
+        format!("VIPs {VIP}..{}", plan::vip(spec.vips))
+    } else {
+        format!("VIP {VIP}")
+    };
     println!(
-        "halo lab is up after {:.1} s: {} LBs, {} backends, VIP {VIP}, files in {}",
+        "halo lab is up after {:.1} s: {} LBs, {} backends, {vips}, files in {}",
         took.as_secs_f64(),
         spec.lbs,
         spec.backends,
@@ -292,12 +307,30 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
     println!("  {:<7} {:<12} {:<40} state", "node", "address", "runs");
     for l in spec.lbs() {
         let n = lb_num(l);
+        // One priority per VIP, in VIP order: 110/90/100.
+        let prio = (1..=spec.vips)
+            .map(|i| spec.priority(n, i).to_string())
+            .collect::<Vec<_>>()
+            .join("/");
         let runs = if spec.is_keepalived(n) {
-            format!("keepalived VRRP (prio {}) + halo proxy", plan::priority(n))
+            format!("keepalived VRRP (prio {prio}) + halo proxy")
         } else {
-            format!("halo VRRP (prio {}) + proxy", plan::priority(n))
+            format!("halo VRRP (prio {prio}) + proxy")
         };
-        let state = if n == master {
+        let state = if spec.vips > 1 {
+            // Active-active: the kernel's view, VIP by VIP.
+            let held: Vec<String> = spec
+                .vip_addrs()
+                .into_iter()
+                .filter(|&v| lab.holders_of(v).contains(&n))
+                .map(|v| v.to_string())
+                .collect();
+            if held.is_empty() {
+                "BACKUP of all".to_string()
+            } else {
+                format!("MASTER of {}", held.join(", "))
+            }
+        } else if n == master {
             format!("MASTER, holds {VIP}")
         } else {
             "BACKUP".to_string()
