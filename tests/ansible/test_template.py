@@ -123,6 +123,20 @@ def test_active_active_gives_each_vip_a_different_master_and_order(tmp_path):
         ]
 
 
+def test_more_vips_than_lbs_spread_a_dead_lbs_vips(tmp_path):
+    six = [{"name": f"VI_{i}", "vrid": 50 + i, "vip": f"192.0.2.{99 + i}"} for i in range(1, 7)]
+    got = {h: {n: v[1] for n, v in instances(t).items()} for h, t in render(tmp_path, {"halo_vips": six}).items()}
+    order = {n: sorted(got, key=lambda h: -got[h][n]) for n in got["lb1"]}
+    assert order["VI_1"] == ["lb1", "lb2", "lb3"] and order["VI_4"] == ["lb1", "lb3", "lb2"], order
+    for dead in got:
+        mine = [n for n, o in order.items() if o[0] == dead]
+        assert len(mine) == 2, (dead, order)
+        # Its two VIPs go to the two survivors, one each.
+        assert sorted(order[n][1] for n in mine) == sorted(h for h in got if h != dead), (dead, order)
+    for n, o in order.items():
+        assert len({got[h][n] for h in got}) == 3, f"{n}: no tie"
+
+
 def test_a_host_can_set_its_own_priorities(tmp_path):
     texts = render(tmp_path, {"halo_vips": VIPS}, host_vars={"lb3": {"halo_priorities": {"VI_1": 145}}})
     assert instances(texts["lb3"])["VI_1"][1] == 145

@@ -265,21 +265,33 @@ impl Spec {
         (vip - 1) % self.lbs + 1
     }
 
-    /// The LBs in VIP `i`'s priority order: its master, then the next
-    /// ones, wrapping around (VIP 2 of 3 LBs: lb2, lb3, lb1). So when an LB
-    /// fails, each of its VIPs moves to a different neighbour's and the
-    /// load of a dead LB does not all land on one survivor when M > N.
+    /// The LBs in VIP `i`'s priority order: its master, then the others
+    /// from the master's next LB on, wrapping (VIP 2 of 3 LBs: lb2, lb3,
+    /// lb1). With more VIPs than LBs, a master's second VIP starts its
+    /// backups one LB further (VIP 4 of 3 LBs: lb1, lb3, lb2), so a dead
+    /// LB's VIPs go to different survivors instead of all to one.
     pub fn order_of(&self, vip: u8) -> Vec<u8> {
+        let n = self.lbs;
         let m = self.master_of(vip);
-        (0..self.lbs).map(|k| (m - 1 + k) % self.lbs + 1).collect()
+        let round = (vip - 1) / n;
+        let mut order = vec![m];
+        if n > 1 {
+            let shift = round % (n - 1);
+            order.extend((0..n - 1).map(|k| (m + (k + shift) % (n - 1)) % n + 1));
+        }
+        order
     }
 
     /// LB `lb`'s priority in VIP `i`'s instance: 110 for the master, 10
     /// less for each next in [`Spec::order_of`]. For VIP 1 this is
     /// [`priority`].
     pub fn priority(&self, lb: u8, vip: u8) -> u8 {
-        let rank = (lb + self.lbs - self.master_of(vip)) % self.lbs;
-        110 - 10 * rank
+        let rank = self
+            .order_of(vip)
+            .iter()
+            .position(|&l| l == lb)
+            .unwrap_or(0);
+        110 - 10 * rank as u8
     }
 
     pub fn vip_addrs(&self) -> Vec<Ipv4Addr> {
@@ -648,6 +660,32 @@ mod tests {
         let five = Spec::new(2, 0, Peer::Halo).unwrap().with_vips(5).unwrap();
         let masters: Vec<u8> = (1..=5).map(|i| five.master_of(i)).collect();
         assert_eq!(masters, [1, 2, 1, 2, 1]);
+        // Six VIPs on three LBs: each LB masters two, and when it dies they
+        // go to the two survivors, one each.
+        let six = Spec::new(3, 0, Peer::Halo).unwrap().with_vips(6).unwrap();
+        assert_eq!(six.order_of(4), [1, 3, 2]);
+        for dead in 1..=3u8 {
+            let mut heirs: Vec<u8> = (1..=6)
+                .filter(|&i| six.master_of(i) == dead)
+                .map(|i| six.order_of(i)[1])
+                .collect();
+            heirs.sort_unstable();
+            let survivors: Vec<u8> = (1..=3).filter(|&l| l != dead).collect();
+            assert_eq!(heirs, survivors, "lb{dead}'s VIPs");
+        }
+        for i in 1..=6 {
+            let mut o = six.order_of(i);
+            o.sort_unstable();
+            assert_eq!(o, [1, 2, 3], "VIP {i}: every LB once");
+        }
+        assert_eq!(
+            Spec::new(1, 0, Peer::Halo)
+                .unwrap()
+                .with_vips(3)
+                .unwrap()
+                .order_of(3),
+            [1]
+        );
         assert!(Spec::new(2, 0, Peer::Halo).unwrap().with_vips(0).is_err());
         assert!(Spec::new(2, 0, Peer::Halo).unwrap().with_vips(10).is_err());
         let cfgs: Vec<config::Config> = (1..=3)
