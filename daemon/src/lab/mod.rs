@@ -18,6 +18,7 @@
 //! one, the other commands are [`ops`] and the live view is [`watch`].
 //! It does not install packages: it says which one is missing.
 
+pub mod check;
 pub mod ops;
 pub mod plan;
 pub mod probe;
@@ -178,6 +179,12 @@ pub enum LabCmd {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Is exercise N's goal (docs/labs/) reached? Point by point; exit 0 or 1.
+    Check {
+        exercise: u8,
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 /// Run one `halo lab` command.
@@ -225,6 +232,10 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::Heal { target, dir } => ops::cable(&target, true, &dir.resolve()?)?,
         LabCmd::Exec { node, cmd, dir } => return ops::exec(&node, &cmd, &dir.resolve()?),
         LabCmd::Reload { node, dir } => ops::reload(&node, &dir.resolve()?)?,
+        LabCmd::Check { exercise, dir } => {
+            let lab = running::Running::find(&dir.resolve()?)?;
+            return check::check(exercise, &lab);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

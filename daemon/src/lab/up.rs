@@ -211,11 +211,10 @@ pub(super) fn wait_ready(
                 );
             }
         }
-        let holders = lab.holders();
-        let unsettled = vips
-            .iter()
-            .map(|&v| (v, lab.holders_of(v).len()))
-            .find(|&(_, n)| n != 1);
+        // One read of the holders decides both "settled" and who the
+        // master is: two reads could see different elections.
+        let held: Vec<_> = vips.iter().map(|&v| (v, lab.holders_of(v))).collect();
+        let settled = one_holder_each(&held);
         let health = backend_health(lab)?;
         let down: Vec<String> = health
             .iter()
@@ -225,8 +224,8 @@ pub(super) fn wait_ready(
                 Err(e) => format!("web{w} /health: {e}"),
             })
             .collect();
-        why = if let Some((v, n)) = unsettled {
-            format!("{n} LBs hold the VIP {v}, want 1")
+        why = if let Err(why) = settled {
+            why
         } else if !down.is_empty() {
             down.join("; ")
         } else {
@@ -248,7 +247,7 @@ pub(super) fn wait_ready(
             if missing.is_empty() {
                 // The backups' view too: a failover must find every backend UP.
                 match not_all_up(lab) {
-                    None => return Ok(holders[0]),
+                    None => return settled.map_err(anyhow::Error::msg),
                     Some(why) => why,
                 }
             } else {
@@ -263,6 +262,19 @@ pub(super) fn wait_ready(
             bail!("still waiting: {why}");
         }
         thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The first VIP's master if each VIP has exactly one holder, else why not.
+pub(super) fn one_holder_each(held: &[(std::net::Ipv4Addr, Vec<u8>)]) -> Result<u8, String> {
+    for (v, h) in held {
+        if h.len() != 1 {
+            return Err(format!("{} LBs hold the VIP {v}, want 1", h.len()));
+        }
+    }
+    match held.first() {
+        Some((_, h)) => Ok(h[0]),
+        None => Err("no VIP to wait for".into()),
     }
 }
 
@@ -485,4 +497,26 @@ pub(super) fn teardown(names: &Names) -> Result<(usize, usize)> {
         }
     }
     Ok((namespaces.len(), pids.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_comes_from_the_same_read_that_found_one_holder_per_vip() {
+        let v = plan::vip;
+        assert_eq!(one_holder_each(&[(v(1), vec![2]), (v(2), vec![3])]), Ok(2));
+        // VIP 1 not held yet (the state `up` panicked on when a second read
+        // had found it held): a reason, not an index out of bounds.
+        assert_eq!(
+            one_holder_each(&[(v(1), vec![]), (v(2), vec![3])]),
+            Err("0 LBs hold the VIP 192.0.2.100, want 1".into())
+        );
+        assert_eq!(
+            one_holder_each(&[(v(1), vec![1]), (v(2), vec![1, 2])]),
+            Err("2 LBs hold the VIP 192.0.2.101, want 1".into())
+        );
+        assert!(one_holder_each(&[]).is_err());
+    }
 }
