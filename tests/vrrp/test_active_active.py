@@ -18,6 +18,7 @@ docs/scale.md, never asserted.
 import json
 import os
 import time
+from collections import Counter
 
 import pytest
 
@@ -39,7 +40,8 @@ while r < max_rounds and time.monotonic() < end and not os.path.exists(stop):
     for v in vips:
         t = time.monotonic()
         try:
-            c = http.client.HTTPConnection(v, 80, timeout=2)
+            # Generous: a slow answer on a loaded machine is not a failure.
+            c = http.client.HTTPConnection(v, 80, timeout=5)
             c.request("GET", "/")
             resp = c.getresponse()
             resp.read()
@@ -170,5 +172,6 @@ def test_kill_one_of_three_lbs_moves_only_its_vip_and_the_others_serve_on(aa):
         "kill_to_vip1_on_lb2_s": round(failover, 2),
         "vip1_failed_requests": len(fails),
         "vip1_outage_s": round(outage, 2),
+        "vip1_failures_by_kind": dict(Counter(w for ok, _, w in v1 if not ok)),
         "requests": {v: len(r) for v, r in reqs.items()},
     }))
