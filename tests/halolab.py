@@ -105,7 +105,7 @@ def alive(pid):
 
 
 class Lab:
-    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False):
+    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False, vips=1):
         global _counter
         _counter += 1
         # Short and unique per process and lab: it goes into namespace names
@@ -116,6 +116,8 @@ class Lab:
         self.name = f"{tag}{os.getpid() % 100000:05d}{_counter}"
         assert len(self.name) <= 12, self.name
         self.lbs, self.backends, self.peer, self.ipv6 = lbs, backends, peer, ipv6
+        # `up --vips M`: the generated configs hold M instances (active-active).
+        self.vips = vips
         self.dir = None
         self.procs = {}  # key -> (Popen, log path)
 
@@ -131,6 +133,8 @@ class Lab:
             args += ["--peer", self.peer]
         if self.ipv6:
             args.append("--ipv6")
+        if self.vips != 1:
+            args += ["--vips", str(self.vips)]
         try:
             self.lab(*args)
         except BaseException:

@@ -146,7 +146,7 @@ def halo_checks(disk, deb):
     assert disk.ext_stat("/lib/systemd/system/halo.service") or disk.ext_stat("/usr/lib/systemd/system/halo.service")
     dropin = disk.ext_read("/etc/systemd/system/halo.service.d/halo-image.conf")
     assert "ConditionPathExists=/var/lib/halo-image/halo-configured" in dropin
-    for f in ("firstboot", "growroot", "node-toml.awk"):
+    for f in ("firstboot", "growroot", "node-toml.awk", "priority.awk"):
         st = disk.ext_stat(f"/usr/lib/halo-image/{f}")
         assert st is not None and st[2] == 0, f
 

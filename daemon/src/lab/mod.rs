@@ -18,6 +18,7 @@
 //! one, the other commands are [`ops`] and the live view is [`watch`].
 //! It does not install packages: it says which one is missing.
 
+pub mod check;
 pub mod ops;
 pub mod plan;
 pub mod probe;
@@ -81,6 +82,11 @@ pub enum LabCmd {
         /// What runs VRRP on the last LB.
         #[arg(long, value_enum, default_value_t = Peer::Halo)]
         peer: Peer,
+        /// VIPs, 1..=9 (192.0.2.100..): one VRRP instance each, with its
+        /// own master (VIP i on lb i, round robin) and the others backing it
+        /// up in turn: active-active.
+        #[arg(long, default_value_t = 1)]
+        vips: u8,
         /// Give every node an IPv6 address too (2001:db8::11 for lb1, ...).
         #[arg(long)]
         ipv6: bool,
@@ -178,6 +184,12 @@ pub enum LabCmd {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Is exercise N's goal (docs/labs/) reached? Point by point; exit 0 or 1.
+    Check {
+        exercise: u8,
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 /// Run one `halo lab` command.
@@ -188,6 +200,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             lbs,
             backends,
             peer,
+            vips,
             ipv6,
             l4,
             no_start,
@@ -195,6 +208,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             dir,
         } => {
             let spec = Spec::new(lbs, backends, peer)
+                .and_then(|s| s.with_vips(vips))
                 .map_err(anyhow::Error::msg)?
                 .with_ipv6(ipv6)
                 .with_l4(l4)
@@ -226,6 +240,10 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
         LabCmd::Heal { target, dir } => ops::cable(&target, true, &dir.resolve()?)?,
         LabCmd::Exec { node, cmd, dir } => return ops::exec(&node, &cmd, &dir.resolve()?),
         LabCmd::Reload { node, dir } => ops::reload(&node, &dir.resolve()?)?,
+        LabCmd::Check { exercise, dir } => {
+            let lab = running::Running::find(&dir.resolve()?)?;
+            return check::check(exercise, &lab);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

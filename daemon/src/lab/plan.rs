@@ -19,6 +19,9 @@ pub const IFACE: &str = "eth0";
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const PREFIX_LEN: u8 = 24;
 pub const VRID: u8 = 51;
+/// `--vips M`: VIP i (1-based) is 192.0.2.(99+i) with vrid 50+i, so VIP 1 is
+/// [`VIP`] with [`VRID`] and a one-VIP lab is unchanged.
+pub const MAX_VIPS: u8 = 9;
 /// LBs and backends each get at most nine addresses (.11-.19, .21-.29).
 pub const MAX_NODES: u8 = 9;
 pub const DEFAULT_DIR: &str = "/var/lib/halo/lab";
@@ -218,6 +221,19 @@ pub struct Spec {
     pub ipv6: bool,
     /// `[l4.web]` instead of `[proxy.web]` on the LBs.
     pub l4: Option<L4Mode>,
+    /// VIPs, one VRRP instance each, masters spread over the LBs
+    /// (active-active, [`Spec::master_of`]).
+    pub vips: u8,
+}
+
+/// VIP `i` (1-based): 192.0.2.100, .101, ...
+pub fn vip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 99 + i)
+}
+
+/// The vrid of VIP `i`'s instance: 51, 52, ...
+pub fn vrid(i: u8) -> u8 {
+    VRID - 1 + i
 }
 
 impl Spec {
@@ -239,6 +255,7 @@ impl Spec {
             peer,
             ipv6: false,
             l4: None,
+            vips: 1,
         })
     }
 
@@ -254,6 +271,53 @@ impl Spec {
             return Err("--l4 runs on halo LBs only (not with --peer keepalived)".into());
         }
         Ok(Spec { l4, ..self })
+    }
+
+    /// `--vips M`: M instances, VIP i mastered by [`Spec::master_of`].
+    pub fn with_vips(self, vips: u8) -> Result<Spec, String> {
+        if !(1..=MAX_VIPS).contains(&vips) {
+            return Err(format!("--vips must be 1..={MAX_VIPS}, got {vips}"));
+        }
+        Ok(Spec { vips, ..self })
+    }
+
+    /// The preferred master of VIP `i`: lb1 for VIP 1, lb2 for VIP 2, ...,
+    /// round robin when there are more VIPs than LBs.
+    pub fn master_of(&self, vip: u8) -> u8 {
+        (vip - 1) % self.lbs + 1
+    }
+
+    /// The LBs in VIP `i`'s priority order: its master, then the others
+    /// from the master's next LB on, wrapping (VIP 2 of 3 LBs: lb2, lb3,
+    /// lb1). With more VIPs than LBs, a master's second VIP starts its
+    /// backups one LB further (VIP 4 of 3 LBs: lb1, lb3, lb2), so a dead
+    /// LB's VIPs go to different survivors instead of all to one.
+    pub fn order_of(&self, vip: u8) -> Vec<u8> {
+        let n = self.lbs;
+        let m = self.master_of(vip);
+        let round = (vip - 1) / n;
+        let mut order = vec![m];
+        if n > 1 {
+            let shift = round % (n - 1);
+            order.extend((0..n - 1).map(|k| (m + (k + shift) % (n - 1)) % n + 1));
+        }
+        order
+    }
+
+    /// LB `lb`'s priority in VIP `i`'s instance: 110 for the master, 10
+    /// less for each next in [`Spec::order_of`]. For VIP 1 this is
+    /// [`priority`].
+    pub fn priority(&self, lb: u8, vip: u8) -> u8 {
+        let rank = self
+            .order_of(vip)
+            .iter()
+            .position(|&l| l == lb)
+            .unwrap_or(0);
+        110 - 10 * rank as u8
+    }
+
+    pub fn vip_addrs(&self) -> Vec<Ipv4Addr> {
+        (1..=self.vips).map(vip).collect()
     }
 
     pub fn lbs(&self) -> impl Iterator<Item = Node> {
@@ -312,29 +376,8 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
              # keeps the VIP anyway (halo's own `track` has no keepalived equivalent here).\n\n",
         );
     } else {
-        t.push_str(&format!(
-            "[vrrp.VI_1]\n\
-             interface = \"{IFACE}\"\n\
-             vrid = {VRID}\n\
-             version = 3\n\
-             # The highest priority holds the VIP; lb1 is preferred.\n\
-             priority = {prio}\n\
-             advert_interval = \"1s\"\n\
-             virtual_ips = [\"{VIP}/{PREFIX_LEN}\"]\n",
-            prio = priority(lb)
-        ));
-        if proxy && spec.l4.is_some() {
-            t.push_str(
-                "# While the l4 service below has no healthy backend, advertise priority - 50,\n\
-                 # so a backup with working backends takes over.\n\
-                 track = [{ l4 = \"web\", weight = -50 }]\n",
-            );
-        } else if proxy {
-            t.push_str(
-                "# While the proxy below has no healthy backend, advertise priority - 50,\n\
-                 # so a backup with working backends takes over.\n\
-                 track = [{ proxy = \"web\", weight = -50 }]\n",
-            );
+        for i in 1..=spec.vips {
+            vrrp_instance(&mut t, spec, lb, i, proxy);
         }
         t.push_str(
             "# Try: nopreempt = true, preempt_delay = \"5s\", unicast_peers = [\"192.0.2.12\"]\n",
@@ -414,11 +457,53 @@ fn l4_section(spec: &Spec, mode: L4Mode) -> String {
     t
 }
 
-/// keepalived.conf for the keepalived peer: the same virtual router as the
-/// halos (VRRPv3, vrid 51, 1 s adverts), as Debian's keepalived 2.2 reads it.
-pub fn keepalived_conf(lb: u8) -> String {
+/// `[vrrp.VI_i]` of LB `lb` for VIP `i`.
+fn vrrp_instance(t: &mut String, spec: &Spec, lb: u8, i: u8, proxy: bool) {
+    if i > 1 {
+        t.push('\n');
+    }
+    let order: Vec<String> = spec.order_of(i).iter().map(|n| format!("lb{n}")).collect();
+    let who = if spec.vips == 1 {
+        "The highest priority holds the VIP; lb1 is preferred.".to_string()
+    } else {
+        format!(
+            "Active-active: each VIP has its own master. This one's order: {}.",
+            order.join(", ")
+        )
+    };
+    t.push_str(&format!(
+        "[vrrp.VI_{i}]\n\
+         interface = \"{IFACE}\"\n\
+         vrid = {vrid}\n\
+         version = 3\n\
+         # {who}\n\
+         priority = {prio}\n\
+         advert_interval = \"1s\"\n\
+         virtual_ips = [\"{addr}/{PREFIX_LEN}\"]\n",
+        vrid = vrid(i),
+        prio = spec.priority(lb, i),
+        addr = vip(i),
+    ));
+    if proxy && spec.l4.is_some() {
+        t.push_str(
+            "# While the l4 service below has no healthy backend, advertise priority - 50,\n\
+             # so a backup with working backends takes over.\n\
+             track = [{ l4 = \"web\", weight = -50 }]\n",
+        );
+    } else if proxy {
+        t.push_str(
+            "# While the proxy below has no healthy backend, advertise priority - 50,\n\
+             # so a backup with working backends takes over.\n\
+             track = [{ proxy = \"web\", weight = -50 }]\n",
+        );
+    }
+}
+
+/// keepalived.conf for the keepalived peer: the same virtual routers as the
+/// halos (VRRPv3, vrid 51.., 1 s adverts), as Debian's keepalived 2.2 reads it.
+pub fn keepalived_conf(spec: &Spec, lb: u8) -> String {
     let node = Node::Lb(lb);
-    format!(
+    let mut t = format!(
         "# keepalived.conf of {node}, generated by `halo lab up --peer keepalived`.\n\
          # keepalived runs VRRP only (--vrrp); halo next to it only proxies.\n\
          global_defs {{\n\
@@ -426,19 +511,26 @@ pub fn keepalived_conf(lb: u8) -> String {
          \x20 vrrp_version 3\n\
          \x20 script_user root\n\
          \x20 enable_script_security\n\
-         }}\n\
-         vrrp_instance VI_1 {{\n\
-         \x20 state BACKUP\n\
-         \x20 interface {IFACE}\n\
-         \x20 virtual_router_id {VRID}\n\
-         \x20 priority {prio}\n\
-         \x20 advert_int 1\n\
-         \x20 virtual_ipaddress {{\n\
-         \x20   {VIP}/{PREFIX_LEN}\n\
-         \x20 }}\n\
-         }}\n",
-        prio = priority(lb)
-    )
+         }}\n"
+    );
+    for i in 1..=spec.vips {
+        t.push_str(&format!(
+            "vrrp_instance VI_{i} {{\n\
+             \x20 state BACKUP\n\
+             \x20 interface {IFACE}\n\
+             \x20 virtual_router_id {vrid}\n\
+             \x20 priority {prio}\n\
+             \x20 advert_int 1\n\
+             \x20 virtual_ipaddress {{\n\
+             \x20   {addr}/{PREFIX_LEN}\n\
+             \x20 }}\n\
+             }}\n",
+            vrid = vrid(i),
+            prio = spec.priority(lb, i),
+            addr = vip(i),
+        ));
+    }
+    t
 }
 
 /// nginx.conf of a backend: everything (pid, logs, temp files) under the
@@ -665,9 +757,109 @@ mod tests {
         let cfg = config::parse_str("lb2/halo.toml", &text).unwrap_or_else(|e| panic!("{e}"));
         assert!(cfg.vrrp.is_empty());
         assert_eq!(cfg.proxy[0].servers.len(), 2);
-        let ka = keepalived_conf(2);
+        let ka = keepalived_conf(&spec, 2);
         assert!(ka.contains("virtual_router_id 51") && ka.contains("priority 100"));
         assert!(ka.contains("192.0.2.100/24"));
+    }
+
+    #[test]
+    fn active_active_gives_each_vip_its_own_master_and_order() {
+        let spec = Spec::new(3, 2, Peer::Halo).unwrap().with_vips(3).unwrap();
+        assert_eq!(spec.order_of(1), [1, 2, 3]);
+        assert_eq!(spec.order_of(2), [2, 3, 1]);
+        assert_eq!(spec.order_of(3), [3, 1, 2]);
+        // More VIPs than LBs: round robin; fewer LBs than VIPs is fine.
+        let five = Spec::new(2, 0, Peer::Halo).unwrap().with_vips(5).unwrap();
+        let masters: Vec<u8> = (1..=5).map(|i| five.master_of(i)).collect();
+        assert_eq!(masters, [1, 2, 1, 2, 1]);
+        // Six VIPs on three LBs: each LB masters two, and when it dies they
+        // go to the two survivors, one each.
+        let six = Spec::new(3, 0, Peer::Halo).unwrap().with_vips(6).unwrap();
+        assert_eq!(six.order_of(4), [1, 3, 2]);
+        for dead in 1..=3u8 {
+            let mut heirs: Vec<u8> = (1..=6)
+                .filter(|&i| six.master_of(i) == dead)
+                .map(|i| six.order_of(i)[1])
+                .collect();
+            heirs.sort_unstable();
+            let survivors: Vec<u8> = (1..=3).filter(|&l| l != dead).collect();
+            assert_eq!(heirs, survivors, "lb{dead}'s VIPs");
+        }
+        for i in 1..=6 {
+            let mut o = six.order_of(i);
+            o.sort_unstable();
+            assert_eq!(o, [1, 2, 3], "VIP {i}: every LB once");
+        }
+        assert_eq!(
+            Spec::new(1, 0, Peer::Halo)
+                .unwrap()
+                .with_vips(3)
+                .unwrap()
+                .order_of(3),
+            [1]
+        );
+        assert!(Spec::new(2, 0, Peer::Halo).unwrap().with_vips(0).is_err());
+        assert!(Spec::new(2, 0, Peer::Halo).unwrap().with_vips(10).is_err());
+        let cfgs: Vec<config::Config> = (1..=3)
+            .map(|lb| {
+                let text = halo_toml(&spec, lb).unwrap();
+                config::parse_str(&format!("lb{lb}/halo.toml"), &text)
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            })
+            .collect();
+        for i in 1..=3u8 {
+            // Instance VI_i on every LB: same vrid and VIP, and priorities
+            // strictly falling along the VIP's order.
+            let prios: Vec<u8> = spec
+                .order_of(i)
+                .iter()
+                .map(|&lb| {
+                    let c = &cfgs[usize::from(lb - 1)];
+                    let v = c.vrrp.iter().find(|v| v.name == format!("VI_{i}")).unwrap();
+                    assert_eq!(v.vrid.get(), 50 + i);
+                    assert_eq!(
+                        v.virtual_ips[0].to_string(),
+                        format!("192.0.2.{}/24", 99 + i)
+                    );
+                    assert_eq!(v.track.len(), 1);
+                    v.priority.get()
+                })
+                .collect();
+            assert_eq!(prios, [110, 100, 90], "VI_{i}");
+        }
+        // The VIPs and vrids never collide with a node's.
+        let addrs = spec.vip_addrs();
+        assert_eq!(addrs[0], VIP);
+        for n in Spec::new(MAX_NODES, MAX_NODES, Peer::Halo).unwrap().nodes() {
+            assert!(!(1..=MAX_VIPS).map(vip).any(|v| v == n.addr()), "{n}");
+        }
+    }
+
+    #[test]
+    fn one_vip_lab_keeps_the_old_priorities() {
+        let spec = Spec::new(4, 1, Peer::Halo).unwrap();
+        for lb in 1..=4 {
+            assert_eq!(spec.priority(lb, 1), priority(lb));
+        }
+        let text = halo_toml(&spec, 2).unwrap();
+        assert!(text.contains("[vrrp.VI_1]") && !text.contains("VI_2"));
+    }
+
+    #[test]
+    fn keepalived_peer_runs_every_instance() {
+        let spec = Spec::new(2, 2, Peer::Keepalived)
+            .unwrap()
+            .with_vips(2)
+            .unwrap();
+        let ka = keepalived_conf(&spec, 2);
+        assert!(ka.contains("vrrp_instance VI_1") && ka.contains("vrrp_instance VI_2"));
+        assert!(ka.contains("virtual_router_id 52") && ka.contains("192.0.2.101/24"));
+        // lb2 is VIP 2's master, VIP 1's backup.
+        let prios: Vec<&str> = ka
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("priority "))
+            .collect();
+        assert_eq!(prios, ["100", "110"]);
     }
 
     #[test]

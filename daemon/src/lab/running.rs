@@ -137,10 +137,15 @@ impl Running {
 
     /// LBs holding the VIP right now, by the kernel's own view.
     pub fn holders(&self) -> Vec<u8> {
+        self.holders_of(VIP)
+    }
+
+    /// LBs holding `vip` right now (`up --vips`: each VIP has its own).
+    pub fn holders_of(&self, vip: std::net::Ipv4Addr) -> Vec<u8> {
         self.lbs
             .iter()
             .copied()
-            .filter(|&n| sys::ipv4_addrs(&self.ns(Node::Lb(n)), IFACE).contains(&VIP))
+            .filter(|&n| sys::ipv4_addrs(&self.ns(Node::Lb(n)), IFACE).contains(&vip))
             .collect()
     }
 

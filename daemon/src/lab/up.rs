@@ -79,7 +79,7 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
             }
         }
     }
-    let master = wait_ready(&lab, &daemons, timeout).map_err(|e| {
+    let master = wait_ready(&lab, &spec.vip_addrs(), &daemons, timeout).map_err(|e| {
         anyhow::anyhow!(
             "{e:#}\nThe lab is left running to look at: `{c} status{f}`, logs in {d}/lb*/; \
              `{c} down{f}` removes it.",
@@ -122,7 +122,7 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
                 }
                 let ka = own.join("keepalived.conf");
                 if spec.is_keepalived(n) {
-                    write(ka, plan::keepalived_conf(n))?;
+                    write(ka, plan::keepalived_conf(spec, n))?;
                 } else if ka.exists() {
                     fs::remove_file(&ka)?;
                 }
@@ -257,10 +257,16 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
         .join("\n")
 }
 
-/// Wait until exactly one LB holds the VIP, every backend answers `/health`
-/// and requests through the VIP reach every backend (so the proxy has them
-/// all UP). Returns the master. Fails early if a daemon died.
-pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<u8> {
+/// Wait until exactly one LB holds each of `vips`, every backend answers
+/// `/health` and requests through the (first) VIP reach every backend (so
+/// the proxy has them all UP). Returns the first VIP's master. Fails early if
+/// a daemon died.
+pub(super) fn wait_ready(
+    lab: &Running,
+    vips: &[std::net::Ipv4Addr],
+    daemons: &[Started],
+    timeout: Duration,
+) -> Result<u8> {
     let end = Instant::now() + timeout;
     let mut why;
     loop {
@@ -275,7 +281,10 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
                 );
             }
         }
-        let holders = lab.holders();
+        // One read of the holders decides both "settled" and who the
+        // master is: two reads could see different elections.
+        let held: Vec<_> = vips.iter().map(|&v| (v, lab.holders_of(v))).collect();
+        let settled = one_holder_each(&held);
         let health = backend_health(lab)?;
         let down: Vec<String> = health
             .iter()
@@ -285,8 +294,8 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
                 Err(e) => format!("web{w} /health: {e}"),
             })
             .collect();
-        why = if holders.len() != 1 {
-            format!("{} LBs hold the VIP, want 1", holders.len())
+        why = if let Err(why) = settled {
+            why
         } else if !down.is_empty() {
             down.join("; ")
         } else {
@@ -308,7 +317,7 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
             if missing.is_empty() {
                 // The backups' view too: a failover must find every backend UP.
                 match not_all_up(lab) {
-                    None => return Ok(holders[0]),
+                    None => return settled.map_err(anyhow::Error::msg),
                     Some(why) => why,
                 }
             } else {
@@ -323,6 +332,19 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
             bail!("still waiting: {why}");
         }
         thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The first VIP's master if each VIP has exactly one holder, else why not.
+pub(super) fn one_holder_each(held: &[(std::net::Ipv4Addr, Vec<u8>)]) -> Result<u8, String> {
+    for (v, h) in held {
+        if h.len() != 1 {
+            return Err(format!("{} LBs hold the VIP {v}, want 1", h.len()));
+        }
+    }
+    match held.first() {
+        Some((_, h)) => Ok(h[0]),
+        None => Err("no VIP to wait for".into()),
     }
 }
 
@@ -351,8 +373,13 @@ pub(super) fn not_all_up(lab: &Running) -> Option<String> {
 pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Duration) {
     let f = lab.dir_flag();
     let c = sys::lab_cmd();
+    let vips = if spec.vips > 1 {
+        format!("VIPs {VIP}..{}", plan::vip(spec.vips))
+    } else {
+        format!("VIP {VIP}")
+    };
     println!(
-        "halo lab is up after {:.1} s: {} LBs, {} backends, VIP {VIP}, files in {}",
+        "halo lab is up after {:.1} s: {} LBs, {} backends, {vips}, files in {}",
         took.as_secs_f64(),
         spec.lbs,
         spec.backends,
@@ -362,17 +389,35 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, master: u8, took: Durati
     println!("  {:<7} {:<12} {:<40} state", "node", "address", "runs");
     for l in spec.lbs() {
         let n = lb_num(l);
+        // One priority per VIP, in VIP order: 110/90/100.
+        let prio = (1..=spec.vips)
+            .map(|i| spec.priority(n, i).to_string())
+            .collect::<Vec<_>>()
+            .join("/");
         let runs = if spec.is_keepalived(n) {
-            format!("keepalived VRRP (prio {}) + halo proxy", plan::priority(n))
+            format!("keepalived VRRP (prio {prio}) + halo proxy")
         } else {
             let balancer = match spec.l4 {
                 Some(plan::L4Mode::Dr) => "l4 dr (nftables)",
                 Some(plan::L4Mode::Nat) => "l4 nat (nftables)",
                 None => "proxy",
             };
-            format!("halo VRRP (prio {}) + {balancer}", plan::priority(n))
+            format!("halo VRRP (prio {prio}) + {balancer}")
         };
-        let state = if n == master {
+        let state = if spec.vips > 1 {
+            // Active-active: the kernel's view, VIP by VIP.
+            let held: Vec<String> = spec
+                .vip_addrs()
+                .into_iter()
+                .filter(|&v| lab.holders_of(v).contains(&n))
+                .map(|v| v.to_string())
+                .collect();
+            if held.is_empty() {
+                "BACKUP of all".to_string()
+            } else {
+                format!("MASTER of {}", held.join(", "))
+            }
+        } else if n == master {
             format!("MASTER, holds {VIP}")
         } else {
             "BACKUP".to_string()
@@ -527,4 +572,26 @@ pub(super) fn teardown(names: &Names) -> Result<(usize, usize)> {
         }
     }
     Ok((namespaces.len(), pids.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_comes_from_the_same_read_that_found_one_holder_per_vip() {
+        let v = plan::vip;
+        assert_eq!(one_holder_each(&[(v(1), vec![2]), (v(2), vec![3])]), Ok(2));
+        // VIP 1 not held yet (the state `up` panicked on when a second read
+        // had found it held): a reason, not an index out of bounds.
+        assert_eq!(
+            one_holder_each(&[(v(1), vec![]), (v(2), vec![3])]),
+            Err("0 LBs hold the VIP 192.0.2.100, want 1".into())
+        );
+        assert_eq!(
+            one_holder_each(&[(v(1), vec![1]), (v(2), vec![1, 2])]),
+            Err("2 LBs hold the VIP 192.0.2.101, want 1".into())
+        );
+        assert!(one_holder_each(&[]).is_err());
+    }
 }

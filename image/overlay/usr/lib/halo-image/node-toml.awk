@@ -3,6 +3,9 @@
 # Accepts the small part of TOML that node.toml needs and nothing more:
 # `key = "string"`, `key = 123`, `key = ["a", "b"]` (an array may span lines),
 # comments and blank lines. No tables, no escapes other than \" and \\.
+# A key may be dotted once (`priority.VI_1 = 150`, TOML's dotted key: the
+# table `priority` with the key `VI_1`); it prints as `priority.VI_1`. As in
+# TOML, `priority = 1` and `priority.VI_1 = 2` in one file is an error.
 # Prints one `key<TAB>value` line per value in file order: an array gives one
 # line per element, an empty array one line with an empty value. Anything else
 # is an error naming FILE:LINE and the exit status is 1; the caller then
@@ -89,10 +92,17 @@ BEGIN { in_array = 0; failed = 0 }
 	if (p > length(line) || substr(line, p, 1) == "#") next
 	if (substr(line, p, 1) == "[") fail("tables are not used in node.toml; put every key at the top level")
 	rest = substr(line, p)
-	if (!match(rest, /^[A-Za-z0-9_-]+/)) fail("expected `key = value`")
+	if (!match(rest, /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?/)) fail("expected `key = value`")
 	key = substr(rest, 1, RLENGTH)
 	if (key in seen) fail("duplicate key '" key "'")
 	seen[key] = 1
+	# A value and a table of the same name cannot both exist (TOML).
+	dot = index(key, ".")
+	top = dot ? substr(key, 1, dot - 1) : key
+	if (dot ? (top in plain) : (top in dotted))
+		fail("'" top "' is both a value and a table of values (" top " = ... and " top ".NAME = ...): use one")
+	if (dot) dotted[top] = 1
+	else plain[top] = 1
 	p = skip_ws(line, p + RLENGTH)
 	if (substr(line, p, 1) != "=") fail("expected '=' after '" key "'")
 	p = skip_ws(line, p + 1)
