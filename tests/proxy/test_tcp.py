@@ -304,3 +304,24 @@ def test_send_proxy_header_received_exactly(tcp_backend, make_halo, version):
                 + bytes([127, 0, 0, 1, 127, 0, 0, 1])
                 + cport.to_bytes(2, "big") + h.port.to_bytes(2, "big"))
     assert got == want + b"hello", got
+
+
+def test_leastconn_avoids_the_server_holding_a_connection(tcp_backend, make_halo):
+    a, b = tcp_backend(echo), tcp_backend(echo)
+    h = make_halo([dict(name="a", address=a.address), dict(name="b", address=b.address)],
+                  mode="tcp", balance="leastconn")
+    held = connect(h)
+    held.sendall(b"x")
+    assert recv_exactly(held, 1) == b"x"
+    busy = "a" if any(r == b"x" for r in a.received) else "b"
+    # While `held` is open its server has one connection: every new one
+    # (opened and closed in turn) goes to the other.
+    for i in range(4):
+        with connect(h) as s:
+            s.sendall(b"y")
+            assert recv_exactly(s, 1) == b"y"
+        # Its slot is released before its access line is written.
+        wait_for(lambda: sum(1 for l in tcp_lines(h) if "bytes_up=1 " in l) > i, 30, "the access line")
+    lines = [l for l in tcp_lines(h) if "bytes_up=1 " in l]
+    assert all(f'server="{busy}"' not in l for l in lines), (busy, a.received, b.received, lines)
+    held.close()

@@ -146,8 +146,10 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     } else {
         ""
     };
-    line.emit(&w, 0);
+    // Release the server slot first: once the line is out, leastconn
+    // and maxconn no longer count this connection.
     drop(slot);
+    line.emit(&w, 0);
 }
 
 /// Copy `src` to `dst` until `src` ends (then shut `dst`'s write side and
