@@ -325,3 +325,27 @@ def test_leastconn_avoids_the_server_holding_a_connection(tcp_backend, make_halo
     lines = [l for l in tcp_lines(h) if "bytes_up=1 " in l]
     assert all(f'server="{busy}"' not in l for l in lines), (busy, a.received, b.received, lines)
     held.close()
+
+
+def speak_first_then_listen(c, rec):
+    """Greet, end our side (FIN), then keep reading what the client still
+    sends; answer nothing more."""
+    c.sendall(b"bye")
+    c.shutdown(socket.SHUT_WR)
+    while True:
+        b = c.recv(65536)
+        if not b:
+            return
+        rec += b
+
+
+def test_half_close_from_the_server_keeps_the_client_side_open(tcp_backend, make_halo):
+    b = tcp_backend(speak_first_then_listen)
+    h = make_halo([dict(name="b", address=b.address)], mode="tcp")
+    with connect(h) as s:
+        # The server's FIN reaches the client...
+        assert recv_all(s) == b"bye"
+        # ...and what the client sends afterwards still reaches the server.
+        s.sendall(b"more")
+        s.shutdown(socket.SHUT_WR)
+        wait_for(lambda: bytes(b.received[-1]) == b"more", 30, "the bytes after the server's FIN")
