@@ -1023,6 +1023,9 @@ fn tcp_mode_and_send_proxy() {
     assert_eq!(p.mode, ProxyMode::Tcp);
     let sp: Vec<_> = p.servers.iter().map(|s| s.send_proxy).collect();
     assert_eq!(sp, [Some(ProxyProtocol::V2), Some(ProxyProtocol::V1), None]);
+    let s = summary(&c);
+    assert!(s.contains("proxy db (tcp): bind 127.0.0.1:5432"), "{s}");
+    assert!(s.contains("b 192.0.2.2:5432 weight 1 send_proxy v1"), "{s}");
     // The default is HTTP, without a PROXY header.
     let c = ok(&format!(
         "{base}servers = [{{ name = \"a\", address = \"192.0.2.1:80\" }}]\n"
