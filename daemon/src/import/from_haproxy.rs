@@ -1,7 +1,8 @@
 //! haproxy.cfg sections -> `[proxy.NAME]` tables.
 //!
 //! A `frontend` with a `default_backend`, or a `listen` section, becomes one
-//! service named after the frontend/listen. Settings resolve as HAProxy
+//! service named after the frontend/listen (`mode tcp`: a `mode = "tcp"`
+//! relay, with `send-proxy[-v2]` carried and the HTTP-only lines reported). Settings resolve as HAProxy
 //! resolves them: the `defaults` section before a proxy, overridden by the
 //! proxy's own lines; client-side keys (bind, maxconn, client timeouts,
 //! logging) from the frontend, server-side keys from the backend. Where
@@ -793,7 +794,8 @@ fn service(
             .push(Entry::one("maxconn", Value::Int(*m), vec![src.clone()]));
     }
     if tcp {
-        // HTTP-only settings: HAProxy ignores them in mode tcp, as halo would refuse them.
+        // HTTP-only settings: HAProxy ignores them in mode tcp, and halo
+        // would refuse them.
         if let Some((src, _)) = be.forwardfor.as_ref().or(fe.forwardfor.as_ref()) {
             drops.push(o.drop(
                 src.line,
