@@ -264,9 +264,11 @@ def test_idle_timeout_closes(tcp_backend, make_halo):
 
 def test_maxconn_holds_the_next_client_until_one_closes(tcp_backend, make_halo):
     b = tcp_backend(echo)
-    h = make_halo([dict(name="echo", address=b.address)], mode="tcp", maxconn=1)
-    # The fixture's start-up probe connected and closed: wait until halo
-    # has counted that connection out, so `first` is the only one.
+    # dontlognull = false: the fixture's start-up probe (connect, close) is
+    # logged, and once its line is out halo has counted that connection
+    # out, so `first` is the only one.
+    h = make_halo([dict(name="echo", address=b.address)], mode="tcp", maxconn=1,
+                  dontlognull=False)
     wait_for(lambda: tcp_lines(h), 30, "the probe's access line")
     first = connect(h)
     first.sendall(b"1")
@@ -349,3 +351,22 @@ def test_half_close_from_the_server_keeps_the_client_side_open(tcp_backend, make
         s.sendall(b"more")
         s.shutdown(socket.SHUT_WR)
         wait_for(lambda: bytes(b.received[-1]) == b"more", 30, "the bytes after the server's FIN")
+
+
+@pytest.mark.parametrize("dontlognull", [True, False])
+def test_dontlognull_skips_connections_without_a_byte(tcp_backend, make_halo, dontlognull):
+    b = tcp_backend(echo)
+    h = make_halo([dict(name="echo", address=b.address)], mode="tcp", dontlognull=dontlognull)
+    connect(h).close()  # a port probe, like the fixture's own at start
+    with connect(h) as s:
+        s.sendall(b"z")
+        assert recv_exactly(s, 1) == b"z"
+    wait_for(lambda: any("bytes_up=1 " in l for l in tcp_lines(h)), 30, "the access line")
+    def empty():
+        return [l for l in tcp_lines(h) if "bytes_up=0 bytes=0 " in l]
+    if dontlognull:
+        # Both probes ended before "z" was sent back (one at start, one
+        # closed before the second connection was made), unlogged.
+        assert empty() == [], empty()
+    else:
+        wait_for(lambda: len(empty()) >= 2, 30, "both probes' access lines")

@@ -803,13 +803,7 @@ fn service(
                 "mode tcp: no HTTP headers to add",
             ));
         }
-        if let Some(src) = &fe.dontlognull {
-            drops.push(o.drop(
-                src.line,
-                "option dontlognull",
-                "halo logs every TCP connection when it ends",
-            ));
-        }
+        table.entries.push(dontlognull(fe));
         let mut out = vec![table];
         out.extend(timeouts(o, name, fe, be, tcp, drops));
         out.extend(health(o, name, be, &servers, drops));
@@ -847,12 +841,7 @@ fn service(
             "HAProxy adds no X-Forwarded-For without `option forwardfor`; halo would by default",
         )),
     }
-    table.entries.push(match &fe.dontlognull {
-        Some(src) => Entry::one("dontlognull", Value::Bool(true), vec![src.clone()]),
-        None => Entry::one("dontlognull", Value::Bool(false), vec![]).note(
-            "HAProxy logs empty connections unless `option dontlognull`; halo would not by default",
-        ),
-    });
+    table.entries.push(dontlognull(fe));
 
     let mut out = vec![table];
     if let Some(t) = timeouts(o, name, fe, be, false, drops) {
@@ -862,6 +851,16 @@ fn service(
         out.push(t);
     }
     Some(out)
+}
+
+/// `dontlognull`, written out either way: the defaults differ.
+fn dontlognull(fe: &Settings) -> Entry {
+    match &fe.dontlognull {
+        Some(src) => Entry::one("dontlognull", Value::Bool(true), vec![src.clone()]),
+        None => Entry::one("dontlognull", Value::Bool(false), vec![]).note(
+            "HAProxy logs empty connections unless `option dontlognull`; halo would not by default",
+        ),
+    }
 }
 
 /// `bind ADDR[,ADDR...] [options]` -> ("ip:port" items, port).

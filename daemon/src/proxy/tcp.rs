@@ -208,11 +208,16 @@ struct Line {
 
 impl Line {
     /// One access line; `status` 0 for a relayed connection, 503 when no
-    /// server could be reached (counted as an error in the stats).
+    /// server could be reached (counted as an error in the stats). With
+    /// `dontlognull`, a relayed connection that carried no byte either way
+    /// (a port probe) is counted but not logged.
     fn emit<I: Io>(&self, w: &Worker<I>, status: u16) {
         let shared = &w.shared;
         let tt = self.start.elapsed();
         shared.stats.response(self.server, status, self.down, tt);
+        if shared.svc.dontlognull && status == 0 && self.up == 0 && self.down == 0 {
+            return;
+        }
         let server = self
             .server
             .map(|i| shared.svc.servers[i].name.as_str())
