@@ -280,6 +280,7 @@ fn check(kind: CheckKind, initial_up: bool) -> HealthCheck {
 fn service(name: &str, servers: &[(&str, SocketAddr)], health: HealthCheck) -> ProxyService {
     ProxyService {
         name: name.into(),
+        mode: ProxyMode::Http,
         bind: vec!["127.0.0.1:0".parse().unwrap()],
         balance: Balance::RoundRobin,
         servers: servers
@@ -289,6 +290,7 @@ fn service(name: &str, servers: &[(&str, SocketAddr)], health: HealthCheck) -> P
                 address: *a,
                 weight: 1,
                 maxconn: 0,
+                send_proxy: None,
             })
             .collect(),
         health: Some(health),

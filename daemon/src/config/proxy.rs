@@ -17,7 +17,7 @@ use super::validate::{
 };
 use super::{
     duration, Balance, CheckKind, DigestAlg, ExpectStatus, ForwardFor, HealthCheck, IoDriver,
-    Limits, ProxyService, Server, Timeouts,
+    Limits, ProxyMode, ProxyProtocol, ProxyService, Server, Timeouts,
 };
 
 const MAX_WORKERS: i64 = 64;
@@ -52,11 +52,22 @@ pub fn services(d: &mut Diag, raw: Vec<(Spanned<String>, RawProxy)>) -> Vec<Prox
 fn service(
     d: &mut Diag,
     name: &Spanned<String>,
-    r: RawProxy,
+    mut r: RawProxy,
 ) -> Option<(ProxyService, Vec<(Span, SocketAddr)>)> {
     let here = format!("[proxy.{}]", name.get_ref());
     let table = name.span();
 
+    let mode = choice(
+        d,
+        "mode",
+        r.mode.take(),
+        &[("http", ProxyMode::Http), ("tcp", ProxyMode::Tcp)],
+        ProxyMode::Http,
+    );
+    if mode == ProxyMode::Tcp {
+        http_only_keys(d, &r);
+    }
+    let send_proxy = proxy_protocol(d, mode, r.send_proxy, None);
     let bind = socket_addrs(d, "bind", r.bind, &table, &here);
     let balance = choice(
         d,
@@ -69,7 +80,7 @@ fn service(
         ],
         Balance::RoundRobin,
     );
-    let servers = servers(d, r.servers, &table, &here);
+    let servers = servers(d, r.servers, &table, &here, mode, send_proxy);
     let retries = int(d, "retries", r.retries, 0..=10, 3) as u32;
     let maxconn = int(d, "maxconn", r.maxconn, 0..=u32::MAX.into(), 2000) as u32;
     let queue_len = int(d, "queue", r.queue, 0..=u32::MAX.into(), 1024) as u32;
@@ -104,6 +115,7 @@ fn service(
 
     let svc = ProxyService {
         name: name.get_ref().clone(),
+        mode,
         bind: bind.iter().map(|(_, a)| *a).collect(),
         balance,
         servers,
@@ -158,7 +170,75 @@ fn socket_addr(d: &mut Diag, key: &str, at: &Span, text: &str) -> Option<SocketA
     Some(a)
 }
 
-fn servers(d: &mut Diag, f: Opt<Vec<Field<RawServer>>>, table: &Span, here: &str) -> Vec<Server> {
+/// In `mode = "tcp"` the HTTP-only keys would silently do nothing: say so.
+fn http_only_keys(d: &mut Diag, r: &RawProxy) {
+    let why = "only applies to mode = \"http\" (a TCP service does not read HTTP)";
+    let spans = [
+        ("forwardfor", r.forwardfor.as_ref().map(|f| f.span.clone())),
+        (
+            "forwardfor_except",
+            r.forwardfor_except.as_ref().map(|f| f.span.clone()),
+        ),
+        ("limits", r.limits.as_ref().map(|f| f.span.clone())),
+    ];
+    for (key, at) in spans {
+        if let Some(at) = at {
+            d.error(&at, format!("`{key}` {why}"));
+        }
+    }
+    if let Some(t) = r.timeouts.as_ref().and_then(|t| t.value.as_ref().ok()) {
+        for (key, at) in [
+            (
+                "http_request",
+                t.http_request.as_ref().map(|f| f.span.clone()),
+            ),
+            ("keep_alive", t.keep_alive.as_ref().map(|f| f.span.clone())),
+        ] {
+            if let Some(at) = at {
+                d.error(&at, format!("`timeouts.{key}` {why}"));
+            }
+        }
+    }
+}
+
+/// `send_proxy = "v1" | "v2"`; a server's value overrides its service's
+/// (`inherited`). HTTP services carry the client in X-Forwarded-For.
+fn proxy_protocol(
+    d: &mut Diag,
+    mode: ProxyMode,
+    f: Opt<String>,
+    inherited: Option<ProxyProtocol>,
+) -> Option<ProxyProtocol> {
+    if mode == ProxyMode::Http {
+        if let Some(f) = &f {
+            d.error(
+                &f.span,
+                "`send_proxy` only applies to mode = \"tcp\" (HTTP services pass the client in X-Forwarded-For)",
+            );
+            return None;
+        }
+    }
+    choice(
+        d,
+        "send_proxy",
+        f,
+        &[
+            ("v1", Some(ProxyProtocol::V1)),
+            ("v2", Some(ProxyProtocol::V2)),
+            ("none", None),
+        ],
+        inherited,
+    )
+}
+
+fn servers(
+    d: &mut Diag,
+    f: Opt<Vec<Field<RawServer>>>,
+    table: &Span,
+    here: &str,
+    mode: ProxyMode,
+    send_proxy: Option<ProxyProtocol>,
+) -> Vec<Server> {
     let Some((at, items)) = required_list(d, "servers", f, table, here) else {
         return Vec::new();
     };
@@ -196,12 +276,14 @@ fn servers(d: &mut Diag, f: Opt<Vec<Field<RawServer>>>, table: &Span, here: &str
             _ => 1,
         };
         let maxconn = int(d, "maxconn", s.maxconn, 0..=u32::MAX.into(), 0) as u32;
+        let send_proxy = proxy_protocol(d, mode, s.send_proxy, send_proxy);
         if let (Some(name), Some(address)) = (name, address) {
             out.push(Server {
                 name,
                 address,
                 weight,
                 maxconn,
+                send_proxy,
             });
         }
     }

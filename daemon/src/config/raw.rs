@@ -221,6 +221,8 @@ pub struct RawTrackScript {
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a [proxy.NAME] table")]
 pub struct RawProxy {
+    pub mode: Opt<String>,
+    pub send_proxy: Opt<String>,
     pub bind: Opt<Vec<Field<String>>>,
     pub balance: Opt<String>,
     pub servers: Opt<Vec<Field<RawServer>>>,
@@ -244,6 +246,7 @@ pub struct RawServer {
     pub address: Opt<String>,
     pub weight: Opt<i64>,
     pub maxconn: Opt<i64>,
+    pub send_proxy: Opt<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use super::duration::format as dur;
 use super::{
-    Balance, CheckKind, Config, ExpectStatus, HealthCheck, IoDriver, Priority, ProxyService,
-    TrackTarget, VrrpInstance, VrrpVersion,
+    Balance, CheckKind, Config, ExpectStatus, HealthCheck, IoDriver, Priority, ProxyMode,
+    ProxyProtocol, ProxyService, TrackTarget, VrrpInstance, VrrpVersion,
 };
 
 /// One block per VRRP instance and proxy service, then any warnings.
@@ -130,8 +130,9 @@ fn proxy(out: &mut String, p: &ProxyService) {
     };
     let _ = writeln!(
         out,
-        "proxy {}: bind {}, balance {balance}, {} workers (io {io}), maxconn {}, queue {}, retries {}",
+        "proxy {}{}: bind {}, balance {balance}, {} workers (io {io}), maxconn {}, queue {}, retries {}",
         p.name,
+        if p.mode == ProxyMode::Tcp { " (tcp)" } else { "" },
         binds.join(", "),
         p.workers,
         limit(p.maxconn),
@@ -147,7 +148,15 @@ fn proxy(out: &mut String, p: &ProxyService) {
             } else {
                 format!(" maxconn {}", s.maxconn)
             };
-            format!("{} {} weight {}{maxconn}", s.name, s.address, s.weight)
+            let send_proxy = match s.send_proxy {
+                None => "",
+                Some(ProxyProtocol::V1) => " send_proxy v1",
+                Some(ProxyProtocol::V2) => " send_proxy v2",
+            };
+            format!(
+                "{} {} weight {}{maxconn}{send_proxy}",
+                s.name, s.address, s.weight
+            )
         })
         .collect();
     let _ = writeln!(out, "  servers {}", servers.join(", "));

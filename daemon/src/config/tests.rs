@@ -1045,3 +1045,60 @@ fn sync_groups_name_existing_instances_once() {
         ]
     );
 }
+
+#[test]
+fn tcp_mode_and_send_proxy() {
+    let base = "[proxy.db]\nbind = [\"127.0.0.1:5432\"]\n";
+    let c = ok(&format!(
+        "{base}mode = \"tcp\"\nsend_proxy = \"v2\"\nservers = [\
+         {{ name = \"a\", address = \"192.0.2.1:5432\" }},\
+         {{ name = \"b\", address = \"192.0.2.2:5432\", send_proxy = \"v1\" }},\
+         {{ name = \"c\", address = \"192.0.2.3:5432\", send_proxy = \"none\" }}]\n\
+         [proxy.db.timeouts]\nclient = \"1h\"\n[proxy.db.health]\ntype = \"tcp\"\n"
+    ));
+    let p = &c.proxy[0];
+    assert_eq!(p.mode, ProxyMode::Tcp);
+    let sp: Vec<_> = p.servers.iter().map(|s| s.send_proxy).collect();
+    assert_eq!(sp, [Some(ProxyProtocol::V2), Some(ProxyProtocol::V1), None]);
+    let s = summary(&c);
+    assert!(s.contains("proxy db (tcp): bind 127.0.0.1:5432"), "{s}");
+    assert!(s.contains("b 192.0.2.2:5432 weight 1 send_proxy v1"), "{s}");
+    // The default is HTTP, without a PROXY header.
+    let c = ok(&format!(
+        "{base}servers = [{{ name = \"a\", address = \"192.0.2.1:80\" }}]\n"
+    ));
+    assert_eq!(c.proxy[0].mode, ProxyMode::Http);
+    assert_eq!(c.proxy[0].servers[0].send_proxy, None);
+}
+
+#[test]
+fn tcp_mode_refuses_http_only_keys_and_http_mode_send_proxy() {
+    let base = "[proxy.db]\nbind = [\"127.0.0.1:5432\"]\nservers = [{ name = \"a\", address = \"192.0.2.1:5432\" }]\n";
+    let e = errors(&format!(
+        "{base}mode = \"tcp\"\nforwardfor = false\n[proxy.db.timeouts]\nkeep_alive = \"5s\"\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("5:") && e[0].contains("`forwardfor` only applies to mode = \"http\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("7:") && e[1].contains("`timeouts.keep_alive`"),
+        "{e:?}"
+    );
+    let e = error(&format!("{base}send_proxy = \"v1\"\n"));
+    assert!(
+        e.starts_with("4:") && e.contains("only applies to mode = \"tcp\""),
+        "{e}"
+    );
+    let e = error(&format!("{base}mode = \"tcp\"\nsend_proxy = \"v3\"\n"));
+    assert!(
+        e.starts_with("5:") && e.contains("\"v1\", \"v2\", \"none\""),
+        "{e}"
+    );
+    let e = error(&format!("{base}mode = \"udp\"\n"));
+    assert!(
+        e.starts_with("4:") && e.contains("\"http\", \"tcp\""),
+        "{e}"
+    );
+}

@@ -236,6 +236,27 @@ pub struct Server {
     pub weight: u32,
     /// Concurrent requests to this server, 0 = unlimited.
     pub maxconn: u32,
+    /// PROXY protocol header sent first on each connection to this server
+    /// (`mode = "tcp"` only): the server's `send_proxy`, else the service's.
+    pub send_proxy: Option<ProxyProtocol>,
+}
+
+/// PROXY protocol version (haproxy.org/download/2.9/doc/proxy-protocol.txt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// Human-readable line.
+    V1,
+    /// Binary.
+    V2,
+}
+
+/// What a `[proxy.NAME]` service proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// HTTP/1.1 reverse proxy (the default).
+    Http,
+    /// Plain TCP relay, one server connection per client connection.
+    Tcp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +337,7 @@ pub struct ForwardFor {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyService {
     pub name: String,
+    pub mode: ProxyMode,
     pub bind: Vec<SocketAddr>,
     pub balance: Balance,
     pub servers: Vec<Server>,

@@ -536,6 +536,7 @@ mod tests {
     pub(crate) fn service(name: &str, n: usize, health: Option<HealthCheck>) -> ProxyService {
         ProxyService {
             name: name.into(),
+            mode: ProxyMode::Http,
             bind: vec!["127.0.0.1:0".parse().unwrap()],
             balance: Balance::RoundRobin,
             servers: (0..n)
@@ -544,6 +545,7 @@ mod tests {
                     address: format!("127.0.0.1:{}", 8001 + i).parse().unwrap(),
                     weight: 1,
                     maxconn: 0,
+                    send_proxy: None,
                 })
                 .collect(),
             health,

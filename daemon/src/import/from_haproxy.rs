@@ -1,7 +1,8 @@
 //! haproxy.cfg sections -> `[proxy.NAME]` tables.
 //!
 //! A `frontend` with a `default_backend`, or a `listen` section, becomes one
-//! service named after the frontend/listen. Settings resolve as HAProxy
+//! service named after the frontend/listen (`mode tcp`: a `mode = "tcp"`
+//! relay, with `send-proxy[-v2]` carried and the HTTP-only lines reported). Settings resolve as HAProxy
 //! resolves them: the `defaults` section before a proxy, overridden by the
 //! proxy's own lines; client-side keys (bind, maxconn, client timeouts,
 //! logging) from the frontend, server-side keys from the backend. Where
@@ -640,24 +641,31 @@ fn service(
     if be_head != head {
         table.from.push(be_head);
     }
+    let tcp = matches!(&fe.mode, Some((_, m)) if m == "tcp");
     match &fe.mode {
-        Some((_, m)) if m == "http" => {}
+        Some((_, m)) if m == "http" || m == "tcp" => {}
         Some((src, m)) => {
             drops.push(o.drop(
                 src.line,
                 &here(),
-                format!("mode {m}: halo proxies HTTP/1.1 only"),
+                format!("mode {m}: halo proxies HTTP/1.1 or TCP only"),
             ));
             return None;
         }
         None => drops.push(o.drop(
             line,
             "mode",
-            "not set, and HAProxy's default is tcp: halo proxies HTTP/1.1 only, so this service is imported as HTTP",
+            "not set, and HAProxy's default is tcp: this service is imported as HTTP (write `mode tcp` to import it as a TCP relay)",
         )),
     }
     if let Some((src, _)) = &fe.mode {
         table.from.push(src.clone());
+    }
+    if tcp {
+        let from = fe.mode.iter().map(|(s, _)| s.clone()).collect();
+        table
+            .entries
+            .push(Entry::one("mode", Value::Str("tcp".into()), from));
     }
 
     // bind
@@ -746,6 +754,15 @@ fn service(
                 if let Some((_, m)) = &s.p.maxconn {
                     kv.push(("maxconn", Value::Int(*m)));
                 }
+                match &s.p.send_proxy {
+                    Some((_, v)) if tcp => kv.push(("send_proxy", Value::Str(v.to_string()))),
+                    Some((src, v)) => drops.push(o.drop(
+                        src.line,
+                        &format!("server {} send-proxy{}", s.name, if *v == "v2" { "-v2" } else { "" }),
+                        "an HTTP service sends X-Forwarded-For and Forwarded, not the PROXY protocol (halo sends it in mode tcp)",
+                    )),
+                    None => {}
+                }
                 Item {
                     value: Value::Inline(kv),
                     from: s.from.clone(),
@@ -775,6 +792,22 @@ fn service(
         table
             .entries
             .push(Entry::one("maxconn", Value::Int(*m), vec![src.clone()]));
+    }
+    if tcp {
+        // HTTP-only settings: HAProxy ignores them in mode tcp, and halo
+        // would refuse them.
+        if let Some((src, _)) = be.forwardfor.as_ref().or(fe.forwardfor.as_ref()) {
+            drops.push(o.drop(
+                src.line,
+                "option forwardfor",
+                "mode tcp: no HTTP headers to add",
+            ));
+        }
+        table.entries.push(dontlognull(fe));
+        let mut out = vec![table];
+        out.extend(timeouts(o, name, fe, be, tcp, drops));
+        out.extend(health(o, name, be, &servers, drops));
+        return Some(out);
     }
     // option forwardfor may be on either side; the backend's wins.
     match be.forwardfor.as_ref().or(fe.forwardfor.as_ref()) {
@@ -808,21 +841,26 @@ fn service(
             "HAProxy adds no X-Forwarded-For without `option forwardfor`; halo would by default",
         )),
     }
-    table.entries.push(match &fe.dontlognull {
-        Some(src) => Entry::one("dontlognull", Value::Bool(true), vec![src.clone()]),
-        None => Entry::one("dontlognull", Value::Bool(false), vec![]).note(
-            "HAProxy logs empty connections unless `option dontlognull`; halo would not by default",
-        ),
-    });
+    table.entries.push(dontlognull(fe));
 
     let mut out = vec![table];
-    if let Some(t) = timeouts(name, fe, be) {
+    if let Some(t) = timeouts(o, name, fe, be, false, drops) {
         out.push(t);
     }
     if let Some(t) = health(o, name, be, &servers, drops) {
         out.push(t);
     }
     Some(out)
+}
+
+/// `dontlognull`, written out either way: the defaults differ.
+fn dontlognull(fe: &Settings) -> Entry {
+    match &fe.dontlognull {
+        Some(src) => Entry::one("dontlognull", Value::Bool(true), vec![src.clone()]),
+        None => Entry::one("dontlognull", Value::Bool(false), vec![]).note(
+            "HAProxy logs empty connections unless `option dontlognull`; halo would not by default",
+        ),
+    }
 }
 
 /// `bind ADDR[,ADDR...] [options]` -> ("ip:port" items, port).
@@ -946,6 +984,8 @@ struct Params {
     fall: Option<(Src, i64)>,
     weight: Option<(Src, i64)>,
     maxconn: Option<(Src, i64)>,
+    /// `send-proxy` ("v1") or `send-proxy-v2` ("v2"); carried in mode tcp.
+    send_proxy: Option<(Src, &'static str)>,
 }
 
 impl Params {
@@ -1059,9 +1099,9 @@ fn params(
                 "ssl" | "check-ssl" | "verify" | "no-verifyhost" | "sni" => {
                     drop("halo talks plain HTTP to servers".into())
                 }
-                "send-proxy" | "send-proxy-v2" => {
-                    drop("halo sends X-Forwarded-For and Forwarded, not the PROXY protocol".into())
-                }
+                // Carried by `service` in mode tcp, reported there otherwise.
+                "send-proxy" => p.send_proxy = Some((src.clone(), "v1")),
+                "send-proxy-v2" => p.send_proxy = Some((src.clone(), "v2")),
                 _ => drop(NO_EQUIVALENT.into()),
             }
         }
@@ -1096,7 +1136,7 @@ fn server(
     macro_rules! over {
         ($($f:ident),*) => { $( if own.$f.is_some() { p.$f = own.$f.clone(); } )* };
     }
-    over!(check, inter, fastinter, rise, fall, weight, maxconn);
+    over!(check, inter, fastinter, rise, fall, weight, maxconn, send_proxy);
     if words[3..].iter().any(|w| w.text == "no-check") {
         p.check = None;
     }
@@ -1148,7 +1188,16 @@ fn server(
 
 // === timeouts and health ===
 
-fn timeouts(name: &str, fe: &Settings, be: &Settings) -> Option<Table> {
+/// `[proxy.NAME.timeouts]`; in mode tcp without the HTTP ones (reported
+/// if set: HAProxy ignores them there).
+fn timeouts(
+    o: &Origin,
+    name: &str,
+    fe: &Settings,
+    be: &Settings,
+    tcp: bool,
+    drops: &mut Vec<Dropped>,
+) -> Option<Table> {
     let mut t = Table::new(&["proxy", name, "timeouts"], vec![]);
     let entry = |key: &'static str, v: Option<(Src, Duration)>| {
         v.map(|(src, d)| Entry::one(key, Value::Dur(d), vec![src]))
@@ -1159,7 +1208,22 @@ fn timeouts(name: &str, fe: &Settings, be: &Settings) -> Option<Table> {
     t.entries.extend(entry("connect", connect.clone()));
     t.entries.extend(entry("client", client.clone()));
     t.entries.extend(entry("server", be.timeout("server")));
+    if tcp {
+        for (key, v) in [
+            ("http-request", &http_request),
+            ("http-keep-alive", &fe.timeout("http-keep-alive")),
+        ] {
+            if let Some((src, _)) = v {
+                drops.push(o.drop(
+                    src.line,
+                    &format!("timeout {key}"),
+                    "mode tcp: there are no HTTP requests",
+                ));
+            }
+        }
+    }
     match (&http_request, &client) {
+        _ if tcp => {}
         (Some(_), _) => t.entries.extend(entry("http_request", http_request.clone())),
         (None, Some(_)) => t.entries.extend(entry("http_request", client.clone()).map(|e| {
             e.note("HAProxy waits `timeout client` for a request head when `timeout http-request` is not set")
@@ -1167,6 +1231,7 @@ fn timeouts(name: &str, fe: &Settings, be: &Settings) -> Option<Table> {
         _ => {}
     }
     match (fe.timeout("http-keep-alive"), http_request.or(client)) {
+        _ if tcp => {}
         (Some(k), _) => t.entries.extend(entry("keep_alive", Some(k))),
         (None, Some(fallback)) => t.entries.extend(entry("keep_alive", Some(fallback)).map(|e| {
             e.note("HAProxy uses `timeout http-request` (or `timeout client`) between requests when `timeout http-keep-alive` is not set")

@@ -305,8 +305,8 @@ fn haproxy_frontend_and_backend_map_key_by_key() {
 #[test]
 fn listen_sections_stats_pages_tcp_mode_and_hostnames() {
     let h = "listen stats\n  bind *:8404\n  stats enable\n  stats uri /\nlisten app\n  mode http\n  bind 192.0.2.1:80\n  server s1 web1:80\nlisten db\n  mode tcp\n  bind :3306\n  server m 192.0.2.5:3306\n";
-    let e = run(None, Some(h), &opts()).unwrap_err();
-    let text = e.to_string();
+    // Before mode tcp was carried nothing was, and this was an error.
+    let text = dropped(&run(None, Some(h), &opts()).unwrap()).join("\n");
     assert!(
         text.contains("haproxy.cfg:1: directive 'listen stats' not carried over: a stats page"),
         "{text}"
@@ -317,16 +317,15 @@ fn listen_sections_stats_pages_tcp_mode_and_hostnames() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("haproxy.cfg:10: directive 'listen db' not carried over: mode tcp"),
-        "{text}"
-    );
+    // `listen db` (mode tcp) is carried: see `mode_tcp_is_carried`.
+    assert!(!text.contains("'listen db'"), "{text}");
     let mut o = opts();
     o.resolve
         .insert("web1".into(), "192.0.2.21".parse().unwrap());
     let i = run(None, Some(h), &o).unwrap();
     let c = valid(&i.toml);
-    assert_eq!(c.proxy.len(), 1);
+    assert_eq!(c.proxy.len(), 2);
+    assert_eq!(c.proxy[0].name, "app");
     assert_eq!(
         c.proxy[0].servers[0].address,
         "192.0.2.21:80".parse().unwrap()
@@ -693,4 +692,42 @@ fn a_repeated_single_value_is_reported_at_the_line_it_overrides() {
         d.contains("keepalived.conf:4: directive 'priority' not carried over: set again at line 5: keepalived uses the last"),
         "{d}"
     );
+}
+
+#[test]
+fn mode_tcp_is_carried() {
+    use crate::config::{ProxyMode, ProxyProtocol};
+    let h = "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n  timeout http-request 5s\n\
+frontend pg\n  bind 192.0.2.10:5432\n  option forwardfor\n  option dontlognull\n  default_backend pgs\n\
+backend pgs\n  balance leastconn\n  option tcp-check\n  default-server send-proxy-v2 check inter 2s\n\
+  server db1 192.0.2.31:5432 maxconn 100\n  server db2 192.0.2.32:5432 send-proxy\n\
+listen web\n  mode http\n  bind 192.0.2.10:80\n  server w1 192.0.2.21:80 send-proxy\n";
+    let i = run(None, Some(h), &opts()).unwrap();
+    let c = valid(&i.toml);
+    assert_eq!(c.proxy.len(), 2, "{}", i.toml);
+    let pg = &c.proxy[0];
+    assert_eq!(pg.name, "pg");
+    assert_eq!(pg.mode, ProxyMode::Tcp);
+    assert_eq!(pg.servers.len(), 2);
+    assert_eq!(pg.servers[0].send_proxy, Some(ProxyProtocol::V2));
+    assert_eq!(pg.servers[0].maxconn, 100);
+    assert_eq!(pg.servers[1].send_proxy, Some(ProxyProtocol::V1));
+    assert_eq!(pg.timeouts.client, std::time::Duration::from_secs(3600));
+    assert_eq!(pg.timeouts.connect, std::time::Duration::from_secs(2));
+    assert!(pg.health.is_some());
+    assert!(pg.dontlognull);
+    assert!(!d_has(&i, "option dontlognull"));
+    assert_eq!(c.proxy[1].mode, ProxyMode::Http);
+    let d = dropped(&i).join("\n");
+    for want in [
+        "haproxy.cfg:6: directive 'timeout http-request' not carried over: mode tcp",
+        "haproxy.cfg:9: directive 'option forwardfor' not carried over: mode tcp",
+        "haproxy.cfg:21: directive 'server w1 send-proxy' not carried over: an HTTP service",
+    ] {
+        assert!(d.contains(want), "{want} not in\n{d}\n{}", i.toml);
+    }
+}
+
+fn d_has(i: &Imported, directive: &str) -> bool {
+    i.dropped.iter().any(|d| d.to_string().contains(directive))
 }

@@ -73,6 +73,7 @@ fn as_checked(services: &[L4Service]) -> Vec<ProxyService> {
                     address: v.address,
                     weight: v.weight,
                     maxconn: 0,
+                    send_proxy: None,
                 })
                 .collect(),
             health: s.health.clone(),

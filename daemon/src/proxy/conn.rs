@@ -31,7 +31,7 @@ use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
-const BUF: usize = 16 * 1024;
+pub(super) const BUF: usize = 16 * 1024;
 /// Idle server connections kept per server per worker.
 const POOL_MAX: usize = 128;
 /// "No deadline" for a response head while the request body still goes
@@ -198,14 +198,14 @@ impl<I: Io> Worker<I> {
 /// A server connection with a request in flight, registered with its
 /// worker so that `halo server disable` can cut it; unregistered on drop,
 /// which must come before the stream's (declare it after the stream).
-struct InFlight<'a, I: Io> {
+pub(super) struct InFlight<'a, I: Io> {
     w: &'a Worker<I>,
     srv: usize,
     fd: std::os::fd::RawFd,
 }
 
 impl<'a, I: Io> InFlight<'a, I> {
-    fn new(w: &'a Worker<I>, srv: usize, s: &I::Stream) -> Self {
+    pub(super) fn new(w: &'a Worker<I>, srv: usize, s: &I::Stream) -> Self {
         let fd = s.fd();
         w.in_flight.borrow_mut()[srv].push(fd);
         InFlight { w, srv, fd }
@@ -222,9 +222,9 @@ impl<I: Io> Drop for InFlight<'_, I> {
 }
 
 /// A reserved request slot on a server; released on drop.
-struct Slot {
+pub(super) struct Slot {
     shared: Arc<Shared>,
-    srv: usize,
+    pub(super) srv: usize,
 }
 
 impl Drop for Slot {
@@ -236,7 +236,7 @@ impl Drop for Slot {
 }
 
 /// Why no server was obtained.
-enum NoServer {
+pub(super) enum NoServer {
     /// None is up.
     NoneUp,
     /// All at maxconn and the queue is full or timed out.
@@ -534,7 +534,7 @@ async fn linger<S: Stream>(client: &S) {
 /// Get a server slot: balance over up servers that have room, queueing
 /// (bounded, `timeouts.queue`) when all of them are at maxconn.
 /// `up` is scratch space for which servers are up.
-async fn acquire<I: Io>(
+pub(super) async fn acquire<I: Io>(
     w: &Worker<I>,
     client: IpAddr,
     tried: &[bool],

@@ -1,4 +1,4 @@
-//! HTTP/1.1 reverse proxy.
+//! HTTP/1.1 reverse proxy, and a TCP relay for `mode = "tcp"` (`tcp`).
 //!
 //! Pure parts: [`http`] (framing, smuggling rules, head rewriting) and
 //! [`balance`] (server selection). Everything else drives them: `start`
@@ -14,7 +14,9 @@ pub mod balance;
 mod conn;
 pub mod http;
 mod listen;
+pub mod proxy_protocol;
 mod stream;
+mod tcp;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use tokio::sync::watch;
 
-use crate::config::{IoDriver, ProxyService};
+use crate::config::{IoDriver, ProxyMode, ProxyService};
 use crate::health::HealthBoard;
 use conn::{Shared, Worker};
 use stream::{Epoll, Io, Uring};
@@ -473,7 +475,10 @@ async fn accept_loop<I: Io>(
                 shared.stats.conn_open();
                 tokio::task::spawn_local(async move {
                     let guard = ConnGuard(w.shared.clone());
-                    conn::serve(w, s, peer).await;
+                    match w.shared.svc.mode {
+                        ProxyMode::Http => conn::serve(w, s, peer).await,
+                        ProxyMode::Tcp => tcp::serve(w, s, peer).await,
+                    }
                     drop(guard);
                 });
             }
