@@ -129,6 +129,11 @@ impl ProxySide {
     fn stop(mut self, drain: Option<Duration>) -> JoinHandle<()> {
         let proxy = self.proxy.take();
         let health = self.health.take();
+        if let (Some(p), Some(_)) = (&proxy, drain) {
+            // Now, not in the background: a request that arrives on a
+            // retired connection after the reload returned is its last.
+            p.retire();
+        }
         tokio::task::spawn_blocking(move || {
             match (proxy, drain) {
                 (Some(p), Some(grace)) => p.drain(grace),

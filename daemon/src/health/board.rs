@@ -18,7 +18,7 @@
 //! OK until the proxy says otherwise.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
@@ -133,6 +133,12 @@ pub struct HealthBoard {
     admin_changes: watch::Sender<u64>,
     /// Bumped on every server transition and admin change.
     server_changes: watch::Sender<u64>,
+    /// The boards of earlier generations (before reloads) still in use:
+    /// their connections serve a last request and finish the ones in
+    /// flight, and an admin change made here must reach them too
+    /// ([`HealthBoard::set_admin`]). Weak: a generation that ended frees
+    /// its board.
+    retired: Vec<Weak<HealthBoard>>,
 }
 
 impl std::fmt::Debug for HealthBoard {
@@ -218,6 +224,7 @@ impl HealthBoard {
             changes,
             admin_changes,
             server_changes,
+            retired: Vec::new(),
         })
     }
 
@@ -228,9 +235,19 @@ impl HealthBoard {
     /// same `[health]` table, same server name and address. A server that
     /// is DOWN therefore stays DOWN instead of starting over from
     /// `initial_up` (and flapping VRRP tracking) after every reload.
-    pub fn new_after(services: &[ProxyService], prev: &HealthBoard) -> Arc<HealthBoard> {
+    ///
+    /// `prev` and the boards it retired, those still in use, are retired
+    /// by the new one: admin changes made on it reach them too.
+    pub fn new_after(services: &[ProxyService], prev: &Arc<HealthBoard>) -> Arc<HealthBoard> {
         let mut board = Self::new_at(services, Instant::now());
         let b = Arc::get_mut(&mut board).expect("not shared yet");
+        b.retired = prev
+            .retired
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .cloned()
+            .chain([Arc::downgrade(prev)])
+            .collect();
         for s in &mut b.services {
             let Some(old) = prev
                 .services
@@ -328,12 +345,42 @@ impl HealthBoard {
         }
     }
 
+    /// Set a server's admin state, here and, by service and server name,
+    /// on the retired boards still in use (see `retired`): a reload's old
+    /// generation must not send its last requests to a server disabled
+    /// after the reload, nor keep one in flight to it.
     pub fn set_admin(&self, svc: usize, srv: usize, admin: AdminState) {
         let Some(slot) = self.server(svc, srv) else {
             return;
         };
+        // The old boards first: a proxy worker woken by this board's
+        // change applies the state to old generations' connections too,
+        // and must find it there already.
+        let svc_name = &self.services[svc].name;
+        for old in self.retired.iter().filter_map(Weak::upgrade) {
+            let found = old.services.iter().enumerate().find_map(|(osi, s)| {
+                let ovi = (s.name == *svc_name)
+                    .then(|| s.servers.iter().position(|v| v.name == slot.name))??;
+                Some((osi, ovi))
+            });
+            if let Some((osi, ovi)) = found {
+                old.store_admin(osi, ovi, admin, false);
+            }
+        }
+        self.store_admin(svc, srv, admin, true);
+    }
+
+    /// [`HealthBoard::set_admin`] on this board alone; `log`: say so (the
+    /// retired boards' copies are not logged again).
+    fn store_admin(&self, svc: usize, srv: usize, admin: AdminState, log: bool) {
+        let Some(slot) = self.server(svc, srv) else {
+            return;
+        };
         let old = AdminState::from_u8(slot.admin.swap(admin.to_u8(), Ordering::Relaxed));
-        if old != admin {
+        if old == admin {
+            return;
+        }
+        if log {
             let svc_name = &self.services[svc].name;
             tracing::info!(
                 service = %svc_name,
@@ -343,10 +390,10 @@ impl HealthBoard {
                 old.as_str(),
                 admin.as_str()
             );
-            self.server_changes.send_modify(|n| *n = n.wrapping_add(1));
-            self.recompute(svc);
-            self.admin_changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+        self.server_changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.recompute(svc);
+        self.admin_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Changes when some server's admin state changes.
@@ -706,6 +753,37 @@ mod tests {
         b.set_listener_ok(0, true);
         assert!(b.service_up(0));
         assert!(!b.snapshot()[0].servers.is_empty());
+    }
+
+    #[test]
+    fn admin_changes_reach_the_boards_a_reload_retired() {
+        // Generation 1 serves web1..web3; generation 2 drops web1 (so
+        // web2 moves to index 0); generation 3 keeps generation 2's servers.
+        let g1 = HealthBoard::new(&[service("web", 3, None)]);
+        let mut two = service("web", 3, None);
+        two.servers.remove(0);
+        let g2 = HealthBoard::new_after(std::slice::from_ref(&two), &g1);
+        let rx1 = g1.subscribe_admin();
+        let g3 = HealthBoard::new_after(&[two], &g2);
+        // web2 (index 0 now) disabled on the current board: by name on
+        // both older ones, which wake their workers.
+        g3.set_admin(0, 0, AdminState::Disabled);
+        assert_eq!(g2.admin(0, 0), Some(AdminState::Disabled));
+        assert_eq!(g1.admin(0, 1), Some(AdminState::Disabled));
+        assert!(!g1.is_up(0, 1) && g1.is_up(0, 0) && g1.is_up(0, 2));
+        assert!(rx1.has_changed().unwrap());
+        // A retired board nobody uses any more is not kept alive.
+        drop(g2);
+        let g4 = HealthBoard::new_after(&[service("web", 3, None)], &g3);
+        assert_eq!(g4.retired.len(), 2, "g1 and g3");
+        g4.set_admin(0, 2, AdminState::Drain);
+        assert_eq!(g1.admin(0, 2), Some(AdminState::Drain));
+        assert_eq!(g3.admin(0, 1), Some(AdminState::Drain));
+        assert_eq!(
+            g4.admin(0, 0),
+            Some(AdminState::Enabled),
+            "not carried here"
+        );
     }
 
     #[test]

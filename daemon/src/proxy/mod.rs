@@ -100,10 +100,7 @@ impl ProxyRuntime {
     /// ends after its next response, which says `Connection: close`, or
     /// at its keep_alive timeout.
     pub fn drain(self, grace: Duration) {
-        for s in &self.shared {
-            s.draining.store(true, Ordering::Relaxed);
-        }
-        let _ = self.stop.send(Stop::Drain);
+        self.retire();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline
             && self
@@ -114,6 +111,16 @@ impl ProxyRuntime {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.shutdown();
+    }
+
+    /// The first step of [`ProxyRuntime::drain`]: close the listeners
+    /// (after each one's pending accept) and answer every further request
+    /// with `Connection: close`.
+    pub fn retire(&self) {
+        for s in &self.shared {
+            s.draining.store(true, Ordering::Relaxed);
+        }
+        let _ = self.stop.send(Stop::Drain);
     }
 
     /// The driver of the first service: "io_uring" or "epoll".
@@ -368,7 +375,12 @@ async fn run_worker<I: Io>(
             }
         }
     }
+    // Workers a reload retired whose connections are still open: admin
+    // changes apply to their connections too (their board hears of them
+    // through the current one, `HealthBoard::set_admin`).
+    let retired: Rc<RefCell<Vec<std::rc::Weak<Worker<I>>>>> = Rc::default();
     let pw = current.clone();
+    let pr = retired.clone();
     let prune = tokio::task::spawn_local(async move {
         loop {
             // Every second, and at once when a server is drained or
@@ -381,6 +393,14 @@ async fn run_worker<I: Io>(
             let w = pw.borrow().clone();
             w.apply_admin();
             w.prune_pool(Instant::now());
+            pr.borrow_mut().retain(|old| {
+                let Some(old) = old.upgrade() else {
+                    return false;
+                };
+                old.apply_admin();
+                old.prune_pool(Instant::now());
+                true
+            });
         }
     });
     let mut listening = true;
@@ -411,6 +431,7 @@ async fn run_worker<I: Io>(
                 // request in flight.
                 let old = current.replace(Rc::new(Worker::new(next)));
                 old.shared.draining.store(true, Ordering::Relaxed);
+                retired.borrow_mut().push(Rc::downgrade(&old));
             }
         }
     }
