@@ -102,6 +102,12 @@ def test_node_again_replaces_the_settings(card, tmp_path):
         (["--hostname", "lb1", "--ssh-key", KEY, "--address", "192.0.2.300/24"], "must be ADDRESS/PREFIX"),
         (["--hostname", "lb1", "--ssh-key", KEY, "--gateway", "gw"], "is not an IP address"),
         (["--hostname", "lb1", "--ssh-key", KEY, "--bogus"], "unknown option"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "VI_1=0"], "the priority must be 1..254"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "V.1=100"], "NAME must be"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "VI_1=100", "--priority", "VI_1=90"],
+         "--priority VI_1= given twice"),
+        (["--hostname", "lb1", "--ssh-key", KEY, "--priority", "100", "--priority", "VI_1=90"],
+         "one for every instance, or one per instance"),
     ],
 )
 def test_node_refuses_bad_input_and_writes_nothing(card, args, message):
@@ -110,6 +116,23 @@ def test_node_refuses_bad_input_and_writes_nothing(card, args, message):
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert "halo" not in Disk(card).fat_ls("::/")
+
+
+def test_node_writes_per_instance_priorities(card, tmp_path):
+    """Active-active: one priority per VRRP instance (docs/scale.md)."""
+    conf = tmp_path / "halo.toml"
+    conf.write_text(HALO_TOML + HALO_TOML.split("\n\n")[0].replace("VI_1", "VI_2").replace("51", "52")
+                    .replace("192.0.2.100", "192.0.2.101") + "\n")
+    r = node("--hostname", "lb2", "--priority", "VI_1=100", "--priority", "VI_2=110", "--ssh-key", KEY,
+             "--halo-toml", conf, card)
+    assert r.returncode == 0, r.stderr
+    pairs = parsed_pairs(Disk(card).fat_read("::/halo/node.toml"), tmp_path)
+    assert [p for p in pairs if p[0].startswith("priority")] == [("priority.VI_1", "100"), ("priority.VI_2", "110")]
+    # A name halo.toml has no instance for is refused before the card is touched.
+    r = node("--hostname", "lb3", "--priority", "VI_9=90", "--ssh-key", KEY, "--halo-toml", conf, card)
+    assert r.returncode != 0
+    assert "priority.VI_9: halo.toml has no [vrrp.VI_9]" in r.stderr
+    assert ("hostname", "lb2") in parsed_pairs(Disk(card).fat_read("::/halo/node.toml"), tmp_path)
 
 
 def test_node_refuses_a_halo_toml_that_fails_halo_check(card, tmp_path, halo_bin):

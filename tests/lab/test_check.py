@@ -75,6 +75,9 @@ def test_check_9_passes_on_the_active_active_lab(root):
             assert f"ok    lb{i} is BACKUP of every VIP it does not hold" in out, out
         assert "goal reached: all 12 points" in out, out
         assert "FAIL" not in out
+        # `halo lab status` lists the other VIPs and their holders too.
+        st = lab.lab("status").stdout
+        assert "VI_2: 192.0.2.101 held by lb2" in st and "VI_3: 192.0.2.102 held by lb3" in st, st
 
 
 def test_check_of_an_exercise_without_one_is_an_error(root):

@@ -20,6 +20,40 @@ use crate::status::Snapshot;
 
 // === status ===
 
+/// Active-active (`up --vips`): the VIPs of every instance after the first,
+/// as the halos report them, with their holders by the kernel's view.
+fn other_vips(lab: &Running, snaps: &BTreeMap<u8, Snapshot>) {
+    let mut extra: Vec<(String, std::net::Ipv4Addr)> = Vec::new();
+    for s in snaps.values() {
+        for v in s.vrrp.iter().skip(1) {
+            for a in &v.vips {
+                let ip = a.split('/').next().and_then(|a| a.parse().ok());
+                if let Some(ip) = ip.filter(|&ip| ip != VIP) {
+                    if !extra.contains(&(v.name.clone(), ip)) {
+                        extra.push((v.name.clone(), ip));
+                    }
+                }
+            }
+        }
+    }
+    extra.sort();
+    for (name, ip) in extra {
+        let h = lab.holders_of(ip);
+        let who = match h.len() {
+            0 => "nobody: this VIP is down".to_string(),
+            1 => format!("lb{}", h[0]),
+            _ => format!(
+                "{} (SPLIT BRAIN)",
+                h.iter()
+                    .map(|n| format!("lb{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            ),
+        };
+        println!("  {name}: {ip} held by {who}");
+    }
+}
+
 pub fn status(which: &Which) -> Result<()> {
     let lab = Running::find(which)?;
     let holders = lab.holders();
@@ -91,6 +125,7 @@ pub fn status(which: &Which) -> Result<()> {
                 .join(", ")
         ),
     }
+    other_vips(&lab, &snaps);
     println!();
     // Each LB's health-check view of each backend, beside the client's.
     let mut head = format!("  {:<5} {:<12} {:<9}", "web", "address", "cable");
