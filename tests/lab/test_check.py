@@ -84,4 +84,4 @@ def test_check_of_an_exercise_without_one_is_an_error(root):
     with Lab("ck", lbs=1, backends=0) as lab:
         r = lab.lab("check", "1", check=False)
         assert r.returncode != 0
-        assert "exercise 1 has no check yet; checks exist for: 9" in r.stderr, r.stderr
+        assert "exercise 1 has no check yet; checks exist for: 10" in r.stderr, r.stderr
