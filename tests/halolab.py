@@ -335,3 +335,29 @@ class Lab:
 
     def mac(self, node):
         return self.exec(node, "cat", "/sys/class/net/eth0/address").stdout.strip()
+
+
+def lab_factory(prefix):
+    """The body of a `lab_of` pytest fixture: `make(lbs=2, **kw)` builds a
+    lab named after `prefix`; every lab made is taken down after the test,
+    each even if taking down another one failed. Skips without root."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root for network namespaces")
+    labs = []
+
+    def make(lbs=2, **kw):
+        lab = Lab(prefix, lbs=lbs, **kw).__enter__()
+        labs.append(lab)
+        return lab
+
+    yield make
+    errors = []
+    for lab in labs:
+        try:
+            lab.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    if errors:
+        raise errors[0]

@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from halolab import LB as LBS, VIP, Lab, always_until, halo_bin, vrrp_toml, wait_for
+from halolab import lab_factory, LB as LBS, VIP, Lab, always_until, halo_bin, vrrp_toml, wait_for
 
 # Upper bounds only (an election at 100 ms adverts takes well under a
 # second when idle); generous so a loaded 2-core machine does not fail them.
@@ -30,25 +30,7 @@ def cfg(priority, interval="100ms", extra="", vips=(VIP + "/24",), version=3):
 @pytest.fixture
 def lab_of():
     """Build a lab of the given shape; always taken down after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    labs = []
-
-    def make(lbs=2, **kw):
-        lab = Lab("vr", lbs=lbs, **kw).__enter__()
-        labs.append(lab)
-        return lab
-
-    yield make
-    # Every lab is taken down even if taking down another one failed.
-    errors = []
-    for lab in labs:
-        try:
-            lab.close()
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    if errors:
-        raise errors[0]
+    yield from lab_factory("vr")
 
 
 @pytest.fixture

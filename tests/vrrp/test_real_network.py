@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from halolab import LB as LBS, VIP, Lab, alive, always_until, halo_bin, vrrp_toml, wait_for
+from halolab import lab_factory, LB as LBS, VIP, Lab, alive, always_until, halo_bin, vrrp_toml, wait_for
 
 # Upper bounds only; generous for a loaded 2-core machine.
 T = 30
@@ -23,24 +23,7 @@ VIP6B = "2001:db8::101"
 @pytest.fixture
 def lab_of():
     """Build a lab of the given shape; always taken down after the test."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    labs = []
-
-    def make(lbs=2, **kw):
-        lab = Lab("rn", lbs=lbs, **kw).__enter__()
-        labs.append(lab)
-        return lab
-
-    yield make
-    errors = []
-    for lab in labs:
-        try:
-            lab.close()
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    if errors:
-        raise errors[0]
+    yield from lab_factory("rn")
 
 
 def capture(lab, node, key, filt, count):

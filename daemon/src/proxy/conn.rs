@@ -244,6 +244,55 @@ pub(super) enum NoServer {
     QueueTimeout,
 }
 
+impl NoServer {
+    /// The access log's note (the answer is 503 in every case).
+    pub(super) fn note(&self) -> &'static str {
+        match self {
+            NoServer::NoneUp => "no server up",
+            NoServer::QueueFull => "queue full",
+            NoServer::QueueTimeout => "queue timeout",
+        }
+    }
+}
+
+/// A new connection to server `srv` by `deadline`, or why not: the access
+/// log's note and the status (HAProxy answers a connect timeout with 503,
+/// a refusal with 502). Shared by the HTTP handler and the TCP relay.
+pub(super) async fn connect_server<I: Io>(
+    svc: &ProxyService,
+    srv: usize,
+    deadline: Instant,
+) -> Result<I::Stream, (&'static str, u16)> {
+    let addr = svc.servers[srv].address;
+    match timeout_at(deadline.into(), I::connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
+            Err(("connect failed", 502))
+        }
+        Err(_) => Err(("connect timeout", 503)),
+    }
+}
+
+/// A failed connect to `srv`: the passive check hears it, this request
+/// does not pick the server again while others are left, and the
+/// counters. Returns the attempts so far and whether retries remain.
+pub(super) fn connect_failed(
+    shared: &Shared,
+    srv: usize,
+    tried: &mut [bool],
+    attempts: &mut u32,
+) -> bool {
+    shared
+        .board
+        .report(shared.idx, srv, PassiveEvent::ConnectFailed);
+    tried[srv] = true;
+    *attempts += 1;
+    let retry = *attempts <= shared.svc.retries;
+    shared.stats.connect_failed(srv, retry);
+    retry
+}
+
 /// Which side failed and how, for error pages and logs.
 #[derive(Debug)]
 enum Fail {
@@ -676,11 +725,7 @@ async fn exchange<I: Io>(
             Ok(s) => s,
             Err(why) => {
                 log.tw = Some(wait_start.elapsed());
-                log.note = match why {
-                    NoServer::NoneUp => "no server up",
-                    NoServer::QueueFull => "queue full",
-                    NoServer::QueueTimeout => "queue timeout",
-                };
+                log.note = why.note();
                 return send_error(client, log, 503, t.client).await;
             }
         };
@@ -692,37 +737,18 @@ async fn exchange<I: Io>(
         // === connection: pooled or new ===
         let (server, pooled) = match w.checkout(srv, connect_start) {
             Some(s) => (s, true),
-            None => {
-                let addr = svc.servers[srv].address;
-                let failure = match timeout_at((connect_start + t.connect).into(), I::connect(addr))
-                    .await
-                {
-                    Ok(Ok(s)) => Ok((s, false)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
-                        Err(("connect failed", 502))
+            None => match connect_server::<I>(svc, srv, connect_start + t.connect).await {
+                Ok(s) => (s, false),
+                Err((note, status)) => {
+                    let retry = connect_failed(&shared, srv, tried, &mut attempts);
+                    log.retries = attempts;
+                    if !retry {
+                        log.note = note;
+                        return send_error(client, log, status, t.client).await;
                     }
-                    // HAProxy answers a connect timeout with 503 as well.
-                    Err(_) => Err(("connect timeout", 503)),
-                };
-                match failure {
-                    Ok(conn) => conn,
-                    Err((note, status)) => {
-                        shared
-                            .board
-                            .report(shared.idx, srv, PassiveEvent::ConnectFailed);
-                        tried[srv] = true;
-                        attempts += 1;
-                        log.retries = attempts;
-                        shared.stats.connect_failed(srv, attempts <= svc.retries);
-                        if attempts > svc.retries {
-                            log.note = note;
-                            return send_error(client, log, status, t.client).await;
-                        }
-                        continue;
-                    }
+                    continue;
                 }
-            }
+            },
         };
         // Registered while the request is in flight, so that `halo server
         // disable` can cut it (`Worker::apply_admin`): the exchange then

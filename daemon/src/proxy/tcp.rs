@@ -26,10 +26,9 @@ use std::time::Instant;
 
 use tokio::time::timeout_at;
 
-use super::conn::{acquire, InFlight, NoServer, Worker, BUF};
+use super::conn::{acquire, connect_failed, connect_server, InFlight, Worker, BUF};
 use super::proxy_protocol;
 use super::stream::{Io, Stream};
-use crate::health::PassiveEvent;
 
 /// Serve one client connection: connect a server, relay, log one line.
 pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: SocketAddr) {
@@ -55,11 +54,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let slot = match acquire(&w, peer.ip(), &tried, &mut up).await {
             Ok(s) => s,
             Err(why) => {
-                line.note = match why {
-                    NoServer::NoneUp => "no server up",
-                    NoServer::QueueFull => "queue full",
-                    NoServer::QueueTimeout => "queue timeout",
-                };
+                line.note = why.note();
                 line.emit(&w, 503);
                 client.shutdown(Shutdown::Both);
                 return;
@@ -67,27 +62,18 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         };
         let srv = slot.srv;
         line.server = Some(srv);
-        let addr = svc.servers[srv].address;
-        let note = match timeout_at((Instant::now() + t.connect).into(), I::connect(addr)).await {
-            Ok(Ok(s)) => break (slot, s),
-            Ok(Err(e)) => {
-                tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
-                "connect failed"
+        match connect_server::<I>(svc, srv, Instant::now() + t.connect).await {
+            Ok(s) => break (slot, s),
+            Err((note, _)) => {
+                let retry = connect_failed(&shared, srv, &mut tried, &mut attempts);
+                line.retries = attempts;
+                if !retry {
+                    line.note = note;
+                    line.emit(&w, 503);
+                    client.shutdown(Shutdown::Both);
+                    return;
+                }
             }
-            Err(_) => "connect timeout",
-        };
-        shared
-            .board
-            .report(shared.idx, srv, PassiveEvent::ConnectFailed);
-        tried[srv] = true;
-        attempts += 1;
-        line.retries = attempts;
-        shared.stats.connect_failed(srv, attempts <= svc.retries);
-        if attempts > svc.retries {
-            line.note = note;
-            line.emit(&w, 503);
-            client.shutdown(Shutdown::Both);
-            return;
         }
     };
     let srv = slot.srv;
