@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Image tests: build the Raspberry Pi image (image/halo-image build), a plain
-# Debian image and the same customised with --base, then pytest tests/image:
-# static checks of the images, the `node` command, and a boot of the image in
-# qemu-system-aarch64 (TCG) that waits for halo's READY and checks the proxy,
-# MASTER, SSH by key only and the grown root, and a boot of two cards (lb1,
-# lb2) on a `halo lab` network that elect one master and fail over. Run as
-# root on Debian 12:
+# Image tests: build the Raspberry Pi image (image/halo-image build, Debian
+# trixie), a plain Debian image whose network NetworkManager manages (as
+# Raspberry Pi OS's) and the same customised with --base, then pytest
+# tests/image: static checks of the images, the `node` command, and boots in
+# qemu-system-aarch64 (TCG), one VM at a time: the image on `virt` (halo's
+# READY, the proxy, MASTER, SSH by key only, the grown root), on the Pi 3 B
+# board model `raspi3b` with a cloud-init NoCloud seed (host name, key,
+# static address, halo.toml by write_files), the --base image with
+# NetworkManager and a broken user-data, and two cards (lb1, lb2) on a
+# `halo lab` network that elect one master and fail over. Run as root on
+# Debian 12 or 13:
 #   bash tests/image/run.sh          (tests/run.sh calls it as stage "image")
 # Build outputs go to build/image/ (HALO_IMAGE_OUT); the base root file
 # system is cached in build/image/cache (HALO_IMAGE_CACHE), so the second run
@@ -57,6 +61,42 @@ ensure_qemu() {
   export HALO_QEMU
 }
 
+# qemu-system-aarch64 9 or newer for the raspi4b board model (test_raspi4b):
+# HALO_QEMU itself where it is new enough (Debian 13's qemu-system-arm is
+# 10.0); on Debian 12, bookworm-backports' qemu-system-arm 10.0, unpacked as
+# above with a throw-away apt configuration (nothing is added to the
+# machine's sources). Its libraries are bookworm's.
+qemu10_dir=/var/cache/halo-tests/qemu-system-10
+ensure_qemu_raspi4b() {
+  local v
+  v=$("$HALO_QEMU" --version | sed -n '1s/.*version \([0-9]*\)\..*/\1/p')
+  if [ "${v:-0}" -ge 9 ]; then
+    HALO_QEMU_RASPI4B=$HALO_QEMU
+  else
+    local d
+    d=$(mktemp -d)
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/etc/preferences.d" "$d/etc/apt.conf.d"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${HALO_IMAGE_MIRROR:-http://deb.debian.org/debian} bookworm-backports main" >"$d/etc/sources.list"
+    local apt=(-o "Dir::Etc=$d/etc" -o "Dir::Etc::SourceList=$d/etc/sources.list" -o "Dir::State::Lists=$d/lists"
+      -o "Dir::Cache=$d/cache" -o "Dir::Etc::Parts=$d/etc/apt.conf.d")
+    apt_retry apt-get "${apt[@]}" update -qq
+    local deps
+    deps=$(apt-cache "${apt[@]}" depends --no-recommends --no-suggests qemu-system-arm 2>/dev/null |
+      awk '/^  Depends: lib/ {print $2}' | sort -u | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt_retry apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $deps >/dev/null
+    if [ ! -x "$qemu10_dir/root/usr/bin/qemu-system-aarch64" ]; then
+      mkdir -p "$qemu10_dir"
+      (cd "$qemu10_dir" && rm -rf ./*.deb root.tmp && apt_retry apt-get "${apt[@]}" download qemu-system-arm >/dev/null &&
+        dpkg-deb -x qemu-system-arm_*.deb root.tmp && rm -rf root && mv root.tmp root)
+    fi
+    rm -rf "$d"
+    HALO_QEMU_RASPI4B=$qemu10_dir/root/usr/bin/qemu-system-aarch64
+  fi
+  "$HALO_QEMU_RASPI4B" --version | head -n1
+  export HALO_QEMU_RASPI4B
+}
+
 enable_binfmt() {
   mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
@@ -101,8 +141,8 @@ build_image() {
 }
 
 build_base_variant() {
-  # A plain Debian Pi image stands in for a downloaded Raspberry Pi OS Lite:
-  # --base adds halo to it in place.
+  # A plain Debian Pi image stands in for a downloaded Raspberry Pi OS Lite
+  # (NetworkManager manages its network): --base adds halo to it in place.
   image/halo-image build --no-halo --no-xz --out "$out"
   xz -T0 -0 -f -k "$out/debian-pi-arm64.img"
   image/halo-image build --base "$out/debian-pi-arm64.img.xz" --deb "$HALO_IMAGE_DEB" --no-xz --out "$out"
@@ -113,8 +153,9 @@ build_base_variant() {
 steps_begin image
 step "apt packages" install_deps
 step "qemu-system-aarch64" ensure_qemu
+step "qemu-system-aarch64 >= 9 (raspi4b)" ensure_qemu_raspi4b
 step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
 step "image build ($kind)" build_image
 step "plain image + --base customisation" build_base_variant
-step "pytest tests/image (static, node, boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
+step "pytest tests/image (static, node, boot, raspi3b, base boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
