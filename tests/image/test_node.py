@@ -217,7 +217,7 @@ def test_node_cloud_init_writes_nocloud_files(card, tmp_path):
         "ethernets": {"usb0": {
             "dhcp4": False,
             "addresses": ["192.0.2.11/24", "2001:db8::11/64"],
-            "routes": [{"to": "default", "via": "192.0.2.1"}],
+            "routes": [{"to": "0.0.0.0/0", "via": "192.0.2.1"}],  # cloud-init 25.1 refuses "default"
             "nameservers": {"addresses": ["192.0.2.53"]},
         }},
     }
