@@ -61,42 +61,6 @@ ensure_qemu() {
   export HALO_QEMU
 }
 
-# qemu-system-aarch64 9 or newer for the raspi4b board model (test_raspi4b):
-# HALO_QEMU itself where it is new enough (Debian 13's qemu-system-arm is
-# 10.0); on Debian 12, bookworm-backports' qemu-system-arm 10.0, unpacked as
-# above with a throw-away apt configuration (nothing is added to the
-# machine's sources). Its libraries are bookworm's.
-qemu10_dir=/var/cache/halo-tests/qemu-system-10
-ensure_qemu_raspi4b() {
-  local v
-  v=$("$HALO_QEMU" --version | sed -n '1s/.*version \([0-9]*\)\..*/\1/p')
-  if [ "${v:-0}" -ge 9 ]; then
-    HALO_QEMU_RASPI4B=$HALO_QEMU
-  else
-    local d
-    d=$(mktemp -d)
-    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/etc/preferences.d" "$d/etc/apt.conf.d"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${HALO_IMAGE_MIRROR:-http://deb.debian.org/debian} bookworm-backports main" >"$d/etc/sources.list"
-    local apt=(-o "Dir::Etc=$d/etc" -o "Dir::Etc::SourceList=$d/etc/sources.list" -o "Dir::State::Lists=$d/lists"
-      -o "Dir::Cache=$d/cache" -o "Dir::Etc::Parts=$d/etc/apt.conf.d")
-    apt_retry apt-get "${apt[@]}" update -qq
-    local deps
-    deps=$(apt-cache "${apt[@]}" depends --no-recommends --no-suggests qemu-system-arm 2>/dev/null |
-      awk '/^  Depends: lib/ {print $2}' | sort -u | tr '\n' ' ')
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt_retry apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $deps >/dev/null
-    if [ ! -x "$qemu10_dir/root/usr/bin/qemu-system-aarch64" ]; then
-      mkdir -p "$qemu10_dir"
-      (cd "$qemu10_dir" && rm -rf ./*.deb root.tmp && apt_retry apt-get "${apt[@]}" download qemu-system-arm >/dev/null &&
-        dpkg-deb -x qemu-system-arm_*.deb root.tmp && rm -rf root && mv root.tmp root)
-    fi
-    rm -rf "$d"
-    HALO_QEMU_RASPI4B=$qemu10_dir/root/usr/bin/qemu-system-aarch64
-  fi
-  "$HALO_QEMU_RASPI4B" --version | head -n1
-  export HALO_QEMU_RASPI4B
-}
-
 enable_binfmt() {
   mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
@@ -153,7 +117,6 @@ build_base_variant() {
 steps_begin image
 step "apt packages" install_deps
 step "qemu-system-aarch64" ensure_qemu
-step "qemu-system-aarch64 >= 9 (raspi4b)" ensure_qemu_raspi4b
 step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
 step "image build ($kind)" build_image
