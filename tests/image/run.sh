@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Image tests: build the Raspberry Pi image (image/halo-image build), a plain
-# Debian image and the same customised with --base, then pytest tests/image:
-# static checks of the images, the `node` command, and a boot of the image in
-# qemu-system-aarch64 (TCG) that waits for halo's READY and checks the proxy,
-# MASTER, SSH by key only and the grown root, and a boot of two cards (lb1,
-# lb2) on a `halo lab` network that elect one master and fail over. Run as
-# root on Debian 12:
+# Image tests: build the Raspberry Pi image (image/halo-image build, Debian
+# trixie), a plain Debian image whose network NetworkManager manages (as
+# Raspberry Pi OS's) and the same customised with --base, then pytest
+# tests/image: static checks of the images, the `node` command, and boots in
+# qemu-system-aarch64 (TCG), one VM at a time: the image on `virt` (halo's
+# READY, the proxy, MASTER, SSH by key only, the grown root), on the Pi 3 B
+# board model `raspi3b` with a cloud-init NoCloud seed (host name, key,
+# static address, halo.toml by write_files), the --base image with
+# NetworkManager and a broken user-data, and two cards (lb1, lb2) on a
+# `halo lab` network that elect one master and fail over. Run as root on
+# Debian 12 or 13:
 #   bash tests/image/run.sh          (tests/run.sh calls it as stage "image")
 # Build outputs go to build/image/ (HALO_IMAGE_OUT); the base root file
-# system is cached in build/image/cache (HALO_IMAGE_CACHE), so the second run
-# skips the slow mmdebstrap. Timings of each step are printed at the end.
+# system is cached in /var/cache/halo-tests/image (HALO_IMAGE_CACHE), beside
+# the other caches of the suite (qemu, the Ansible hosts' tree), so a second
+# run -- also from another checkout of the same image/base/ -- skips the slow
+# mmdebstrap (trixie with cloud-init: the longest step of the suite when
+# cold, see docs/benchmarks.md). Timings of each step are printed at the end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-/var/cache/halo-tests/image}
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" -eq 0 ] || { echo "image: must run as root (mmdebstrap, chroot, loop devices)" >&2; exit 1; }
 out=${HALO_IMAGE_OUT:-$root/build/image}
@@ -101,8 +109,8 @@ build_image() {
 }
 
 build_base_variant() {
-  # A plain Debian Pi image stands in for a downloaded Raspberry Pi OS Lite:
-  # --base adds halo to it in place.
+  # A plain Debian Pi image stands in for a downloaded Raspberry Pi OS Lite
+  # (NetworkManager manages its network): --base adds halo to it in place.
   image/halo-image build --no-halo --no-xz --out "$out"
   xz -T0 -0 -f -k "$out/debian-pi-arm64.img"
   image/halo-image build --base "$out/debian-pi-arm64.img.xz" --deb "$HALO_IMAGE_DEB" --no-xz --out "$out"
@@ -117,4 +125,4 @@ step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
 step "image build ($kind)" build_image
 step "plain image + --base customisation" build_base_variant
-step "pytest tests/image (static, node, boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
+step "pytest tests/image (static, node, boot, raspi3b, base boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image

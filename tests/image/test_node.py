@@ -203,3 +203,82 @@ def test_card_parser_reads_comments_multiline_arrays_and_escapes(tmp_path):
         ("priority", "101"),
         ("dns", ""),
     ]
+
+
+# === --cloud-init: cloud-init's NoCloud files, as Raspberry Pi Imager writes
+
+
+def test_node_cloud_init_writes_nocloud_files(card, tmp_path):
+    import yaml  # python3-yaml (tests/image/apt-packages.txt), as cloud-init reads them
+
+    conf = tmp_path / "halo.toml"
+    conf.write_text(HALO_TOML)
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\necho hook\n")
+    r = node(
+        "--cloud-init", "--hostname", "lb1", "--interface", "usb0", "--address", "192.0.2.11/24",
+        "--address", "2001:db8::11/64", "--gateway", "192.0.2.1", "--dns", "192.0.2.53", "--priority", "101",
+        "--ssh-key", KEY, "--halo-toml", conf, "--firstboot-script", hook, card,
+    )
+    assert r.returncode == 0, r.stderr
+    disk = Disk(card)
+    assert {"user-data", "network-config", "meta-data"} <= set(disk.fat_ls())
+    assert disk.fat_ls("::/halo") == ["firstboot.sh"], "no node.toml or halo.toml: cloud-init carries them"
+
+    text = disk.fat_read("::/user-data")
+    assert text.startswith("#cloud-config\n"), "cloud-init reads a part as cloud-config by this first line"
+    user = yaml.safe_load(text)
+    assert user["hostname"] == "lb1"
+    assert user["ssh_authorized_keys"] == [KEY]
+    (f,) = user["write_files"]
+    assert f["path"] == "/etc/halo/halo.toml" and f["owner"] == "root:halo" and f["permissions"] == "0640"
+    assert f["content"] == HALO_TOML.replace("priority = 100", "priority = 101"), "node's priority in every [vrrp.*]"
+
+    net = yaml.safe_load(disk.fat_read("::/network-config"))
+    assert net == {
+        "version": 2,
+        "ethernets": {"usb0": {
+            "dhcp4": False,
+            "addresses": ["192.0.2.11/24", "2001:db8::11/64"],
+            "routes": [{"to": "0.0.0.0/0", "via": "192.0.2.1"}],  # cloud-init 25.1 refuses "default"
+            "nameservers": {"addresses": ["192.0.2.53"]},
+        }},
+    }
+    meta = yaml.safe_load(disk.fat_read("::/meta-data"))
+    assert meta["local-hostname"] == "lb1"
+    assert meta["instance-id"].startswith("halo-lb1-")
+
+
+def test_node_cloud_init_again_is_a_new_instance_and_replaces_halo_files(card, tmp_path):
+    import yaml
+
+    conf = tmp_path / "halo.toml"
+    conf.write_text(HALO_TOML)
+    assert node("--hostname", "lb1", "--ssh-key", KEY, "--halo-toml", conf, card).returncode == 0
+    assert Disk(card).fat_ls("::/halo") == ["halo.toml", "node.toml"]
+    r = node("--cloud-init", "--hostname", "lb1", "--ssh-key", KEY, card)
+    assert r.returncode == 0, r.stderr
+    assert "removed halo/node.toml" in r.stderr and "removed halo/halo.toml" in r.stderr
+    assert Disk(card).fat_ls("::/halo") == [], "halo's own files would win over cloud-init's"
+    first = yaml.safe_load(Disk(card).fat_read("::/meta-data"))["instance-id"]
+    net = yaml.safe_load(Disk(card).fat_read("::/network-config"))
+    assert net["ethernets"] == {"eth0": {"dhcp4": True}}, "no --address: DHCP on eth0"
+    assert "write_files" not in yaml.safe_load(Disk(card).fat_read("::/user-data"))
+    assert "halo will not start" in r.stderr
+    r = node("--cloud-init", "--hostname", "lb2", "--ssh-key", KEY, card)
+    assert r.returncode == 0, r.stderr
+    second = yaml.safe_load(Disk(card).fat_read("::/meta-data"))["instance-id"]
+    assert second != first, "changed settings: cloud-init applies them again"
+
+
+def test_node_cloud_init_refuses_bad_input_and_writes_nothing(card, tmp_path, halo_bin):
+    bad = tmp_path / "halo.toml"
+    bad.write_text(HALO_TOML.replace('vrid = 51', 'vrid = 300'))
+    r = subprocess.run(
+        [str(HALO_IMAGE_TOOL), "node", "--cloud-init", "--hostname", "lb1", "--ssh-key", KEY, "--halo-toml", str(bad), str(card)],
+        capture_output=True, text=True, env={"HALO_BIN": str(halo_bin), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert r.returncode != 0 and "does not pass 'halo check'" in r.stderr
+    r = node("--cloud-init", "--hostname", "LB_1", "--ssh-key", KEY, card)
+    assert r.returncode != 0 and "not a valid host name" in r.stderr
+    assert not {"user-data", "network-config", "meta-data"} & set(Disk(card).fat_ls())

@@ -16,7 +16,8 @@ from conftest import run
 # Device trees the Pi firmware loads for each supported model. With
 # upstream_kernel=1 in config.txt it looks for the mainline names that
 # Debian's kernel ships (bcm2837-*, not Raspberry Pi OS's bcm2710-*).
-# No bcm2712 (Pi 5): bookworm's 6.1 kernel has none.
+# Not the Pi 5's bcm2712-rpi-5-b.dtb, which trixie's 6.12 ships without the
+# drivers to boot it (docs/image.md): see test_pi_5_is_not_supported.
 PI_DTBS = {
     "Pi 3 B": "bcm2837-rpi-3-b.dtb",
     "Pi 3 B+": "bcm2837-rpi-3-b-plus.dtb",
@@ -91,17 +92,18 @@ def test_initrd_holds_what_mounts_the_root(disk, tmp_path):
     initrd = next(f for f in disk.fat_ls() if f.startswith("initrd.img-"))
     run(["mcopy", "-n", "-i", disk.fat(), f"::/{initrd}", str(tmp_path / "initrd")],
         env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
-    # zstd-compressed newc cpio (COMPRESS=zstd), maybe after an uncompressed
-    # microcode archive: list what zstd can decode.
+    # Debian trixie's initramfs-tools: an uncompressed newc cpio first (the
+    # modules, already .ko.xz), then the rest zstd-compressed (COMPRESS=zstd).
     data = (tmp_path / "initrd").read_bytes()
     start = data.find(b"\x28\xb5\x2f\xfd")
     assert start >= 0, "zstd archive in the initrd"
     listing = subprocess.run(
-        f"tail -c +{start + 1} {tmp_path / 'initrd'} | zstd -dc | cpio -it --quiet",
+        f"cpio -it --quiet <{tmp_path / 'initrd'}; tail -c +{start + 1} {tmp_path / 'initrd'} | zstd -dc | cpio -it --quiet",
         shell=True, capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     mods = {p.rsplit("/", 1)[-1].split(".ko")[0] for p in listing if ".ko" in p}
-    for m in ("ext4", "jbd2", "mbcache", "virtio_blk", "virtio_pci", "sdhci-iproc", "bcm2835", "reset-raspberrypi", "dwc2", "xhci-pci", "usb-storage", "uas", "sd_mod"):
+    # virtio_pci is built into trixie's arm64 kernel (CONFIG_VIRTIO_PCI=y).
+    for m in ("ext4", "jbd2", "mbcache", "virtio_blk", "sdhci-iproc", "bcm2835", "reset-raspberrypi", "dwc2", "xhci-pci", "usb-storage", "uas", "sd_mod"):
         assert m in mods, m
     assert any(p.endswith("busybox") for p in listing)
 
@@ -109,8 +111,9 @@ def test_initrd_holds_what_mounts_the_root(disk, tmp_path):
 # === root file system ======================================================
 
 
-def halo_checks(disk, deb):
-    """The halo layer, the same on our image and on a --base image."""
+def halo_checks(disk, deb, network="systemd-networkd.service"):
+    """The halo layer, the same on our image and on a --base image.
+    `network`: the one network manager enabled."""
     # Every file of the .deb, with its mode.
     data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -134,7 +137,7 @@ def halo_checks(disk, deb):
 
     # Enabled: halo by its package, first boot support by the image.
     wants = {
-        "multi-user.target.wants": ["halo.service", "systemd-networkd.service"],
+        "multi-user.target.wants": ["halo.service", "halo-firstboot-config.service", network],
         "sysinit.target.wants": ["halo-firstboot.service", "halo-growroot.service"],
         "halo.service.wants": ["halo-ready.service"],
     }
@@ -144,9 +147,13 @@ def halo_checks(disk, deb):
             assert st is not None and st[0] == "symlink", f"{unit} enabled in {target}"
             assert st[4].endswith("/" + unit), st
     assert disk.ext_stat("/lib/systemd/system/halo.service") or disk.ext_stat("/usr/lib/systemd/system/halo.service")
+    other = {"systemd-networkd.service": "NetworkManager.service", "NetworkManager.service": "systemd-networkd.service"}[network]
+    assert disk.ext_stat(f"/etc/systemd/system/multi-user.target.wants/{other}") is None, "one network manager"
     dropin = disk.ext_read("/etc/systemd/system/halo.service.d/halo-image.conf")
-    assert "ConditionPathExists=/var/lib/halo-image/halo-configured" in dropin
-    for f in ("firstboot", "growroot", "node-toml.awk", "priority.awk"):
+    # halo starts once the card has its own halo.toml (not the example).
+    assert "ExecCondition=+/usr/lib/halo-image/configured" in dropin
+    assert "After=halo-firstboot.service halo-firstboot-config.service" in dropin
+    for f in ("firstboot", "growroot", "node-toml.awk", "priority.awk", "configured"):
         st = disk.ext_stat(f"/usr/lib/halo-image/{f}")
         assert st is not None and st[2] == 0, f
 
@@ -184,7 +191,7 @@ def test_fstab_and_packages(disk):
     assert "LABEL=RASPIFIRM /boot/firmware vfat" in " ".join(fstab.split())
     status = disk.ext_read("/var/lib/dpkg/status")
     installed = {b.split("\n", 1)[0].removeprefix("Package: ") for b in status.split("\n\n") if "Status: install ok installed" in b}
-    for p in ("raspi-firmware", "linux-image-arm64", "systemd-sysv", "openssh-server", "nftables", "chrony", "initramfs-tools"):
+    for p in ("raspi-firmware", "linux-image-arm64", "systemd-sysv", "openssh-server", "nftables", "chrony", "initramfs-tools", "cloud-init"):
         assert p in installed, p
     init = disk.ext_read("/etc/initramfs-tools/conf.d/halo-image.conf")
     assert "MODULES=list" in init
@@ -207,5 +214,44 @@ def test_xz_and_bmap_describe_the_image(image):
 
 def test_base_image_keeps_its_layout_and_gets_the_halo_layer(base_disk, deb):
     assert base_disk.table["label"] == "dos" and len(base_disk.parts) == 2
-    halo_checks(base_disk, deb)
+    # The plain image's network is NetworkManager's (as Raspberry Pi OS's):
+    # --base left it so, and enabled no systemd-networkd beside it.
+    halo_checks(base_disk, deb, network="NetworkManager.service")
     assert "cmdline.txt" in base_disk.fat_ls()
+
+
+# === Debian trixie, cloud-init =============================================
+
+
+def test_debian_13_trixie(disk):
+    assert disk.ext_read("/etc/debian_version").startswith("13."), disk.ext_read("/etc/debian_version")
+    assert 'VERSION_CODENAME=trixie' in disk.ext_read("/usr/lib/os-release")
+
+
+def test_cloud_init_reads_nocloud_from_the_boot_partition(disk):
+    cfg = disk.ext_read("/etc/cloud/cloud.cfg.d/90-halo-image.cfg")
+    lines = [ln.strip() for ln in cfg.splitlines()]
+    assert "datasource_list: [NoCloud, None]" in lines
+    assert "fs_label: RASPIFIRM" in lines, "the FAT partition's label"
+    assert "users: []" in lines and "disable_root: false" in lines
+    for unit in ("cloud-init-local.service", "cloud-init-network.service", "cloud-config.service", "cloud-final.service"):
+        assert disk.ext_stat(f"/usr/lib/systemd/system/{unit}") is not None, unit
+
+
+def test_networkmanager_is_installed_but_not_enabled(disk):
+    # One image for two network managers: the halo image runs networkd;
+    # NetworkManager is there for the plain image (--base's test base).
+    assert disk.ext_stat("/usr/sbin/NetworkManager") is not None
+    for unit in ("NetworkManager.service", "NetworkManager-wait-online.service"):
+        for target in ("multi-user.target.wants", "network-online.target.wants"):
+            assert disk.ext_stat(f"/etc/systemd/system/{target}/{unit}") is None, f"{unit} in {target}"
+
+
+def test_pi_5_is_not_supported(disk, tmp_path):
+    """docs/image.md's reasons, read from the image's kernel: the Pi 5's
+    device tree is there, its SD controller and RP1 drivers are not."""
+    assert "bcm2712-rpi-5-b.dtb" in disk.fat_ls()
+    config_name = next(n for n in disk.ext_ls("/boot") if n.startswith("config-"))
+    config = disk.ext_read(f"/boot/{config_name}")
+    assert "# CONFIG_MMC_SDHCI_BRCMSTB is not set" in config
+    assert "RP1" not in config
