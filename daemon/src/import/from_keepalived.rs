@@ -227,6 +227,7 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
     let mut tables = Vec::new();
     let mut seen = Seen::default();
     let mut lvs = 0;
+    let mut lvs_names = Vec::new();
     for s in &tree {
         match s.keyword() {
             "global_defs" | "vrrp_script" | "vrrp_sync_group" => {}
@@ -256,7 +257,14 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
             }
             "virtual_server" => {
                 lvs += 1;
-                tables.extend(super::keepalived_lvs::service(o, s, &tree, lvs, &mut drops));
+                tables.extend(super::keepalived_lvs::service(
+                    o,
+                    s,
+                    &tree,
+                    lvs,
+                    &mut lvs_names,
+                    &mut drops,
+                ));
             }
             kw => drops.push(o.drop(s.line(), kw, top_level_reason(kw))),
         }

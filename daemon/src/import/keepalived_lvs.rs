@@ -163,6 +163,7 @@ pub fn service(
     s: &Stmt,
     tree: &[Stmt],
     n: usize,
+    used: &mut Vec<String>,
     drops: &mut Vec<Dropped>,
 ) -> Vec<Table> {
     let args = s.args();
@@ -189,7 +190,30 @@ pub fn service(
             return vec![];
         }
     };
-    let name = object_name("vs_", ip, Some(port), n);
+    // TCP and UDP on one address and port are two services (DNS).
+    let udp = s.children().iter().any(|c| {
+        c.keyword() == "protocol"
+            && c.args()
+                .first()
+                .is_some_and(|p| p.text.eq_ignore_ascii_case("udp"))
+    });
+    let mut name = object_name("vs_", ip, Some(port), n);
+    if udp {
+        name = if name.len() <= 28 {
+            format!("{name}_udp")
+        } else {
+            format!("vs_{n}_udp")
+        };
+    }
+    if used.contains(&name) {
+        drops.push(o.drop(
+            s.line(),
+            &format!("virtual_server {ip} {port}"),
+            "the same address, port and protocol as an earlier virtual_server: the first is imported",
+        ));
+        return vec![];
+    }
+    used.push(name.clone());
     let mut t = Table::new(&["l4", &name], vec![head]);
     t.entries
         .push(Entry::one("address", Value::Str(ip.to_string()), vec![]));

@@ -829,3 +829,20 @@ fn keepalived_virtual_server_002_dr_takes_the_vip_instance_interface() {
     assert!(!d.contains("connect_port"), "{d}");
     assert!(!d.contains("virtual_server"), "{d}");
 }
+
+#[test]
+fn keepalived_virtual_server_tcp_and_udp_on_one_port_are_two_services() {
+    let vs = |proto: &str| {
+        format!("virtual_server 192.0.2.53 53 {{\n  lb_kind NAT\n  protocol {proto}\n  real_server 192.0.2.21 53 {{\n  }}\n}}\n")
+    };
+    let k = format!("{}{}{}", vs("UDP"), vs("TCP"), vs("TCP"));
+    let i = run(Some(&k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let protos: Vec<&str> = c.l4.iter().map(|s| s.protocol.as_str()).collect();
+    assert_eq!(protos, ["udp", "tcp"], "{}", i.toml);
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:13: directive 'virtual_server 192.0.2.53 53' not carried over: the same address"),
+        "{d}"
+    );
+}
