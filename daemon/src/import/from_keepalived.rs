@@ -11,7 +11,8 @@
 //! as `version = 2` unless the file says 3. Positive track weights, which
 //! keepalived adds while the check passes, become the same election: the
 //! priority is raised by the weight and the track lowers it by as much when
-//! down. Everything else is reported, once, where it is written.
+//! down. `virtual_server` becomes `[l4.NAME]` (see keepalived_lvs.rs).
+//! Everything else is reported, once, where it is written.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -225,6 +226,8 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
 
     let mut tables = Vec::new();
     let mut seen = Seen::default();
+    let mut lvs = 0;
+    let mut lvs_names = Vec::new();
     for s in &tree {
         match s.keyword() {
             "global_defs" | "vrrp_script" | "vrrp_sync_group" => {}
@@ -251,6 +254,17 @@ pub fn map(o: &Origin, tree: &[Stmt], services: &[String], opts: &Options) -> Ma
                 ) {
                     tables.push(t);
                 }
+            }
+            "virtual_server" => {
+                lvs += 1;
+                tables.extend(super::keepalived_lvs::service(
+                    o,
+                    s,
+                    &tree,
+                    lvs,
+                    &mut lvs_names,
+                    &mut drops,
+                ));
             }
             kw => drops.push(o.drop(s.line(), kw, top_level_reason(kw))),
         }
@@ -297,8 +311,8 @@ fn joined_args(s: &Stmt) -> String {
 
 fn top_level_reason(kw: &str) -> &'static str {
     match kw {
-        "virtual_server" | "virtual_server_group" => {
-            "LVS (kernel IPVS) load balancing is not part of halo: halo proxies HTTP itself ([proxy.*], see `halo import --haproxy`)"
+        "virtual_server_group" => {
+            "halo's [l4] takes one address and port per service: write one virtual_server per address"
         }
         "include" => "include is not followed: import the included file on its own and merge the output",
         "static_ipaddress" | "static_routes" | "static_rules" => {
@@ -455,7 +469,7 @@ fn globals(o: &Origin, s: &Stmt, g: &mut Globals, drops: &mut Vec<Dropped>) {
             ("enable_script_security", _) => {
                 drop("halo always runs scripts with a clean environment, as script_user (never root unless it says \"root\")")
             }
-            ("lvs_id" | "lvs_sync_daemon", _) => drop("LVS is not part of halo"),
+            ("lvs_id" | "lvs_sync_daemon", _) => drop("halo syncs no LVS connection table: every balancer programs the same [l4] table, so a takeover needs no sync"),
             (kw, _) if kw.starts_with("notification_email") || kw.starts_with("smtp_") => {
                 drop("halo sends no email; follow state changes in the journal or the metrics")
             }
@@ -711,7 +725,7 @@ fn instance(
             ("virtual_routes" | "virtual_rules", _) => drop(&kw, "halo manages only virtual IPs".into()),
             ("use_vmac" | "vmac_xmit_base", _) => drop(&kw, "halo keeps the interface's own MAC address and sends gratuitous ARPs on failover".into()),
             ("dont_track_primary", _) => drop(&kw, "halo does not track the instance's own interface unless told to (track = [{ interface = ... }])".into()),
-            ("lvs_sync_daemon_interface", _) => drop(&kw, "LVS is not part of halo".into()),
+            ("lvs_sync_daemon_interface", _) => drop(&kw, "halo syncs no LVS connection table: every balancer programs the same [l4] table".into()),
             _ => drop(&kw, "no halo equivalent".into()),
         }
     }

@@ -17,6 +17,7 @@ mod emit;
 mod from_haproxy;
 mod from_keepalived;
 mod haproxy_syntax;
+mod keepalived_lvs;
 mod keepalived_pre;
 mod keepalived_syntax;
 mod units;

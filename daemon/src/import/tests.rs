@@ -731,3 +731,118 @@ listen web\n  mode http\n  bind 192.0.2.10:80\n  server w1 192.0.2.21:80 send-pr
 fn d_has(i: &Imported, directive: &str) -> bool {
     i.dropped.iter().any(|d| d.to_string().contains(directive))
 }
+
+fn l4_of(c: &crate::config::Config) -> &crate::config::L4Service {
+    assert_eq!(c.l4.len(), 1, "one [l4] service");
+    &c.l4[0]
+}
+
+#[test]
+fn keepalived_virtual_server_dr_http_get_becomes_l4() {
+    let k = include_str!("../../../tests/import/fixtures/004-benyacoub-master.keepalived.conf");
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let s = l4_of(&c);
+    assert_eq!(s.address.to_string(), "10.10.0.3");
+    assert_eq!(s.port, 80);
+    assert_eq!(
+        s.forward,
+        crate::config::L4Forward::Dr {
+            interface: "eth0".into()
+        }
+    );
+    assert_eq!(s.scheduler, crate::config::L4Scheduler::RoundRobin);
+    assert_eq!(s.persistence, Some(std::time::Duration::from_secs(50)));
+    let servers: Vec<(String, u32)> = s
+        .servers
+        .iter()
+        .map(|r| (r.address.to_string(), r.weight))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("10.10.0.1:80".to_string(), 100),
+            ("10.10.0.2:80".to_string(), 100)
+        ]
+    );
+    assert!(i.toml.contains("interface = \"eth0\""), "{}", i.toml);
+    assert!(i.toml.contains("interval = \"30s\""));
+    assert!(i
+        .toml
+        .contains("expect_body_digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\""));
+    assert!(i.toml.contains("fall = 4"));
+    assert!(s.health.is_some());
+    assert!(dropped(&i)
+        .iter()
+        .any(|d| d.contains(":31: directive 'delay_before_retry'")));
+}
+
+#[test]
+fn keepalived_virtual_server_nat_tcp_check_sorry_and_reports() {
+    let k = "virtual_server 192.0.2.100 443 {\n  delay_loop 5\n  lb_algo wlc\n  lb_kind NAT\n  protocol TCP\n  sorry_server 192.0.2.30 8443\n  real_server 192.0.2.21 8443 {\n    weight 3\n    TCP_CHECK {\n      connect_timeout 2\n    }\n  }\n  real_server 192.0.2.22 8443 {\n    TCP_CHECK {\n      connect_timeout 2\n    }\n  }\n}\n\
+             virtual_server 192.0.2.101 80 {\n  lb_kind TUN\n  real_server 192.0.2.21 80 {\n  }\n}\n\
+             virtual_server 192.0.2.102 80 {\n  lb_kind DR\n  real_server 192.0.2.21 80 {\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let s = l4_of(&c);
+    assert_eq!(s.port, 443);
+    assert_eq!(s.forward, crate::config::L4Forward::Nat { snat: false });
+    assert_eq!(s.scheduler, crate::config::L4Scheduler::WeightedRoundRobin);
+    assert_eq!(
+        s.sorry.map(|a| a.to_string()).as_deref(),
+        Some("192.0.2.30:8443")
+    );
+    assert_eq!(s.servers[0].weight, 3);
+    assert_eq!(s.servers[1].address.to_string(), "192.0.2.22:8443");
+    assert!(
+        keys(&i.toml).contains("type = \"tcp\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1"),
+        "{}",
+        i.toml
+    );
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:3: directive 'lb_algo wlc'"),
+        "{d}"
+    );
+    assert!(d.contains("keepalived.conf:19: directive 'virtual_server 192.0.2.101 80' not carried over: lb_kind TUN"), "{d}");
+    assert!(d.contains("keepalived.conf:24: directive 'virtual_server 192.0.2.102 80' not carried over: lb_kind DR needs `interface`"), "{d}");
+}
+
+#[test]
+fn keepalived_virtual_server_002_dr_takes_the_vip_instance_interface() {
+    let k =
+        include_str!("../../../tests/import/fixtures/002-techjockey-lb01-relined.keepalived.conf");
+    let i = run(Some(k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let s = l4_of(&c);
+    assert_eq!(
+        s.forward,
+        crate::config::L4Forward::Dr {
+            interface: "eth0".into()
+        }
+    );
+    assert_eq!(s.persistence, Some(std::time::Duration::from_secs(9600)));
+    assert_eq!(s.servers.len(), 2);
+    assert!(s.servers.iter().all(|r| r.weight == 10));
+    // connect_port equal to the server's port is what halo checks anyway.
+    let d = dropped(&i).join("\n");
+    assert!(!d.contains("connect_port"), "{d}");
+    assert!(!d.contains("virtual_server"), "{d}");
+}
+
+#[test]
+fn keepalived_virtual_server_tcp_and_udp_on_one_port_are_two_services() {
+    let vs = |proto: &str| {
+        format!("virtual_server 192.0.2.53 53 {{\n  lb_kind NAT\n  protocol {proto}\n  real_server 192.0.2.21 53 {{\n  }}\n}}\n")
+    };
+    let k = format!("{}{}{}", vs("UDP"), vs("TCP"), vs("TCP"));
+    let i = run(Some(&k), None, &opts()).unwrap();
+    let c = valid(&i.toml);
+    let protos: Vec<&str> = c.l4.iter().map(|s| s.protocol.as_str()).collect();
+    assert_eq!(protos, ["udp", "tcp"], "{}", i.toml);
+    let d = dropped(&i).join("\n");
+    assert!(
+        d.contains("keepalived.conf:13: directive 'virtual_server 192.0.2.53 53' not carried over: the same address"),
+        "{d}"
+    );
+}
