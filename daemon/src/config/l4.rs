@@ -391,14 +391,7 @@ mod tests {
     use super::*;
     use crate::config::{parse_str, TrackTarget};
 
-    fn errors(text: &str) -> Vec<String> {
-        parse_str("t.toml", text)
-            .expect_err("expected errors")
-            .0
-            .iter()
-            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
-            .collect()
-    }
+    use crate::config::tests::errors;
 
     const DR: &str = r#"[l4.web]
 address = "192.0.2.100"

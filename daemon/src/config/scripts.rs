@@ -189,14 +189,7 @@ mod tests {
 
     const VRRP: &str = "[vrrp.v]\ninterface = \"eth0\"\nvrid = 1\nvirtual_ips = [\"192.0.2.1\"]\n";
 
-    fn errors(text: &str) -> Vec<String> {
-        parse_str("t.toml", text)
-            .expect_err("expected errors")
-            .0
-            .iter()
-            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
-            .collect()
-    }
+    use crate::config::tests::errors;
 
     #[test]
     fn hooks_and_scripts_parse_with_defaults() {

@@ -43,7 +43,9 @@ fn ok(text: &str) -> Config {
 }
 
 /// Errors as "LINE:COL: message", after checking the file name is there.
-fn errors(text: &str) -> Vec<String> {
+/// Every error `text` gives, as `LINE:COL: message` (also used by the
+/// config submodules' tests).
+pub(super) fn errors(text: &str) -> Vec<String> {
     let errs = parse_str("t.toml", text).expect_err("expected errors").0;
     assert!(!errs.is_empty());
     errs.iter()
