@@ -400,12 +400,7 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
          workers = 1\n\
          servers = [\n",
     );
-    for w in spec.webs() {
-        t.push_str(&format!(
-            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
-            w.addr()
-        ));
-    }
+    push_servers(&mut t, spec);
     t.push_str(
         "]\n\n\
          [proxy.web.health]\n\
@@ -416,6 +411,17 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
          fall = 3\n",
     );
     Some(t)
+}
+
+/// The backends as the lines of a `servers = [...]` list (port 80), for
+/// `[proxy.web]` and `[l4.web]` alike.
+fn push_servers(t: &mut String, spec: &Spec) {
+    for w in spec.webs() {
+        t.push_str(&format!(
+            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
+            w.addr()
+        ));
+    }
 }
 
 /// `[l4.web]`: the kernel balances the VIP's port 80 over the backends.
@@ -440,12 +446,7 @@ fn l4_section(spec: &Spec, mode: L4Mode) -> String {
         ),
     }
     t.push_str("# Try: scheduler = \"wrr\" with weights, persistence = \"1m\"\nscheduler = \"rr\"\nservers = [\n");
-    for w in spec.webs() {
-        t.push_str(&format!(
-            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
-            w.addr()
-        ));
-    }
+    push_servers(&mut t, spec);
     t.push_str(
         "]\n\n\
          [l4.web.health]\n\
