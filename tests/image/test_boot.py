@@ -190,23 +190,29 @@ def test_first_boot_applied_the_card(booted):
     assert "halo-firstboot: applied" in text and "(host lb1)" in text
 
 
-def test_proxy_answers_through_the_vip_with_the_backends_page(booted):
-    # The health check must first see the backend up (rise = 1, 1 s), and
-    # halo be MASTER (the VIP on eth0): seconds here, a bound for a slow TCG.
-    url = f"http://127.0.0.1:{booted.http_port}/"
-    deadline = time.monotonic() + 600
+def wait_for_page(vm, timeout=600):
+    """Until the VM's forwarded port 80 (the VIP) answers 200 with the
+    backend page carrying `vm.token`: the health check must first see the
+    backend up and halo be MASTER. Seconds on hardware; a bound for a slow
+    TCG. Fails with the last answer and the console's tail."""
+    url = f"http://127.0.0.1:{vm.http_port}/"
+    deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=20) as r:
                 body = r.read().decode()
-                if r.status == 200 and booted.token in body:
+                if r.status == 200 and vm.token in body:
                     return
                 last = f"{r.status} {body[:200]!r}"
         except Exception as e:  # noqa: BLE001 - retried until the deadline
             last = repr(e)
         time.sleep(3)
-    pytest.fail(f"no backend page through {url}: last answer {last}\n{booted.tail()}")
+    pytest.fail(f"no backend page through {url}: last answer {last}\n{vm.tail()}")
+
+
+def test_proxy_answers_through_the_vip_with_the_backends_page(booted):
+    wait_for_page(booted)
 
 
 def test_halo_status_says_master_with_the_nodes_priority(booted):

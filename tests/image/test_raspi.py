@@ -24,13 +24,12 @@ import os
 import secrets
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import BOOT_FAILURES, BOOT_TIMEOUT, Console, Disk, _mtools_env, card_overlay, qemu_binary, run, ssh_keygen, stop_process
-from test_boot import FIRSTBOOT_HOOK, free_port, ssh, ssh_cmd, wait_ssh
+from test_boot import FIRSTBOOT_HOOK, free_port, ssh, ssh_cmd, wait_for_page, wait_ssh
 
 VIP = "192.0.2.100"
 NODE_ADDR = "192.0.2.11"
@@ -206,21 +205,7 @@ def test_halo_toml_came_from_write_files(raspi):
 
 
 def test_halo_is_master_and_the_proxy_answers_through_the_vip(raspi):
-    url = f"http://127.0.0.1:{raspi.http_port}/"
-    deadline = time.monotonic() + 600
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=20) as r:
-                body = r.read().decode()
-                if r.status == 200 and raspi.token in body:
-                    break
-                last = f"{r.status} {body[:200]!r}"
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last = repr(e)
-        time.sleep(3)
-    else:
-        pytest.fail(f"no backend page through {url}: last answer {last}\n{raspi.tail()}")
+    wait_for_page(raspi)
     r = ssh(raspi, raspi.key, f"halo status; ip -o -4 addr show dev {IFACE}")
     assert r.returncode == 0, r.stderr
     assert "MASTER" in r.stdout and "150" in r.stdout, r.stdout
