@@ -1,6 +1,7 @@
 //! `halo`: VRRP floating IP + HTTP reverse proxy + health checks in one daemon.
 
-use halo::{config, logging};
+use halo::config;
+use halo::run::logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,28 +34,28 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        target: halo::ctl::Target,
+        target: halo::control::cli::Target,
     },
     /// Re-read the config in the running daemon; an invalid file changes nothing.
     Reload {
         #[command(flatten)]
-        target: halo::ctl::Target,
+        target: halo::control::cli::Target,
     },
     /// Operate a VRRP instance of the running daemon.
     Vrrp {
         #[command(subcommand)]
-        cmd: halo::ctl::VrrpCmd,
+        cmd: halo::control::cli::VrrpCmd,
         #[command(flatten)]
-        target: halo::ctl::Target,
+        target: halo::control::cli::Target,
     },
     /// Take a proxy or l4 server out of rotation or put it back.
     Server {
         #[arg(value_enum)]
-        action: halo::ctl::ServerVerb,
+        action: halo::control::cli::ServerVerb,
         /// SERVICE/SERVER, e.g. web/web2.
         which: String,
         #[command(flatten)]
-        target: halo::ctl::Target,
+        target: halo::control::cli::Target,
     },
     /// Validate a configuration file and summarise what it sets up.
     Check {
@@ -118,14 +119,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Status { json, target } => halo::ctl::status(&target, json),
-        Cmd::Reload { target } => halo::ctl::reload(&target),
-        Cmd::Vrrp { cmd, target } => halo::ctl::vrrp(&target, cmd),
+        Cmd::Status { json, target } => halo::control::cli::status(&target, json),
+        Cmd::Reload { target } => halo::control::cli::reload(&target),
+        Cmd::Vrrp { cmd, target } => halo::control::cli::vrrp(&target, cmd),
         Cmd::Server {
             action,
             which,
             target,
-        } => halo::ctl::server(&target, action, &which),
+        } => halo::control::cli::server(&target, action, &which),
         Cmd::Run { config, socket } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(cfg.global.log_level.as_deref());
-            match halo::daemon::run(cfg, &config, halo::daemon::RunOptions { socket }) {
+            match halo::run::run(cfg, &config, halo::run::RunOptions { socket }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

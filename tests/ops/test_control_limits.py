@@ -16,7 +16,7 @@ from halolab import halo_bin, wait_for
 from localfix import free_port, kill
 
 T = 30
-# Both from daemon/src/control.rs.
+# Both from daemon/src/control/server.rs.
 MAX_LINE = 64 * 1024
 MAX_CONNECTIONS = 16
 

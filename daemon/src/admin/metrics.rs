@@ -9,8 +9,8 @@
 
 use std::fmt::Write;
 
-use crate::stats::{ServiceTraffic, TrafficSnapshot, CLASSES, LATENCY_BOUNDS};
-use crate::status::Snapshot;
+use crate::telemetry::stats::{ServiceTraffic, TrafficSnapshot, CLASSES, LATENCY_BOUNDS};
+use crate::telemetry::status::Snapshot;
 
 /// The content type of the format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -498,7 +498,9 @@ fn proxy(o: &mut String, s: &Snapshot, traffic: &[ServiceTraffic]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{L4ServerView, L4View, PeerView, ServerView, ServiceView, VrrpStatus};
+    use crate::telemetry::status::{
+        L4ServerView, L4View, PeerView, ServerView, ServiceView, VrrpStatus,
+    };
 
     fn snapshot() -> Snapshot {
         Snapshot {

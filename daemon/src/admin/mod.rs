@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout_at;
 
 use crate::config::Admin;
-use crate::status::StatusHub;
+use crate::telemetry::status::StatusHub;
 use auth::{Auth, Quick};
 use http::{BadRequest, Response};
 

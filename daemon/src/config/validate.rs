@@ -70,16 +70,15 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/halo/halo.sock";
 
 fn global(d: &mut Diag, raw: RawGlobal) -> Global {
-    let log_level =
-        take(d, "log_level", raw.log_level).and_then(|(at, v)| match crate::logging::parse_filter(
-            &v,
-        ) {
+    let log_level = take(d, "log_level", raw.log_level).and_then(|(at, v)| {
+        match crate::run::logging::parse_filter(&v) {
             Ok(_) => Some(v),
             Err(e) => {
                 d.error(&at, format!("log_level \"{v}\" is not a valid filter: {e}"));
                 None
             }
-        });
+        }
+    });
     let control_socket = path(d, "control_socket", raw.control_socket)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
     let pid_file = path(d, "pid_file", raw.pid_file);

@@ -17,6 +17,7 @@ pub mod checker;
 pub mod genhash;
 pub mod probe;
 pub mod response;
+pub mod track_script;
 
 pub use board::{AdminState, HealthBoard, ServerStatus, ServiceStatus};
 pub use checker::{CheckResult, PassiveEvent, Transition};
@@ -106,7 +107,7 @@ pub fn spawn(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
         .name("halo-health".into())
         .spawn(move || {
             // The watchdog pings only while this thread's runtime runs.
-            rt.block_on(crate::liveness::with_heartbeat(
+            rt.block_on(crate::run::liveness::with_heartbeat(
                 "health checker",
                 async move {
                     let mut tasks = tokio::task::JoinSet::new();

@@ -16,7 +16,7 @@ use super::running::*;
 use super::sys::{self, Tool};
 use super::Which;
 use crate::control;
-use crate::status::Snapshot;
+use crate::telemetry::status::Snapshot;
 
 // === status ===
 

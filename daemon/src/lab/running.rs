@@ -20,7 +20,7 @@ use super::probe::{self, Reply};
 use super::sys::{self, Tool};
 use super::Which;
 use crate::control;
-use crate::status::Snapshot;
+use crate::telemetry::status::Snapshot;
 
 pub(super) const IPROUTE: Tool = Tool {
     command: "ip",

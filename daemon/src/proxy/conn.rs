@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     pub svc: ProxyService,
     pub board: Arc<HealthBoard>,
     /// Traffic counters (`/metrics`, `halo status`).
-    pub stats: Arc<crate::stats::ServiceStats>,
+    pub stats: Arc<crate::telemetry::stats::ServiceStats>,
     /// Requests in flight per server (leastconn, per-server maxconn).
     active: Vec<AtomicU32>,
     /// Client connections open (service maxconn).
@@ -75,7 +75,7 @@ impl Shared {
         idx: usize,
         svc: ProxyService,
         board: Arc<HealthBoard>,
-        stats: Arc<crate::stats::ServiceStats>,
+        stats: Arc<crate::telemetry::stats::ServiceStats>,
     ) -> Shared {
         let n = svc.servers.len();
         Shared {

@@ -68,7 +68,7 @@ impl ProxyRuntime {
         &mut self,
         services: &[ProxyService],
         board: Arc<HealthBoard>,
-        stats: Arc<crate::stats::ProxyStats>,
+        stats: Arc<crate::telemetry::stats::ProxyStats>,
     ) -> bool {
         let same_shape = services.len() == self.services.len()
             && services.iter().zip(&self.services).all(|(a, b)| {
@@ -170,7 +170,7 @@ pub fn start(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
     start_with_stats(
         services,
         board,
-        crate::stats::ProxyStats::new(services, None),
+        crate::telemetry::stats::ProxyStats::new(services, None),
     )
 }
 
@@ -178,7 +178,7 @@ pub fn start(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
 pub fn start_with_stats(
     services: &[ProxyService],
     board: Arc<HealthBoard>,
-    stats: Arc<crate::stats::ProxyStats>,
+    stats: Arc<crate::telemetry::stats::ProxyStats>,
 ) -> anyhow::Result<ProxyRuntime> {
     start_generation(services, board, stats, None)
 }
@@ -190,7 +190,7 @@ pub fn start_with_stats(
 pub fn start_generation(
     services: &[ProxyService],
     board: Arc<HealthBoard>,
-    stats: Arc<crate::stats::ProxyStats>,
+    stats: Arc<crate::telemetry::stats::ProxyStats>,
     previous: Option<&ProxyRuntime>,
 ) -> anyhow::Result<ProxyRuntime> {
     let mut kept = std::collections::HashMap::new();
@@ -271,7 +271,7 @@ pub fn start_generation(
                                 let _ = ready_tx.send(Ok(()));
                                 // The start loop reads until every sender is gone.
                                 drop(ready_tx);
-                                rt.block_on(crate::liveness::with_heartbeat(
+                                rt.block_on(crate::run::liveness::with_heartbeat(
                                     part,
                                     run_worker::<Uring>(shared, ls, stop_rx, gen_rx),
                                 ));
@@ -291,7 +291,7 @@ pub fn start_generation(
                                 let local = tokio::task::LocalSet::new();
                                 local.block_on(
                                     &rt,
-                                    crate::liveness::with_heartbeat(
+                                    crate::run::liveness::with_heartbeat(
                                         part,
                                         run_worker::<Epoll>(shared, ls, stop_rx, gen_rx),
                                     ),

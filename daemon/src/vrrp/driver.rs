@@ -15,15 +15,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::netlink::{LinkEvent, LinkLocal, Netlink};
 use super::packet::{Advert, PacketCtx, Version};
 use super::router::{Action, RouterParams, State, VirtualRouter};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
+use crate::health::track_script::ScriptWatch;
 use crate::health::HealthBoard;
 use crate::hooks::{HookState, Hooks};
-use crate::netlink::{LinkEvent, LinkLocal, Netlink};
-use crate::status::{PeerView, StatusHub, TrackView, VrrpStatus};
-use crate::track_script::ScriptWatch;
+use crate::telemetry::status::{PeerView, StatusHub, TrackView, VrrpStatus};
 
 /// What an instance can be told from outside while it runs.
 pub enum Control {
@@ -704,7 +704,7 @@ pub async fn run_instance(
     let mut released: Option<Option<Instant>> =
         pending_release.or(inst.follow.as_ref().map(|_| None));
     // The systemd watchdog pings only while this loop goes round.
-    let beat = crate::liveness::register(format!("vrrp {}", cfg.name));
+    let beat = crate::run::liveness::register(format!("vrrp {}", cfg.name));
 
     loop {
         let mut deadline = inst

@@ -16,7 +16,7 @@ use super::driver::Control;
 use super::sync_group::{GroupState, Member, Order, SyncGroup};
 use crate::config::{self, VrrpInstance};
 use crate::hooks::{HookState, Hooks};
-use crate::status::StatusHub;
+use crate::telemetry::status::StatusHub;
 
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// A group hook still running after this is killed, as an instance's.

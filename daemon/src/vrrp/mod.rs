@@ -3,6 +3,7 @@
 pub mod driver;
 pub mod garp;
 pub mod group_run;
+pub mod netlink;
 pub mod packet;
 pub mod router;
 pub mod sockets;

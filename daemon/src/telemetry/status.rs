@@ -147,7 +147,7 @@ pub struct StatusHub {
     vrrp: Mutex<BTreeMap<String, VrrpStatus>>,
     board: Mutex<Arc<HealthBoard>>,
     weights: Mutex<BTreeMap<(String, String), u32>>,
-    stats: Mutex<Option<Arc<crate::stats::ProxyStats>>>,
+    stats: Mutex<Option<Arc<crate::telemetry::stats::ProxyStats>>>,
     l4: Mutex<Option<L4Source>>,
 }
 
@@ -197,11 +197,11 @@ impl StatusHub {
     }
 
     /// The proxy's traffic counters (set again after a reload).
-    pub fn set_stats(&self, stats: Arc<crate::stats::ProxyStats>) {
+    pub fn set_stats(&self, stats: Arc<crate::telemetry::stats::ProxyStats>) {
         *self.stats.lock().unwrap() = Some(stats);
     }
 
-    pub fn stats(&self) -> Option<Arc<crate::stats::ProxyStats>> {
+    pub fn stats(&self) -> Option<Arc<crate::telemetry::stats::ProxyStats>> {
         self.stats.lock().unwrap().clone()
     }
 
@@ -323,7 +323,7 @@ impl StatusHub {
 
 /// A ServerView carrying only the traffic fields, for `..` in `snapshot`.
 fn traffic(
-    stats: Option<&crate::stats::ProxyStats>,
+    stats: Option<&crate::telemetry::stats::ProxyStats>,
     now: Instant,
     service: &str,
     server: &str,

@@ -51,21 +51,21 @@ pub fn start_watchdog() {
     // systemd acts between 3/4 and one limit after that part stopped.
     let every = limit / 4;
     // Parts go round several times between two looks.
-    let reg = crate::liveness::enable((every / 4).min(std::time::Duration::from_secs(1)));
+    let reg = crate::run::liveness::enable((every / 4).min(std::time::Duration::from_secs(1)));
     let spawned = std::thread::Builder::new()
         .name("halo-watchdog".into())
         .spawn(move || {
-            let mut pinger = crate::liveness::Pinger::new();
+            let mut pinger = crate::run::liveness::Pinger::new();
             let mut held: Option<Vec<String>> = None;
             loop {
                 match pinger.decide(&reg.sample()) {
-                    crate::liveness::Decision::Ping => {
+                    crate::run::liveness::Decision::Ping => {
                         if held.take().is_some() {
                             tracing::info!("watchdog: every part makes progress again, pinging systemd");
                         }
                         notify("WATCHDOG=1");
                     }
-                    crate::liveness::Decision::Hold { stuck } => {
+                    crate::run::liveness::Decision::Hold { stuck } => {
                         if held.as_ref() != Some(&stuck) {
                             tracing::error!(
                                 "watchdog: not pinging systemd, no progress since the last ping: {} (systemd restarts halo {}s after the last ping)",

@@ -79,7 +79,7 @@ pub fn status(target: &Target, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(s) => {
-            print!("{}", crate::status::render(&s));
+            print!("{}", crate::telemetry::status::render(&s));
             ExitCode::SUCCESS
         }
         None => report(resp),

@@ -15,13 +15,13 @@ use tracing::{error, info};
 
 use crate::config::{self, Config, ProxyService, VrrpInstance};
 use crate::control::{self, Envelope, Request, Response, ServerAction};
+use crate::health::track_script::ScriptRuntime;
 use crate::health::{self, AdminState, HealthBoard, HealthRuntime};
-use crate::netlink::{self, LinkEvent, Netlink};
 use crate::proxy::{self, ProxyRuntime};
-use crate::sdnotify;
-use crate::status::StatusHub;
-use crate::track_script::ScriptRuntime;
+use crate::run::sdnotify;
+use crate::telemetry::status::StatusHub;
 use crate::vrrp::driver::{self, Control, ProxyTracking};
+use crate::vrrp::netlink::{self, LinkEvent, Netlink};
 
 /// Options from the command line that override the config.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +47,7 @@ pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
         // Before anything registers with `liveness`. The main runtime (VRRP
         // instances, control socket, reloads) is a part of its own.
         sdnotify::start_watchdog();
-        tokio::spawn(crate::liveness::with_heartbeat(
+        tokio::spawn(crate::run::liveness::with_heartbeat(
             "main runtime",
             std::future::pending::<()>(),
         ));
@@ -64,7 +64,7 @@ struct ProxySide {
     health: Option<HealthRuntime>,
     proxy: Option<ProxyRuntime>,
     /// Traffic counters, carried over by name across reloads.
-    stats: Arc<crate::stats::ProxyStats>,
+    stats: Arc<crate::telemetry::stats::ProxyStats>,
 }
 
 impl ProxySide {
@@ -76,7 +76,8 @@ impl ProxySide {
             Some(p) => HealthBoard::new_after(services, &p.board),
             None => HealthBoard::new(services),
         };
-        let stats = crate::stats::ProxyStats::new(services, prev.as_ref().map(|p| &*p.stats));
+        let stats =
+            crate::telemetry::stats::ProxyStats::new(services, prev.as_ref().map(|p| &*p.stats));
         let health = health::spawn(services, board.clone()).context("starting health checks")?;
         let prev_proxy = prev.map(|p| &mut p.proxy);
         let proxy = match prev_proxy {
@@ -167,7 +168,7 @@ struct Daemon {
     /// `[track_script.*]` runs, shared by every instance.
     scripts: ScriptRuntime,
     /// `halo vrrp release`s kept across restarts, beside the socket.
-    releases: crate::release::Store,
+    releases: crate::run::release::Store,
     /// `[l4.*]`: checks and the nftables reconciler (none once stopped).
     l4: Option<crate::l4::L4Side>,
     /// One task per `[vrrp_sync_group.*]` (vrrp::group_run).
@@ -204,7 +205,7 @@ impl Daemon {
             socket_path: socket_path.clone(),
             admin,
             scripts,
-            releases: crate::release::Store::beside(&socket_path),
+            releases: crate::run::release::Store::beside(&socket_path),
             l4: Some(l4),
             groups: Vec::new(),
         };
@@ -328,7 +329,7 @@ impl Daemon {
     /// The release of `name` kept from before this start, as the
     /// instance's `until` (none: until reclaimed).
     fn restored_release(&self, name: &str) -> Option<Option<tokio::time::Instant>> {
-        use crate::release::Restored;
+        use crate::run::release::Restored;
         let path = self.releases.path(name);
         match self.releases.load(name) {
             Ok(Some(Restored::UntilReclaim)) => {

@@ -12,7 +12,7 @@
 //! `WatchdogSec=`.
 //!
 //! This module does not talk to systemd (`sdnotify` does) and does not read
-//! the clock in its decision; the pinger thread in `daemon` drives it.
+//! the clock in its decision; the pinger thread in `sdnotify` drives it.
 //! Nothing registers unless the watchdog is on ([`enable`]): without
 //! systemd's watchdog a [`Beat`] is inert and costs one branch.
 

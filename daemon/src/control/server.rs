@@ -1,80 +1,19 @@
-//! The control socket: one JSON request per line in, one JSON response per
-//! line out, over a Unix stream socket (default `/run/halo/halo.sock`, mode
-//! 0660, group `halo` when that group exists).
-//!
-//! The server side only parses and forwards; the daemon's supervisor acts.
-//! The client side is what `halo status`, `halo reload`, `halo vrrp …` and
-//! `halo server …` use.
+//! The server side of the control socket: bind it, accept connections
+//! (at most [`MAX_CONNECTIONS`]), read request lines (at most
+//! [`MAX_LINE`] bytes) and forward each to the supervisor, which acts.
+//! Nothing here decides anything.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::status::Snapshot;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
-    Status,
-    Reload,
-    VrrpRelease {
-        instance: String,
-        /// Seconds to stay backup; none = until reclaimed.
-        for_secs: Option<f64>,
-    },
-    VrrpReclaim {
-        instance: String,
-    },
-    Server {
-        action: ServerAction,
-        service: String,
-        server: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerAction {
-    Drain,
-    Disable,
-    Enable,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Response {
-    pub ok: bool,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Snapshot>,
-}
-
-impl Response {
-    pub fn ok(message: impl Into<String>) -> Response {
-        Response {
-            ok: true,
-            message: message.into(),
-            status: None,
-        }
-    }
-    pub fn err(message: impl Into<String>) -> Response {
-        Response {
-            ok: false,
-            message: message.into(),
-            status: None,
-        }
-    }
-}
-
-/// A request with the channel its answer goes back on.
-pub type Envelope = (Request, oneshot::Sender<Response>);
+use super::{Envelope, Request, Response};
 
 /// Bind the socket. A stale file from a crashed halo is replaced; a live
 /// halo on the same path is an error (two daemons must not share a socket).
@@ -230,68 +169,5 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                 }
             }
         });
-    }
-}
-
-/// Send one request and wait for the answer (blocking; for the CLI).
-pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response> {
-    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
-        format!(
-            "cannot reach halo at {} (is it running? is --socket right?)",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut line = serde_json::to_string(req)?;
-    line.push('\n');
-    s.write_all(line.as_bytes())?;
-    let mut resp = String::new();
-    BufReader::new(&s)
-        .read_line(&mut resp)
-        .context("reading halo's answer")?;
-    if resp.is_empty() {
-        bail!("halo closed the control socket without answering");
-    }
-    serde_json::from_str(&resp).context("halo's answer is not valid JSON")
-}
-
-/// The socket path a CLI command should use: the flag, else the config's
-/// `control_socket` if the config is readable, else the default.
-pub fn socket_path(flag: Option<PathBuf>, config: &Path) -> PathBuf {
-    if let Some(p) = flag {
-        return p;
-    }
-    match crate::config::load(config) {
-        Ok(c) => c.global.control_socket,
-        Err(_) => PathBuf::from(crate::config::DEFAULT_CONTROL_SOCKET),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_one_json_line_each() {
-        let r = Request::VrrpRelease {
-            instance: "VI_1".into(),
-            for_secs: Some(30.0),
-        };
-        let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(
-            s,
-            r#"{"cmd":"vrrp-release","instance":"VI_1","for_secs":30.0}"#
-        );
-        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
-        let s = r#"{"cmd":"server","action":"drain","service":"web","server":"web2"}"#;
-        assert_eq!(
-            serde_json::from_str::<Request>(s).unwrap(),
-            Request::Server {
-                action: ServerAction::Drain,
-                service: "web".into(),
-                server: "web2".into()
-            }
-        );
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm-rf"}"#).is_err());
     }
 }

@@ -1,0 +1,16 @@
+//! The process: `halo run` from start to stop.
+//!
+//! [`supervisor`] starts every subsystem, owns the signals and the control
+//! requests, applies reloads and stops everything in order; [`sdnotify`]
+//! and [`liveness`] tell systemd that halo is ready and still going round;
+//! [`logging`] picks journald or stderr; [`release`] keeps `halo vrrp
+//! release` across a restart of the process. The protocols themselves live
+//! in `vrrp`, `proxy`, `health` and `l4`.
+
+pub mod liveness;
+pub mod logging;
+pub mod release;
+pub mod sdnotify;
+pub mod supervisor;
+
+pub use supervisor::{run, RunOptions};
