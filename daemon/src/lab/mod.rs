@@ -23,8 +23,13 @@ pub mod ops;
 pub mod plan;
 pub mod probe;
 pub mod running;
+// Drivers: they time what they wait for and print how long it took
+// (clippy.toml).
+#[allow(clippy::disallowed_methods)]
 pub mod sys;
+#[allow(clippy::disallowed_methods)]
 pub mod up;
+#[allow(clippy::disallowed_methods)]
 pub mod watch;
 
 use std::path::PathBuf;

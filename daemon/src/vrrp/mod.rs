@@ -1,5 +1,7 @@
 //! VRRP: pure codec (`packet`) and state machine (`router`), and the I/O driver.
 
+// Drivers: they read the clock (clippy.toml).
+#[allow(clippy::disallowed_methods)]
 pub mod driver;
 pub mod garp;
 pub mod group_run;
