@@ -1258,3 +1258,6 @@ async fn tunnel<A: Stream, B: Stream>(src: &A, dst: &B, idle: Duration) -> u64 {
     dst.shutdown(Shutdown::Write);
     total
 }
+
+#[cfg(test)]
+mod tests;
