@@ -6,7 +6,9 @@
 //! service is reported and left out), `protocol` TCP/UDP,
 //! `persistence_timeout`, `delay_loop`, `sorry_server`, `real_server` with
 //! `weight`, and one `TCP_CHECK` or `HTTP_GET` (url path, status_code,
-//! digest, connect_timeout, retry / nb_get_retry). halo checks a service's
+//! digest, connect_timeout, retry / nb_get_retry -> `fall`,
+//! delay_before_retry -> `fast_interval`, with keepalived's defaults when
+//! absent). halo checks a service's
 //! servers all the same way, so the first real_server's checker is used and a
 //! different one on another server is reported. DR needs `interface`: it is
 //! the interface of the vrrp_instance holding the VIP, if there is one.
@@ -89,6 +91,7 @@ fn checker(
     )];
     let mut urls = 0;
     let mut cited = Vec::new();
+    let (mut retry_seen, mut delay_seen) = (false, false);
     for k in c.children() {
         let arg = k.args().first().map(|w| w.text.as_str());
         let src = vec![o.src(&k.words)];
@@ -98,11 +101,24 @@ fn checker(
                 _ => drops.push(o.drop(k.line(), "connect_timeout", "not a number of seconds above 0")),
             },
             ("retry" | "nb_get_retry", Some(n)) => match n.parse::<i64>() {
-                Ok(n) if (0..=99).contains(&n) => out.push(
-                    Entry::one("fall", Value::Int(n + 1), src)
-                        .note("keepalived marks a server down after the first failure and its retries"),
-                ),
+                Ok(n) if (0..=99).contains(&n) => {
+                    retry_seen = true;
+                    out.push(
+                        Entry::one("fall", Value::Int(n + 1), src)
+                            .note("keepalived marks a server down after the first failure and its retries"),
+                    )
+                }
                 _ => drops.push(o.drop(k.line(), k.keyword(), "halo takes 0..=99 retries")),
+            },
+            ("delay_before_retry", Some(t)) => match keepalived_secs(t) {
+                Ok(d) if !d.is_zero() => {
+                    delay_seen = true;
+                    out.push(
+                        Entry::one("fast_interval", Value::Dur(d), src)
+                            .note("keepalived checks again after delay_before_retry while a server fails"),
+                    )
+                }
+                _ => drops.push(o.drop(k.line(), "delay_before_retry", "not a number of seconds above 0")),
             },
             ("url", _) if http => {
                 urls += 1;
@@ -135,13 +151,24 @@ fn checker(
                 }
             }
             ("connect_port", Some(p)) if p.parse::<u16>() == Ok(port) => cited.extend(src),
-            ("delay_before_retry", _) => drops.push(o.drop(
-                k.line(),
-                "delay_before_retry",
-                "halo checks again after `interval` (delay_loop), also after a failure",
-            )),
             (kw, _) => drops.push(o.drop(k.line(), kw, "not a checker setting halo carries (halo checks the server's own address and port)")),
         }
+    }
+    // keepalived's defaults (check_api.c, check_http.c) differ from halo's
+    // (fall 3, checks at `interval`): one retry, 1 s (TCP_CHECK) or 3 s
+    // (HTTP_GET) after the failure.
+    if !retry_seen {
+        out.push(
+            Entry::one("fall", Value::Int(2), vec![])
+                .note("keepalived's default: one retry after the first failure"),
+        );
+    }
+    if !delay_seen {
+        let d = Duration::from_secs(if http { 3 } else { 1 });
+        out.push(
+            Entry::one("fast_interval", Value::Dur(d), vec![])
+                .note("keepalived's default delay_before_retry"),
+        );
     }
     if http && !out.iter().any(|e| e.key == "expect_status") {
         out.push(

@@ -771,10 +771,41 @@ fn keepalived_virtual_server_dr_http_get_becomes_l4() {
         .toml
         .contains("expect_body_digest = \"md5:d41d8cd98f00b204e9800998ecf8427e\""));
     assert!(i.toml.contains("fall = 4"));
-    assert!(s.health.is_some());
-    assert!(dropped(&i)
-        .iter()
-        .any(|d| d.contains(":31: directive 'delay_before_retry'")));
+    // keepalived retries a failed check after delay_before_retry (2 s here),
+    // not after delay_loop (30 s): a dead server is out after about
+    // 30 + 3 x 2 s, not 4 x 30 s. halo's fast_interval is that pause.
+    let h = s.health.as_ref().unwrap();
+    assert_eq!(
+        (h.fall, h.fast_interval),
+        (4, std::time::Duration::from_secs(2))
+    );
+    let d = dropped(&i).join("\n");
+    assert!(!d.contains("delay_before_retry"), "{d}");
+}
+
+#[test]
+fn keepalived_checker_defaults_are_carried_retry_1_and_its_delay() {
+    // Without retry / delay_before_retry keepalived retries once, after 1 s
+    // (TCP_CHECK) or 3 s (HTTP_GET) (check_api.c, check_http.c): halo's own
+    // defaults (fall 3, at `interval`) would take three delay_loops.
+    for (checker, delay) in [("TCP_CHECK", 1), ("HTTP_GET { url { path / } }", 3)] {
+        let k = format!(
+            "virtual_server 192.0.2.100 80 {{\n  delay_loop 10\n  lb_kind NAT\n  real_server 192.0.2.21 80 {{\n    {checker}\n  }}\n}}\n"
+        );
+        let i = run(Some(&k), None, &opts()).unwrap();
+        let c = valid(&i.toml);
+        let h = l4_of(&c).health.clone().unwrap();
+        assert_eq!(
+            (h.interval, h.fall, h.fast_interval),
+            (
+                std::time::Duration::from_secs(10),
+                2,
+                std::time::Duration::from_secs(delay)
+            ),
+            "{checker}: {}",
+            i.toml
+        );
+    }
 }
 
 #[test]
@@ -795,7 +826,7 @@ fn keepalived_virtual_server_nat_tcp_check_sorry_and_reports() {
     assert_eq!(s.servers[0].weight, 3);
     assert_eq!(s.servers[1].address.to_string(), "192.0.2.22:8443");
     assert!(
-        keys(&i.toml).contains("type = \"tcp\"\ninterval = \"5s\"\ntimeout = \"2s\"\nrise = 1"),
+        keys(&i.toml).contains("type = \"tcp\"\ninterval = \"5s\"\ntimeout = \"2s\"\nfall = 2\nfast_interval = \"1s\"\nrise = 1"),
         "{}",
         i.toml
     );
