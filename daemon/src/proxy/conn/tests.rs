@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use super::{serve, Shared, Worker};
 use crate::proxy::stream::{Io, Stream};
-use crate::stats::TrafficSnapshot;
+use crate::telemetry::stats::TrafficSnapshot;
 
 // === an in-memory duplex stream ===
 
@@ -226,7 +226,7 @@ fn shared(extra: &str, servers: &[&str]) -> Arc<Shared> {
         .expect("valid config")
         .proxy;
     let board = crate::health::HealthBoard::new(&svcs);
-    let stats = crate::stats::ProxyStats::new(&svcs, None);
+    let stats = crate::telemetry::stats::ProxyStats::new(&svcs, None);
     Arc::new(Shared::new(0, svcs[0].clone(), board, stats.service(0)))
 }
 
