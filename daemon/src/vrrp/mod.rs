@@ -1,6 +1,7 @@
 //! VRRP: pure codec (`packet`) and state machine (`router`), and the I/O driver.
 
 pub mod driver;
+pub mod explain;
 pub mod garp;
 pub mod group_run;
 pub mod packet;
