@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::explain::Explanation;
 use super::packet::{Advert, PacketCtx, Version};
 use super::router::{Action, HandOver, PriorityWhy, Release, RouterParams, State, VirtualRouter};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
@@ -314,51 +315,17 @@ impl Instance {
             State::Master => VrrpState::Master,
         };
         let eff = r.effective_priority();
-        let master = match r.state() {
-            State::Master => Some((self.src, eff)),
-            _ => r.master(),
-        };
-        let explanation = if !link_up {
-            format!("interface {} is down", self.cfg.interface)
-        } else if let Some(why) = &self.follow {
-            format!("{why} (priority 1)")
-        } else if let Some(release) = released {
-            match release {
-                Release::Until(u) => format!(
-                    "released by operator for {:.0}s more (priority 1)",
-                    Instant::from_std(u)
-                        .saturating_duration_since(now)
-                        .as_secs_f64()
-                ),
-                Release::UntilReclaimed => {
-                    "released by operator until `halo vrrp reclaim` (priority 1)".into()
-                }
-            }
-        } else {
-            match (r.state(), master) {
-                (State::Master, _) => {
-                    format!("no router with a higher priority than ours ({prio_why})")
-                }
-                (State::Backup, Some((m, mp))) if mp > eff => {
-                    format!("peer {m} has priority {mp} > {prio_why}")
-                }
-                (State::Backup, Some((m, mp))) if mp == eff => {
-                    format!("peer {m} has the same priority {mp} and a higher address")
-                }
-                (State::Backup, Some((m, mp))) if !self.cfg.preempt => {
-                    format!("peer {m} (priority {mp}) is master and nopreempt is set; ours is {prio_why}")
-                }
-                (State::Backup, Some((m, mp))) => {
-                    format!(
-                        "peer {m} (priority {mp}) is master; preemption pending (ours: {prio_why})"
-                    )
-                }
-                (State::Backup, None) => {
-                    "waiting for a master's advert (master down interval)".into()
-                }
-                (State::Initialize, _) => "not started".into(),
-            }
-        };
+        // Ourselves (our source address) when master.
+        let master = r.master();
+        let explanation = Explanation::of(
+            r,
+            now.into_std(),
+            &self.cfg.interface,
+            link_up,
+            self.follow.as_deref(),
+            prio_why,
+        )
+        .to_string();
         let mut drops = self.driver_drops.clone();
         let d = &r.counters().dropped;
         for (k, v) in [
