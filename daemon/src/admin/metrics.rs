@@ -209,7 +209,7 @@ fn vrrp(o: &mut String, s: &Snapshot) {
         for st in VRRP_STATES {
             f.add(
                 &[("vrrp_instance", &v.name), ("state", st)],
-                flag(v.state == st),
+                flag(v.state.as_str() == st),
             );
         }
     }
@@ -510,7 +510,7 @@ mod tests {
             config: "/etc/halo/halo.toml".into(),
             vrrp: vec![VrrpStatus {
                 name: "VI_1".into(),
-                state: "MASTER".into(),
+                state: crate::telemetry::status::VrrpState::Master,
                 base_priority: 101,
                 effective_priority: 99,
                 transitions: 2,

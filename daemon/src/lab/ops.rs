@@ -89,7 +89,7 @@ pub fn status(which: &Which) -> Result<()> {
             None => configured_priority(&lab, n).map_or("?".into(), |p| format!("{p} (conf)")),
         };
         let says = match (vrrp, lab.is_keepalived(n)) {
-            (Some(v), _) => v.state.clone(),
+            (Some(v), _) => v.state.to_string(),
             (None, true) => "keepalived".into(),
             (None, false) => "-".into(),
         };

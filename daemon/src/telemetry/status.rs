@@ -65,8 +65,7 @@ pub struct VrrpStatus {
     pub interface: String,
     pub vrid: u8,
     pub version: u8,
-    /// INIT, BACKUP, MASTER or FAULT.
-    pub state: String,
+    pub state: VrrpState,
     pub base_priority: u8,
     pub effective_priority: u8,
     /// "99 = 101 - 2 (track web: no healthy server)".
@@ -90,6 +89,43 @@ pub struct VrrpStatus {
     /// Set while `halo vrrp release` holds this node back: seconds left,
     /// or -1 for "until reclaimed".
     pub released_secs_left: Option<f64>,
+}
+
+/// An instance's state as `halo status`, the JSON and the metrics show
+/// it: the RFC states, and FAULT (its interface is down). INIT also
+/// covers an instance still waiting for an address to send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpState {
+    #[default]
+    Init,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl VrrpState {
+    pub const ALL: [VrrpState; 4] = [
+        VrrpState::Init,
+        VrrpState::Backup,
+        VrrpState::Master,
+        VrrpState::Fault,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VrrpState::Init => "INIT",
+            VrrpState::Backup => "BACKUP",
+            VrrpState::Master => "MASTER",
+            VrrpState::Fault => "FAULT",
+        }
+    }
+}
+
+impl std::fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -178,9 +214,9 @@ impl StatusHub {
         self.vrrp.lock().unwrap().insert(st.name.clone(), st);
     }
 
-    /// An instance's state as last published (INIT, BACKUP, MASTER, FAULT).
-    pub fn vrrp_state(&self, name: &str) -> Option<String> {
-        self.vrrp.lock().unwrap().get(name).map(|v| v.state.clone())
+    /// An instance's state as last published.
+    pub fn vrrp_state(&self, name: &str) -> Option<VrrpState> {
+        self.vrrp.lock().unwrap().get(name).map(|v| v.state)
     }
 
     pub fn remove_vrrp(&self, name: &str) {
@@ -529,7 +565,7 @@ mod no_address_tests {
             config: "halo.toml".into(),
             vrrp: vec![VrrpStatus {
                 name: "VI_1".into(),
-                state: "MASTER".into(),
+                state: VrrpState::Master,
                 ..VrrpStatus::default()
             }],
             proxy: vec![],
@@ -540,5 +576,31 @@ mod no_address_tests {
             "{}",
             render(&s)
         );
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    /// The JSON and `halo status` keep the state names they had as strings.
+    #[test]
+    fn vrrp_state_names_in_json_and_text() {
+        for (st, name) in VrrpState::ALL
+            .into_iter()
+            .zip(["INIT", "BACKUP", "MASTER", "FAULT"])
+        {
+            assert_eq!(st.to_string(), name);
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<VrrpState>(&json).unwrap(), st);
+        }
+        let v = VrrpStatus {
+            state: VrrpState::Fault,
+            ..VrrpStatus::default()
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""state":"FAULT""#), "{json}");
+        assert!(serde_json::from_str::<VrrpState>("\"fault\"").is_err());
     }
 }

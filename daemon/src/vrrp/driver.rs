@@ -1,9 +1,11 @@
 //! The VRRP I/O driver: one task per `[vrrp.NAME]` instance.
 //!
 //! It is the only VRRP code that reads the clock or touches a socket. It
-//! feeds received adverts, timer expiries, link and health changes into the
-//! pure `router::VirtualRouter`, and carries out the actions it returns
-//! (send an advert, add or remove VIPs, announce them).
+//! feeds received adverts, timer expiries, link and health changes,
+//! releases and reclaims into the pure `router::VirtualRouter`, and
+//! carries out the actions it returns (send the router's advert, add or
+//! remove VIPs, announce them, run hooks, log). Protocol decisions, the
+//! hand-over of a leaving master included, are the router's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -15,15 +17,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::explain::Explanation;
 use super::netlink::{LinkEvent, LinkLocal, Netlink};
 use super::packet::{Advert, PacketCtx, Version};
-use super::router::{Action, RouterParams, State, VirtualRouter};
+use super::router::{Action, HandOver, PriorityWhy, Release, RouterParams, State, VirtualRouter};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::track_script::ScriptWatch;
 use crate::health::HealthBoard;
 use crate::hooks::{HookState, Hooks};
-use crate::telemetry::status::{PeerView, StatusHub, TrackView, VrrpStatus};
+use crate::telemetry::status::{PeerView, StatusHub, TrackView, VrrpState, VrrpStatus};
 
 /// What an instance can be told from outside while it runs.
 pub enum Control {
@@ -141,8 +144,8 @@ struct Instance {
     driver_drops: BTreeMap<String, u64>,
     peers: BTreeMap<IpAddr, Peer>,
     last_change: Option<(Instant, String)>,
-    /// While handing over, DelVips waits for the new master.
-    defer_delvips: bool,
+    /// The sentence behind the tracked priority, for the log.
+    prio_why: String,
     /// notify_* hooks (none configured: `None`); `fire` only queues.
     hooks: Option<Hooks>,
     /// Why the instance's sync group holds it, while it does.
@@ -223,17 +226,7 @@ impl Instance {
                     priority,
                     interval_cs,
                 } => {
-                    let adv = Advert {
-                        version: match self.cfg.version {
-                            VrrpVersion::V2 => Version::V2,
-                            VrrpVersion::V3 => Version::V3,
-                        },
-                        vrid: self.cfg.vrid.get(),
-                        priority,
-                        interval_cs,
-                        addrs: self.cfg.virtual_ips.iter().map(|n| n.addr()).collect(),
-                        auth: self.cfg.auth_pass.map(|a| a.0),
-                    };
+                    let adv = self.router.make_advert(priority, interval_cs);
                     for dst in self.destinations() {
                         let bytes = adv.encode(&self.ctx(self.src, dst));
                         if let Err(e) = self.sockets.send(dst, &bytes) {
@@ -256,10 +249,6 @@ impl Instance {
                     }
                     self.vips_installed = true;
                 }
-                Action::DelVips if self.defer_delvips => {
-                    // Handing over: `hand_over` removes them once the new
-                    // master is heard.
-                }
                 Action::DelVips => {
                     self.remove_vips().await;
                 }
@@ -274,7 +263,7 @@ impl Instance {
                     if let (Some(h), Some(s)) = (&self.hooks, hook) {
                         h.fire(s, self.router.effective_priority());
                     }
-                    self.last_change = Some((Instant::now(), why.clone()));
+                    self.last_change = Some((Instant::now(), why.to_string()));
                     info!(
                         instance = %self.cfg.name,
                         state = %to,
@@ -283,6 +272,10 @@ impl Instance {
                     );
                 }
                 Action::PriorityChanged { from, to, why } => {
+                    let why = match why {
+                        PriorityWhy::Tracking => self.prio_why.clone(),
+                        other => other.to_string(),
+                    };
                     info!(
                         instance = %self.cfg.name,
                         priority = to,
@@ -290,66 +283,49 @@ impl Instance {
                         self.cfg.name
                     );
                 }
+                Action::HandedOver(how) => match how {
+                    HandOver::Heard { .. } => {
+                        info!(instance = %self.cfg.name, "{}: {how}", self.cfg.name)
+                    }
+                    HandOver::TimedOut { .. } => {
+                        debug!(instance = %self.cfg.name, "{}: {how}", self.cfg.name)
+                    }
+                },
+                Action::ReleaseOver => {
+                    info!(
+                        instance = %self.cfg.name,
+                        "{}: release over, back to priority {}",
+                        self.cfg.name,
+                        self.prio_why
+                    );
+                }
             }
         }
     }
 
-    fn status(
-        &self,
-        tracker: &Tracker,
-        prio_why: &str,
-        released: Option<Option<Instant>>,
-        link_up: bool,
-    ) -> VrrpStatus {
+    fn status(&self, tracker: &Tracker, link_up: bool) -> VrrpStatus {
         let now = Instant::now();
         let r = &self.router;
-        let state = if !link_up {
-            "FAULT".to_string()
-        } else {
-            r.state().to_string()
+        let prio_why = self.prio_why.as_str();
+        let released = r.released();
+        let state = match r.state() {
+            _ if !link_up => VrrpState::Fault,
+            State::Initialize => VrrpState::Init,
+            State::Backup => VrrpState::Backup,
+            State::Master => VrrpState::Master,
         };
         let eff = r.effective_priority();
-        let master = match r.state() {
-            State::Master => Some((self.src, eff)),
-            _ => r.master(),
-        };
-        let explanation = if !link_up {
-            format!("interface {} is down", self.cfg.interface)
-        } else if let Some(why) = &self.follow {
-            format!("{why} (priority 1)")
-        } else if let Some(until) = released {
-            match until {
-                Some(u) => format!(
-                    "released by operator for {:.0}s more (priority 1)",
-                    u.saturating_duration_since(now).as_secs_f64()
-                ),
-                None => "released by operator until `halo vrrp reclaim` (priority 1)".into(),
-            }
-        } else {
-            match (r.state(), master) {
-                (State::Master, _) => {
-                    format!("no router with a higher priority than ours ({prio_why})")
-                }
-                (State::Backup, Some((m, mp))) if mp > eff => {
-                    format!("peer {m} has priority {mp} > {prio_why}")
-                }
-                (State::Backup, Some((m, mp))) if mp == eff => {
-                    format!("peer {m} has the same priority {mp} and a higher address")
-                }
-                (State::Backup, Some((m, mp))) if !self.cfg.preempt => {
-                    format!("peer {m} (priority {mp}) is master and nopreempt is set; ours is {prio_why}")
-                }
-                (State::Backup, Some((m, mp))) => {
-                    format!(
-                        "peer {m} (priority {mp}) is master; preemption pending (ours: {prio_why})"
-                    )
-                }
-                (State::Backup, None) => {
-                    "waiting for a master's advert (master down interval)".into()
-                }
-                (State::Initialize, _) => "not started".into(),
-            }
-        };
+        // Ourselves (our source address) when master.
+        let master = r.master();
+        let explanation = Explanation::of(
+            r,
+            now.into_std(),
+            &self.cfg.interface,
+            link_up,
+            self.follow.as_deref(),
+            prio_why,
+        )
+        .to_string();
         let mut drops = self.driver_drops.clone();
         let d = &r.counters().dropped;
         for (k, v) in [
@@ -402,67 +378,40 @@ impl Instance {
             adverts_received: r.counters().adverts_received,
             transitions: r.counters().transitions,
             drops,
-            released_secs_left: released.map(|u| {
-                u.map(|u| u.saturating_duration_since(now).as_secs_f64())
-                    .unwrap_or(-1.0)
+            released_secs_left: released.map(|r| match r {
+                Release::Until(u) => Instant::from_std(u)
+                    .saturating_duration_since(now)
+                    .as_secs_f64(),
+                Release::UntilReclaimed => -1.0,
             }),
         }
     }
 
-    /// The router's shutdown (a master sends priority 0), with the VIPs
-    /// kept until the hand-over is done: for a stop and for a release.
-    async fn step_down(&mut self, now: Instant) {
-        let before = self.router.state();
-        self.defer_delvips = true;
-        self.router.shutdown(now.into_std());
+    /// Clean stop: the router's shutdown (a master sends priority 0),
+    /// then the usual receiving and waiting while its hand-over runs, so
+    /// the VIPs (and the proxy behind them) stay until the new master
+    /// speaks. Removing them at once, as the RFC's Shutdown does, leaves
+    /// nobody answering for them during the backups' skew time: clients
+    /// saw about 0.6 s of failures at 1 s adverts.
+    async fn stop(&mut self) {
+        self.router.shutdown(Instant::now().into_std());
         self.run_actions().await;
-        self.hand_over(before).await;
-        self.defer_delvips = false;
-    }
-
-    /// Leave the master role without a gap: the priority-0 advert has
-    /// gone out (the router's shutdown), but the VIPs stay — and the proxy
-    /// behind them keeps serving — until the new master's first advert
-    /// arrives (it comes with its gratuitous ARP), or one and a half of our
-    /// advert intervals (at most 5 s) pass. The backups take over after
-    /// their skew time, which is under one interval. Removing the VIPs at
-    /// once, as the RFC's Shutdown does, leaves nobody answering for them
-    /// during that skew time: clients saw about 0.6 s of failures at 1 s
-    /// adverts.
-    async fn hand_over(&mut self, state_before: State) {
-        if state_before != State::Master || !self.vips_installed {
-            return;
-        }
-        let wait = self
-            .cfg
-            .advert_interval
-            .as_duration()
-            .mul_f64(1.5)
-            .min(Duration::from_secs(5));
-        let deadline = Instant::now() + wait;
-        let vrid = self.cfg.vrid.get();
-        loop {
+        while self.router.leaving() {
+            let deadline = self
+                .router
+                .poll_timeout()
+                .map_or_else(Instant::now, Instant::from_std);
             tokio::select! {
-                r = self.sockets.recv() => {
-                    let Ok(pkt) = r else { continue };
-                    if pkt.src == self.src || pkt.ttl != 255 {
-                        continue;
-                    }
-                    let ctx = self.ctx(pkt.src, pkt.dst);
-                    if let Ok(adv) = Advert::decode(&pkt.payload, &ctx) {
-                        if adv.vrid == vrid && adv.priority > 0 {
-                            info!(instance = %self.cfg.name, "{}: {} is master now (priority {}); removing the VIPs", self.cfg.name, pkt.src, adv.priority);
-                            break;
-                        }
-                    }
-                }
+                r = self.sockets.recv() => match r {
+                    Ok(pkt) => self.on_packet(Instant::now(), pkt),
+                    Err(e) => debug!(instance = %self.cfg.name, "receive: {e}"),
+                },
                 _ = tokio::time::sleep_until(deadline) => {
-                    debug!(instance = %self.cfg.name, "{}: no new master heard within {:?}", self.cfg.name, wait);
-                    break;
+                    self.router.handle_timeout(Instant::now().into_std());
                 }
             }
+            self.run_actions().await;
         }
-        self.remove_vips().await;
     }
 
     async fn remove_vips(&mut self) {
@@ -554,8 +503,8 @@ pub async fn run_instance(
     // (`Control::Follow` while it waits for its link-local address).
     let mut follow: Option<String> = None;
     // A release (or a restored one) that arrives while it waits: applied
-    // when it starts (None inside = until reclaimed).
-    let mut pending_release: Option<Option<Instant>> = None;
+    // when it starts.
+    let mut pending_release: Option<Release> = None;
     let mut link = nl
         .link_by_name(&cfg.interface)
         .await
@@ -634,24 +583,12 @@ pub async fn run_instance(
     }
     let mut health_rx = tracker.proxy.as_ref().map(|t| t.board.subscribe());
     let mut l4_rx = tracker.l4.as_ref().map(|t| t.board.subscribe());
-    let (mut prio, mut prio_why) = effective_priority(&cfg, &tracker.down(&cfg));
+    let (mut prio, prio_why) = effective_priority(&cfg, &tracker.down(&cfg));
 
-    let new_router = |cfg: &VrrpInstance, prio: u8| {
-        let mut r = VirtualRouter::new(params(cfg, prio));
-        r.set_primary_addr(src);
-        r
-    };
+    let mut router = VirtualRouter::new(params(&cfg, prio));
+    router.set_primary_addr(src);
     let mut inst = Instance {
-        // Held back by its sync group: waits as the lowest backup, as a
-        // release does.
-        router: new_router(
-            &cfg,
-            if follow.is_some() || pending_release.is_some() {
-                1
-            } else {
-                prio
-            },
-        ),
+        router,
         cfg: cfg.clone(),
         nl,
         ifindex: link.index,
@@ -665,7 +602,7 @@ pub async fn run_instance(
         driver_drops: BTreeMap::new(),
         peers: BTreeMap::new(),
         last_change: None,
-        defer_delvips: false,
+        prio_why: prio_why.clone(),
         hooks,
         follow,
     };
@@ -687,6 +624,12 @@ pub async fn run_instance(
     if cfg.priority.get() != 255 {
         inst.remove_vips().await;
     }
+    // Released, or held back by its sync group, before it started: it
+    // waits as the lowest backup.
+    let held = pending_release.or(inst.follow.as_ref().map(|_| Release::UntilReclaimed));
+    if let Some(r) = held {
+        inst.router.release(Instant::now().into_std(), r.until());
+    }
     let mut own_link_up = link.up;
     if own_link_up {
         inst.router.startup(Instant::now().into_std());
@@ -700,9 +643,6 @@ pub async fn run_instance(
     if let Some(r) = ready {
         let _ = r.send(());
     }
-    // While released, the deadline (or none = until reclaimed).
-    let mut released: Option<Option<Instant>> =
-        pending_release.or(inst.follow.as_ref().map(|_| None));
     // The systemd watchdog pings only while this loop goes round.
     let beat = crate::run::liveness::register(format!("vrrp {}", cfg.name));
 
@@ -712,9 +652,6 @@ pub async fn run_instance(
             .poll_timeout()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        if let Some(Some(until)) = released {
-            deadline = deadline.min(until);
-        }
         if hub.is_some() {
             // Refresh "secs ago" figures at least once a second.
             deadline = deadline.min(Instant::now() + Duration::from_secs(1));
@@ -723,20 +660,13 @@ pub async fn run_instance(
             deadline = deadline.min(Instant::now() + p);
         }
         let mut recompute = false;
-        let mut end_release = false;
         tokio::select! {
             r = inst.sockets.recv() => match r {
                 Ok(pkt) => inst.on_packet(Instant::now(), pkt),
                 Err(e) => debug!(instance = %cfg.name, "receive: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => {
-                let now = Instant::now();
-                if let Some(Some(until)) = released {
-                    if now >= until {
-                        end_release = true;
-                    }
-                }
-                inst.router.handle_timeout(now.into_std());
+                inst.router.handle_timeout(Instant::now().into_std());
             }
             Some(ev) = links.recv() => {
                 if ev.index == inst.ifindex && ev.up != own_link_up {
@@ -744,12 +674,10 @@ pub async fn run_instance(
                     let now = Instant::now().into_std();
                     if ev.up {
                         info!(instance = %cfg.name, "{}: {} is up again, starting", cfg.name, cfg.interface);
-                        let p = if released.is_some() { 1 } else { prio };
-                        inst.router = new_router(&cfg, p);
                         inst.router.startup(now);
                     } else {
                         warn!(instance = %cfg.name, state = "FAULT", "{} -> FAULT: {} link down", cfg.name, cfg.interface);
-                        inst.router.shutdown(now);
+                        inst.router.link_down(now);
                         if let Some(h) = &inst.hooks {
                             h.fire(HookState::Fault, inst.router.effective_priority());
                         }
@@ -785,7 +713,7 @@ pub async fn run_instance(
                     Some(Control::Shutdown) | None => {
                         // Stopping (hooks included) is not a stuck loop.
                         drop(beat);
-                        inst.step_down(now).await;
+                        inst.stop().await;
                         if inst.vips_installed {
                             inst.remove_vips().await;
                         }
@@ -806,39 +734,25 @@ pub async fn run_instance(
                             None => "released by operator until reclaimed".to_string(),
                         };
                         info!(instance = %cfg.name, "{}: {why}", cfg.name);
-                        // Priority 0 hands over after skew time; then wait
-                        // as a backup of the lowest priority, which still
-                        // takes over if nobody else is there.
-                        inst.step_down(now).await;
-                        inst.router = new_router(&cfg, 1);
-                        if own_link_up {
-                            inst.router.startup(now.into_std());
-                        }
-                        released = Some(until);
+                        inst.router.release(now.into_std(), until.map(Instant::into_std));
                     }
                     Some(Control::Reclaim) => {
-                        if released.is_some() {
+                        if inst.router.released().is_some() {
                             inst.follow = None;
-                            end_release = true;
+                            inst.router.reclaim(now.into_std());
                         }
                     }
                     Some(Control::Follow(Some(why))) => {
                         info!(instance = %cfg.name, "{}: {why}", cfg.name);
-                        if released.is_none() {
-                            // As a release: hand over, then wait as the
-                            // lowest backup (still master if alone).
-                            inst.step_down(now).await;
-                            inst.router = new_router(&cfg, 1);
-                            if own_link_up {
-                                inst.router.startup(now.into_std());
-                            }
-                            released = Some(None);
+                        if inst.router.released().is_none() {
+                            // As a release until reclaimed.
+                            inst.router.release(now.into_std(), None);
                         }
                         inst.follow = Some(why);
                     }
                     Some(Control::Follow(None)) => {
                         if inst.follow.take().is_some() {
-                            end_release = true;
+                            inst.router.reclaim(now.into_std());
                         }
                     }
                     Some(Control::Reconfigure(new)) => {
@@ -872,25 +786,18 @@ pub async fn run_instance(
                 }
             }
         }
-        if end_release {
-            released = None;
-            info!(instance = %cfg.name, "{}: release over, back to priority {prio_why}", cfg.name);
-            inst.router
-                .set_priority(Instant::now().into_std(), prio, "release over".into());
-        }
         if recompute {
             let (p, why) = effective_priority(&cfg, &tracker.down(&cfg));
-            if p != prio || why != prio_why {
+            if p != prio || why != inst.prio_why {
                 prio = p;
-                prio_why = why.clone();
-                if released.is_none() {
-                    inst.router.set_priority(Instant::now().into_std(), p, why);
-                }
+                inst.prio_why = why;
+                // Released: the router keeps it for the reclaim.
+                inst.router.set_priority(Instant::now().into_std(), p);
             }
         }
         inst.run_actions().await;
         if let Some(h) = &hub {
-            h.publish_vrrp(inst.status(&tracker, &prio_why, released, own_link_up));
+            h.publish_vrrp(inst.status(&tracker, own_link_up));
         }
         beat.bump();
     }
@@ -902,7 +809,7 @@ struct WaitingControls<'a> {
     tracking: &'a mut Option<ProxyTracking>,
     l4_tracking: &'a mut Option<ProxyTracking>,
     follow: &'a mut Option<String>,
-    release: &'a mut Option<Option<Instant>>,
+    release: &'a mut Option<Release>,
     scripts: &'a mut Option<ScriptWatch>,
     control: &'a mut mpsc::Receiver<Control>,
     hub: Option<&'a StatusHub>,
@@ -919,7 +826,7 @@ fn waiting_status(cfg: &VrrpInstance, why: String) -> VrrpStatus {
             VrrpVersion::V2 => 2,
             VrrpVersion::V3 => 3,
         },
-        state: State::Initialize.to_string(),
+        state: VrrpState::Init,
         base_priority: p,
         effective_priority: p,
         priority_reason: format!("{p} = configured"),
@@ -1015,17 +922,15 @@ async fn wait_for_source(
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
                 Some(Control::Release { until }) => {
                     info!(instance = %name, "{name}: released while waiting for an address to send from: it starts as the lowest backup");
-                    *w.release = Some(until);
+                    *w.release = Some(match until {
+                        Some(t) => Release::Until(t.into_std()),
+                        None => Release::UntilReclaimed,
+                    });
                 }
                 Some(Control::Reclaim) => *w.release = None,
             }
         }
     }
-}
-
-/// Current state for status reports.
-pub fn state_name(s: State) -> String {
-    s.to_string()
 }
 
 #[cfg(test)]

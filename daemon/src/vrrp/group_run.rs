@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::driver::Control;
-use super::sync_group::{GroupState, Member, Order, SyncGroup};
+use super::sync_group::{GroupState, Order, SyncGroup};
 use crate::config::{self, VrrpInstance};
 use crate::hooks::{HookState, Hooks};
 use crate::telemetry::status::StatusHub;
@@ -65,7 +65,7 @@ pub fn spawn(
         loop {
             tick.tick().await;
             for name in &group.instances {
-                let Some(state) = hub.vrrp_state(name).as_deref().and_then(Member::parse) else {
+                let Some(state) = hub.vrrp_state(name) else {
                     continue;
                 };
                 for order in g.observe(name, state) {

@@ -3,6 +3,7 @@
 // Drivers: they read the clock (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 pub mod driver;
+pub mod explain;
 pub mod garp;
 pub mod group_run;
 pub mod netlink;

@@ -12,8 +12,9 @@
 //!
 //! What it does not do: decode or encode bytes ([`crate::vrrp::packet`]),
 //! check TTL/hop limit or IP protocol, demultiplex VRIDs on an interface,
-//! compute effective priorities from tracked objects, or log (the driver
-//! turns [`Action::StateChanged`] reasons and [`Drop`]s into log lines).
+//! compute effective priorities from tracked objects, or write sentences:
+//! reasons come out as values ([`Why`], [`HandOver`], [`Drop`]) and
+//! `vrrp::explain` words them for the driver's log and `halo status`.
 //!
 //! Deliberate choices where the RFCs leave room (each is keepalived's
 //! behaviour, so halo and keepalived agree on a shared link):
@@ -30,6 +31,15 @@
 //! - A backup whose effective priority rises above its master's preempts at
 //!   once (when preemption is allowed) rather than waiting for the master's
 //!   adverts to be discarded until Master_Down_Interval.
+//! - A leaving master (shutdown, release) sends priority 0 but keeps its
+//!   VIPs until the new master's first advert arrives, or for
+//!   [`VirtualRouter::hand_over_wait`] (1.5 advert intervals, at most 5 s):
+//!   the RFC removes them at once, leaving nobody answering for them
+//!   during the backups' skew time.
+//! - A release (`halo vrrp release`, a sync group's hold) holds the
+//!   effective priority at 1: the router hands over if master, then stays
+//!   a backup that still takes over when nobody else is there. Tracked
+//!   priority changes are kept for the reclaim.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -68,7 +78,8 @@ pub struct RouterParams {
     pub garp_refresh: Option<Duration>,
 }
 
-/// RFC 5798 6.4 states.
+/// RFC 5798 6.4 states, as actions and status report them. The timers
+/// of each state live in the router's private `Phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Initialize,
@@ -86,11 +97,91 @@ impl fmt::Display for State {
     }
 }
 
+/// Why the state changed, with the numbers that decided it. The sentences
+/// for the log are written in `vrrp::explain`, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// RFC 5798 6.4.1: the address owner (priority 255) starts as master.
+    StartupOwner,
+    /// RFC 5798 6.4.1: anyone else starts as backup and waits this long
+    /// (Master_Down_Interval) for a master.
+    StartupWaiting { master_down: Duration },
+    /// RFC 5798 6.4.2: the Master_Down_Timer ran out, `after` since the
+    /// last advert of `last_master` (none heard: since we became backup).
+    MasterDown {
+        last_master: Option<IpAddr>,
+        after: Duration,
+    },
+    /// The master sent priority 0 and we waited only Skew_Time.
+    MasterLeft { master: IpAddr },
+    /// Preempt_Mode: the master's priority is lower than ours.
+    Preempting {
+        master: IpAddr,
+        theirs: u8,
+        ours: u8,
+    },
+    /// RFC 5798 6.4.3: an advert with a higher priority than ours.
+    HigherPriority { from: IpAddr, theirs: u8, ours: u8 },
+    /// RFC 5798 6.4.3: the same priority from a greater primary address
+    /// (`mine`: ours, `None` if unknown).
+    EqualPriority {
+        from: IpAddr,
+        priority: u8,
+        mine: Option<IpAddr>,
+    },
+    /// RFC 5798 6.4.2 / 6.4.3 Shutdown event (halo stops).
+    Shutdown,
+    /// `halo vrrp release`, or the sync group holds the instance: hand
+    /// over and stay backup at priority 1.
+    Released,
+    /// The interface went down (the driver reports FAULT).
+    LinkDown,
+}
+
+/// Why the effective priority changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityWhy {
+    /// Tracked objects changed ([`VirtualRouter::set_priority`]); the
+    /// driver knows which and says so.
+    Tracking,
+    /// A release holds the priority at 1.
+    Released,
+    /// The release ended: back to the tracked priority.
+    ReleaseOver,
+}
+
+/// How a hand-over ended (the VIPs are removed right after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOver {
+    /// The new master's first advert arrived.
+    Heard { master: IpAddr, priority: u8 },
+    /// Nobody took over within this wait.
+    TimedOut { waited: Duration },
+}
+
+/// A release in force (`halo vrrp release`, or a sync group's hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Until [`VirtualRouter::reclaim`].
+    UntilReclaimed,
+    /// Ends by itself at this instant (or at an earlier reclaim).
+    Until(Instant),
+}
+
+impl Release {
+    /// When it ends by itself (none: at the reclaim).
+    pub fn until(self) -> Option<Instant> {
+        match self {
+            Release::UntilReclaimed => None,
+            Release::Until(t) => Some(t),
+        }
+    }
+}
+
 /// What the router asks the driver to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send one advert with this priority and interval; the driver adds the
-    /// VIP list, VRID, version and auth ([`VirtualRouter::make_advert`]).
+    /// Send [`VirtualRouter::make_advert`]`(priority, interval_cs)`.
     SendAdvert { priority: u8, interval_cs: u16 },
     /// One round of gratuitous ARP (IPv4) / unsolicited NA (IPv6) for every VIP.
     SendGarp,
@@ -98,10 +189,14 @@ pub enum Action {
     AddVips,
     /// Remove the VIPs from the interface.
     DelVips,
-    /// The state changed; `why` is a human explanation for the log.
-    StateChanged { from: State, to: State, why: String },
-    /// The effective priority changed, for the reason the driver gave.
-    PriorityChanged { from: u8, to: u8, why: String },
+    /// The state changed, and why.
+    StateChanged { from: State, to: State, why: Why },
+    /// The effective priority changed.
+    PriorityChanged { from: u8, to: u8, why: PriorityWhy },
+    /// A hand-over ended; `DelVips` follows.
+    HandedOver(HandOver),
+    /// A release ended (reclaimed, or its deadline passed).
+    ReleaseOver,
 }
 
 /// Why a received advert was not used. The named reasons are the RFC's
@@ -123,22 +218,6 @@ pub enum Drop {
     NotRunning,
     /// The source is our own primary address: our advert looped back.
     OwnAdvert,
-}
-
-impl fmt::Display for Drop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Drop::WrongVrid => f.write_str("different virtual router id"),
-            Drop::VersionMismatch => f.write_str("different VRRP version"),
-            Drop::AuthMismatch => f.write_str("authentication mismatch"),
-            Drop::IntervalMismatch => f.write_str("advert interval differs from ours"),
-            Drop::VipMismatch { src } => {
-                write!(f, "{src} advertises a different virtual address set")
-            }
-            Drop::NotRunning => f.write_str("instance not running"),
-            Drop::OwnAdvert => f.write_str("our own advert"),
-        }
-    }
 }
 
 /// Adverts dropped, by [`Drop`] reason.
@@ -208,25 +287,63 @@ pub struct VirtualRouter {
     /// equal-priority tie-break; set by the driver.
     primary: Option<IpAddr>,
     vips_sorted: Vec<IpAddr>,
-    state: State,
+    /// The RFC state with its timers.
+    phase: Phase,
+    /// The priority tracking asks for ([`VirtualRouter::set_priority`]).
+    tracked: u8,
+    /// The priority we advertise: `tracked`, or 1 while released.
     effective: u8,
     /// RFC 5798 Master_Adver_Interval (cs): learned from the master in v3;
     /// always ours in v2 (differing adverts are dropped).
     master_adver_interval_cs: u16,
-    /// The master as last heard from (Backup), for status and reasons.
-    master: Option<(IpAddr, u8)>,
-    /// Backup: why the Master_Down_Timer is running, for the message when
-    /// it fires, and the interval it was set to.
-    down_cause: DownCause,
-    down_interval: Duration,
-    master_down_at: Option<Instant>,
-    adver_at: Option<Instant>,
-    garp_at: Option<Instant>,
-    garp_left: u32,
-    /// While set, a backup does not preempt (keepalived `preempt_delay`).
+    /// While in the future, a backup does not preempt (keepalived
+    /// `preempt_delay`); set at startup, taken when it fires. It outlives
+    /// a spell as master, so it is not part of a phase.
     preempt_allowed_at: Option<Instant>,
+    /// After stepping down for a shutdown or a release, the VIPs stay
+    /// until the new master is heard or this deadline passes (see the
+    /// module docs). Not part of a phase: it spans the change to
+    /// Initialize or Backup.
+    leaving: Option<Instant>,
+    released: Option<Release>,
     actions: VecDeque<Action>,
     counters: Counters,
+}
+
+/// A state and the timers that exist only in it (smoltcp's `Timer`):
+/// changing state drops the old timers, none is cleared by hand.
+#[derive(Debug, Clone)]
+enum Phase {
+    Initialize,
+    Backup(Backup),
+    Master(Master),
+}
+
+#[derive(Debug, Clone)]
+struct Backup {
+    /// RFC 5798 Master_Down_Timer.
+    master_down_at: Instant,
+    /// What set it last, and to how long, for the reason when it fires.
+    cause: DownCause,
+    after: Duration,
+    /// The master as last heard from, for status and reasons.
+    master: Option<(IpAddr, u8)>,
+}
+
+#[derive(Debug, Clone)]
+struct Master {
+    /// RFC 5798 Adver_Timer.
+    advert_at: Instant,
+    garp: Garp,
+}
+
+/// The gratuitous ARP / NA schedule of a master.
+#[derive(Debug, Clone, Copy)]
+struct Garp {
+    /// The next round (none: no refresh configured).
+    at: Option<Instant>,
+    /// Rounds left of the current burst.
+    left: u32,
 }
 
 /// What set the Master_Down_Timer last, so its expiry can say why we take over.
@@ -242,6 +359,9 @@ enum DownCause {
     Preempting(IpAddr, u8),
 }
 
+/// The longest a leaving master keeps its VIPs for the new one.
+const HAND_OVER_MAX: Duration = Duration::from_secs(5);
+
 // === impl VirtualRouter ===
 
 impl VirtualRouter {
@@ -256,20 +376,16 @@ impl VirtualRouter {
         vips_sorted.sort();
         vips_sorted.dedup();
         VirtualRouter {
+            tracked: p.priority,
             effective: p.priority,
             master_adver_interval_cs: p.advert_interval_cs,
             p,
             primary: None,
             vips_sorted,
-            state: State::Initialize,
-            master: None,
-            down_cause: DownCause::Waiting,
-            down_interval: Duration::ZERO,
-            master_down_at: None,
-            adver_at: None,
-            garp_at: None,
-            garp_left: 0,
+            phase: Phase::Initialize,
             preempt_allowed_at: None,
+            leaving: None,
+            released: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -291,11 +407,31 @@ impl VirtualRouter {
     }
 
     pub fn state(&self) -> State {
-        self.state
+        match self.phase {
+            Phase::Initialize => State::Initialize,
+            Phase::Backup(_) => State::Backup,
+            Phase::Master(_) => State::Master,
+        }
     }
 
     pub fn effective_priority(&self) -> u8 {
         self.effective
+    }
+
+    /// The release in force, if any.
+    pub fn released(&self) -> Option<Release> {
+        self.released
+    }
+
+    /// Stepped down but still holding the VIPs for the new master.
+    pub fn leaving(&self) -> bool {
+        self.leaving.is_some()
+    }
+
+    /// Whether the VIPs are ours (installed) by the router's actions:
+    /// as master, and while leaving.
+    pub fn holds_vips(&self) -> bool {
+        self.state() == State::Master || self.leaving()
     }
 
     /// The current master: ourselves when Master (if our address is known),
@@ -303,13 +439,13 @@ impl VirtualRouter {
     /// priority it sent (0 while its shutdown is being taken over), or
     /// failing that the lower-priority master we are about to preempt.
     pub fn master(&self) -> Option<(IpAddr, u8)> {
-        match self.state {
-            State::Master => self.primary.map(|a| (a, self.effective)),
-            State::Backup => self.master.or(match self.down_cause {
+        match &self.phase {
+            Phase::Master(_) => self.primary.map(|a| (a, self.effective)),
+            Phase::Backup(b) => b.master.or(match b.cause {
                 DownCause::Preempting(addr, prio) => Some((addr, prio)),
                 _ => None,
             }),
-            State::Initialize => None,
+            Phase::Initialize => None,
         }
     }
 
@@ -343,7 +479,15 @@ impl VirtualRouter {
         3 * cs(self.master_adver_interval_cs) + self.skew_time()
     }
 
-    /// The advert the driver should encode for [`Action::SendAdvert`].
+    /// How long a leaving master keeps its VIPs at most: one and a half of
+    /// our advert intervals (the backups take over after their skew time,
+    /// under one interval), and never more than 5 s.
+    pub fn hand_over_wait(&self) -> Duration {
+        (cs(self.p.advert_interval_cs) * 3 / 2).min(HAND_OVER_MAX)
+    }
+
+    /// The advert the driver encodes for [`Action::SendAdvert`]: ours,
+    /// with the VIP list, VRID, version and (v2) auth.
     pub fn make_advert(&self, priority: u8, interval_cs: u16) -> Advert {
         Advert {
             version: self.p.version,
@@ -365,42 +509,36 @@ impl VirtualRouter {
     }
 
     /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout)
-    /// has work; `None` in Initialize.
+    /// has work; `None` in Initialize unless a hand-over or a timed release
+    /// is running.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let preempt = match self.state {
-            State::Backup => self.preempt_allowed_at,
+        let (a, b) = match &self.phase {
+            Phase::Initialize => (None, None),
+            Phase::Backup(b) => (Some(b.master_down_at), self.preempt_allowed_at),
+            Phase::Master(m) => (Some(m.advert_at), m.garp.at),
+        };
+        let release = match self.released {
+            Some(Release::Until(t)) => Some(t),
             _ => None,
         };
-        [self.master_down_at, self.adver_at, self.garp_at, preempt]
-            .into_iter()
-            .flatten()
-            .min()
+        [a, b, self.leaving, release].into_iter().flatten().min()
     }
 
     /// RFC 5798 6.4.1 / RFC 3768 6.4.1: the Startup event. Ignored unless
     /// in Initialize.
     pub fn startup(&mut self, now: Instant) {
-        if self.state != State::Initialize {
+        if self.state() != State::Initialize {
             return;
         }
         self.preempt_allowed_at =
             (!self.p.preempt_delay.is_zero()).then(|| later(now, self.p.preempt_delay));
-        self.master = None;
         self.master_adver_interval_cs = self.p.advert_interval_cs;
         if self.effective == 255 {
-            self.change_state(
-                now,
-                State::Master,
-                "startup as address owner (priority 255)".into(),
-            );
+            self.change_state(now, State::Master, Why::StartupOwner);
         } else {
-            let why = format!(
-                "startup, waiting {} for a master (master down interval)",
-                secs(self.master_down_interval())
-            );
-            self.down_cause = DownCause::Waiting;
-            self.change_state(now, State::Backup, why);
+            let master_down = self.master_down_interval();
+            self.change_state(now, State::Backup, Why::StartupWaiting { master_down });
         }
     }
 
@@ -415,11 +553,18 @@ impl VirtualRouter {
         self.counters.adverts_received += 1;
         if adv.priority == 0 {
             self.counters.priority_zero_received += 1;
+        } else if self.leaving.is_some() {
+            // The new master speaks (its gratuitous ARP went out with this
+            // advert): the VIPs can go.
+            self.hand_over_done(HandOver::Heard {
+                master: src,
+                priority: adv.priority,
+            });
         }
-        match self.state {
+        match self.state() {
             State::Backup => self.backup_receive(now, src, adv),
             State::Master => self.master_receive(now, src, adv),
-            // receive_checks refused it already.
+            // Only a hand-over listens here.
             State::Initialize => {}
         }
         Ok(())
@@ -427,7 +572,7 @@ impl VirtualRouter {
 
     /// RFC 3768 7.1 / RFC 5798 7.1 checks that depend on our configuration.
     fn receive_checks(&self, src: IpAddr, adv: &Advert) -> Result<(), Drop> {
-        if self.state == State::Initialize {
+        if self.state() == State::Initialize && self.leaving.is_none() {
             return Err(Drop::NotRunning);
         }
         if Some(src) == self.primary {
@@ -459,28 +604,26 @@ impl VirtualRouter {
     /// RFC 5798 6.4.2 (as in RFC 9568), Backup receiving an advert.
     fn backup_receive(&mut self, now: Instant, src: IpAddr, adv: &Advert) {
         if adv.priority == 0 {
-            self.master = Some((src, 0));
             // The master is leaving: take over after Skew_Time only, so the
             // highest-priority backup (smallest skew) wins the race.
-            self.down_cause = DownCause::Shutdown(src);
-            self.arm_master_down(now, self.skew_time());
+            self.follow_master(src, 0);
+            self.arm_master_down(now, DownCause::Shutdown(src), self.skew_time());
         } else if !self.may_preempt(now) || adv.priority >= self.effective {
-            self.master = Some((src, adv.priority));
             if self.p.version == Version::V3 {
                 // The codec refuses 0; a hand-built advert must not make
                 // the Master_Down_Interval vanish either.
                 self.master_adver_interval_cs = adv.interval_cs.max(1);
             }
-            self.down_cause = DownCause::Silence;
-            self.arm_master_down(now, self.master_down_interval());
-        } else {
+            self.follow_master(src, adv.priority);
+            self.arm_master_down(now, DownCause::Silence, self.master_down_interval());
+        } else if let Phase::Backup(b) = &mut self.phase {
             // Preempt_Mode and a lower priority: discard, so the
             // Master_Down_Timer runs out and we take over. Not recorded as
             // our master: with three routers mid-heal, the master we follow
             // may be a higher one, and a priority change must not preempt
             // on the strength of this one.
             self.counters.lower_priority_discarded += 1;
-            self.down_cause = DownCause::Preempting(src, adv.priority);
+            b.cause = DownCause::Preempting(src, adv.priority);
         }
     }
 
@@ -501,23 +644,26 @@ impl VirtualRouter {
         let tie_lost = adv.priority == ours && self.primary.is_none_or(|mine| src > mine);
         if higher || tie_lost {
             let why = if higher {
-                format!("higher priority {} from {src} > our {ours}", adv.priority)
+                Why::HigherPriority {
+                    from: src,
+                    theirs: adv.priority,
+                    ours,
+                }
             } else {
-                match self.primary {
-                    Some(mine) => format!(
-                        "equal priority {ours} from {src}, whose address is greater than our {mine}"
-                    ),
-                    None => {
-                        format!("equal priority {ours} from {src} and our own address is unknown")
-                    }
+                Why::EqualPriority {
+                    from: src,
+                    priority: ours,
+                    mine: self.primary,
                 }
             };
             if self.p.version == Version::V3 {
                 self.master_adver_interval_cs = adv.interval_cs.max(1);
             }
-            self.master = Some((src, adv.priority));
-            self.down_cause = DownCause::Silence;
             self.change_state(now, State::Backup, why);
+            self.follow_master(src, adv.priority);
+            if let Phase::Backup(b) = &mut self.phase {
+                b.cause = DownCause::Silence;
+            }
         } else {
             // Lower: RFC says discard; answering at once makes the other
             // master back off now rather than at our next advert. Another
@@ -534,69 +680,136 @@ impl VirtualRouter {
     /// Fire every deadline that is due at `now`. Each timer fires at most
     /// once per call and is re-armed from `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.leaving.is_some_and(|t| t <= now) {
+            let waited = self.hand_over_wait();
+            self.hand_over_done(HandOver::TimedOut { waited });
+        }
+        if matches!(self.released, Some(Release::Until(t)) if t <= now) {
+            self.reclaim(now);
+        }
         let preempt_due = self.preempt_allowed_at.is_some_and(|t| t <= now);
         if preempt_due {
             self.preempt_allowed_at = None;
         }
-        match self.state {
-            State::Initialize => {}
-            State::Backup => {
-                if self.master_down_at.is_some_and(|t| t <= now) {
+        match &self.phase {
+            Phase::Initialize => {}
+            Phase::Backup(b) => {
+                if b.master_down_at <= now {
                     // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
-                    let why = self.master_down_reason();
+                    let why = self.master_down_reason(b);
                     self.change_state(now, State::Master, why);
                 } else if preempt_due {
                     self.preempt_if_master_lower(now);
                 }
             }
-            State::Master => {
-                if self.adver_at.is_some_and(|t| t <= now) {
+            Phase::Master(m) => {
+                let garp_due = m.garp.at.is_some_and(|t| t <= now);
+                if m.advert_at <= now {
                     // RFC 5798 6.4.3: Adver_Timer fires -> send, reset.
                     self.send_advert(now);
                 }
-                if self.garp_at.is_some_and(|t| t <= now) {
+                if garp_due {
                     self.garp_round(now);
                 }
             }
         }
     }
 
-    /// The effective priority changed (tracked objects went up or down).
-    /// 0 is clamped to 1: priority 0 on the wire means "master leaving".
-    pub fn set_priority(&mut self, now: Instant, effective: u8, why: String) {
-        let to = effective.max(1);
-        let from = self.effective;
-        if to == from {
+    /// The effective priority tracking asks for (tracked objects went up
+    /// or down). 0 is clamped to 1: priority 0 on the wire means "master
+    /// leaving". While released it is only remembered, for the reclaim.
+    pub fn set_priority(&mut self, now: Instant, priority: u8) {
+        self.tracked = priority.max(1);
+        if self.released.is_none() {
+            self.change_priority(now, self.tracked, PriorityWhy::Tracking);
+        }
+    }
+
+    /// `halo vrrp release` (or a sync group's hold): a master hands over
+    /// (priority 0, VIPs kept until the new master is heard); then, or at
+    /// once if not master, it stays a backup at priority 1, which still
+    /// takes over when nobody else is there. `until`: the release ends by
+    /// itself then (none: at [`reclaim`](Self::reclaim)). Released
+    /// already: only the end changes.
+    pub fn release(&mut self, now: Instant, until: Option<Instant>) {
+        let first = self.released.is_none();
+        self.released = Some(match until {
+            Some(t) => Release::Until(t),
+            None => Release::UntilReclaimed,
+        });
+        if !first {
             return;
         }
-        self.effective = to;
-        self.actions
-            .push_back(Action::PriorityChanged { from, to, why });
-        match self.state {
-            State::Initialize => {}
-            // Announce it now: after a drop a higher backup can take over
-            // without waiting for our next periodic advert.
-            State::Master => self.send_advert(now),
-            State::Backup => self.preempt_if_master_lower(now),
+        if self.effective != 1 {
+            // Set first: as master, a priority change would be advertised.
+            let from = self.effective;
+            self.effective = 1;
+            self.actions.push_back(Action::PriorityChanged {
+                from,
+                to: 1,
+                why: PriorityWhy::Released,
+            });
         }
+        if self.state() == State::Master {
+            self.step_down(now, State::Backup, Why::Released);
+        }
+    }
+
+    /// End a release: back to the tracked priority, preempting at once
+    /// if that is allowed and beats the master. Not released: nothing.
+    pub fn reclaim(&mut self, now: Instant) {
+        if self.released.take().is_none() {
+            return;
+        }
+        self.actions.push_back(Action::ReleaseOver);
+        self.change_priority(now, self.tracked, PriorityWhy::ReleaseOver);
     }
 
     /// RFC 5798 6.4.2 / 6.4.3 Shutdown event: a master sends priority 0 so
-    /// a backup takes over after Skew_Time; either way -> Initialize.
+    /// a backup takes over after Skew_Time, and keeps its VIPs until it
+    /// hears the new master (or [`hand_over_wait`](Self::hand_over_wait)
+    /// passes); either way -> Initialize. The driver steps the router
+    /// until [`leaving`](Self::leaving) is false before it exits.
     pub fn shutdown(&mut self, now: Instant) {
-        if self.state != State::Initialize {
-            self.change_state(now, State::Initialize, "shutdown".into());
+        match self.state() {
+            State::Master => self.step_down(now, State::Initialize, Why::Shutdown),
+            State::Backup => self.change_state(now, State::Initialize, Why::Shutdown),
+            State::Initialize => {}
         }
     }
 
-    /// Every state change goes through here, with the entry actions of the
-    /// RFC for the new state.
-    fn change_state(&mut self, now: Instant, to: State, why: String) {
-        let from = self.state;
-        self.state = to;
+    /// The interface went down: Initialize at once, VIPs removed at once
+    /// (nobody can be handed over to through a dead link).
+    pub fn link_down(&mut self, now: Instant) {
+        let was_leaving = self.leaving.take().is_some();
+        if self.state() != State::Initialize {
+            self.change_state(now, State::Initialize, Why::LinkDown);
+        }
+        if was_leaving {
+            self.actions.push_back(Action::DelVips);
+        }
+    }
+
+    /// Every state change goes through here, with the exit actions of the
+    /// old state and the entry actions of the RFC for the new one. The old
+    /// state's timers go with it.
+    fn change_state(&mut self, now: Instant, to: State, why: Why) {
+        let from = self.state();
         self.counters.transitions += 1;
         self.actions
             .push_back(Action::StateChanged { from, to, why });
+        if from == State::Master {
+            // RFC 5798 6.4.2 / 6.4.3 Shutdown, and stepping down for a
+            // better master: say so with priority 0, so a backup takes over
+            // after its skew time, and the winner re-announces the VIPs
+            // (hosts that followed our gratuitous ARP during a split brain
+            // would otherwise keep our MAC until their ARP entries expire).
+            // A hand-over keeps the VIPs until the new master is heard.
+            self.push_advert(0, self.p.advert_interval_cs);
+            if self.leaving.is_none() {
+                self.actions.push_back(Action::DelVips);
+            }
+        }
         match to {
             // RFC 5798 6.4.1 (address owner at startup) and 6.4.2
             // (Master_Down_Timer fires): send an advert, announce the VIPs,
@@ -604,53 +817,73 @@ impl VirtualRouter {
             // announcements and the traffic they attract find them.
             State::Master => {
                 self.counters.became_master += 1;
-                self.master_down_at = None;
-                self.master = None;
-                self.down_cause = DownCause::Waiting;
-                self.actions.push_back(Action::AddVips);
+                // Back before a hand-over ended: the VIPs are still there.
+                if self.leaving.take().is_none() {
+                    self.actions.push_back(Action::AddVips);
+                }
+                self.phase = Phase::Master(Master {
+                    advert_at: now,
+                    garp: Garp {
+                        at: None,
+                        left: self.p.garp_repeat,
+                    },
+                });
                 self.send_advert(now);
-                self.garp_left = self.p.garp_repeat;
-                self.garp_at = None;
-                if self.garp_left > 0 {
+                if self.p.garp_repeat > 0 {
                     self.garp_round(now);
                 } else {
                     self.schedule_garp(now);
                 }
             }
             // RFC 5798 6.4.1 (startup, not owner) and 6.4.3 (higher
-            // priority seen): cancel the Adver_Timer, start the
-            // Master_Down_Timer; a former master stops answering for the VIPs.
+            // priority seen): start the Master_Down_Timer (the Adver_Timer
+            // went with the Master phase).
             State::Backup => {
                 self.counters.became_backup += 1;
-                self.adver_at = None;
-                self.garp_at = None;
-                self.garp_left = 0;
-                self.arm_master_down(now, self.master_down_interval());
-                if from == State::Master {
-                    // Stepping down for a better master: say so with
-                    // priority 0 (as on shutdown), so the winner
-                    // re-announces the VIPs. Hosts that followed our
-                    // gratuitous ARP during a split brain would otherwise
-                    // keep our MAC until their ARP entries expire.
-                    self.push_advert(0, self.p.advert_interval_cs);
-                    self.actions.push_back(Action::DelVips);
-                }
+                let after = self.master_down_interval();
+                self.phase = Phase::Backup(Backup {
+                    master_down_at: later(now, after),
+                    cause: DownCause::Waiting,
+                    after,
+                    master: None,
+                });
             }
-            // RFC 5798 6.4.2 / 6.4.3 Shutdown: cancel timers; a master
-            // sends an advert with priority 0 and gives up the VIPs.
+            // RFC 5798 6.4.2 / 6.4.3 Shutdown: the timers go with the phase.
             State::Initialize => {
-                if from == State::Master {
-                    self.push_advert(0, self.p.advert_interval_cs);
-                    self.actions.push_back(Action::DelVips);
-                }
-                self.master_down_at = None;
-                self.adver_at = None;
-                self.garp_at = None;
-                self.garp_left = 0;
-                self.preempt_allowed_at = None;
-                self.master = None;
+                self.phase = Phase::Initialize;
                 self.master_adver_interval_cs = self.p.advert_interval_cs;
             }
+        }
+    }
+
+    /// Leave Master for `to` with a hand-over: the VIPs stay until the
+    /// new master is heard or [`hand_over_wait`](Self::hand_over_wait)
+    /// passes.
+    fn step_down(&mut self, now: Instant, to: State, why: Why) {
+        self.leaving = Some(later(now, self.hand_over_wait()));
+        self.change_state(now, to, why);
+    }
+
+    fn hand_over_done(&mut self, how: HandOver) {
+        self.leaving = None;
+        self.actions.push_back(Action::HandedOver(how));
+        self.actions.push_back(Action::DelVips);
+    }
+
+    fn change_priority(&mut self, now: Instant, to: u8, why: PriorityWhy) {
+        let from = self.effective;
+        if to == from {
+            return;
+        }
+        self.effective = to;
+        self.actions
+            .push_back(Action::PriorityChanged { from, to, why });
+        match self.state() {
+            State::Initialize => {}
+            // Announce it now: after a drop a higher backup can take over
+            // without waiting for our next periodic advert.
+            State::Master => self.send_advert(now),
+            State::Backup => self.preempt_if_master_lower(now),
         }
     }
 
@@ -661,48 +894,61 @@ impl VirtualRouter {
 
     /// Backup: take over now if allowed and the known master is lower.
     fn preempt_if_master_lower(&mut self, now: Instant) {
-        if let Some((addr, prio)) = self.master {
-            if prio != 0 && prio < self.effective && self.may_preempt(now) {
-                let why = format!(
-                    "preempting {addr} (priority {prio} < our {})",
-                    self.effective
-                );
-                self.change_state(now, State::Master, why);
-            }
+        let Phase::Backup(Backup {
+            master: Some((master, theirs)),
+            ..
+        }) = self.phase
+        else {
+            return;
+        };
+        let ours = self.effective;
+        if theirs != 0 && theirs < ours && self.may_preempt(now) {
+            let why = Why::Preempting {
+                master,
+                theirs,
+                ours,
+            };
+            self.change_state(now, State::Master, why);
         }
     }
 
-    fn master_down_reason(&self) -> String {
-        match self.down_cause {
-            DownCause::Preempting(addr, prio) => {
-                format!(
-                    "preempting {addr} (priority {prio} < our {})",
-                    self.effective
-                )
-            }
-            DownCause::Shutdown(addr) => format!("master {addr} sent priority 0 (shutdown)"),
-            DownCause::Silence | DownCause::Waiting => {
-                let who = match self.master {
-                    Some((addr, _)) => addr.to_string(),
-                    None => "any master".into(),
-                };
-                format!(
-                    "no advert from {who} for {} (master down interval)",
-                    secs(self.down_interval)
-                )
-            }
+    fn master_down_reason(&self, b: &Backup) -> Why {
+        match b.cause {
+            DownCause::Preempting(master, theirs) => Why::Preempting {
+                master,
+                theirs,
+                ours: self.effective,
+            },
+            DownCause::Shutdown(master) => Why::MasterLeft { master },
+            DownCause::Silence | DownCause::Waiting => Why::MasterDown {
+                last_master: b.master.map(|(a, _)| a),
+                after: b.after,
+            },
         }
     }
 
-    fn arm_master_down(&mut self, now: Instant, after: Duration) {
-        self.down_interval = after;
-        self.master_down_at = Some(later(now, after));
+    /// Backup: `src` (with `priority`) is the master we follow.
+    fn follow_master(&mut self, src: IpAddr, priority: u8) {
+        if let Phase::Backup(b) = &mut self.phase {
+            b.master = Some((src, priority));
+        }
+    }
+
+    fn arm_master_down(&mut self, now: Instant, cause: DownCause, after: Duration) {
+        if let Phase::Backup(b) = &mut self.phase {
+            b.cause = cause;
+            b.after = after;
+            b.master_down_at = later(now, after);
+        }
     }
 
     /// Master: send an advert now and restart the Adver_Timer.
     fn send_advert(&mut self, now: Instant) {
         self.push_advert(self.effective, self.p.advert_interval_cs);
-        self.adver_at = Some(later(now, cs(self.p.advert_interval_cs)));
+        let next = later(now, cs(self.p.advert_interval_cs));
+        if let Phase::Master(m) = &mut self.phase {
+            m.advert_at = next;
+        }
     }
 
     fn push_advert(&mut self, priority: u8, interval_cs: u16) {
@@ -716,32 +962,38 @@ impl VirtualRouter {
         });
     }
 
-    /// One GARP round now, then schedule the next.
     /// A full gratuitous ARP / NA burst again, as on becoming master.
     fn reannounce(&mut self, now: Instant) {
-        self.garp_left = self.p.garp_repeat;
-        if self.garp_left > 0 {
-            self.garp_round(now);
+        if let Phase::Master(m) = &mut self.phase {
+            m.garp.left = self.p.garp_repeat;
+            if m.garp.left > 0 {
+                self.garp_round(now);
+            }
         }
     }
 
+    /// One GARP round now, then schedule the next.
     fn garp_round(&mut self, now: Instant) {
         self.counters.garp_rounds += 1;
         self.actions.push_back(Action::SendGarp);
-        self.garp_left = self.garp_left.saturating_sub(1);
+        if let Phase::Master(m) = &mut self.phase {
+            m.garp.left = m.garp.left.saturating_sub(1);
+        }
         self.schedule_garp(now);
     }
 
     /// The next round: a repeat of the initial burst, else a refresh.
     fn schedule_garp(&mut self, now: Instant) {
-        self.garp_at = if self.garp_left > 0 {
-            Some(later(now, self.p.garp_interval))
-        } else {
-            self.p
-                .garp_refresh
-                .filter(|d| !d.is_zero())
-                .map(|d| later(now, d))
-        };
+        let p = &self.p;
+        if let Phase::Master(m) = &mut self.phase {
+            m.garp.at = if m.garp.left > 0 {
+                Some(later(now, p.garp_interval))
+            } else {
+                p.garp_refresh
+                    .filter(|d| !d.is_zero())
+                    .map(|d| later(now, d))
+            };
+        }
     }
 }
 
@@ -757,11 +1009,6 @@ fn later(now: Instant, d: Duration) -> Instant {
 
 fn cs(centis: u16) -> Duration {
     Duration::from_millis(u64::from(centis) * 10)
-}
-
-/// "3.61 s": durations in messages, to the centisecond.
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! clock that jumps to the earliest deadline (quinn's `Pair::step`), and
 //! optional seeded packet loss (smoltcp's netsim). Test-only.
 //!
-//! Every advert goes through the real codec (`Advert::encode` then
-//! `Advert::decode`), and after every step the simulation checks that each
-//! router holds its VIPs exactly when it is Master, so any test here also
-//! checks that the action stream keeps the driver's view consistent.
+//! Every advert is the router's own (`make_advert`, as the driver sends it)
+//! through the real codec (`Advert::encode` then `Advert::decode`), and
+//! after every step the simulation checks that each router holds its VIPs
+//! exactly when it is Master or handing over, so any test here also checks
+//! that the action stream keeps the driver's view consistent.
 //!
 //! Expected times are written out as numbers in the tests (not derived from
 //! the router's own timer functions), so a wrong formula fails them.
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::packet::{Advert, PacketCtx, Version, MCAST_V4};
-use super::router::{Action, RouterParams, State, VirtualRouter};
+use super::router::{Action, HandOver, PriorityWhy, RouterParams, State, VirtualRouter, Why};
 
 struct Node {
     r: VirtualRouter,
@@ -118,9 +119,22 @@ impl Sim {
         self.flush();
     }
 
-    fn set_priority(&mut self, i: usize, p: u8, why: &str) {
+    fn set_priority(&mut self, i: usize, p: u8) {
         let now = self.now;
-        self.nodes[i].r.set_priority(now, p, why.into());
+        self.nodes[i].r.set_priority(now, p);
+        self.flush();
+    }
+
+    /// `halo vrrp release` on node i, for `secs` (none: until reclaimed).
+    fn release(&mut self, i: usize, secs: Option<f64>) {
+        let now = self.now;
+        self.nodes[i].r.release(now, secs.map(|s| now + secs_f(s)));
+        self.flush();
+    }
+
+    fn reclaim(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].r.reclaim(now);
         self.flush();
     }
 
@@ -150,12 +164,21 @@ impl Sim {
                             let ctx = PacketCtx::new(self.nodes[i].addr, MCAST_V4.into());
                             wire.push((i, adv.try_encode(&ctx).expect("encodable advert")));
                         }
-                        Action::AddVips => self.nodes[i].vips_held = true,
-                        Action::DelVips => self.nodes[i].vips_held = false,
+                        Action::AddVips => {
+                            assert!(!self.nodes[i].vips_held, "AddVips twice");
+                            self.nodes[i].vips_held = true;
+                        }
+                        Action::DelVips => {
+                            assert!(self.nodes[i].vips_held, "DelVips without AddVips");
+                            self.nodes[i].vips_held = false;
+                        }
                         Action::SendGarp => {
                             assert!(self.nodes[i].vips_held, "GARP before AddVips");
                         }
-                        Action::StateChanged { .. } | Action::PriorityChanged { .. } => {}
+                        Action::StateChanged { .. }
+                        | Action::PriorityChanged { .. }
+                        | Action::HandedOver(_)
+                        | Action::ReleaseOver => {}
                     }
                     self.log.push(Event {
                         at: self.elapsed(),
@@ -201,11 +224,12 @@ impl Sim {
         for (i, n) in self.nodes.iter().enumerate() {
             assert_eq!(
                 n.vips_held,
-                n.r.state() == State::Master,
-                "node {i} at {:?}: VIPs held {} in state {}",
+                n.r.state() == State::Master || n.r.leaving(),
+                "node {i} at {:?}: VIPs held {} in state {} (leaving: {})",
                 self.elapsed(),
                 n.vips_held,
-                n.r.state()
+                n.r.state(),
+                n.r.leaving()
             );
         }
     }
@@ -252,12 +276,12 @@ impl Sim {
     }
 
     /// (time, to-state, why) of node i's state changes since `after`.
-    fn changes(&self, i: usize, after: Duration) -> Vec<(Duration, State, String)> {
+    fn changes(&self, i: usize, after: Duration) -> Vec<(Duration, State, Why)> {
         self.log
             .iter()
             .filter(|e| e.node == i && e.at >= after)
             .filter_map(|e| match &e.action {
-                Action::StateChanged { to, why, .. } => Some((e.at, *to, why.clone())),
+                Action::StateChanged { to, why, .. } => Some((e.at, *to, *why)),
                 _ => None,
             })
             .collect()
@@ -314,7 +338,10 @@ fn election_highest_priority_wins() {
     assert_eq!(sim.became_master_at(2), None);
     assert_eq!(
         sim.changes(1, Duration::ZERO)[1].2,
-        "no advert from any master for 3.61 s (master down interval)"
+        Why::MasterDown {
+            last_master: None,
+            after: MDI_100
+        }
     );
 }
 
@@ -341,8 +368,13 @@ fn priority_zero_handover_after_skew_time_only() {
     sim.run_until(secs_f(40.0));
     assert_eq!(sim.masters(), vec![1]);
     assert_eq!(sim.became_master_at(1), Some(secs_f(10.2) + SKEW_90));
-    let why = &sim.changes(1, secs_f(10.2))[0].2;
-    assert_eq!(why, "master 192.0.2.11 sent priority 0 (shutdown)");
+    let why = sim.changes(1, secs_f(10.2))[0].2;
+    assert_eq!(
+        why,
+        Why::MasterLeft {
+            master: node_addr(0)
+        }
+    );
     // Node 2 (skew 0.6875 s) heard node 1 first and stayed backup.
     assert_eq!(sim.became_master_at(2), None);
 }
@@ -360,15 +392,26 @@ fn returning_higher_priority_router_preempts() {
     // runs out: exactly one Master_Down_Interval after it came back.
     assert_eq!(sim.became_master_at(0), Some(secs_f(20.0) + MDI_100));
     let a = sim.changes(0, secs_f(20.0));
-    assert_eq!(a[1].2, "preempting 192.0.2.12 (priority 90 < our 100)");
+    assert_eq!(
+        a[1].2,
+        Why::Preempting {
+            master: node_addr(1),
+            theirs: 90,
+            ours: 100
+        }
+    );
     let b = sim.changes(1, secs_f(20.0));
     assert_eq!(b.len(), 1);
     assert_eq!(
-        (b[0].0, b[0].1, b[0].2.as_str()),
+        b[0],
         (
             secs_f(20.0) + MDI_100,
             State::Backup,
-            "higher priority 100 from 192.0.2.11 > our 90"
+            Why::HigherPriority {
+                from: node_addr(0),
+                theirs: 100,
+                ours: 90
+            }
         )
     );
 }
@@ -407,7 +450,11 @@ fn preempt_delay_takes_over_only_after_the_delay() {
     assert_eq!(sim.became_master_at(0), Some(secs_f(50.0)));
     assert_eq!(
         sim.changes(0, secs_f(50.0))[0].2,
-        "preempting 192.0.2.12 (priority 90 < our 100)"
+        Why::Preempting {
+            master: node_addr(1),
+            theirs: 90,
+            ours: 100
+        }
     );
 }
 
@@ -425,7 +472,10 @@ fn lost_adverts_backup_takes_over_after_master_down_interval() {
     );
     assert_eq!(
         sim.changes(1, secs_f(10.0))[0].2,
-        "no advert from 192.0.2.11 for 3.65 s (master down interval)"
+        Why::MasterDown {
+            last_master: Some(node_addr(0)),
+            after: MDI_90
+        }
     );
     // A still hears B but its answers are lost: both are master.
     assert_eq!(sim.masters(), vec![0, 1]);
@@ -477,7 +527,7 @@ fn split_brain_heals_when_lower_master_speaks_first() {
 #[test]
 fn master_priority_drop_hands_over_to_higher_backup() {
     let mut sim = pair();
-    sim.set_priority(0, 80, "web: 0 of 2 servers up");
+    sim.set_priority(0, 80);
     sim.run_until(secs_f(30.0));
     assert_eq!(sim.masters(), vec![1]);
     // B discards A's priority-80 adverts; its timer, last reset by A's
@@ -485,17 +535,21 @@ fn master_priority_drop_hands_over_to_higher_backup() {
     assert_eq!(sim.became_master_at(1), Some(secs_f(9.609375) + MDI_90));
     assert_eq!(
         sim.changes(1, secs_f(10.0))[0].2,
-        "preempting 192.0.2.11 (priority 80 < our 90)"
+        Why::Preempting {
+            master: node_addr(0),
+            theirs: 80,
+            ours: 90
+        }
     );
     assert!(sim.log.iter().any(|e| e.node == 0
         && e.action
             == Action::PriorityChanged {
                 from: 100,
                 to: 80,
-                why: "web: 0 of 2 servers up".into()
+                why: PriorityWhy::Tracking
             }));
     // Priority back up: A, now a backup of the lower B, preempts at once.
-    sim.set_priority(0, 100, "web: 2 of 2 servers up");
+    sim.set_priority(0, 100);
     assert_eq!(sim.masters(), vec![0]);
     assert_eq!(sim.became_master_at(0), Some(secs_f(30.0)));
 }
@@ -517,6 +571,153 @@ fn v2_cluster_elects_and_fails_over() {
     sim.shutdown(0);
     sim.run_until(secs_f(70.0));
     assert_eq!(sim.became_master_at(1), Some(secs_f(60.0) + SKEW_90));
+}
+
+/// The instants node i did `action` since `after`.
+fn times(sim: &Sim, i: usize, after: Duration, action: &Action) -> Vec<Duration> {
+    sim.log
+        .iter()
+        .filter(|e| e.node == i && e.at >= after && &e.action == action)
+        .map(|e| e.at)
+        .collect()
+}
+
+#[test]
+fn shutdown_keeps_the_vips_until_the_new_master_speaks() {
+    let mut sim = pair();
+    let stop = secs_f(10.2);
+    sim.run_until(stop);
+    sim.shutdown(0);
+    // A still holds the VIP during B's skew time: nobody is without it.
+    sim.run_until(stop + SKEW_90 - Duration::from_nanos(1));
+    assert!(sim.nodes[0].vips_held && sim.nodes[0].r.leaving());
+    sim.run_until(secs_f(30.0));
+    assert_eq!(sim.masters(), vec![1]);
+    // B became master and its first advert ended A's hand-over at once.
+    let b_master = stop + SKEW_90;
+    assert_eq!(sim.became_master_at(1), Some(b_master));
+    assert_eq!(times(&sim, 0, stop, &Action::DelVips), vec![b_master]);
+    assert!(sim.log.iter().any(|e| e.node == 0
+        && e.action
+            == Action::HandedOver(HandOver::Heard {
+                master: node_addr(1),
+                priority: 90
+            })));
+    assert!(!sim.nodes[0].vips_held && !sim.nodes[0].r.leaving());
+}
+
+#[test]
+fn shutdown_alone_gives_the_vips_up_after_the_hand_over_wait() {
+    let mut sim = pair();
+    sim.connect(&[0], &[1], false);
+    let stop = secs_f(10.2);
+    sim.run_until(stop);
+    sim.shutdown(0);
+    sim.run_until(secs_f(12.0));
+    // 1.5 advert intervals.
+    assert_eq!(
+        times(&sim, 0, stop, &Action::DelVips),
+        vec![stop + secs_f(1.5)]
+    );
+    assert!(sim.log.iter().any(|e| e.node == 0
+        && e.action
+            == Action::HandedOver(HandOver::TimedOut {
+                waited: secs_f(1.5)
+            })));
+}
+
+#[test]
+fn release_hands_over_and_reclaim_takes_back() {
+    let mut sim = pair();
+    let t = secs_f(10.2);
+    sim.run_until(t);
+    sim.release(0, None);
+    assert_eq!(sim.changes(0, t)[0].1, State::Backup);
+    assert_eq!(sim.changes(0, t)[0].2, Why::Released);
+    sim.run_until(secs_f(100.0));
+    // B took over after its skew time; A stayed backup at priority 1,
+    // and gave the VIP up when B spoke.
+    assert_eq!(sim.masters(), vec![1]);
+    assert_eq!(sim.became_master_at(1), Some(t + SKEW_90));
+    assert_eq!(times(&sim, 0, t, &Action::DelVips), vec![t + SKEW_90]);
+    assert_eq!(sim.nodes[0].r.effective_priority(), 1);
+    assert_eq!(sim.changes(0, t).len(), 1, "only MASTER -> BACKUP");
+    // Reclaimed: A preempts B at once.
+    sim.reclaim(0);
+    assert_eq!(sim.masters(), vec![0]);
+    assert_eq!(sim.became_master_at(0), Some(secs_f(100.0)));
+    assert_eq!(sim.nodes[0].r.effective_priority(), 100);
+}
+
+#[test]
+fn timed_release_ends_by_itself() {
+    let mut sim = pair();
+    let t = secs_f(10.2);
+    sim.run_until(t);
+    sim.release(0, Some(2.0));
+    sim.run_until(secs_f(30.0));
+    assert_eq!(sim.masters(), vec![0]);
+    assert_eq!(
+        times(&sim, 0, t, &Action::ReleaseOver),
+        vec![t + secs_f(2.0)]
+    );
+    // Back at priority 100 it preempts B at once.
+    assert_eq!(sim.became_master_at(0), Some(t + secs_f(2.0)));
+    let b = sim.changes(1, t);
+    assert_eq!(
+        b[0].2,
+        Why::MasterLeft {
+            master: node_addr(0)
+        }
+    );
+    assert_eq!(b[1].1, State::Backup);
+}
+
+#[test]
+fn released_alone_still_takes_over() {
+    let mut sim = pair();
+    sim.shutdown(1);
+    let t = secs_f(20.0);
+    sim.run_until(t);
+    sim.release(0, None);
+    sim.run_until(secs_f(40.0));
+    // Nobody took over: the VIP goes after the hand-over wait, and A, the
+    // lowest backup, comes back one Master_Down_Interval at priority 1
+    // (3 s + 255/256 s) after the release.
+    assert_eq!(sim.masters(), vec![0]);
+    assert_eq!(times(&sim, 0, t, &Action::DelVips), vec![t + secs_f(1.5)]);
+    assert_eq!(
+        sim.became_master_at(0),
+        Some(t + Duration::from_nanos(3_996_093_750))
+    );
+    assert_eq!(sim.nodes[0].r.effective_priority(), 1);
+}
+
+#[test]
+fn healed_split_brain_winner_re_announces_the_vips() {
+    let mut sim = pair();
+    sim.connect(&[0], &[1], false);
+    sim.run_until(secs_f(20.0));
+    assert_eq!(sim.masters(), vec![0, 1]);
+    let heal = secs_f(20.0);
+    sim.connect(&[0], &[1], true);
+    sim.run_until(heal + secs_f(1.0));
+    assert_eq!(sim.masters(), vec![0]);
+    // The first advert after the heal decides it; B steps down with
+    // priority 0 and A answers with a gratuitous ARP round at that
+    // instant, so hosts that followed B come back at once.
+    let b_left = sim.changes(1, heal)[0].0;
+    assert!(sim.log.iter().any(|e| e.node == 1
+        && e.at == b_left
+        && e.action
+            == Action::SendAdvert {
+                priority: 0,
+                interval_cs: 100
+            }));
+    assert!(
+        times(&sim, 0, heal, &Action::SendGarp).contains(&b_left),
+        "A re-announces when B steps down"
+    );
 }
 
 #[test]
@@ -563,7 +764,7 @@ fn random_event_storm_keeps_invariants() {
     let vip: IpAddr = "192.0.2.100".parse().unwrap();
     let other: IpAddr = "192.0.2.200".parse().unwrap();
     let srcs = [node_addr(0), node_addr(1), node_addr(2), node_addr(3)];
-    let (mut masters, mut accepted, mut dropped) = (0, 0, 0);
+    let (mut masters, mut accepted, mut dropped, mut handed_over) = (0, 0, 0, 0);
     for seed in 1..=300u64 {
         let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut pick = |n: u64| rng.next() % n;
@@ -640,12 +841,15 @@ fn random_event_storm_keeps_invariants() {
                         "seed {seed} step {step}: stuck deadline"
                     );
                 }
-                7 => r.set_priority(now, pick(256) as u8, "storm".into()),
-                8 => {
-                    if pick(4) == 0 {
-                        r.shutdown(now);
-                    }
-                }
+                7 => r.set_priority(now, pick(256) as u8),
+                8 => match pick(8) {
+                    0 => r.shutdown(now),
+                    1 => r.link_down(now),
+                    2 => r.release(now, None),
+                    3 => r.release(now, Some(now + Duration::from_millis(pick(3000)))),
+                    4 => r.reclaim(now),
+                    _ => {}
+                },
                 _ => r.startup(now),
             }
             let mut left_master = false;
@@ -668,24 +872,43 @@ fn random_event_storm_keeps_invariants() {
                         // Priority 0 only on the way out of Master.
                         assert!(priority != 0 || left_master, "seed {seed} step {step}");
                     }
-                    Action::StateChanged { from, to, why } => {
+                    Action::StateChanged { from, to, .. } => {
                         assert_eq!(from, state, "seed {seed} step {step}");
                         left_master = from == State::Master;
                         assert_ne!(from, to);
-                        assert!(!why.is_empty());
                         state = to;
                     }
-                    Action::PriorityChanged { from, to, .. } => {
+                    Action::PriorityChanged { from, to, why } => {
                         assert_ne!(from, to);
                         assert_ne!(to, 0);
+                        // Released: held at 1 whatever tracking says.
+                        if why == PriorityWhy::Released {
+                            assert_eq!(to, 1);
+                        }
                     }
+                    Action::HandedOver(_) => {
+                        assert!(held, "seed {seed} step {step}: hand-over without VIPs");
+                        handed_over += 1;
+                    }
+                    Action::ReleaseOver => {}
                 }
             }
             assert_eq!(state, r.state(), "seed {seed} step {step}");
-            assert_eq!(held, state == State::Master, "seed {seed} step {step}");
+            assert_eq!(
+                held,
+                state == State::Master || r.leaving(),
+                "seed {seed} step {step}"
+            );
+            if r.released().is_some() {
+                assert_eq!(r.effective_priority(), 1, "seed {seed} step {step}");
+            }
             match state {
-                State::Initialize => assert_eq!(r.poll_timeout(), None),
-                State::Backup | State::Master => assert!(r.poll_timeout().is_some()),
+                State::Initialize
+                    if !r.leaving() && r.released().and_then(|r| r.until()).is_none() =>
+                {
+                    assert_eq!(r.poll_timeout(), None)
+                }
+                _ => assert!(r.poll_timeout().is_some()),
             }
         }
         masters += r.counters().became_master;
@@ -696,4 +919,5 @@ fn random_event_storm_keeps_invariants() {
     assert!(masters > 3000, "{masters} master transitions");
     assert!(accepted > 50_000, "{accepted} adverts accepted");
     assert!(dropped > 20_000, "{dropped} adverts dropped");
+    assert!(handed_over > 1000, "{handed_over} hand-overs");
 }

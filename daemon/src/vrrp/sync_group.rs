@@ -20,28 +20,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A member's state as its driver reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Member {
-    Init,
-    Backup,
-    Master,
-    /// Its interface is down.
-    Fault,
-}
-
-impl Member {
-    /// The state names of `halo status` (INIT, BACKUP, MASTER, FAULT).
-    pub fn parse(s: &str) -> Option<Member> {
-        Some(match s {
-            "INIT" => Member::Init,
-            "BACKUP" => Member::Backup,
-            "MASTER" => Member::Master,
-            "FAULT" => Member::Fault,
-            _ => return None,
-        })
-    }
-}
+/// A member's state as its driver publishes it (FAULT: its interface is
+/// down).
+pub use crate::telemetry::status::VrrpState as Member;
 
 /// The group's state, for its notify hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

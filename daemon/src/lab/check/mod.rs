@@ -156,7 +156,7 @@ fn observe(lab: &Running, n: u8) -> Result<Observed> {
                     .into_iter()
                     .map(|v| Instance {
                         name: v.name,
-                        state: v.state,
+                        state: v.state.to_string(),
                         vips: v.vips,
                     })
                     .collect()

@@ -51,11 +51,11 @@ fn ns(n: u64) -> Duration {
     Duration::from_nanos(n)
 }
 
-fn reason(actions: &[Action]) -> String {
+fn reason(actions: &[Action]) -> Why {
     actions
         .iter()
         .find_map(|a| match a {
-            Action::StateChanged { why, .. } => Some(why.clone()),
+            Action::StateChanged { why, .. } => Some(*why),
             _ => None,
         })
         .expect("a StateChanged action")
@@ -145,8 +145,11 @@ fn startup_non_owner_goes_backup_with_master_down_timer() {
     assert_eq!(acts.len(), 1, "{acts:?}");
     assert!(matches!(
         &acts[0],
-        Action::StateChanged { from: State::Initialize, to: State::Backup, why }
-            if why.contains("3.61 s")
+        Action::StateChanged {
+            from: State::Initialize,
+            to: State::Backup,
+            why: Why::StartupWaiting { master_down }
+        } if *master_down == Duration::from_micros(3_609_375)
     ));
     assert_eq!(
         r.poll_timeout(),
@@ -173,7 +176,7 @@ fn startup_owner_goes_master_at_once() {
             Action::StateChanged {
                 from: State::Initialize,
                 to: State::Master,
-                why: "startup as address owner (priority 255)".into()
+                why: Why::StartupOwner
             },
             Action::AddVips,
             Action::SendAdvert {
@@ -201,7 +204,10 @@ fn backup_master_down_timer_fires_to_master() {
     let acts = drain(&mut r);
     assert_eq!(
         reason(&acts),
-        "no advert from any master for 3.61 s (master down interval)"
+        Why::MasterDown {
+            last_master: None,
+            after: Duration::from_micros(3_609_375)
+        }
     );
     assert_eq!(
         &acts[1..],
@@ -242,7 +248,10 @@ fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     r.handle_timeout(t2 + Duration::from_micros(3_609_375));
     assert_eq!(
         reason(&drain(&mut r)),
-        "no advert from 192.0.2.12 for 3.61 s (master down interval)"
+        Why::MasterDown {
+            last_master: Some(ip(B)),
+            after: Duration::from_micros(3_609_375)
+        }
     );
 }
 
@@ -269,10 +278,7 @@ fn backup_priority_zero_takes_over_after_skew() {
     assert_eq!(r.master(), Some((ip(B), 0)));
     r.handle_timeout(t1 + Duration::from_micros(609_375));
     assert_eq!(r.state(), State::Master);
-    assert_eq!(
-        reason(&drain(&mut r)),
-        "master 192.0.2.12 sent priority 0 (shutdown)"
-    );
+    assert_eq!(reason(&drain(&mut r)), Why::MasterLeft { master: ip(B) });
     assert_eq!(r.counters().priority_zero_received, 1);
 }
 
@@ -295,7 +301,11 @@ fn backup_discards_lower_priority_and_preempts_at_master_down() {
     assert_eq!(r.state(), State::Master);
     assert_eq!(
         reason(&drain(&mut r)),
-        "preempting 192.0.2.12 (priority 90 < our 100)"
+        Why::Preempting {
+            master: ip(B),
+            theirs: 90,
+            ours: 100
+        }
     );
 }
 
@@ -312,7 +322,7 @@ fn backup_without_preempt_accepts_lower_priority() {
         Some(t1 + Duration::from_micros(3_609_375))
     );
     // A priority rise does not preempt either.
-    r.set_priority(t1, 120, "test".into());
+    r.set_priority(t1, 120);
     assert_eq!(r.state(), State::Backup);
     // But master-down takeover still happens.
     r.handle_timeout(t1 + Duration::from_micros(3_609_375));
@@ -342,7 +352,11 @@ fn preempt_delay_holds_back_preemption_until_it_ends() {
     assert_eq!(r.state(), State::Master);
     assert_eq!(
         reason(&drain(&mut r)),
-        "preempting 192.0.2.12 (priority 90 < our 100)"
+        Why::Preempting {
+            master: ip(B),
+            theirs: 90,
+            ours: 100
+        }
     );
 }
 
@@ -382,19 +396,23 @@ fn backup_priority_rise_above_master_preempts_at_once() {
     let t0 = Instant::now();
     let mut r = backup(params(Version::V3, 100, 100), t0);
     r.handle_advert(t0, ip(B), &advert(&r, 110, 100)).unwrap();
-    r.set_priority(t0 + ms(10), 105, "tracked link up".into());
+    r.set_priority(t0 + ms(10), 105);
     assert_eq!(r.state(), State::Backup, "105 < 110: no preemption");
-    r.set_priority(t0 + ms(20), 120, "tracked link up".into());
+    r.set_priority(t0 + ms(20), 120);
     assert_eq!(r.state(), State::Master);
     let acts = drain(&mut r);
     assert!(acts.contains(&Action::PriorityChanged {
         from: 105,
         to: 120,
-        why: "tracked link up".into()
+        why: PriorityWhy::Tracking
     }));
     assert_eq!(
         reason(&acts),
-        "preempting 192.0.2.12 (priority 110 < our 120)"
+        Why::Preempting {
+            master: ip(B),
+            theirs: 110,
+            ours: 120
+        }
     );
     assert!(acts.contains(&Action::SendAdvert {
         priority: 120,
@@ -456,7 +474,11 @@ fn master_yields_to_higher_priority() {
     let acts = drain(&mut r);
     assert_eq!(
         reason(&acts),
-        "higher priority 101 from 192.0.2.12 > our 100"
+        Why::HigherPriority {
+            from: ip(B),
+            theirs: 101,
+            ours: 100
+        }
     );
     // Stepping down is announced with priority 0 so the winner re-announces
     // the VIPs (clients may have followed our GARP in a split brain).
@@ -485,7 +507,11 @@ fn master_equal_priority_tie_break_on_address() {
     assert_eq!(r.state(), State::Backup);
     assert_eq!(
         reason(&drain(&mut r)),
-        "equal priority 100 from 192.0.2.12, whose address is greater than our 192.0.2.11"
+        Why::EqualPriority {
+            from: ip(B),
+            priority: 100,
+            mine: Some(ip(A))
+        }
     );
     // 192.0.2.10 is smaller: we stay master and answer at once.
     let (mut r, t) = master(params(Version::V3, 100, 100), t0);
@@ -562,14 +588,14 @@ fn master_priority_change_is_announced_at_once() {
     let t0 = Instant::now();
     let (mut r, t) = master(params(Version::V3, 100, 100), t0);
     let t1 = t + ms(250);
-    r.set_priority(t1, 80, "web: 0 of 2 servers up".into());
+    r.set_priority(t1, 80);
     assert_eq!(
         drain(&mut r),
         vec![
             Action::PriorityChanged {
                 from: 100,
                 to: 80,
-                why: "web: 0 of 2 servers up".into()
+                why: PriorityWhy::Tracking
             },
             Action::SendAdvert {
                 priority: 80,
@@ -580,40 +606,315 @@ fn master_priority_change_is_announced_at_once() {
     assert_eq!(r.poll_timeout(), Some(t1 + ms(1000)));
     assert_eq!(r.effective_priority(), 80);
     // Unchanged priority: nothing.
-    r.set_priority(t1, 80, "again".into());
+    r.set_priority(t1, 80);
     assert_eq!(r.poll_action(), None);
     // 0 would mean "leaving" on the wire: clamped to 1.
-    r.set_priority(t1, 0, "everything down".into());
+    r.set_priority(t1, 0);
     assert_eq!(r.effective_priority(), 1);
 }
 
 #[test]
-fn shutdown_from_master_sends_priority_zero_and_drops_vips() {
+fn shutdown_from_master_hands_over_until_the_deadline() {
     let t0 = Instant::now();
     let (mut r, t) = master(params(Version::V3, 100, 100), t0);
     r.shutdown(t + ms(10));
     assert_eq!(r.state(), State::Initialize);
-    let acts = drain(&mut r);
+    // Priority 0 goes out; the VIPs stay for the new master.
     assert_eq!(
-        acts,
+        drain(&mut r),
         vec![
             Action::StateChanged {
                 from: State::Master,
                 to: State::Initialize,
-                why: "shutdown".into()
+                why: Why::Shutdown
             },
             Action::SendAdvert {
                 priority: 0,
                 interval_cs: 100
             },
+        ]
+    );
+    assert!(r.leaving() && r.holds_vips());
+    assert_eq!(r.counters().priority_zero_sent, 1);
+    // Nobody takes over: the VIPs go after 1.5 advert intervals.
+    let end = t + ms(10) + ms(1500);
+    assert_eq!(r.poll_timeout(), Some(end));
+    r.handle_timeout(end - ns(1));
+    assert_eq!(r.poll_action(), None);
+    r.handle_timeout(end);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::HandedOver(HandOver::TimedOut { waited: ms(1500) }),
+            Action::DelVips
+        ]
+    );
+    assert!(!r.leaving() && !r.holds_vips());
+    assert_eq!(r.poll_timeout(), None);
+    // It can start again.
+    r.startup(t + ms(2000));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn shutdown_hand_over_ends_when_the_new_master_speaks() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.shutdown(t);
+    drain(&mut r);
+    // What does not come from a new master does not end it: a priority-0
+    // advert, another VRID, a different VIP set, our own advert looped back.
+    let mut other = advert(&r, 90, 100);
+    other.vrid = 52;
+    assert_eq!(
+        r.handle_advert(t + ms(100), ip(B), &other),
+        Err(Drop::WrongVrid)
+    );
+    let mut other = advert(&r, 90, 100);
+    other.addrs = vec![ip("192.0.2.200")];
+    assert!(r.handle_advert(t + ms(100), ip(B), &other).is_err());
+    let own = advert(&r, 100, 100);
+    assert_eq!(
+        r.handle_advert(t + ms(100), ip(A), &own),
+        Err(Drop::OwnAdvert)
+    );
+    let zero = advert(&r, 0, 100);
+    assert_eq!(r.handle_advert(t + ms(200), ip(B), &zero), Ok(()));
+    assert!(r.leaving());
+    assert_eq!(r.poll_action(), None);
+    // B took over after its skew time and says so.
+    let adv = advert(&r, 90, 100);
+    assert_eq!(r.handle_advert(t + ms(650), ip(B), &adv), Ok(()));
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::HandedOver(HandOver::Heard {
+                master: ip(B),
+                priority: 90
+            }),
             Action::DelVips
         ]
     );
     assert_eq!(r.poll_timeout(), None);
-    assert_eq!(r.counters().priority_zero_sent, 1);
-    // It can start again.
-    r.startup(t + ms(20));
+    // Done: from now on, not running.
+    assert_eq!(
+        r.handle_advert(t + ms(700), ip(B), &adv),
+        Err(Drop::NotRunning)
+    );
+}
+
+#[test]
+fn hand_over_wait_is_capped_at_five_seconds() {
+    let r = router(params(Version::V3, 100, 1000));
+    assert_eq!(r.hand_over_wait(), ms(5000));
+    let r = router(params(Version::V2, 100, 300));
+    assert_eq!(r.hand_over_wait(), ms(4500));
+}
+
+#[test]
+fn link_down_drops_the_vips_at_once() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.link_down(t);
+    assert_eq!(
+        reason(&drain(&mut r)[..1]),
+        Why::LinkDown,
+        "and the VIPs go at once"
+    );
+    assert!(!r.holds_vips());
+    assert_eq!(r.poll_timeout(), None);
+    // During a hand-over too.
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.shutdown(t);
+    drain(&mut r);
+    r.link_down(t + ms(100));
+    assert_eq!(drain(&mut r), vec![Action::DelVips]);
+    assert!(!r.leaving());
+}
+
+// === release ===
+
+#[test]
+fn release_from_master_hands_over_and_stays_backup_at_priority_one() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.release(t, None);
     assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::PriorityChanged {
+                from: 100,
+                to: 1,
+                why: PriorityWhy::Released
+            },
+            Action::StateChanged {
+                from: State::Master,
+                to: State::Backup,
+                why: Why::Released
+            },
+            Action::SendAdvert {
+                priority: 0,
+                interval_cs: 100
+            },
+        ]
+    );
+    assert_eq!(r.released(), Some(Release::UntilReclaimed));
+    assert!(r.leaving());
+    assert_eq!(r.effective_priority(), 1);
+    // B (90) takes over: the VIPs go, and B is our master.
+    let adv = advert(&r, 90, 100);
+    r.handle_advert(t + ms(650), ip(B), &adv).unwrap();
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::HandedOver(HandOver::Heard {
+                master: ip(B),
+                priority: 90
+            }),
+            Action::DelVips
+        ]
+    );
+    assert_eq!(r.master(), Some((ip(B), 90)));
+    // Tracking changes are kept for later, not advertised or acted on.
+    r.set_priority(t + ms(700), 120);
+    assert_eq!(r.poll_action(), None);
+    assert_eq!(r.effective_priority(), 1);
+    // The reclaim returns to the tracked priority and preempts B at once.
+    r.reclaim(t + ms(800));
+    let acts = drain(&mut r);
+    assert_eq!(
+        acts[..3],
+        [
+            Action::ReleaseOver,
+            Action::PriorityChanged {
+                from: 1,
+                to: 120,
+                why: PriorityWhy::ReleaseOver
+            },
+            Action::StateChanged {
+                from: State::Backup,
+                to: State::Master,
+                why: Why::Preempting {
+                    master: ip(B),
+                    theirs: 90,
+                    ours: 120
+                }
+            },
+        ]
+    );
+    assert!(acts.contains(&Action::AddVips));
+    assert_eq!(r.released(), None);
+    // A second reclaim does nothing.
+    r.reclaim(t + ms(900));
+    assert_eq!(r.poll_action(), None);
+}
+
+#[test]
+fn timed_release_ends_by_itself() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.handle_advert(t0, ip(B), &advert(&r, 150, 100)).unwrap();
+    let end = t0 + ms(2000);
+    r.release(t0 + ms(10), Some(end));
+    // A backup just lowers its priority: no state change, no advert.
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::PriorityChanged {
+            from: 100,
+            to: 1,
+            why: PriorityWhy::Released
+        }]
+    );
+    assert!(!r.leaving());
+    // The master's adverts keep the master down timer later than the end.
+    r.handle_advert(end - ms(500), ip(B), &advert(&r, 150, 100))
+        .unwrap();
+    assert_eq!(r.poll_timeout(), Some(end));
+    r.handle_timeout(end);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::ReleaseOver,
+            Action::PriorityChanged {
+                from: 1,
+                to: 100,
+                why: PriorityWhy::ReleaseOver
+            }
+        ]
+    );
+    assert_eq!(r.state(), State::Backup, "150 > 100: stays backup");
+    assert_eq!(r.released(), None);
+}
+
+#[test]
+fn released_again_only_moves_the_end() {
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    r.release(t0, Some(t0 + ms(1000)));
+    drain(&mut r);
+    r.release(t0, None);
+    assert_eq!(r.poll_action(), None);
+    assert_eq!(r.released(), Some(Release::UntilReclaimed));
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + Duration::from_micros(3_609_375))
+    );
+}
+
+#[test]
+fn released_before_startup_starts_as_the_lowest_backup() {
+    let t0 = Instant::now();
+    // Even the address owner: a release holds it at priority 1.
+    let mut r = router(params(Version::V3, 255, 100));
+    r.release(t0, Some(t0 + ms(60_000)));
+    assert_eq!(r.state(), State::Initialize);
+    // The release's end is a deadline even before startup (link down).
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(60_000)));
+    r.startup(t0);
+    assert_eq!(r.state(), State::Backup);
+    // Priority 1: (256 - 1) * 100 / 256 cs of skew.
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(3000) + ns(996_093_750)));
+    // Alone on the link it still takes over.
+    r.handle_timeout(t0 + ms(3000) + ns(996_093_750));
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(r.effective_priority(), 1);
+}
+
+#[test]
+fn master_again_during_a_hand_over_keeps_the_vips_it_holds() {
+    let t0 = Instant::now();
+    let (mut r, t) = master(params(Version::V3, 100, 100), t0);
+    r.release(t, None);
+    drain(&mut r);
+    // Another router leaves too (priority 0): our skew at priority 1,
+    // 0.99609375 s, runs out before the hand-over's 1.5 s.
+    let zero = advert(&r, 0, 100);
+    r.handle_advert(t + ms(100), ip(B), &zero).unwrap();
+    assert!(r.leaving());
+    let due = t + ms(100) + ns(996_093_750);
+    assert_eq!(r.poll_timeout(), Some(due));
+    r.handle_timeout(due);
+    // Master again with the VIPs it never gave up: no second AddVips, and
+    // the hand-over's DelVips never comes.
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            Action::StateChanged {
+                from: State::Backup,
+                to: State::Master,
+                why: Why::MasterLeft { master: ip(B) }
+            },
+            Action::SendAdvert {
+                priority: 1,
+                interval_cs: 100
+            },
+            Action::SendGarp
+        ]
+    );
+    assert!(!r.leaving() && r.holds_vips());
+    r.handle_timeout(t + ms(5000));
+    assert!(!drain(&mut r).contains(&Action::DelVips));
 }
 
 #[test]
@@ -790,7 +1091,7 @@ fn priority_rise_does_not_preempt_on_a_discarded_lower_advert() {
     r.handle_advert(t0 + ms(10), ip("192.0.2.13"), &advert(&r, 80, 100))
         .unwrap();
     assert_eq!(r.master(), Some((ip(B), 110)));
-    r.set_priority(t0 + ms(20), 100, "tracked link up".into());
+    r.set_priority(t0 + ms(20), 100);
     assert_eq!(r.state(), State::Backup);
 }
 
