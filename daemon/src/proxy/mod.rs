@@ -12,6 +12,7 @@
 
 pub mod balance;
 mod conn;
+mod error;
 pub mod http;
 mod listen;
 pub mod proxy_protocol;
