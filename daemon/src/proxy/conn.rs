@@ -9,6 +9,15 @@
 //! response comes back), tunnels upgrades, and writes one access-log line
 //! per request. What it does not do: parse HTTP itself, or know which driver
 //! runs it (everything goes through `stream::{Io, Stream}`).
+//!
+//! One request is an `exchange`: get a server slot, then attempts
+//! (`Attempt::forward`: connect or reuse, `send_request`,
+//! `read_response_head`, then `relay_response` or `tunnel`) until one
+//! answers or fails with an error that is not safe to retry. Every
+//! failure is a `ProxyError` (`error.rs`) made where it happens, saying
+//! which side failed and whether the request may go out again; the status,
+//! error page and log note follow from it. Unit tests (`conn/tests.rs`) run
+//! this code over in-memory streams with scripted clients and servers.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -25,7 +34,8 @@ use tokio::sync::Notify;
 use tokio::time::timeout_at;
 
 use super::balance::Balancer;
-use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits, HttpError};
+use super::error::{Kind, NoServer, ProxyError, Retry, Side};
+use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits};
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
@@ -40,7 +50,7 @@ const FAR: Duration = Duration::from_secs(365 * 86400);
 
 /// What the request-body pump hands back: how it ended, the client's
 /// buffer and `out`.
-type Pumped = (Result<u64, Fail>, Vec<u8>, Vec<u8>);
+type Pumped = (Result<u64, ProxyError>, Vec<u8>, Vec<u8>);
 
 /// State one service shares across its worker threads.
 pub(crate) struct Shared {
@@ -235,43 +245,24 @@ impl Drop for Slot {
     }
 }
 
-/// Why no server was obtained.
-pub(super) enum NoServer {
-    /// None is up.
-    NoneUp,
-    /// All at maxconn and the queue is full or timed out.
-    QueueFull,
-    QueueTimeout,
-}
-
-impl NoServer {
-    /// The access log's note (the answer is 503 in every case).
-    pub(super) fn note(&self) -> &'static str {
-        match self {
-            NoServer::NoneUp => "no server up",
-            NoServer::QueueFull => "queue full",
-            NoServer::QueueTimeout => "queue timeout",
-        }
-    }
-}
-
-/// A new connection to server `srv` by `deadline`, or why not: the access
-/// log's note and the status (HAProxy answers a connect timeout with 503,
-/// a refusal with 502). Shared by the HTTP handler and the TCP relay.
+/// A new connection to server `srv` by `deadline`, or why not. Nothing
+/// reached the server, so another attempt is safe (`Retry::Safe`). Shared
+/// by the HTTP handler and the TCP relay.
 pub(super) async fn connect_server<I: Io>(
     svc: &ProxyService,
     srv: usize,
     deadline: Instant,
-) -> Result<I::Stream, (&'static str, u16)> {
+) -> Result<I::Stream, ProxyError> {
     let addr = svc.servers[srv].address;
-    match timeout_at(deadline.into(), I::connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
+    let kind = match timeout_at(deadline.into(), I::connect(addr)).await {
+        Ok(Ok(s)) => return Ok(s),
         Ok(Err(e)) => {
             tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
-            Err(("connect failed", 502))
+            Kind::ConnectFailed
         }
-        Err(_) => Err(("connect timeout", 503)),
-    }
+        Err(_) => Kind::ConnectTimeout,
+    };
+    Err(ProxyError::server(kind, Retry::Safe))
 }
 
 /// A failed connect to `srv`: the passive check hears it, this request
@@ -291,17 +282,6 @@ pub(super) fn connect_failed(
     let retry = *attempts <= shared.svc.retries;
     shared.stats.connect_failed(srv, retry);
     retry
-}
-
-/// Which side failed and how, for error pages and logs.
-#[derive(Debug)]
-enum Fail {
-    ClientIo(io::Error),
-    ClientTimeout,
-    ClientProto(HttpError),
-    ServerIo(io::Error),
-    ServerTimeout,
-    ServerProto(HttpError),
 }
 
 /// What the access log says about one request.
@@ -367,36 +347,79 @@ fn spare(buf: &mut Vec<u8>) {
     }
 }
 
-async fn read_more<S: Stream>(
-    s: &S,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<usize, Option<io::Error>> {
+/// How a read with a deadline ended.
+#[derive(Debug)]
+enum Read {
+    /// This many bytes were appended to the buffer.
+    Data(usize),
+    /// The peer ended its stream (FIN).
+    Eof,
+    Error(io::Error),
+    /// The deadline passed. The buffer went with the cancelled read: the
+    /// caller's is empty now, and the connection must close.
+    Timeout,
+}
+
+impl Read {
+    /// The failure this read is, on `side`, when it was not data:
+    /// `retry` as the caller knows it (what may have reached a server).
+    fn error(self, side: Side, retry: Retry) -> ProxyError {
+        let kind = match self {
+            Read::Data(_) | Read::Eof => Kind::Closed,
+            Read::Error(e) => Kind::Read(e),
+            Read::Timeout => Kind::Timeout,
+        };
+        ProxyError { kind, side, retry }
+    }
+}
+
+async fn read_more<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
     spare(buf);
     let b = std::mem::take(buf);
     match timeout_at(deadline.into(), s.read(b)).await {
         Ok((r, b)) => {
             *buf = b;
-            r.map_err(Some)
+            match r {
+                Ok(0) => Read::Eof,
+                Ok(n) => Read::Data(n),
+                Err(e) => Read::Error(e),
+            }
         }
-        // The buffer went with the cancelled read; the caller closes.
-        Err(_) => Err(None),
+        Err(_) => Read::Timeout,
     }
 }
 
-async fn write<S: Stream>(
-    s: &S,
-    out: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<(), Option<io::Error>> {
+/// Why a write with a deadline failed.
+#[derive(Debug)]
+enum WriteError {
+    Io(io::Error),
+    Timeout,
+}
+
+impl WriteError {
+    /// The failure this write is, on `side`. A client that takes nothing
+    /// for `timeouts.client` is as gone as one that closed (no error page
+    /// could reach it): a write timeout on the client side is a write
+    /// error, not the 408 of a client too slow to send.
+    fn on(self, side: Side, retry: Retry) -> ProxyError {
+        let kind = match (self, side) {
+            (WriteError::Io(e), _) => Kind::Write(e),
+            (WriteError::Timeout, Side::Client) => Kind::Write(io::ErrorKind::TimedOut.into()),
+            (WriteError::Timeout, _) => Kind::Timeout,
+        };
+        ProxyError { kind, side, retry }
+    }
+}
+
+async fn write<S: Stream>(s: &S, out: &mut Vec<u8>, deadline: Instant) -> Result<(), WriteError> {
     let b = std::mem::take(out);
     match timeout_at(deadline.into(), s.write_all(b)).await {
         Ok((r, mut b)) => {
             b.clear();
             *out = b;
-            r.map_err(Some)
+            r.map_err(WriteError::Io)
         }
-        Err(_) => Err(None),
+        Err(_) => Err(WriteError::Timeout),
     }
 }
 
@@ -419,8 +442,8 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             // served with `Connection: close` (or keep_alive ends the wait).
             // Idle between requests: keep_alive, then http_request from the first byte.
             match read_more(&client, &mut cbuf, start + t.keep_alive).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
+                Read::Eof | Read::Error(_) | Read::Timeout => return,
+                Read::Data(_) => {
                     start = Instant::now();
                     deadline = start + t.http_request;
                 }
@@ -437,7 +460,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 Err(e) => break Err(Some(e)),
             }
             match read_more(&client, &mut cbuf, deadline).await {
-                Ok(0) => {
+                Read::Eof => {
                     if !(cbuf.is_empty() && (shared.svc.dontlognull || !first)) {
                         log_short(
                             &shared,
@@ -450,9 +473,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                     }
                     return;
                 }
-                Ok(_) => {}
-                Err(Some(_)) => return,
-                Err(None) => break Err(None),
+                Read::Data(_) => {}
+                Read::Error(_) => return,
+                Read::Timeout => break Err(None),
             }
         };
         let head_len = match head_len {
@@ -573,8 +596,8 @@ async fn linger<S: Stream>(client: &S) {
     while total < 1 << 20 {
         buf.clear();
         match read_more(client, &mut buf, deadline).await {
-            Ok(n) if n > 0 => total += n,
-            _ => break,
+            Read::Data(n) => total += n,
+            Read::Eof | Read::Error(_) | Read::Timeout => break,
         }
     }
     client.shutdown(Shutdown::Both);
@@ -653,6 +676,15 @@ pub(super) async fn acquire<I: Io>(
 /// Buffers kept for the life of a client connection, reused per request.
 #[derive(Default)]
 struct Bufs {
+    msg: MsgBufs,
+    /// Servers tried for this request; servers up (`acquire`'s scratch).
+    tried: Vec<bool>,
+    up: Vec<bool>,
+}
+
+/// The buffers of one request's messages.
+#[derive(Default)]
+struct MsgBufs {
     /// Bytes on their way out (heads, encoded body data).
     out: Vec<u8>,
     /// The response's bytes while `out` carries a request body.
@@ -661,13 +693,15 @@ struct Bufs {
     sbuf: Vec<u8>,
     /// The server's response head.
     resp: http::ResponseHead,
-    /// Servers tried for this request; servers up (`acquire`'s scratch).
-    tried: Vec<bool>,
-    up: Vec<bool>,
 }
 
-/// One request/response exchange. Returns whether the client connection
-/// stays open for another request.
+/// The request body on its way to the server while the response is read
+/// (see [`Attempt::send_request`]).
+type Pump<'a> = Pin<Box<dyn Future<Output = Pumped> + 'a>>;
+
+/// One request/response exchange: get a server, then attempts on it (and
+/// others) until one answers or an error is not safe to retry. Returns
+/// whether the client connection stays open for another request.
 async fn exchange<I: Io>(
     w: &Rc<Worker<I>>,
     client: &I::Stream,
@@ -681,24 +715,15 @@ async fn exchange<I: Io>(
     let t = &svc.timeouts;
     let n = svc.servers.len();
     let ip = log.peer.ip();
-    let Bufs {
-        out,
-        rout,
-        sbuf,
-        resp,
-        tried,
-        up,
-    } = bufs;
-    out.clear();
+    let Bufs { msg, tried, up } = bufs;
 
     if req.expect_continue && req.body != BodyKind::None {
         // Answered here, and Expect is not forwarded: the body then flows
         // without a round trip to the server first.
-        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if write(client, out, Instant::now() + t.client).await.is_err() {
-            log.status = 400;
-            log.note = "client gone";
-            return false;
+        msg.out.clear();
+        msg.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if let Err(e) = write(client, &mut msg.out, Instant::now() + t.client).await {
+            return answer(client, &shared, log, e.on(Side::Client, Retry::Never)).await;
         }
     }
 
@@ -725,168 +750,123 @@ async fn exchange<I: Io>(
             Ok(s) => s,
             Err(why) => {
                 log.tw = Some(wait_start.elapsed());
-                log.note = why.note();
-                return send_error(client, log, 503, t.client).await;
+                return answer(client, &shared, log, ProxyError::no_server(why)).await;
             }
         };
         let srv = slot.srv;
         log.server = Some(srv);
         log.tw.get_or_insert(wait_start.elapsed());
         let connect_start = Instant::now();
-
-        // === connection: pooled or new ===
-        let (server, pooled) = match w.checkout(srv, connect_start) {
-            Some(s) => (s, true),
-            None => match connect_server::<I>(svc, srv, connect_start + t.connect).await {
-                Ok(s) => (s, false),
-                Err((note, status)) => {
-                    let retry = connect_failed(&shared, srv, tried, &mut attempts);
-                    log.retries = attempts;
-                    if !retry {
-                        log.note = note;
-                        return send_error(client, log, status, t.client).await;
-                    }
+        let (server, reused) = match connect(w, srv, connect_start).await {
+            Ok(c) => c,
+            Err(e) => {
+                let more = connect_failed(&shared, srv, tried, &mut attempts);
+                log.retries = attempts;
+                if more && e.may_retry(false, replayable) {
                     continue;
                 }
-            },
+                return answer(client, &shared, log, e).await;
+            }
         };
-        // Registered while the request is in flight, so that `halo server
-        // disable` can cut it (`Worker::apply_admin`): the exchange then
-        // sees the server close.
-        let _in_flight = InFlight::new(w, srv, &server);
         log.tc = Some(connect_start.elapsed());
         log.retries = attempts;
-
-        // === request ===
-        out.clear();
-        let host = &shared.default_host[srv];
-        http::encode_request(req, fwd, host, out);
-        shared.stats.sent(srv, out.len() as u64);
-        let sent_at = Instant::now();
-        // Full duplex: a request body goes out (the pump) while the
-        // response is read, so a server that answers before the body is
-        // complete (a refused upload, an error) is heard at once, not after
-        // a body that may never come. The pump owns the client's buffer
-        // and `out` while it runs and hands them back when it ends.
-        let mut pump: Option<Pin<Box<dyn Future<Output = Pumped> + '_>>> = None;
-        if req.body == BodyKind::None {
-            if let Err(e) = write(&server, out, sent_at + t.server).await {
-                if pooled && replayable {
-                    // The server closed its idle connection under us.
-                    drop(slot);
-                    continue;
-                }
-                let f = e.map(Fail::ServerIo).unwrap_or(Fail::ServerTimeout);
-                return fail(client, log, f, t.client).await;
+        let attempt = Attempt {
+            w,
+            client,
+            req,
+            srv,
+            fwd,
+        };
+        match attempt.forward(server, slot, cbuf, msg, log).await {
+            Ok(keep) => return keep,
+            Err(e) if e.may_retry(reused, replayable) => {
+                tracing::debug!(client = %log.peer, "pooled connection failed ({:?}); sending again", e.kind);
             }
-        } else {
-            let (mut cb, mut ob) = (std::mem::take(cbuf), std::mem::take(out));
-            let (kind, tc, ts, to) = (req.body, t.client, t.server, &server);
-            pump = Some(Box::pin(async move {
-                let r = copy_body(
-                    client,
-                    &mut cb,
-                    tc,
-                    to,
-                    ts,
-                    BodyDecoder::new(kind),
-                    BodyEncoder::new(kind),
-                    &mut ob,
-                    Side::ClientToServer,
-                )
-                .await;
-                (r, cb, ob)
-            }));
+            Err(e) => return answer(client, &shared, log, e).await,
         }
-        // How the request body ended (None: no body, or still going).
-        let mut body_res: Option<Result<(), Fail>> = None;
+    }
+}
 
-        // === response head ===
-        sbuf.clear();
-        let head = {
-            // While the body goes out the server may take its time to read
-            // it: `timeouts.server` for the head counts from the body's end.
-            let deadline = sent_at + if pump.is_some() { FAR } else { t.server };
-            let head_fut = read_final_head(
-                &server,
-                sbuf,
-                resp,
-                shared.limits,
-                req,
-                client,
-                t.client,
-                deadline,
-            );
-            tokio::pin!(head_fut);
-            loop {
-                let Some(p) = pump.as_mut() else {
-                    let body_end = Instant::now();
-                    break match timeout_at((body_end + t.server).into(), &mut head_fut).await {
-                        Ok(h) => h,
-                        Err(_) => Err(HeadFail::Timeout),
-                    };
-                };
-                let (r, cb, ob) = tokio::select! {
-                    h = &mut head_fut => break h,
-                    pumped = p.as_mut() => pumped,
-                };
-                pump = None;
-                *cbuf = cb;
-                *out = ob;
-                match r {
-                    Ok(n) => {
-                        shared.stats.sent(srv, n);
-                        body_res = Some(Ok(()));
-                    }
-                    // The client failed (bad chunk, timeout, gone): answer
-                    // it and close, as before any response.
-                    Err(f @ (Fail::ClientIo(_) | Fail::ClientTimeout | Fail::ClientProto(_))) => {
-                        return fail(client, log, f, t.client).await;
-                    }
-                    // The server took no body for `timeouts.server`:
-                    // waiting that long again for its head adds nothing.
-                    Err(Fail::ServerTimeout) => {
-                        return fail(client, log, Fail::ServerTimeout, t.client).await;
-                    }
-                    // The server stopped taking the body: it may have
-                    // answered (and closed), so its response is read on.
-                    Err(f) => body_res = Some(Err(f)),
-                }
-            }
-        };
-        match head {
-            Ok(()) => {}
-            Err(HeadFail::Closed) if pooled && replayable && sbuf.is_empty() => {
-                drop(slot);
-                continue;
-            }
-            Err(HeadFail::ClientGone) => {
-                log.note = "client gone";
-                return false;
-            }
-            Err(HeadFail::Closed) => {
-                log.note = "server closed before responding";
-                return send_error(client, log, 502, t.client).await;
-            }
-            Err(HeadFail::Io(e)) if pooled && replayable && sbuf.is_empty() => {
-                tracing::debug!("pooled connection failed ({e}); retrying");
-                drop(slot);
-                continue;
-            }
-            Err(HeadFail::Io(_)) => {
-                log.note = "server read error";
-                return send_error(client, log, 502, t.client).await;
-            }
-            Err(HeadFail::Timeout) => {
-                log.note = "server timeout";
-                return send_error(client, log, 504, t.client).await;
-            }
-            Err(HeadFail::Invalid(e)) => {
-                tracing::warn!(service = %svc.name, server = %svc.servers[srv].name, "bad response: {e}");
-                log.note = "bad response";
-                return send_error(client, log, 502, t.client).await;
-            }
-        };
+/// A pooled connection to `srv` (`true`: reused) or a new one.
+async fn connect<I: Io>(
+    w: &Worker<I>,
+    srv: usize,
+    now: Instant,
+) -> Result<(I::Stream, bool), ProxyError> {
+    if let Some(s) = w.checkout(srv, now) {
+        return Ok((s, true));
+    }
+    let svc = &w.shared.svc;
+    let s = connect_server::<I>(svc, srv, now + svc.timeouts.connect).await?;
+    Ok((s, false))
+}
+
+/// Answer a failure that came before any response reached the client:
+/// an error page when the client can still take one, the access log's
+/// status and note, the detail in the log. Returns false: the client
+/// connection closes.
+async fn answer<S: Stream>(client: &S, shared: &Shared, log: &mut Log, e: ProxyError) -> bool {
+    let server = log
+        .server
+        .map_or("-", |i| shared.svc.servers[i].name.as_str());
+    e.trace(log.peer, &shared.svc.name, server);
+    log.status = e.status();
+    log.note = e.note();
+    if e.page() {
+        let mut page = http::error_response(log.status, true);
+        log.bytes += page.len() as u64;
+        let _ = write(
+            client,
+            &mut page,
+            Instant::now() + shared.svc.timeouts.client,
+        )
+        .await;
+    }
+    false
+}
+
+/// One attempt at a request on one server connection: what its steps
+/// (send the request, read the response head, relay the body or tunnel)
+/// share.
+struct Attempt<'a, I: Io> {
+    w: &'a Rc<Worker<I>>,
+    client: &'a I::Stream,
+    req: &'a http::RequestHead,
+    srv: usize,
+    fwd: http::ForwardInfo,
+}
+
+impl<'a, I: Io> Attempt<'a, I> {
+    /// Send the request on `server` and relay the answer. `Ok(keep)`:
+    /// the exchange is over (answered, or cut off after the response head
+    /// went out), `keep` says whether the client connection stays open.
+    /// `Err`: nothing went to the client yet; the error says whether the
+    /// request may go out again.
+    async fn forward(
+        &self,
+        server: I::Stream,
+        slot: Slot,
+        cbuf: &mut Vec<u8>,
+        msg: &mut MsgBufs,
+        log: &mut Log,
+    ) -> Result<bool, ProxyError> {
+        // Registered while the request is in flight, so that `halo server
+        // disable` can cut it (`Worker::apply_admin`): the attempt then
+        // sees the server close. Declared after `server`, dropped before.
+        let _in_flight = InFlight::new(self.w, self.srv, &server);
+        let shared = &self.w.shared;
+        let MsgBufs {
+            out,
+            rout,
+            sbuf,
+            resp,
+        } = msg;
+
+        let sent_at = Instant::now();
+        let mut pump = self.send_request(&server, cbuf, out).await?;
+        let body_res = self
+            .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at)
+            .await?;
         log.tr = Some(sent_at.elapsed());
         log.status = resp.status;
         let ev = if resp.status >= 500 {
@@ -894,54 +874,214 @@ async fn exchange<I: Io>(
         } else {
             PassiveEvent::Ok
         };
-        shared.board.report(shared.idx, srv, ev);
+        shared.board.report(shared.idx, self.srv, ev);
 
-        // === upgrade: tunnel ===
         if resp.status == 101 {
-            if req.upgrade().is_none() {
-                log.note = "unrequested 101";
-                return send_error(client, log, 502, t.client).await;
+            if self.req.upgrade().is_none() {
+                return Err(ProxyError::server(Kind::UnrequestedUpgrade, Retry::Never));
             }
-            if let Some(p) = pump.take() {
-                // The tunnel starts after the request body.
-                let (r, cb, ob) = p.await;
-                *cbuf = cb;
-                *out = ob;
-                if r.is_err() {
-                    log.note = "request body failed before tunnel";
-                    return false;
+            let tunnel = self.tunnel(&server, pump, cbuf, out, sbuf, resp, log).await;
+            drop(slot);
+            return Ok(tunnel);
+        }
+        let (keep, reusable) = self
+            .relay_response(&server, pump, body_res, cbuf, out, rout, sbuf, resp, log)
+            .await;
+        if reusable {
+            self.w.checkin(self.srv, server);
+        }
+        drop(slot);
+        Ok(keep)
+    }
+
+    /// Send the request head; a request body starts going out through
+    /// the returned pump, full duplex: the body goes out while the
+    /// response is read, so a server that answers before the body is
+    /// complete (a refused upload, an error) is heard at once, not after
+    /// a body that may never come. The pump owns the client's buffer and
+    /// `out` while it runs and hands them back when it ends.
+    async fn send_request<'s>(
+        &'s self,
+        server: &'s I::Stream,
+        cbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Pump<'s>>, ProxyError> {
+        let shared = &self.w.shared;
+        let t = &shared.svc.timeouts;
+        out.clear();
+        let host = &shared.default_host[self.srv];
+        http::encode_request(self.req, self.fwd, host, out);
+        shared.stats.sent(self.srv, out.len() as u64);
+        if self.req.body == BodyKind::None {
+            // A pooled connection the server closed under us fails here
+            // or at the response head: the request may go again.
+            write(server, out, Instant::now() + t.server)
+                .await
+                .map_err(|e| e.on(Side::Server, Retry::IfReused))?;
+            return Ok(None);
+        }
+        let (mut cb, mut ob) = (std::mem::take(cbuf), std::mem::take(out));
+        let (kind, tc, ts, client) = (self.req.body, t.client, t.server, self.client);
+        Ok(Some(Box::pin(async move {
+            let r = copy_body(
+                client,
+                &mut cb,
+                tc,
+                server,
+                ts,
+                BodyDecoder::new(kind),
+                BodyEncoder::new(kind),
+                &mut ob,
+                Direction::ClientToServer,
+            )
+            .await;
+            (r, cb, ob)
+        })))
+    }
+
+    /// Read the final response head into `resp` while the request body
+    /// (if any) goes out. Returns how the body ended when it ended first
+    /// (`None`: no body, or still going).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_response_head(
+        &self,
+        server: &I::Stream,
+        sbuf: &mut Vec<u8>,
+        resp: &mut http::ResponseHead,
+        pump: &mut Option<Pump<'_>>,
+        cbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        sent_at: Instant,
+    ) -> Result<Option<Result<(), ProxyError>>, ProxyError> {
+        let shared = &self.w.shared;
+        let t = &shared.svc.timeouts;
+        sbuf.clear();
+        // While the body goes out the server may take its time to read
+        // it: `timeouts.server` for the head counts from the body's end.
+        let deadline = sent_at + if pump.is_some() { FAR } else { t.server };
+        let head_fut = read_final_head(
+            server,
+            sbuf,
+            resp,
+            shared.limits,
+            self.req,
+            self.client,
+            t.client,
+            deadline,
+        );
+        tokio::pin!(head_fut);
+        let mut body_res = None;
+        loop {
+            let Some(p) = pump.as_mut() else {
+                let body_end = Instant::now();
+                return match timeout_at((body_end + t.server).into(), &mut head_fut).await {
+                    Ok(h) => h.map(|()| body_res),
+                    Err(_) => Err(ProxyError::server(Kind::Timeout, Retry::Never)),
+                };
+            };
+            let (r, cb, ob) = tokio::select! {
+                h = &mut head_fut => return h.map(|()| body_res),
+                pumped = p.as_mut() => pumped,
+            };
+            *pump = None;
+            *cbuf = cb;
+            *out = ob;
+            match r {
+                Ok(n) => {
+                    shared.stats.sent(self.srv, n);
+                    body_res = Some(Ok(()));
                 }
+                // The client failed (bad chunk, timeout, gone): answer it
+                // and close, as before any response.
+                Err(e) if e.side == Side::Client => return Err(e),
+                // The server took no body for `timeouts.server`: waiting
+                // that long again for its head adds nothing.
+                Err(
+                    e @ ProxyError {
+                        kind: Kind::Timeout,
+                        ..
+                    },
+                ) => return Err(e),
+                // The server stopped taking the body: it may have
+                // answered (and closed), so its response is read on.
+                Err(e) => body_res = Some(Err(e)),
             }
-            http::encode_response(resp, BodyKind::None, req.minor, true, true, out);
-            out.extend_from_slice(sbuf);
-            log.bytes += out.len() as u64;
-            if write(client, out, Instant::now() + t.client).await.is_err() {
+        }
+    }
+
+    /// After a 101: the rest of the request body, the 101 to the client,
+    /// then bytes both ways until both sides end. Returns false (the
+    /// connection is the tunnel's).
+    #[allow(clippy::too_many_arguments)]
+    async fn tunnel(
+        &self,
+        server: &I::Stream,
+        pump: Option<Pump<'_>>,
+        cbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        sbuf: &[u8],
+        resp: &http::ResponseHead,
+        log: &mut Log,
+    ) -> bool {
+        let t = &self.w.shared.svc.timeouts;
+        let client = self.client;
+        if let Some(p) = pump {
+            // The tunnel starts after the request body.
+            let (r, cb, ob) = p.await;
+            *cbuf = cb;
+            *out = ob;
+            if r.is_err() {
+                log.note = "request body failed before tunnel";
                 return false;
             }
-            if !cbuf.is_empty() {
-                let mut early = std::mem::take(cbuf);
-                if write(&server, &mut early, Instant::now() + t.server)
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-            }
-            let idle = t.client.max(t.server);
-            let (a, b) =
-                futures::join!(tunnel(client, &server, idle), tunnel(&server, client, idle));
-            log.bytes += b;
-            let _ = a;
-            log.note = "tunnel";
-            drop(slot);
+        }
+        http::encode_response(resp, BodyKind::None, self.req.minor, true, true, out);
+        out.extend_from_slice(sbuf);
+        log.bytes += out.len() as u64;
+        if write(client, out, Instant::now() + t.client).await.is_err() {
             return false;
         }
+        if !cbuf.is_empty() {
+            let mut early = std::mem::take(cbuf);
+            if write(server, &mut early, Instant::now() + t.server)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let idle = t.client.max(t.server);
+        let (a, b) = futures::join!(tunnel(client, server, idle), tunnel(server, client, idle));
+        log.bytes += b;
+        let _ = a;
+        log.note = "tunnel";
+        false
+    }
 
-        // === response body ===
+    /// Relay the response body to the client (the request body may still
+    /// be going out). Returns whether the client connection stays open
+    /// and whether the server connection is fit for the pool (the whole
+    /// exchange done, nothing unread, the server keeping it open).
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_response(
+        &self,
+        server: &I::Stream,
+        mut pump: Option<Pump<'_>>,
+        mut body_res: Option<Result<(), ProxyError>>,
+        cbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        rout: &mut Vec<u8>,
+        sbuf: &mut Vec<u8>,
+        resp: &http::ResponseHead,
+        log: &mut Log,
+    ) -> (bool, bool) {
+        let shared = &self.w.shared;
+        let t = &shared.svc.timeouts;
+        let (client, req, srv) = (self.client, self.req, self.srv);
         let body_out = http::response_body_out(resp, req.minor);
         let client_keep = req.keep_alive
             && body_out != BodyKind::Close
-            && !w.shared.draining.load(Ordering::Relaxed);
+            && !shared.draining.load(Ordering::Relaxed);
         // `out` is the pump's while it runs; the response then goes
         // through `rout`.
         let rbuf: &mut Vec<u8> = if pump.is_some() { rout } else { out };
@@ -953,10 +1093,10 @@ async fn exchange<I: Io>(
                 write(client, rbuf, Instant::now() + t.client)
                     .await
                     .map(|_| 0)
-                    .map_err(|e| e.map(Fail::ClientIo).unwrap_or(Fail::ClientTimeout))
+                    .map_err(|e| e.on(Side::Client, Retry::Never))
             } else {
                 copy_body(
-                    &server,
+                    server,
                     sbuf,
                     t.server,
                     client,
@@ -964,7 +1104,7 @@ async fn exchange<I: Io>(
                     BodyDecoder::new(resp.body),
                     BodyEncoder::new(body_out),
                     rbuf,
-                    Side::ServerToClient,
+                    Direction::ServerToClient,
                 )
                 .await
             }
@@ -983,113 +1123,56 @@ async fn exchange<I: Io>(
                 }
             }
         };
-        match res {
-            Ok(body_bytes) => {
-                log.bytes += head_bytes + body_bytes;
-                if pumped.is_none() {
-                    if let Some(p) = pump.take() {
-                        // The response is complete and the request body is
-                        // not: a server keeping its connection reads the
-                        // rest (nginx does), so it goes on; one closing
-                        // takes no more, and the client connection closes
-                        // (after draining what the client still sends).
-                        if !resp.keep_alive {
-                            log.note = "response before request body end";
-                            return false;
-                        }
-                        pumped = Some(p.await);
-                    }
-                }
-                drop(pump);
-                if let Some((r, cb, ob)) = pumped {
-                    *cbuf = cb;
-                    *out = ob;
-                    match r {
-                        Ok(n) => {
-                            shared.stats.sent(srv, n);
-                            body_res = Some(Ok(()));
-                        }
-                        Err(f) => body_res = Some(Err(f)),
-                    }
-                }
-                if let Some(Err(f)) = body_res {
-                    // The response went out whole; the request did not.
-                    tracing::debug!(client = %log.peer, "request body unfinished: {f:?}");
-                    log.note = "request body unfinished";
-                    return false;
-                }
-                if resp.keep_alive && sbuf.is_empty() && !shared.draining.load(Ordering::Relaxed) {
-                    w.checkin(srv, server);
-                }
-                drop(slot);
-                return client_keep;
-            }
-            Err(f) => {
+        let body_bytes = match res {
+            Ok(n) => n,
+            Err(e) => {
                 log.bytes += head_bytes;
-                log.note = match f {
-                    Fail::ServerTimeout => "server timeout in body",
-                    Fail::ServerIo(_) | Fail::ServerProto(_) => "server error in body",
-                    _ => "client error in body",
-                };
+                log.note = e.note_in_body();
                 client.shutdown(Shutdown::Both);
-                return false;
+                return (false, false);
+            }
+        };
+        log.bytes += head_bytes + body_bytes;
+        if pumped.is_none() {
+            if let Some(p) = pump.take() {
+                // The response is complete and the request body is not: a
+                // server keeping its connection reads the rest (nginx
+                // does), so it goes on; one closing takes no more, and the
+                // client connection closes (after draining what the client
+                // still sends).
+                if !resp.keep_alive {
+                    log.note = "response before request body end";
+                    return (false, false);
+                }
+                pumped = Some(p.await);
             }
         }
+        drop(pump);
+        if let Some((r, cb, ob)) = pumped {
+            *cbuf = cb;
+            *out = ob;
+            match r {
+                Ok(n) => {
+                    shared.stats.sent(srv, n);
+                    body_res = Some(Ok(()));
+                }
+                Err(e) => body_res = Some(Err(e)),
+            }
+        }
+        if let Some(Err(e)) = body_res {
+            // The response went out whole; the request did not.
+            tracing::debug!(client = %log.peer, "request body unfinished: {e:?}");
+            log.note = "request body unfinished";
+            return (false, false);
+        }
+        let reusable =
+            resp.keep_alive && sbuf.is_empty() && !shared.draining.load(Ordering::Relaxed);
+        (client_keep, reusable)
     }
-}
-
-async fn send_error<S: Stream>(client: &S, log: &mut Log, status: u16, t: Duration) -> bool {
-    log.status = status;
-    let mut page = http::error_response(status, true);
-    log.bytes += page.len() as u64;
-    let _ = write(client, &mut page, Instant::now() + t).await;
-    false
-}
-
-async fn fail<S: Stream>(client: &S, log: &mut Log, f: Fail, t: Duration) -> bool {
-    match f {
-        Fail::ServerTimeout => {
-            log.note = "server timeout";
-            send_error(client, log, 504, t).await
-        }
-        Fail::ServerIo(e) => {
-            tracing::debug!(client = %log.peer, "server I/O error: {e}");
-            log.note = "server error";
-            send_error(client, log, 502, t).await
-        }
-        Fail::ServerProto(e) => {
-            tracing::debug!(client = %log.peer, "bad server body: {e}");
-            log.note = "bad server body";
-            send_error(client, log, 502, t).await
-        }
-        Fail::ClientProto(e) => {
-            tracing::debug!(client = %log.peer, "bad request body: {e}");
-            log.note = "bad request body";
-            send_error(client, log, 400, t).await
-        }
-        Fail::ClientTimeout => {
-            log.note = "client timeout";
-            send_error(client, log, 408, t).await
-        }
-        Fail::ClientIo(e) => {
-            tracing::debug!(client = %log.peer, "client I/O error: {e}");
-            log.status = 400;
-            log.note = "client gone";
-            false
-        }
-    }
-}
-
-enum HeadFail {
-    /// Writing an interim response to the client failed.
-    ClientGone,
-    Closed,
-    Io(io::Error),
-    Timeout,
-    Invalid(HttpError),
 }
 
 /// Read a response head into `head`; returns its length in `buf`.
+/// `interim`: an interim response came before this one.
 async fn read_head<S: Stream>(
     s: &S,
     buf: &mut Vec<u8>,
@@ -1097,25 +1180,30 @@ async fn read_head<S: Stream>(
     limits: HeadLimits,
     method: &str,
     deadline: Instant,
-) -> Result<usize, HeadFail> {
+    interim: bool,
+) -> Result<usize, ProxyError> {
+    let bad = |e| ProxyError::server(Kind::BadHead(e), Retry::Never);
     loop {
         if !buf.is_empty() {
-            match http::check_head(buf, limits) {
-                Ok(Some(n)) => {
-                    head.parse_from(&buf[..n], limits, method)
-                        .map_err(HeadFail::Invalid)?;
-                    return Ok(n);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(HeadFail::Invalid(e)),
+            if let Some(n) = http::check_head(buf, limits).map_err(bad)? {
+                head.parse_from(&buf[..n], limits, method).map_err(bad)?;
+                return Ok(n);
             }
         }
-        match read_more(s, buf, deadline).await {
-            Ok(0) => return Err(HeadFail::Closed),
-            Ok(_) => {}
-            Err(Some(e)) => return Err(HeadFail::Io(e)),
-            Err(None) => return Err(HeadFail::Timeout),
+        let r = read_more(s, buf, deadline).await;
+        if let Read::Data(_) = r {
+            continue;
         }
+        // A close or error with no byte of a response (not even an
+        // interim one) is what a server closing an idle connection as
+        // the request went out looks like: the request may go again on
+        // a new connection (if this one was reused). A timeout: the
+        // server took the request and is slow; never again.
+        let retry = match r {
+            Read::Eof | Read::Error(_) if buf.is_empty() && !interim => Retry::IfReused,
+            _ => Retry::Never,
+        };
+        return Err(r.error(Side::Server, retry));
     }
 }
 
@@ -1131,21 +1219,20 @@ async fn read_final_head<S: Stream, C: Stream>(
     client: &C,
     client_t: Duration,
     deadline: Instant,
-) -> Result<(), HeadFail> {
+) -> Result<(), ProxyError> {
+    let mut interim = false;
     loop {
-        let hl = read_head(server, sbuf, resp, limits, req.method(), deadline).await?;
+        let hl = read_head(server, sbuf, resp, limits, req.method(), deadline, interim).await?;
         sbuf.drain(..hl);
         if (100..200).contains(&resp.status) && resp.status != 101 {
+            interim = true;
             // Interim responses go to HTTP/1.1 clients as they are.
             if req.minor == 1 {
                 let mut out = Vec::new();
                 http::encode_response(resp, BodyKind::None, 1, true, false, &mut out);
-                if write(client, &mut out, Instant::now() + client_t)
+                write(client, &mut out, Instant::now() + client_t)
                     .await
-                    .is_err()
-                {
-                    return Err(HeadFail::ClientGone);
-                }
+                    .map_err(|e| e.on(Side::Client, Retry::Never))?;
             }
             continue;
         }
@@ -1153,15 +1240,17 @@ async fn read_final_head<S: Stream, C: Stream>(
     }
 }
 
+/// Which way a body goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+enum Direction {
     ClientToServer,
     ServerToClient,
 }
 
 /// Stream a body from `src` to `dst` through the codecs. `out` may already
 /// hold bytes to send first (the head), so small messages go in one write.
-/// Returns the body bytes written to `dst`.
+/// Returns the body bytes written to `dst`. A failure is never safe to
+/// retry: part of the body was consumed.
 #[allow(clippy::too_many_arguments)]
 async fn copy_body<A: Stream, B: Stream>(
     src: &A,
@@ -1172,34 +1261,28 @@ async fn copy_body<A: Stream, B: Stream>(
     mut dec: BodyDecoder,
     enc: BodyEncoder,
     out: &mut Vec<u8>,
-    side: Side,
-) -> Result<u64, Fail> {
-    let src_fail = |e: Option<io::Error>| match (side, e) {
-        (Side::ClientToServer, Some(e)) => Fail::ClientIo(e),
-        (Side::ClientToServer, None) => Fail::ClientTimeout,
-        (Side::ServerToClient, Some(e)) => Fail::ServerIo(e),
-        (Side::ServerToClient, None) => Fail::ServerTimeout,
+    dir: Direction,
+) -> Result<u64, ProxyError> {
+    let (src_side, dst_side) = match dir {
+        Direction::ClientToServer => (Side::Client, Side::Server),
+        Direction::ServerToClient => (Side::Server, Side::Client),
     };
-    let src_proto = |e: HttpError| match side {
-        Side::ClientToServer => Fail::ClientProto(e),
-        Side::ServerToClient => Fail::ServerProto(e),
+    let bad = |e| ProxyError {
+        kind: Kind::BadBody(e),
+        side: src_side,
+        retry: Retry::Never,
     };
-    let dst_fail = |e: Option<io::Error>| match (side, e) {
-        (Side::ClientToServer, Some(e)) => Fail::ServerIo(e),
-        (Side::ClientToServer, None) => Fail::ServerTimeout,
-        (Side::ServerToClient, Some(e)) => Fail::ClientIo(e),
-        (Side::ServerToClient, None) => Fail::ClientTimeout,
-    };
+    let dst_fail = |e: WriteError| e.on(dst_side, Retry::Never);
     let mut data: Vec<u8> = Vec::new();
     let mut written: u64 = 0;
     loop {
         if !sbuf.is_empty() && !dec.is_done() {
             let before = out.len();
             let consumed = if enc == BodyEncoder::Raw {
-                dec.decode(sbuf, out).map_err(src_proto)?
+                dec.decode(sbuf, out).map_err(bad)?
             } else {
                 data.clear();
-                let c = dec.decode(sbuf, &mut data).map_err(src_proto)?;
+                let c = dec.decode(sbuf, &mut data).map_err(bad)?;
                 enc.encode(&data, out);
                 c
             };
@@ -1223,11 +1306,9 @@ async fn copy_body<A: Stream, B: Stream>(
                 .map_err(dst_fail)?;
         }
         match read_more(src, sbuf, Instant::now() + src_t).await {
-            Ok(0) => {
-                dec.on_eof().map_err(src_proto)?;
-            }
-            Ok(_) => {}
-            Err(e) => return Err(src_fail(e)),
+            Read::Eof => dec.on_eof().map_err(bad)?,
+            Read::Data(_) => {}
+            r => return Err(r.error(src_side, Retry::Never)),
         }
     }
 }
@@ -1239,15 +1320,15 @@ async fn tunnel<A: Stream, B: Stream>(src: &A, dst: &B, idle: Duration) -> u64 {
     let mut total = 0u64;
     loop {
         match read_more(src, &mut buf, Instant::now() + idle).await {
-            Ok(0) => break,
-            Ok(n) => {
+            Read::Eof => break,
+            Read::Data(n) => {
                 total += n as u64;
                 if write(dst, &mut buf, Instant::now() + idle).await.is_err() {
                     src.shutdown(Shutdown::Both);
                     break;
                 }
             }
-            Err(_) => {
+            Read::Error(_) | Read::Timeout => {
                 // Timed out or failed: end both directions.
                 src.shutdown(Shutdown::Both);
                 dst.shutdown(Shutdown::Both);

@@ -14,6 +14,7 @@ pub mod balance;
 // Drivers: they read the clock (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 mod conn;
+mod error;
 pub mod http;
 mod listen;
 pub mod proxy_protocol;

@@ -64,11 +64,11 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         line.server = Some(srv);
         match connect_server::<I>(svc, srv, Instant::now() + t.connect).await {
             Ok(s) => break (slot, s),
-            Err((note, _)) => {
+            Err(e) => {
                 let retry = connect_failed(&shared, srv, &mut tried, &mut attempts);
                 line.retries = attempts;
                 if !retry {
-                    line.note = note;
+                    line.note = e.note();
                     line.emit(&w, 503);
                     client.shutdown(Shutdown::Both);
                     return;
