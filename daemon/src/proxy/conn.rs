@@ -5,7 +5,7 @@
 //! transfer coding), picks a server (queueing for a slot when servers are
 //! at `maxconn`), connects or reuses a pooled connection (checked idle
 //! first), retries where that is safe, streams bodies through the pure
-//! codecs in `http.rs` full duplex (the request body goes out while the
+//! codecs of `crate::http1` full duplex (the request body goes out while the
 //! response comes back), tunnels upgrades, and writes one access-log line
 //! per request. What it does not do: parse HTTP itself, or know which driver
 //! runs it (everything goes through `stream::{Io, Stream}`).
@@ -25,10 +25,12 @@ use tokio::sync::Notify;
 use tokio::time::timeout_at;
 
 use super::balance::Balancer;
-use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits, HttpError};
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
+use crate::http1::{
+    self as http, BodyDecoder, BodyEncoder, BodyKind, ClientConn, HeadLimits, HttpError,
+};
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
 pub(super) const BUF: usize = 16 * 1024;
@@ -535,7 +537,7 @@ async fn refuse<S: Stream>(
     why: &str,
 ) {
     tracing::debug!(client = %peer, service = %shared.svc.name, "refusing request: {why}");
-    let mut page = http::error_response(status, true);
+    let mut page = http::error_response(status);
     let n = page.len() as u64;
     let _ = write(
         client,
@@ -912,7 +914,7 @@ async fn exchange<I: Io>(
                     return false;
                 }
             }
-            http::encode_response(resp, BodyKind::None, req.minor, true, true, out);
+            http::encode_response(resp, BodyKind::None, req.minor, ClientConn::Upgrade, out);
             out.extend_from_slice(sbuf);
             log.bytes += out.len() as u64;
             if write(client, out, Instant::now() + t.client).await.is_err() {
@@ -946,7 +948,12 @@ async fn exchange<I: Io>(
         // through `rout`.
         let rbuf: &mut Vec<u8> = if pump.is_some() { rout } else { out };
         rbuf.clear();
-        http::encode_response(resp, body_out, req.minor, client_keep, false, rbuf);
+        let conn = if client_keep {
+            ClientConn::KeepAlive
+        } else {
+            ClientConn::Close
+        };
+        http::encode_response(resp, body_out, req.minor, conn, rbuf);
         let head_bytes = rbuf.len() as u64;
         let relay = async {
             if resp.body == BodyKind::None {
@@ -1040,7 +1047,7 @@ async fn exchange<I: Io>(
 
 async fn send_error<S: Stream>(client: &S, log: &mut Log, status: u16, t: Duration) -> bool {
     log.status = status;
-    let mut page = http::error_response(status, true);
+    let mut page = http::error_response(status);
     log.bytes += page.len() as u64;
     let _ = write(client, &mut page, Instant::now() + t).await;
     false
@@ -1139,7 +1146,7 @@ async fn read_final_head<S: Stream, C: Stream>(
             // Interim responses go to HTTP/1.1 clients as they are.
             if req.minor == 1 {
                 let mut out = Vec::new();
-                http::encode_response(resp, BodyKind::None, 1, true, false, &mut out);
+                http::encode_response(resp, BodyKind::None, 1, ClientConn::KeepAlive, &mut out);
                 if write(client, &mut out, Instant::now() + client_t)
                     .await
                     .is_err()
