@@ -2,7 +2,7 @@
 //! proxy and the health checks that tie them together.
 //!
 //! The library holds everything; `main.rs` is only the command line. Pure
-//! protocol modules (`vrrp::packet`, `vrrp::router`, `proxy::http`, ...) do
+//! protocol modules (`vrrp::packet`, `vrrp::router`, `http1`, ...) do
 //! no I/O and read no clock; drivers around them do. `clippy.toml` holds
 //! them to it: `Instant::now` and its kin are refused except where a driver
 //! allows them (on its `mod` line or at the one place it reads the clock).
@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod health;
 pub mod hooks;
+pub mod http1;
 pub mod import;
 pub mod l4;
 pub mod lab;

@@ -6,7 +6,7 @@
 //! same as a fresh one.
 #![no_main]
 
-use halo::proxy::http::{
+use halo::http1::{
     check_head, encode_request, parse_request, BodyDecoder, BodyKind, ForwardInfo, HeadLimits,
 };
 use libfuzzer_sys::fuzz_target;

@@ -6,7 +6,7 @@
 //! fresh one.
 #![no_main]
 
-use halo::proxy::http::{check_head, parse_response, BodyDecoder, HeadLimits};
+use halo::http1::{check_head, parse_response, BodyDecoder, HeadLimits};
 use libfuzzer_sys::fuzz_target;
 
 const LIM: HeadLimits = HeadLimits {
@@ -15,7 +15,7 @@ const LIM: HeadLimits = HeadLimits {
 };
 
 fn decode(
-    kind: halo::proxy::http::BodyKind,
+    kind: halo::http1::BodyKind,
     input: &[u8],
     piece: usize,
 ) -> Option<(Vec<u8>, usize)> {

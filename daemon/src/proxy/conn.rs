@@ -35,7 +35,7 @@ use tokio::time::timeout_at;
 
 use super::balance::Balancer;
 use super::error::{Kind, NoServer, ProxyError, Retry, Side};
-use super::http::{self, BodyDecoder, BodyEncoder, BodyKind, HeadLimits};
+use crate::http1::{self as http, BodyDecoder, BodyEncoder, BodyKind, ClientConn, HeadLimits};
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
@@ -558,7 +558,7 @@ async fn refuse<S: Stream>(
     why: &str,
 ) {
     tracing::debug!(client = %peer, service = %shared.svc.name, "refusing request: {why}");
-    let mut page = http::error_response(status, true);
+    let mut page = http::error_response(status);
     let n = page.len() as u64;
     let _ = write(
         client,
@@ -813,7 +813,7 @@ async fn answer<S: Stream>(client: &S, shared: &Shared, log: &mut Log, e: ProxyE
     log.status = e.status();
     log.note = e.note();
     if e.page() {
-        let mut page = http::error_response(log.status, true);
+        let mut page = http::error_response(log.status);
         log.bytes += page.len() as u64;
         let _ = write(
             client,
@@ -1035,7 +1035,7 @@ impl<'a, I: Io> Attempt<'a, I> {
                 return false;
             }
         }
-        http::encode_response(resp, BodyKind::None, self.req.minor, true, true, out);
+        http::encode_response(resp, BodyKind::None, self.req.minor, ClientConn::Upgrade, out);
         out.extend_from_slice(sbuf);
         log.bytes += out.len() as u64;
         if write(client, out, Instant::now() + t.client).await.is_err() {
@@ -1086,7 +1086,12 @@ impl<'a, I: Io> Attempt<'a, I> {
         // through `rout`.
         let rbuf: &mut Vec<u8> = if pump.is_some() { rout } else { out };
         rbuf.clear();
-        http::encode_response(resp, body_out, req.minor, client_keep, false, rbuf);
+        let conn = if client_keep {
+            ClientConn::KeepAlive
+        } else {
+            ClientConn::Close
+        };
+        http::encode_response(resp, body_out, req.minor, conn, rbuf);
         let head_bytes = rbuf.len() as u64;
         let relay = async {
             if resp.body == BodyKind::None {
@@ -1229,7 +1234,7 @@ async fn read_final_head<S: Stream, C: Stream>(
             // Interim responses go to HTTP/1.1 clients as they are.
             if req.minor == 1 {
                 let mut out = Vec::new();
-                http::encode_response(resp, BodyKind::None, 1, true, false, &mut out);
+                http::encode_response(resp, BodyKind::None, 1, ClientConn::KeepAlive, &mut out);
                 write(client, &mut out, Instant::now() + client_t)
                     .await
                     .map_err(|e| e.on(Side::Client, Retry::Never))?;

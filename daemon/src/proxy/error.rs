@@ -12,7 +12,7 @@
 
 use std::io;
 
-use super::http::HttpError;
+use crate::http1::HttpError;
 
 /// Which side of the proxy failed (pingora's `ErrorSource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! HTTP/1.1 reverse proxy, and a TCP relay for `mode = "tcp"` (`tcp`).
 //!
-//! Pure parts: [`http`] (framing, smuggling rules, head rewriting) and
+//! Pure parts: the HTTP/1 codec in [`crate::http1`] (framing, smuggling
+//! rules, head rewriting) and
 //! [`balance`] (server selection). Everything else drives them: `start`
 //! binds every listener up front (so a bad address is an error at start,
 //! naming the address), probes io_uring, then runs `workers` threads per
@@ -15,7 +16,6 @@ pub mod balance;
 #[allow(clippy::disallowed_methods)]
 mod conn;
 mod error;
-pub mod http;
 mod listen;
 pub mod proxy_protocol;
 mod stream;

@@ -1,0 +1,492 @@
+//! Heads for the wire. A request or response the proxy forwards is written
+//! straight from the received bytes: hop-by-hop fields out, its own
+//! X-Forwarded-For / Forwarded / X-Forwarded-Proto in, framing re-stated.
+//! Also the small complete responses the proxy makes itself.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::body::BodyKind;
+use super::head::Span;
+use super::request::RequestHead;
+use super::response::ResponseHead;
+
+/// Fields that describe one hop, never forwarded (RFC 9110 7.6.1).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    // By length first: most names are none of these and fail at once.
+    let hop: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        14 => &[b"content-length"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    hop.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Hop-by-hop, or named in a Connection field (`conn`, spans of `bytes`).
+fn dropped(name: &[u8], bytes: &[u8], conn: &[Span]) -> bool {
+    is_hop_by_hop(name) || conn.iter().any(|s| s.get(bytes).eq_ignore_ascii_case(name))
+}
+
+/// What the proxy adds about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardInfo {
+    pub client: IpAddr,
+    /// Add X-Forwarded-For / Forwarded / X-Forwarded-Proto.
+    pub add_forwarded: bool,
+    /// The client is in `forwardfor.except`: no X-Forwarded-For for it.
+    pub except: bool,
+}
+
+/// Serialize the request for the server: always HTTP/1.1 with keep-alive,
+/// hop-by-hop fields removed and framing re-stated. Written straight from
+/// the received bytes; allocates nothing beyond growing `out`.
+pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, out: &mut Vec<u8>) {
+    let bytes = &head.bytes;
+    out.extend_from_slice(head.method.get(bytes));
+    out.push(b' ');
+    let origin = head.origin.get(bytes);
+    if head.authority.is_some() {
+        // Absolute-form goes upstream in origin-form (RFC 9112 3.2.4): an
+        // empty path is `/`, or `*` for OPTIONS without a query.
+        if origin.is_empty() && head.method() == "OPTIONS" {
+            out.push(b'*');
+        } else if !origin.starts_with(b"/") {
+            out.push(b'/');
+        }
+    }
+    out.extend_from_slice(origin);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Fields forwarded as received, and those whose values the proxy merges
+    // into its own (X-Forwarded-For, Forwarded) when it adds them.
+    let forwarded = |name: &[u8]| !dropped(name, bytes, &head.conn);
+    let mut has_host = false;
+    if let Some(authority) = head.authority() {
+        // RFC 9112 3.2.2: a proxy ignores the Host a request with an
+        // absolute-form target came with and sends the target's authority,
+        // so the server sees one host, the one halo logged.
+        put_header(out, b"Host", authority);
+        has_host = true;
+    }
+    for (name, value) in head.headers() {
+        if !forwarded(name) {
+            continue;
+        }
+        if head.authority.is_some() && name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
+        if head.expect_continue && name.eq_ignore_ascii_case(b"expect") {
+            // The proxy answers 100 Continue itself.
+            continue;
+        }
+        if fwd.add_forwarded
+            && (name.eq_ignore_ascii_case(b"x-forwarded-for")
+                || name.eq_ignore_ascii_case(b"forwarded")
+                || name.eq_ignore_ascii_case(b"x-forwarded-proto"))
+        {
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case(b"host");
+        put_header(out, name, value);
+    }
+    if !has_host {
+        put_header(out, b"Host", default_host.as_bytes());
+    }
+    if fwd.add_forwarded {
+        let ip = fwd.client.to_canonical();
+        // Earlier values in order, then the client; the field only if
+        // that comes to something.
+        let merged = |out: &mut Vec<u8>, field: &[u8], own: &dyn Fn(&mut Vec<u8>)| {
+            let start = out.len();
+            out.extend_from_slice(field);
+            out.extend_from_slice(b": ");
+            let value = out.len();
+            for v in head
+                .headers()
+                .filter(|(n, _)| forwarded(n) && n.eq_ignore_ascii_case(field))
+                .map(|(_, v)| v)
+            {
+                if out.len() > value {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(v);
+            }
+            if !fwd.except {
+                if out.len() > value {
+                    out.extend_from_slice(b", ");
+                }
+                own(out);
+            }
+            if out.len() > value {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.truncate(start);
+            }
+        };
+        merged(out, b"X-Forwarded-For", &|out| {
+            put_ip(out, ip);
+        });
+        merged(out, b"Forwarded", &|out| match ip {
+            IpAddr::V4(_) => {
+                out.extend_from_slice(b"for=");
+                put_ip(out, ip);
+                out.extend_from_slice(b";proto=http");
+            }
+            // RFC 7239 6: IPv6 in brackets, and then quoted.
+            IpAddr::V6(a) => {
+                let _ = write!(out, "for=\"[{a}]\";proto=http");
+            }
+        });
+        put_header(out, b"X-Forwarded-Proto", b"http");
+    }
+    match head.body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => put_header(out, b"Transfer-Encoding", b"chunked"),
+        BodyKind::None | BodyKind::Close => {}
+    }
+    if let Some(up) = head.upgrade() {
+        put_header(out, b"Connection", b"upgrade");
+        put_header(out, b"Upgrade", up);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body goes to the client, given what the server sent
+/// and what the client understands.
+pub fn response_body_out(resp: &ResponseHead, client_minor: u8) -> BodyKind {
+    match resp.body {
+        BodyKind::None => BodyKind::None,
+        BodyKind::Length(n) => BodyKind::Length(n),
+        // An HTTP/1.0 client cannot read chunked: close-delimit instead.
+        BodyKind::Chunked | BodyKind::Close if client_minor == 0 => BodyKind::Close,
+        // Re-chunk a close-delimited body so the client connection survives.
+        BodyKind::Chunked | BodyKind::Close => BodyKind::Chunked,
+    }
+}
+
+/// What becomes of the client's connection after a response. One value
+/// instead of two flags (keep-alive, upgrade), which could also say
+/// "upgrade but close".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientConn {
+    /// The proxy keeps it for the client's next request.
+    KeepAlive,
+    /// The proxy closes it after this response.
+    Close,
+    /// A 101 being tunnelled: it carries the upgraded protocol from now on.
+    Upgrade,
+}
+
+/// Serialize the response for the client; `conn` says what becomes of the
+/// client's connection after it.
+pub fn encode_response(
+    resp: &ResponseHead,
+    body_out: BodyKind,
+    client_minor: u8,
+    conn: ClientConn,
+    out: &mut Vec<u8>,
+) {
+    let bytes = &resp.bytes;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_decimal(out, resp.status.into());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.get(bytes));
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        if conn == ClientConn::Upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+            put_header(out, name, value);
+            continue;
+        }
+        if dropped(name, bytes, &resp.conn) {
+            continue;
+        }
+        put_header(out, name, value);
+    }
+    match body_out {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => put_header(out, b"Transfer-Encoding", b"chunked"),
+        // Content-Length is re-stated by the proxy like all framing: for a
+        // response without body, the server's value (a 200 with
+        // `Content-Length: 0` without it would be read until close; a HEAD
+        // answer keeps the length it announces). Never on 1xx and 204.
+        BodyKind::None => {
+            if let Some(n) = resp.content_length {
+                if resp.status >= 200 && resp.status != 204 {
+                    out.extend_from_slice(b"Content-Length: ");
+                    put_decimal(out, n);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        BodyKind::Close => {}
+    }
+    if conn == ClientConn::Upgrade {
+        put_header(out, b"Connection", b"upgrade");
+    } else if conn == ClientConn::Close || body_out == BodyKind::Close {
+        put_header(out, b"Connection", b"close");
+    } else if client_minor == 0 {
+        put_header(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, as `Display` writes it, without the formatting
+/// machinery (numbers and the client's address are on every head).
+fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// An address as `Display` writes it; IPv4 by hand.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (k, octet) in a.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push(b'.');
+                }
+                put_decimal(out, octet.into());
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The reason phrase halo writes for a status it answers with itself.
+pub fn reason_phrase(status: u16) -> Option<&'static str> {
+    Some(match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+/// A small complete response the proxy generates itself. It always says
+/// `Connection: close`: the proxy closes after every error, as it may not
+/// have read the whole request.
+pub fn error_response(status: u16) -> Vec<u8> {
+    let reason = reason_phrase(status).unwrap_or("Error");
+    let text = match status {
+        400 => "The request could not be understood by the proxy.",
+        408 => "The request head did not arrive in time.",
+        501 => "The request uses a transfer coding the proxy does not implement.",
+        502 => "The server sent an invalid response or could not be reached.",
+        503 => "No server is available to handle this request.",
+        504 => "The server did not answer in time.",
+        _ => "The proxy could not handle this request.",
+    };
+    let body = format!(
+        "<html><head><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{text}</p>\n<hr><p>halo</p></body></html>\n"
+    );
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::check_head;
+    use crate::http1::testing::*;
+
+    #[test]
+    fn request_rewrite_hop_by_hop_and_forwarded() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: site\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nX-Forwarded-For: 192.0.2.9\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n")
+            .unwrap();
+        let s = encoded(&r, fwd("203.0.113.5", false));
+        assert_eq!(
+            s,
+            "GET / HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.9, 203.0.113.5\r\nForwarded: for=203.0.113.5;proto=http\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_ipv6_quoted_and_except() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: site\r\n\r\n").unwrap();
+        let s = encoded(&r, fwd("2001:db8::1", false));
+        assert!(s.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{s}");
+        assert!(
+            s.contains("Forwarded: for=\"[2001:db8::1]\";proto=http\r\n"),
+            "{s}"
+        );
+        // IPv4-mapped clients (dual-stack listener) show as IPv4.
+        let s = encoded(&r, fwd("::ffff:192.0.2.7", false));
+        assert!(s.contains("X-Forwarded-For: 192.0.2.7\r\n"), "{s}");
+        let s = encoded(&r, fwd("127.0.0.1", true));
+        assert!(!s.contains("X-Forwarded-For"), "{s}");
+        assert!(!s.contains("Forwarded: for"), "{s}");
+        assert!(s.contains("X-Forwarded-Proto: http"), "{s}");
+    }
+
+    #[test]
+    fn request_rewrite_framing_restated() {
+        let r = req(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let s = encoded(&r, no_forwarding());
+        assert_eq!(
+            s,
+            "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let r = req(b"POST /p HTTP/1.0\r\nContent-Length: 3\r\n\r\n").unwrap();
+        let s = encoded(&r, no_forwarding());
+        assert_eq!(
+            s,
+            "POST /p HTTP/1.1\r\nHost: backend\r\nContent-Length: 3\r\n\r\n"
+        );
+        let r = req(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        let s = encoded(&r, no_forwarding());
+        assert!(
+            s.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn numbers_and_addresses_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 255, 1024, 4_294_967_296, u64::MAX] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.0.2.255",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            put_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let r = resp(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nServer: nginx\r\nTransfer-Encoding: chunked\r\n\r\n", "GET").unwrap();
+        let mut out = Vec::new();
+        let body = response_body_out(&r, 1);
+        encode_response(&r, body, 1, ClientConn::KeepAlive, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        // HTTP/1.0 client: no chunked, close-delimited.
+        let body = response_body_out(&r, 0);
+        assert_eq!(body, BodyKind::Close);
+        let mut out = Vec::new();
+        encode_response(&r, body, 0, ClientConn::KeepAlive, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: close\r\n\r\n"
+        );
+        // An empty body keeps its Content-Length; a HEAD answer the length
+        // it announces; a 204 none.
+        for (head, method, want) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+                "GET",
+                "Content-Length: 0\r\n",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+                "HEAD",
+                "Content-Length: 42\r\n",
+            ),
+            (b"HTTP/1.1 204 No\r\nContent-Length: 0\r\n\r\n", "GET", ""),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "HEAD", ""),
+        ] {
+            let r = resp(head, method).unwrap();
+            let mut out = Vec::new();
+            encode_response(
+                &r,
+                response_body_out(&r, 1),
+                1,
+                ClientConn::KeepAlive,
+                &mut out,
+            );
+            let s = String::from_utf8(out).unwrap();
+            assert!(s.starts_with("HTTP/1.1 "), "{s}");
+            assert_eq!(
+                s.split_once("\r\n").unwrap().1,
+                format!("{want}\r\n"),
+                "{method}"
+            );
+        }
+        // The connection's fate is one value: closed, or a 101 tunnelled
+        // (its Upgrade field kept, although hop-by-hop).
+        let mut out = Vec::new();
+        encode_response(&r, BodyKind::Chunked, 1, ClientConn::Close, &mut out);
+        assert!(out.ends_with(b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+        let up = resp(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        encode_response(&up, BodyKind::None, 1, ClientConn::Upgrade, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        );
+        // Close-delimited from the server is re-chunked for a 1.1 client.
+        let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
+        assert_eq!(response_body_out(&r, 1), BodyKind::Chunked);
+    }
+
+    #[test]
+    fn error_pages_are_complete_responses() {
+        for s in [400, 502, 503, 504] {
+            let page = error_response(s);
+            let r = resp(&page, "GET").unwrap();
+            assert_eq!(r.status, s);
+            assert!(!r.keep_alive, "{s}");
+            let n = check_head(&page, LIM).unwrap().unwrap();
+            assert_eq!(r.body, BodyKind::Length((page.len() - n) as u64));
+        }
+    }
+}
