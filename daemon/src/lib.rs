@@ -23,5 +23,6 @@ pub mod release;
 pub mod sdnotify;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod track_script;
 pub mod vrrp;

@@ -711,6 +711,7 @@ async fn exchange<I: Io>(
         client: ip,
         add_forwarded: svc.forwardfor.enabled,
         except,
+        https: client.is_tls(),
     };
     // Replaying is safe only when the server cannot have acted on the
     // request and nothing of a body has been consumed from the client.
@@ -947,6 +948,13 @@ async fn exchange<I: Io>(
         let rbuf: &mut Vec<u8> = if pump.is_some() { rout } else { out };
         rbuf.clear();
         http::encode_response(resp, body_out, req.minor, client_keep, false, rbuf);
+        if let (Some(v), true) = (&svc.hsts, client.is_tls()) {
+            // Unless the server set its own.
+            let sts = b"strict-transport-security";
+            if !resp.headers().any(|(n, _)| n.eq_ignore_ascii_case(sts)) {
+                http::add_header(rbuf, b"Strict-Transport-Security", v.as_bytes());
+            }
+        }
         let head_bytes = rbuf.len() as u64;
         let relay = async {
             if resp.body == BodyKind::None {
