@@ -23,4 +23,5 @@ pub mod lab;
 pub mod proxy;
 pub mod run;
 pub mod telemetry;
+pub mod tls;
 pub mod vrrp;

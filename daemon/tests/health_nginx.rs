@@ -286,6 +286,8 @@ fn service(name: &str, servers: &[(&str, SocketAddr)], health: HealthCheck) -> P
         name: name.into(),
         mode: ProxyMode::Http,
         bind: vec!["127.0.0.1:0".parse().unwrap()],
+        bind_opts: vec![Default::default()],
+        hsts: None,
         balance: Balance::RoundRobin,
         servers: servers
             .iter()

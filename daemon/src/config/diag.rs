@@ -29,6 +29,12 @@ impl<'a> Diag<'a> {
         }
     }
 
+    /// The config file's name, as given (certificate paths are relative
+    /// to its directory).
+    pub fn file(&self) -> &str {
+        self.file
+    }
+
     pub fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
         let e = self.locate(span.start, message.into());
         self.errors.push(e);

@@ -22,6 +22,7 @@ mod schema;
 mod scripts;
 mod summary;
 mod sync_group;
+mod tls;
 mod types;
 mod validate;
 mod vrrp;

@@ -68,7 +68,15 @@ fn service(
         http_only_keys(d, &r);
     }
     let send_proxy = proxy_protocol(d, mode, r.send_proxy, None);
-    let bind = socket_addrs(d, "bind", r.bind, &table, &here);
+    let bind = super::tls::binds(d, r.bind, &table, &here, mode, &mut |d, at, text| {
+        socket_addr(d, "bind", at, text)
+    });
+    no_duplicates(
+        d,
+        "bind address",
+        bind.iter().map(|b| (b.at.clone(), b.address)),
+    );
+    let hsts = super::tls::hsts(d, r.hsts, &bind, mode);
     let balance = choice(
         d,
         "balance",
@@ -116,7 +124,9 @@ fn service(
     let svc = ProxyService {
         name: name.get_ref().clone(),
         mode,
-        bind: bind.iter().map(|(_, a)| *a).collect(),
+        bind: bind.iter().map(|b| b.address).collect(),
+        bind_opts: bind.iter().map(|b| b.opts.clone()).collect(),
+        hsts,
         balance,
         servers,
         health,
@@ -130,36 +140,11 @@ fn service(
         workers,
         dontlognull,
     };
-    (!svc.bind.is_empty() && !svc.servers.is_empty()).then_some((svc, bind))
+    let spans = bind.into_iter().map(|b| (b.at, b.address)).collect();
+    (!svc.bind.is_empty() && !svc.servers.is_empty()).then_some((svc, spans))
 }
 
-/// "ip:port" list; port 0 is refused (it would bind a random port).
-fn socket_addrs(
-    d: &mut Diag,
-    key: &str,
-    f: Opt<Vec<Field<String>>>,
-    table: &Span,
-    here: &str,
-) -> Vec<(Span, SocketAddr)> {
-    let Some((at, items)) = required_list(d, key, f, table, here) else {
-        return Vec::new();
-    };
-    if items.is_empty() {
-        d.error(
-            &at,
-            format!("`{key}` is empty: give at least one \"ip:port\""),
-        );
-    }
-    let mut out = Vec::new();
-    for (at, text) in items {
-        if let Some(a) = socket_addr(d, key, &at, &text) {
-            out.push((at, a));
-        }
-    }
-    no_duplicates(d, &format!("{key} address"), out.iter().cloned());
-    out
-}
-
+/// One "ip:port"; port 0 is refused (it would bind a random port).
 fn socket_addr(d: &mut Diag, key: &str, at: &Span, text: &str) -> Option<SocketAddr> {
     let what = "an \"ip:port\" address (IPv6 as \"[::]:80\")";
     let a: SocketAddr = parse_as(d, key, at, text, what)?;

@@ -223,7 +223,8 @@ pub struct RawTrackScript {
 pub struct RawProxy {
     pub mode: Opt<String>,
     pub send_proxy: Opt<String>,
-    pub bind: Opt<Vec<Field<String>>>,
+    pub bind: Opt<Vec<Field<super::tls::StrOr<super::tls::RawBind>>>>,
+    pub hsts: Opt<String>,
     pub balance: Opt<String>,
     pub servers: Opt<Vec<Field<RawServer>>>,
     pub retries: Opt<i64>,

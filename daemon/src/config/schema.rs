@@ -65,6 +65,16 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         for server in array_tables(proxy, "servers") {
             check_table(server, keys_of::<RawServer>(), "a server entry", diag);
         }
+        for bind in array_tables(proxy, "bind") {
+            check_table(bind, keys_of::<super::tls::RawBind>(), "a bind entry", diag);
+            if let Some(tls) = table(bind, "tls") {
+                check_table(tls, keys_of::<super::tls::RawTls>(), "`tls`", diag);
+                for cert in array_tables(tls, "certificates") {
+                    let known = keys_of::<super::tls::RawCert>();
+                    check_table(cert, known, "a certificate entry", diag);
+                }
+            }
+        }
         let sub = [
             ("timeouts", keys_of::<RawTimeouts>()),
             ("limits", keys_of::<RawLimits>()),

@@ -110,7 +110,16 @@ fn vrrp(out: &mut String, v: &VrrpInstance) {
 }
 
 fn proxy(out: &mut String, p: &ProxyService) {
-    let binds: Vec<String> = p.bind.iter().map(|a| a.to_string()).collect();
+    let binds: Vec<String> = p
+        .bind
+        .iter()
+        .zip(&p.bind_opts)
+        .map(|(a, o)| match (&o.tls, o.redirect_https) {
+            (Some(t), _) => format!("{a} (tls: {})", t.names().join(" ")),
+            (None, true) => format!("{a} (redirect to https)"),
+            (None, false) => a.to_string(),
+        })
+        .collect();
     let balance = match p.balance {
         Balance::RoundRobin => "roundrobin",
         Balance::LeastConn => "leastconn",

@@ -554,7 +554,7 @@ limits = 5
             "3:8: `vrid`: expected an integer, found string \"51\"",
             "4:13: `nopreempt`: expected a boolean, found string \"yes\"",
             "5:15: `virtual_ips`: expected an array, found string \"192.0.2.1\"",
-            "7:25: `bind` entry: expected a string, found integer `80`",
+            "7:25: `bind` entry: expected a string or a table, found integer `80`",
             "9:10: `limits`: expected a [proxy.NAME.limits] table, found integer `5`",
         ]
     );
@@ -986,6 +986,9 @@ fn every_key_is_documented() {
         keys_of::<super::admin::RawAdmin>(),
         keys_of::<super::l4::RawL4>(),
         keys_of::<super::l4::RawL4Server>(),
+        keys_of::<super::tls::RawBind>(),
+        keys_of::<super::tls::RawTls>(),
+        keys_of::<super::tls::RawCert>(),
     ];
     for keys in all {
         assert!(!keys.is_empty());

@@ -334,11 +334,24 @@ pub struct ForwardFor {
     pub except: Vec<IpNet>,
 }
 
+/// What one `bind` address speaks.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BindOpts {
+    /// TLS with these certificates; equal when the files' contents are.
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+    /// Answer every request with a 308 to its `https://` URL.
+    pub redirect_https: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyService {
     pub name: String,
     pub mode: ProxyMode,
     pub bind: Vec<SocketAddr>,
+    /// Per `bind` address, in the same order.
+    pub bind_opts: Vec<BindOpts>,
+    /// Strict-Transport-Security for responses over TLS.
+    pub hsts: Option<String>,
     pub balance: Balance,
     pub servers: Vec<Server>,
     pub health: Option<HealthCheck>,

@@ -590,6 +590,8 @@ mod tests {
             name: name.into(),
             mode: ProxyMode::Http,
             bind: vec!["127.0.0.1:0".parse().unwrap()],
+            bind_opts: vec![BindOpts::default()],
+            hsts: None,
             balance: Balance::RoundRobin,
             servers: (0..n)
                 .map(|i| Server {

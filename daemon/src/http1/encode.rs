@@ -39,6 +39,8 @@ pub struct ForwardInfo {
     pub add_forwarded: bool,
     /// The client is in `forwardfor.except`: no X-Forwarded-For for it.
     pub except: bool,
+    /// The client came over TLS: `proto=https`, `X-Forwarded-Proto: https`.
+    pub https: bool,
 }
 
 /// Serialize the request for the server: always HTTP/1.1 with keep-alive,
@@ -129,18 +131,22 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
         merged(out, b"X-Forwarded-For", &|out| {
             put_ip(out, ip);
         });
-        merged(out, b"Forwarded", &|out| match ip {
-            IpAddr::V4(_) => {
-                out.extend_from_slice(b"for=");
-                put_ip(out, ip);
-                out.extend_from_slice(b";proto=http");
+        let proto: &[u8] = if fwd.https { b"https" } else { b"http" };
+        merged(out, b"Forwarded", &|out| {
+            match ip {
+                IpAddr::V4(_) => {
+                    out.extend_from_slice(b"for=");
+                    put_ip(out, ip);
+                }
+                // RFC 7239 6: IPv6 in brackets, and then quoted.
+                IpAddr::V6(a) => {
+                    let _ = write!(out, "for=\"[{a}]\"");
+                }
             }
-            // RFC 7239 6: IPv6 in brackets, and then quoted.
-            IpAddr::V6(a) => {
-                let _ = write!(out, "for=\"[{a}]\";proto=http");
-            }
+            out.extend_from_slice(b";proto=");
+            out.extend_from_slice(proto);
         });
-        put_header(out, b"X-Forwarded-Proto", b"http");
+        put_header(out, b"X-Forwarded-Proto", proto);
     }
     match head.body {
         BodyKind::Length(n) => {
@@ -299,6 +305,58 @@ pub fn reason_phrase(status: u16) -> Option<&'static str> {
     })
 }
 
+/// Add a field to a head just encoded into `out` (which ends with the
+/// blank line): Strict-Transport-Security on responses over TLS.
+pub fn add_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        put_header(out, name, value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The answer of a `redirect_https` bind: `308 Permanent Redirect` (the
+/// method and body stay the same, RFC 9110 15.4.9) to the request's URL
+/// with `https`, on `port` (omitted when 443). The host is the target's
+/// authority or the Host field, without its port; `None` when there is
+/// none or it is not a plain host name or address (it goes into Location
+/// unchanged, so nothing else may pass). `keep_alive`: the connection
+/// stays open.
+pub fn redirect_https(req: &RequestHead, port: u16, keep_alive: bool) -> Option<Vec<u8>> {
+    let host = req.authority().or_else(|| req.header("host"))?;
+    // Strip the port: "[2001:db8::1]:80" -> "[2001:db8::1]", "a.example:80" -> "a.example".
+    let host = match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[i..].contains(&b']') => &host[..i],
+        _ => host,
+    };
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(b);
+    if host.is_empty() || !host.iter().all(ok) {
+        return None;
+    }
+    let path: &[u8] = if req.authority().is_some() {
+        req.origin.get(&req.bytes)
+    } else {
+        req.target().as_bytes()
+    };
+    let path: &[u8] = if path.starts_with(b"/") { path } else { b"/" };
+    let mut out = Vec::with_capacity(128 + host.len() + path.len());
+    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://");
+    out.extend_from_slice(host);
+    if port != 443 {
+        out.push(b':');
+        put_decimal(&mut out, port.into());
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+    if !keep_alive {
+        put_header(&mut out, b"Connection", b"close");
+    } else if req.minor == 0 {
+        put_header(&mut out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    Some(out)
+}
+
 /// A small complete response the proxy generates itself. It always says
 /// `Connection: close`: the proxy closes after every error, as it may not
 /// have read the whole request.
@@ -328,6 +386,98 @@ mod tests {
     use super::*;
     use crate::http1::check_head;
     use crate::http1::testing::*;
+
+    #[test]
+    fn proto_https_when_the_client_came_over_tls() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: site\r\nX-Forwarded-Proto: http\r\n\r\n").unwrap();
+        let f = ForwardInfo {
+            https: true,
+            ..fwd("203.0.113.5", false)
+        };
+        let s = encoded(&r, f);
+        assert!(
+            s.contains("Forwarded: for=203.0.113.5;proto=https\r\n"),
+            "{s}"
+        );
+        assert!(s.contains("X-Forwarded-Proto: https\r\n"), "{s}");
+        assert!(!s.contains("X-Forwarded-Proto: http\r\n"), "{s}");
+        let f = ForwardInfo {
+            https: true,
+            ..fwd("2001:db8::1", false)
+        };
+        let s = encoded(&r, f);
+        assert!(
+            s.contains("Forwarded: for=\"[2001:db8::1]\";proto=https\r\n"),
+            "{s}"
+        );
+    }
+
+    fn redirect(head: &[u8], port: u16, keep: bool) -> Option<String> {
+        let r = req(head).unwrap();
+        redirect_https(&r, port, keep).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn redirect_https_location() {
+        let s = redirect(
+            b"GET /a/b?q=1 HTTP/1.1\r\nHost: www.example.org:80\r\n\r\n",
+            443,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://www.example.org/a/b?q=1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let s = redirect(
+            b"POST /x HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\nContent-Length: 3\r\n\r\n",
+            8443,
+            false,
+        )
+        .unwrap();
+        assert!(
+            s.contains("Location: https://[2001:db8::1]:8443/x\r\n"),
+            "{s}"
+        );
+        assert!(s.ends_with("Connection: close\r\n\r\n"), "{s}");
+        // Absolute-form: its authority, not Host.
+        let s = redirect(
+            b"GET http://a.example/p HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            443,
+            true,
+        )
+        .unwrap();
+        assert!(s.contains("Location: https://a.example/p\r\n"), "{s}");
+        let s = redirect(b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n", 443, true).unwrap();
+        assert!(s.contains("Location: https://a.example/\r\n"), "{s}");
+        let s = redirect(
+            b"GET / HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",
+            443,
+            true,
+        )
+        .unwrap();
+        assert!(s.contains("Connection: keep-alive\r\n"), "{s}");
+        // No host, or one that would change the URL's meaning.
+        assert_eq!(redirect(b"GET / HTTP/1.0\r\n\r\n", 443, true), None);
+        assert_eq!(
+            redirect(b"GET / HTTP/1.1\r\nHost: evil/x\r\n\r\n", 443, true),
+            None
+        );
+        assert_eq!(
+            redirect(b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 443, true),
+            None
+        );
+    }
+
+    #[test]
+    fn add_header_before_the_blank_line() {
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        add_header(&mut out, b"Strict-Transport-Security", b"max-age=5");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nStrict-Transport-Security: max-age=5\r\n\r\n"
+        );
+    }
 
     #[test]
     fn request_rewrite_hop_by_hop_and_forwarded() {

@@ -28,7 +28,8 @@ use std::fmt;
 
 pub use body::{BodyDecoder, BodyEncoder, BodyKind};
 pub use encode::{
-    encode_request, encode_response, error_response, response_body_out, ClientConn, ForwardInfo,
+    add_header, encode_request, encode_response, error_response, redirect_https, response_body_out,
+    ClientConn, ForwardInfo,
 };
 pub use head::check_head;
 pub use request::{parse_request, RequestHead};
@@ -145,6 +146,7 @@ pub(crate) mod testing {
             client: ip.parse().unwrap(),
             add_forwarded: true,
             except,
+            https: false,
         }
     }
 

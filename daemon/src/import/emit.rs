@@ -37,6 +37,8 @@ pub enum Value {
     Dur(Duration),
     /// An inline table, keys in this order.
     Inline(Vec<(&'static str, Value)>),
+    /// An inline array.
+    Array(Vec<Value>),
 }
 
 /// One element of an array, with its own source comments.
@@ -148,6 +150,10 @@ fn value(v: &Value) -> String {
                 .map(|(k, v)| format!("{} = {}", key(k), value(v)))
                 .collect();
             format!("{{ {} }}", parts.join(", "))
+        }
+        Value::Array(vs) => {
+            let parts: Vec<String> = vs.iter().map(value).collect();
+            format!("[{}]", parts.join(", "))
         }
     }
 }

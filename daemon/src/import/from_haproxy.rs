@@ -119,6 +119,9 @@ struct Settings {
     binds: Vec<(Src, Vec<Word>)>,
     servers: Vec<(Src, Vec<Word>)>,
     default_backend: Option<(Src, String)>,
+    /// `redirect scheme https` / `http-request redirect scheme https`
+    /// (unconditional or `if !{ ssl_fc }`): halo's `redirect_https` binds.
+    redirect_https: Option<Src>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -164,6 +167,7 @@ impl Settings {
             binds: over.binds.clone(),
             servers: over.servers.clone(),
             default_backend: or(&self.default_backend, &over.default_backend),
+            redirect_https: over.redirect_https.clone(),
         }
     }
 
@@ -273,6 +277,16 @@ fn settings(o: &Origin, s: &Section, drops: &mut Vec<Dropped>) -> Settings {
                 format!("stats {}", l.arg(0).unwrap_or("")),
                 "halo has its own status page and metrics (the [admin] listener) and `halo status`",
             ),
+            "redirect" | "http-request" if https_redirect(l) => {
+                if kind == "backend" || kind == "defaults" {
+                    drop(
+                        kw.into(),
+                        "halo redirects to HTTPS on a frontend's plain binds only",
+                    );
+                } else {
+                    st.redirect_https = Some(src);
+                }
+            }
             "acl" | "http-request" | "http-response" | "tcp-request" | "tcp-response"
             | "redirect" | "use-server" | "http-after-response" => drop(
                 kw.into(),
@@ -294,6 +308,26 @@ fn settings(o: &Origin, s: &Section, drops: &mut Vec<Dropped>) -> Settings {
         }
     }
     st
+}
+
+/// `redirect scheme https [code N] [if !{ ssl_fc } | unless { ssl_fc }]`,
+/// or the same after `http-request`: what a `redirect_https` bind does (on
+/// a plain bind `ssl_fc` is always false). Other conditions are not.
+fn https_redirect(l: &Line) -> bool {
+    let words: Vec<&str> = l.words.iter().map(|w| w.text.as_str()).collect();
+    let rest = match words.as_slice() {
+        ["redirect", "scheme", "https", rest @ ..] => rest,
+        ["http-request", "redirect", "scheme", "https", rest @ ..] => rest,
+        _ => return false,
+    };
+    let rest = match rest {
+        ["code", c, rest @ ..] if ["301", "302", "303", "307", "308"].contains(c) => rest,
+        rest => rest,
+    };
+    matches!(
+        rest.concat().as_str(),
+        "" | "if!{ssl_fc}" | "unless{ssl_fc}"
+    )
 }
 
 fn option(l: &Line, src: Src, st: &mut Settings, drop: &mut impl FnMut(String, &str)) {
@@ -602,7 +636,7 @@ fn global_reason(kw: &str) -> &'static str {
         "ca-base" | "crt-base" | "ssl-default-bind-ciphers" | "ssl-default-bind-options"
         | "ssl-default-bind-ciphersuites" | "ssl-default-server-ciphers"
         | "ssl-default-server-options" | "tune.ssl.default-dh-param" => {
-            "halo serves plain HTTP; terminate TLS in front of it"
+            "halo's TLS settings are fixed (TLS 1.2 and 1.3, modern AEAD suites); `crt` files are written as given, relative ones relative to halo.toml's directory"
         }
         _ => "a process setting with no halo equivalent",
     }
@@ -671,16 +705,17 @@ fn service(
     // bind
     let mut binds = Vec::new();
     for (src, words) in &fe.binds {
-        for (item, port) in bind(o, src, words, opts, drops) {
-            let Value::Str(addr) = &item.value else {
+        for (item, port) in bind(o, src, words, opts, fe.redirect_https.as_ref(), drops) {
+            let Some(addr) = bind_address(&item.value) else {
                 continue;
             };
+            let addr = &addr.to_string();
             // HAProxy lets two sections listen on one address (the kernel
             // splits the connections between them); halo binds it once.
             let first = bound.get(addr).cloned().or_else(|| {
                 binds
                     .iter()
-                    .find(|(i, _): &&(Item, u16)| i.value == item.value)
+                    .find(|(i, _): &&(Item, u16)| bind_address(&i.value) == Some(addr))
                     .map(|(i, _)| (here(), i.from.first().map_or(0, |s| s.line)))
             });
             match first {
@@ -722,10 +757,22 @@ fn service(
         return None;
     }
 
+    if let Some(src) = &fe.redirect_https {
+        let plain = binds
+            .iter()
+            .any(|(i, _)| matches!(&i.value, Value::Inline(kv) if kv.iter().any(|(k, _)| *k == "redirect_https")));
+        if !plain {
+            drops.push(o.drop(
+                src.line,
+                "redirect scheme https",
+                "this frontend has no plain bind to redirect from: put its address in the HTTPS service's bind as { address = \"...\", redirect_https = true }",
+            ));
+        }
+    }
     for (item, _) in &binds {
-        if let Value::Str(addr) = &item.value {
+        if let Some(addr) = bind_address(&item.value) {
             bound.insert(
-                addr.clone(),
+                addr.to_string(),
                 (here(), item.from.first().map_or(0, |s| s.line)),
             );
         }
@@ -863,29 +910,65 @@ fn dontlognull(fe: &Settings) -> Entry {
     }
 }
 
-/// `bind ADDR[,ADDR...] [options]` -> ("ip:port" items, port).
+/// The "ip:port" of a bind item: the string, or a table's `address`.
+fn bind_address(v: &Value) -> Option<&str> {
+    match v {
+        Value::Str(a) => Some(a),
+        Value::Inline(kv) => kv.iter().find_map(|(k, v)| match (k, v) {
+            (&"address", Value::Str(a)) => Some(a.as_str()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// `bind ADDR[,ADDR...] [options]` -> ("ip:port" items, port). With `ssl
+/// crt FILE...` each is a `tls` bind table; with the frontend's HTTPS
+/// redirect (`redirect`) a plain one is a `redirect_https` table.
 fn bind(
     o: &Origin,
     src: &Src,
     words: &[Word],
     opts: &Options,
+    redirect: Option<&Src>,
     drops: &mut Vec<Dropped>,
 ) -> Vec<(Item, u16)> {
     let options: Vec<&str> = words.iter().skip(2).map(|w| w.text.as_str()).collect();
-    if options.contains(&"ssl") {
+    let ssl = options.contains(&"ssl");
+    let mut crts = Vec::new();
+    let mut other = Vec::new();
+    let mut it = options.iter();
+    while let Some(&w) = it.next() {
+        match w {
+            "ssl" => {}
+            "crt" => match it.next() {
+                Some(f) => crts.push(Value::Str(f.to_string())),
+                None => other.push("crt".to_string()),
+            },
+            // ALPN: halo offers http/1.1 (h2 is not served yet).
+            "alpn" | "crt-list" | "ciphers" | "ciphersuites" | "curves" | "ssl-min-ver"
+            | "ssl-max-ver" | "name" | "ca-file" | "verify" => {
+                let v = it.next().copied().unwrap_or("");
+                other.push(format!("{w} {v}"));
+            }
+            w => other.push(w.to_string()),
+        }
+    }
+    if ssl && crts.is_empty() {
         drops.push(o.drop(
             src.line,
             &format!("bind {}", words.get(1).map_or("", |w| w.text.as_str())),
-            "TLS (ssl crt ...): halo serves plain HTTP; terminate TLS in front of it",
+            "`ssl` without `crt FILE`: halo needs the certificate files (crt-list is not read)",
         ));
         return Vec::new();
     }
-    if !options.is_empty() {
-        drops.push(o.drop(
-            src.line,
-            &format!("bind options {}", options.join(" ")),
-            "halo binds with SO_REUSEPORT and IP_FREEBIND and has no per-bind options",
-        ));
+    if !other.is_empty() {
+        let why = if ssl {
+            "halo's TLS settings are fixed (TLS 1.2 and 1.3, modern AEAD suites, ALPN http/1.1), and it binds with SO_REUSEPORT and IP_FREEBIND"
+        } else {
+            "halo binds with SO_REUSEPORT and IP_FREEBIND and has no per-bind options"
+        };
+        drops.push(o.drop(src.line, &format!("bind options {}", other.join(" ")), why));
     }
     let Some(list) = words.get(1) else {
         drops.push(o.drop(src.line, "bind", "no address"));
@@ -894,13 +977,27 @@ fn bind(
     let mut out = Vec::new();
     for addr in list.text.split(',') {
         match listen_addr(addr, opts) {
-            Ok((text, port)) => out.push((
-                Item {
-                    value: Value::Str(text),
-                    from: vec![src.clone()],
-                },
-                port,
-            )),
+            Ok((text, port)) => {
+                let mut from = vec![src.clone()];
+                let value = if ssl {
+                    Value::Inline(vec![
+                        ("address", Value::Str(text)),
+                        (
+                            "tls",
+                            Value::Inline(vec![("certificates", Value::Array(crts.clone()))]),
+                        ),
+                    ])
+                } else if let Some(r) = redirect {
+                    from.push(r.clone());
+                    Value::Inline(vec![
+                        ("address", Value::Str(text)),
+                        ("redirect_https", Value::Bool(true)),
+                    ])
+                } else {
+                    Value::Str(text)
+                };
+                out.push((Item { value, from }, port))
+            }
             Err(why) => drops.push(o.drop(src.line, &format!("bind {addr}"), why)),
         }
     }

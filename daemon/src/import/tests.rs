@@ -877,3 +877,58 @@ fn keepalived_virtual_server_tcp_and_udp_on_one_port_are_two_services() {
         "{d}"
     );
 }
+
+/// A self-signed certificate and key for www.example.org valid until 2126
+/// (`openssl req -x509 -newkey ec ... -days 36500`), for imports whose
+/// `crt` files must exist for `halo check`.
+const TEST_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBizCCATGgAwIBAgIUXyFMFLqVlOUMFZ+Z0wq7fmDUcEkwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPd3d3LmV4YW1wbGUub3JnMCAXDTI2MTIwNTE4MjAyM1oYDzIx
+MjYxMTExMTgyMDIzWjAaMRgwFgYDVQQDDA93d3cuZXhhbXBsZS5vcmcwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3tjh+jvHx
+XtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4vo1MwUTAdBgNVHQ4E
+FgQUkDyAONgxnPBg74yGdnWFNRbUGbwwHwYDVR0jBBgwFoAUkDyAONgxnPBg74yG
+dnWFNRbUGbwwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiA9Oi4J
+j/+XiiqQCMaQg1tUdkSSV2Kcvdgcwp4fHFpf6wIhALCT0GrBcFjz6+/kxGW32Iez
+ng2dEAWDk2T0EwcUgSKl
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgbDqypchLHm9j3e24
+yvVRLtGdfXPWKbWD1uHE4l+/9yKhRANCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3
+tjh+jvHxXtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4v
+-----END PRIVATE KEY-----
+";
+
+#[test]
+fn haproxy_ssl_crt_binds_and_https_redirects_are_carried() {
+    let dir = std::env::temp_dir().join(format!("halo-import-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("site.pem");
+    std::fs::write(&pem, TEST_PEM).unwrap();
+    let pem = pem.display().to_string();
+    let h = format!(
+        "frontend fe\n  mode http\n  bind :80\n  bind :443 ssl crt {pem} alpn h2,http/1.1\n  http-request redirect scheme https code 301 if !{{ ssl_fc }}\n  default_backend be\n\
+         backend be\n  mode http\n  server a 192.0.2.21:8080\n\
+         frontend fe2\n  mode http\n  bind 192.0.2.9:443 ssl crt /nonexistent/missing.pem\n  redirect scheme https if {{ hdr(host) -i x }}\n  default_backend be\n"
+    );
+    let i = run(None, Some(&h), &opts()).unwrap();
+    let k = keys(&i.toml);
+    assert!(
+        k.contains(&format!("bind = [\n  {{ address = \"0.0.0.0:80\", redirect_https = true }},\n  {{ address = \"0.0.0.0:443\", tls = {{ certificates = [\"{pem}\"] }} }},\n]")),
+        "{k}"
+    );
+    let d = dropped(&i).join("\n");
+    for want in [
+        "haproxy.cfg:4: directive 'bind options alpn h2,http/1.1'",
+        // Another condition than !{ ssl_fc } is a rule halo does not have.
+        "haproxy.cfg:13: directive 'redirect'",
+        // halo check refuses a certificate it cannot read: that bind goes.
+        "cannot read /nonexistent/missing.pem",
+    ] {
+        assert!(d.contains(want), "{want} not in\n{d}");
+    }
+    let c = valid(&i.toml);
+    assert!(c.proxy[0].bind_opts[0].redirect_https);
+    assert!(c.proxy[0].bind_opts[1].tls.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}

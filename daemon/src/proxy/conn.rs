@@ -35,10 +35,10 @@ use tokio::time::timeout_at;
 
 use super::balance::Balancer;
 use super::error::{Kind, NoServer, ProxyError, Retry, Side};
-use crate::http1::{self as http, BodyDecoder, BodyEncoder, BodyKind, ClientConn, HeadLimits};
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
+use crate::http1::{self as http, BodyDecoder, BodyEncoder, BodyKind, ClientConn, HeadLimits};
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
 pub(super) const BUF: usize = 16 * 1024;
@@ -736,6 +736,7 @@ async fn exchange<I: Io>(
         client: ip,
         add_forwarded: svc.forwardfor.enabled,
         except,
+        https: client.is_tls(),
     };
     // Replaying is safe only when the server cannot have acted on the
     // request and nothing of a body has been consumed from the client.
@@ -1035,7 +1036,13 @@ impl<'a, I: Io> Attempt<'a, I> {
                 return false;
             }
         }
-        http::encode_response(resp, BodyKind::None, self.req.minor, ClientConn::Upgrade, out);
+        http::encode_response(
+            resp,
+            BodyKind::None,
+            self.req.minor,
+            ClientConn::Upgrade,
+            out,
+        );
         out.extend_from_slice(sbuf);
         log.bytes += out.len() as u64;
         if write(client, out, Instant::now() + t.client).await.is_err() {
@@ -1092,6 +1099,13 @@ impl<'a, I: Io> Attempt<'a, I> {
             ClientConn::Close
         };
         http::encode_response(resp, body_out, req.minor, conn, rbuf);
+        if let (Some(v), true) = (&shared.svc.hsts, client.is_tls()) {
+            // Unless the server set its own.
+            let sts = b"strict-transport-security";
+            if !resp.headers().any(|(n, _)| n.eq_ignore_ascii_case(sts)) {
+                http::add_header(rbuf, b"Strict-Transport-Security", v.as_bytes());
+            }
+        }
         let head_bytes = rbuf.len() as u64;
         let relay = async {
             if resp.body == BodyKind::None {

@@ -18,9 +18,13 @@ mod conn;
 mod error;
 mod listen;
 pub mod proxy_protocol;
+// Driver: it reads the clock for its timeouts and access log (clippy.toml).
+#[allow(clippy::disallowed_methods)]
+mod redirect;
 mod stream;
 #[allow(clippy::disallowed_methods)]
 mod tcp;
+mod tls;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -367,12 +371,13 @@ async fn run_worker<I: Io>(
     // Set at `Stop::Drain`: each accept loop ends after its pending accept.
     let stopping = Rc::new(std::cell::Cell::new(false));
     let mut accepts = Vec::new();
-    for l in listeners {
+    for (bind, l) in listeners.into_iter().enumerate() {
         let addr = l.local_addr().ok();
         match I::listener(l) {
             Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(
                 current.clone(),
                 l,
+                bind,
                 stopping.clone(),
             ))),
             Err(e) => {
@@ -464,9 +469,13 @@ enum Stop {
 /// The worker of the current generation, shared by a thread's tasks.
 type Current<I> = Rc<RefCell<Rc<Worker<I>>>>;
 
+/// Accept on the listener of `svc.bind[bind]`; what it speaks (TLS and its
+/// certificates, a redirect) comes from the generation current at accept,
+/// so a reload changes certificates for new connections only.
 async fn accept_loop<I: Io>(
     current: Current<I>,
     l: I::Listener,
+    bind: usize,
     stopping: Rc<std::cell::Cell<bool>>,
 ) {
     let mut failing = false;
@@ -503,9 +512,18 @@ async fn accept_loop<I: Io>(
                 let shared = &w.shared;
                 shared.conns.fetch_add(1, Ordering::Relaxed);
                 shared.stats.conn_open();
+                let opts = shared.svc.bind_opts.get(bind).cloned().unwrap_or_default();
                 tokio::task::spawn_local(async move {
                     let guard = ConnGuard(w.shared.clone());
+                    let s = match &opts.tls {
+                        None => s,
+                        Some(tls) => match handshake::<I>(&w.shared, s, peer, tls).await {
+                            Some(s) => s,
+                            None => return,
+                        },
+                    };
                     match w.shared.svc.mode {
+                        ProxyMode::Http if opts.redirect_https => redirect::serve(w, s, peer).await,
                         ProxyMode::Http => conn::serve(w, s, peer).await,
                         ProxyMode::Tcp => tcp::serve(w, s, peer).await,
                     }
@@ -533,6 +551,31 @@ async fn accept_loop<I: Io>(
                 }
                 tokio::time::sleep(Duration::from_millis(if transient { 50 } else { 1000 })).await;
             }
+        }
+    }
+}
+
+/// The server side of a TLS handshake, bounded by `timeouts.http_request`
+/// (a client that opens connections and sends nothing holds no more than
+/// a slowloris would). A failure is the client's: logged at debug only,
+/// since scanners and clients with no common version or cipher are common.
+async fn handshake<I: Io>(
+    shared: &Shared,
+    s: I::Stream,
+    peer: std::net::SocketAddr,
+    tls: &crate::tls::ServerTls,
+) -> Option<I::Stream> {
+    let limit = shared.svc.timeouts.http_request;
+    let r = tokio::time::timeout(limit, I::accept_tls(s, tls.config.clone())).await;
+    match r {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, service = %shared.svc.name, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, service = %shared.svc.name, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -4,11 +4,14 @@
 //! kernel owns the buffer while an operation is in flight), implemented for
 //! `tokio_uring::net::TcpStream` and for `tokio::net::TcpStream`. Methods
 //! take `&self` so a tunnel can read and write both directions at once.
-//! `Io` adds connecting and accepting. Nothing here knows HTTP.
+//! `Io` adds connecting and accepting; a driver's streams are
+//! [`Transport`]s, plain or TLS (`tls.rs`). Nothing here knows HTTP.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use super::tls::TlsStream;
 
 /// A connected TCP stream with owned buffers.
 pub(crate) trait Stream: Sized + 'static {
@@ -26,6 +29,73 @@ pub(crate) trait Stream: Sized + 'static {
     /// The socket's descriptor, so that a `halo server disable` can shut
     /// down the connections in flight to that server from outside.
     fn fd(&self) -> std::os::fd::RawFd;
+    /// Whether the bytes are TLS-protected (the client came over HTTPS).
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+
+/// A driver's connection: plain TCP, or TLS over it (a TLS bind). One
+/// type for both, so the connection code is compiled once per driver.
+pub(crate) enum Transport<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+}
+
+impl<S: Stream> Transport<S> {
+    /// The server side of a TLS handshake on an accepted connection.
+    pub(crate) async fn accept_tls(
+        self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        match self {
+            Transport::Plain(s) => Ok(Transport::Tls(Box::new(
+                TlsStream::accept(s, config).await?,
+            ))),
+            Transport::Tls(_) => Err(io::Error::other("TLS over TLS")),
+        }
+    }
+}
+
+impl<S: Stream> Stream for Transport<S> {
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Transport::Plain(s) => s.read(buf).await,
+            Transport::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Transport::Plain(s) => s.write_all(buf).await,
+            Transport::Tls(s) => s.write_all(buf).await,
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        match self {
+            Transport::Plain(s) => s.shutdown(how),
+            Transport::Tls(s) => s.shutdown(how),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_idle(),
+            Transport::Tls(s) => s.is_idle(),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Transport::Plain(s) => s.fd(),
+            Transport::Tls(s) => s.fd(),
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
 }
 
 /// A driver: how to connect and accept.
@@ -37,6 +107,11 @@ pub(crate) trait Io: 'static {
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
     /// Wrap a bound, listening, non-blocking std listener.
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener>;
+    /// The server side of a TLS handshake on an accepted stream.
+    async fn accept_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::Stream>;
 }
 
 fn nodelay(fd: &impl AsFd) {
@@ -139,24 +214,31 @@ impl Stream for tokio::net::TcpStream {
 }
 
 impl Io for Epoll {
-    type Stream = tokio::net::TcpStream;
+    type Stream = Transport<tokio::net::TcpStream>;
     type Listener = tokio::net::TcpListener;
     const NAME: &'static str = "epoll";
 
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
         let s = tokio::net::TcpStream::connect(addr).await?;
         nodelay(&s);
-        Ok(s)
+        Ok(Transport::Plain(s))
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (s, a) = l.accept().await?;
         nodelay(&s);
-        Ok((s, a))
+        Ok((Transport::Plain(s), a))
     }
 
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
         tokio::net::TcpListener::from_std(l)
+    }
+
+    async fn accept_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::Stream> {
+        s.accept_tls(config).await
     }
 }
 
@@ -201,7 +283,7 @@ impl Stream for UringStream {
 }
 
 impl Io for Uring {
-    type Stream = UringStream;
+    type Stream = Transport<UringStream>;
     type Listener = tokio_uring::net::TcpListener;
     const NAME: &'static str = "io_uring";
 
@@ -219,16 +301,25 @@ impl Io for Uring {
         // io_uring sockets are blocking ones (as tokio-uring's own): the
         // ring waits for readiness instead of failing with EAGAIN.
         s.set_nonblocking(false)?;
-        Ok(UringStream(tokio_uring::net::TcpStream::from_std(s)))
+        Ok(Transport::Plain(UringStream(
+            tokio_uring::net::TcpStream::from_std(s),
+        )))
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (s, a) = l.accept().await?;
         let _ = s.set_nodelay(true);
-        Ok((UringStream(s), a))
+        Ok((Transport::Plain(UringStream(s)), a))
     }
 
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
         Ok(tokio_uring::net::TcpListener::from_std(l))
+    }
+
+    async fn accept_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::Stream> {
+        s.accept_tls(config).await
     }
 }

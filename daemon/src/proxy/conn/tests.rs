@@ -196,6 +196,11 @@ impl Io for MemIo {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    // These tests drive plain HTTP/1; TLS is tests/proxy/test_tls.py's.
+    async fn accept_tls(_: Mem, _: std::sync::Arc<rustls::ServerConfig>) -> io::Result<Mem> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     fn listener(_: std::net::TcpListener) -> io::Result<()> {
         Ok(())
     }
