@@ -16,10 +16,10 @@ import urllib.request
 from pathlib import Path
 
 from halolab import wait_for  # noqa: F401  (re-exported for the admin tests)
-from localfix import free_port, halo_bin, kill, nginx_conf, toml_str, wait_port  # noqa: F401
+import localfix
+from localfix import NGINX, free_port, halo_bin, kill, nginx_conf, toml_str, wait_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ARTIFACTS = ROOT / "target" / "test-artifacts"
 
 
@@ -33,36 +33,16 @@ def backend_conf(d, listen):
 """, connections=256)
 
 
-class Nginx:
-    """One nginx process (master_process off) in its own prefix. `wrap` runs
-    it under a prefix command such as `ip netns exec NS`."""
+class Nginx(localfix.Nginx):
+    """A backend of the admin tests (localfix.Nginx with backend_conf):
+    /, /health and /boom (500)."""
 
     def __init__(self, name, base, port=None, wrap=()):
-        self.name = name
-        self.dir = Path(base) / name
-        (self.dir / "www").mkdir(parents=True, exist_ok=True)
-        (self.dir / "www" / "index.html").write_text(f"page from {name}\n")
-        self.port = port or free_port()
-        self.wrap = list(wrap)
-        self.conf = self.dir / "nginx.conf"
-        self.conf.write_text(
-            backend_conf(self.dir, f"127.0.0.1:{self.port}")
-        )
-        self.proc = None
-
-    def start(self, wait=True):
-        self.proc = subprocess.Popen(
-            self.wrap + [NGINX, "-p", str(self.dir), "-c", str(self.conf), "-e", str(self.dir / "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if wait:
-            wait_port(self.port, proc=self.proc, timeout=60)
-        return self
-
-    def stop(self):
-        kill(self.proc)
-        self.proc = None
+        d = Path(base) / name
+        (d / "www").mkdir(parents=True, exist_ok=True)
+        (d / "www" / "index.html").write_text(f"page from {name}\n")
+        port = port or free_port()
+        super().__init__(name, d, backend_conf(d, f"127.0.0.1:{port}"), port, wrap=wrap)
 
 
 def proxy_section(backends, health_interval="1s"):
@@ -92,19 +72,16 @@ def proxy_section(backends, health_interval="1s"):
     return lines
 
 
-class Halo:
-    """halo run with a generated config, its own control socket and log."""
+class Halo(localfix.Halo):
+    """halo with an [admin] listener on a free loopback port, and
+    `sections` (lines) after it; start() waits for the admin port."""
 
     def __init__(self, tmp, sections, admin_port=None, auth=None, wrap=()):
-        self.tmp = Path(tmp)
         self.admin_port = admin_port or free_port()
-        self.socket = self.tmp / "halo.sock"
-        self.cfg = self.tmp / "halo.toml"
-        self.log_path = self.tmp / "halo.log"
-        self.wrap = list(wrap)
+        socket = Path(tmp) / "halo.sock"
         lines = [
             "[global]",
-            f"control_socket = {toml_str(self.socket)}",
+            f"control_socket = {toml_str(socket)}",
             'log_level = "info"',
             "",
             "[admin]",
@@ -117,51 +94,15 @@ class Halo:
             ]
         lines.append("")
         lines += sections
-        self.cfg.write_text("\n".join(lines) + "\n")
-        self.proc = None
+        super().__init__(tmp, "\n".join(lines) + "\n", port=self.admin_port, wrap=wrap)
         self.proxy_port = None
         for line in sections:
             if line.startswith("bind = "):
                 self.proxy_port = int(line.split(":")[-1].rstrip('"]'))
                 break
 
-    def start(self, wait=True):
-        self.logf = open(self.log_path, "w")
-        env = dict(os.environ, NO_COLOR="1")
-        env.pop("NOTIFY_SOCKET", None)
-        self.proc = subprocess.Popen(
-            self.wrap + [halo_bin(), "run", "--config", str(self.cfg), "--socket", str(self.socket)],
-            stdout=self.logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        if wait:
-            try:
-                wait_port(self.admin_port, proc=self.proc, timeout=60)
-            except Exception:
-                self.stop()
-                raise RuntimeError("halo did not start:\n" + self.log())
-        return self
-
-    def log(self):
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def stop(self):
-        kill(self.proc)
-        self.proc = None
-        if getattr(self, "logf", None):
-            self.logf.close()
-
     def url(self, path="/"):
         return f"http://127.0.0.1:{self.admin_port}{path}"
-
-    def status_cli(self):
-        r = subprocess.run(
-            [halo_bin(), "status", "--json", "--socket", str(self.socket)],
-            capture_output=True, text=True, timeout=30,
-        )
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
 
 
 def get(url, auth=None, timeout=30):

@@ -4,7 +4,6 @@ checks with the cause in the log, comes back after `rise`, and the proxy
 answers 503 once no backend is left. Waits are bounded, never asserted."""
 
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -12,30 +11,25 @@ import urllib.request
 
 import pytest
 
-from healthfix import Nginx, free_port, wait_port
+from healthfix import Halo, Nginx, free_port
 
 WAIT = 60
 
 
-class HaloRun:
+class HaloRun(Halo):
+    """localfix.Halo started at once, with its log read by offset."""
+
     def __init__(self, halo, tmp, config, port):
-        self.tmp = tmp
-        self.cfg = tmp / "halo.toml"
-        self.cfg.write_text(config)
-        self.log = tmp / "halo.log"
-        self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen([halo, "run", "-c", str(self.cfg), "--socket", str(tmp / "halo.sock")], stdin=subprocess.DEVNULL,
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        super().__init__(tmp, config, port=port)
         # halo starts its health checks before it binds the proxy's
         # listener: a check's log line does not mean the port is open.
         try:
-            wait_port(port, proc=self.proc, timeout=WAIT)
-        except Exception:
-            self.stop()
-            raise AssertionError(f"halo is not listening on {port}:\n{self.text()}") from None
+            self.start()
+        except RuntimeError as e:
+            raise AssertionError(str(e)) from None
 
     def text(self):
-        return self.log.read_text()
+        return self.log()
 
     def mark(self):
         """Where the log ends now, for `wait_log(..., since=mark)`."""
@@ -55,16 +49,6 @@ class HaloRun:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {count} line(s) matching {pattern!r} in:\n{self.text()}")
             time.sleep(0.05)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.logf.close()
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from localfix import free_port, halo_bin, kill, nginx_conf, toml_str, wait_port
+import localfix
+from localfix import NGINX, free_port, halo_bin, kill, nginx_conf, toml_str, wait_port  # noqa: F401  (re-exported)
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 def backend_conf(d, port, name):
     return nginx_conf(d, f"""    keepalive_timeout 75s;
@@ -49,21 +49,20 @@ def backend_conf(d, port, name):
 """, connections=1024, processes="worker_processes 1;")
 
 
-class Nginx:
+class Nginx(localfix.Nginx):
+    """A backend of the proxy tests (localfix.Nginx with backend_conf):
+    pages /, /1k.html, /headers, /health, /sink, and big_file()."""
+
     def __init__(self, name, base):
-        self.name = name
-        self.dir = os.path.join(base, name)
-        os.makedirs(os.path.join(self.dir, "www"), exist_ok=True)
-        self.port = free_port()
-        self.proc = None
-        with open(os.path.join(self.dir, "www", "index.html"), "w") as f:
+        d = os.path.join(base, name)
+        os.makedirs(os.path.join(d, "www"), exist_ok=True)
+        port = free_port()
+        with open(os.path.join(d, "www", "index.html"), "w") as f:
             f.write(f"page from {name}\n")
         # A 1 KiB page for the benchmark-like tests.
-        with open(os.path.join(self.dir, "www", "1k.html"), "w") as f:
+        with open(os.path.join(d, "www", "1k.html"), "w") as f:
             f.write((name + " ").ljust(1023, "x") + "\n")
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(backend_conf(self.dir, self.port, name))
+        super().__init__(name, d, backend_conf(d, port, name), port)
 
     def big_file(self, name, size):
         """A sparse file served as /NAME."""
@@ -71,32 +70,6 @@ class Nginx:
         with open(path, "wb") as f:
             f.truncate(size)
         return "/" + name
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port, proc=self.proc, timeout=60.0)
-
-    def stop(self):
-        # SIGTERM: nginx master stops its worker, waits for it and exits.
-        # (A SIGKILLed master would leave its worker listening, so the
-        # grace is generous.)
-        kill(self.proc, grace=30)
-        self.proc = None
-        # Wait for the port to be free so "down" really means refused.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    pass
-            except OSError:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: 127.0.0.1:{self.port} still accepts after nginx exited")
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -124,20 +97,20 @@ def backends_alive(backends):
     return backends
 
 
-class Halo:
+class Halo(localfix.Halo):
+    """halo with one [proxy.web] on a free loopback port (localfix.Halo with
+    the config written from `servers` and `opts`)."""
+
     def __init__(self, tmp, io, servers, **opts):
-        self.port = free_port()
-        self.tmp = tmp
+        port = free_port()
         self.io = io
-        self.log_path = os.path.join(tmp, "halo.log")
-        self.cfg = os.path.join(tmp, "halo.toml")
         lines = [
             "[global]",
             f"control_socket = {toml_str(os.path.join(tmp, 'halo.sock'))}",
             'log_level = "info"',
             "",
             "[proxy.web]",
-            f'bind = ["127.0.0.1:{self.port}"]',
+            f'bind = ["127.0.0.1:{port}"]',
             f'io = "{io}"',
             f"workers = {opts.pop('workers', 1)}",
             f"balance = \"{opts.pop('balance', 'roundrobin')}\"",
@@ -169,29 +142,7 @@ class Halo:
             lines.append("[proxy.web.health]")
             for k, v in health.items():
                 lines.append(f"{k} = {toml_str(v) if isinstance(v, str) else v}")
-        with open(self.cfg, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        self.proc = None
-
-    def check(self):
-        return subprocess.run([halo_bin(), "check", "-c", self.cfg], capture_output=True, text=True)
-
-    def start(self):
-        self.logf = open(self.log_path, "w")
-        env = dict(os.environ, NO_COLOR="1")
-        self.proc = subprocess.Popen(
-            [halo_bin(), "run", "-c", self.cfg], stdout=self.logf, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            wait_port(self.port, proc=self.proc, timeout=60.0)
-        except Exception:
-            self.stop()
-            raise RuntimeError("halo did not start:\n" + self.log())
-        return self
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
+        super().__init__(tmp, "\n".join(lines) + "\n", port=port)
 
     def access_lines(self):
         return [l for l in self.log().splitlines() if " Tt=" in l and " service=" in l]
@@ -202,12 +153,6 @@ class Halo:
                 if line.startswith(field + ":"):
                     return int(re.findall(r"\d+", line)[0])
         raise KeyError(field)
-
-    def stop(self):
-        kill(self.proc)
-        self.proc = None
-        if getattr(self, "logf", None):
-            self.logf.close()
 
 
 @pytest.fixture(params=["uring", "epoll"])

@@ -1,0 +1,140 @@
+"""The nginx_backend role's direct-routing files (nginx_backend_dr: true):
+/etc/sysctl.d/60-halo-dr.conf and halo-dr-vip.service, rendered by real
+Ansible (the `template` module, on this machine, no hosts needed), then
+applied the way the boot applies them (`sysctl -p` the file, run the unit's
+ExecStart lines) to the backends of a `halo lab`, whose LB runs an
+`[l4]` DR service: both backends answer through the VIP and the client's
+ARP entry for the VIP is the LB's (the backends never claim it).
+
+The lab is made without `--l4 dr` (which would set the backends up
+itself): here only the role's files do. The full role on real hosts is
+tests/ansible/test_cluster.py's business (systemd containers, minutes);
+this covers what the files do to a kernel in seconds.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from cluster import ANSIBLE_DIR
+from halolab import VIP, WEB, Lab, vrrp_toml, wait_for
+
+ROLE = os.path.join(ANSIBLE_DIR, "roles", "nginx_backend")
+T = 60
+
+PLAY = """\
+- name: Render the nginx_backend role's direct-routing files, here
+  hosts: webs
+  connection: local
+  gather_facts: false
+  roles:
+    - render
+"""
+TASK = """\
+- name: Render {name}
+  ansible.builtin.template:
+    src: {role}/templates/{name}.j2
+    dest: "{out}/{{{{ inventory_hostname }}}}.{name}"
+    mode: "0644"
+"""
+FILES = ("halo-dr.sysctl.conf", "halo-dr-vip.service")
+
+
+def render(tmp_path, extra):
+    """{file name: text} for web1, as the role writes them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "hosts.ini").write_text("[webs]\nweb1 ansible_host=192.0.2.21\n")
+    (tmp_path / "play.yml").write_text(PLAY)
+    role = tmp_path / "roles" / "render"
+    for d in ("tasks", "defaults"):
+        (role / d).mkdir(parents=True)
+    (role / "tasks" / "main.yml").write_text("---\n" + "\n".join(TASK.format(name=n, role=ROLE, out=out) for n in FILES))
+    (role / "defaults" / "main.yml").symlink_to(os.path.join(ROLE, "defaults", "main.yml"))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ANSIBLE_DIR, "ansible.cfg"), NO_COLOR="1",
+               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_ROLES_PATH=str(tmp_path / "roles"))
+    r = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "play.yml"),
+                        "-e", json.dumps(extra)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return {n: (out / f"web1.{n}").read_text() for n in FILES}
+
+
+def lines_of(unit, key):
+    return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(key + "=")]
+
+
+def test_rendered_files_hold_every_vip_and_both_sysctls(tmp_path):
+    files = render(tmp_path, {"nginx_backend_dr": True, "nginx_backend_dr_vips": [VIP, "2001:db8::100"]})
+    sysctls = dict(re.findall(r"^(\S+) = (\S+)$", files["halo-dr.sysctl.conf"], re.M))
+    assert sysctls == {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
+    unit = files["halo-dr-vip.service"]
+    assert lines_of(unit, "ExecStart") == [f"/sbin/ip addr replace {VIP}/32 dev lo",
+                                           "/sbin/ip addr replace 2001:db8::100/128 dev lo"]
+    assert lines_of(unit, "ExecStop") == [f"-/sbin/ip addr del {VIP}/32 dev lo",
+                                          "-/sbin/ip addr del 2001:db8::100/128 dev lo"]
+    assert lines_of(unit, "WantedBy") == ["multi-user.target"]
+    assert lines_of(unit, "RemainAfterExit") == ["yes"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_rendered_files_make_the_lab_backends_direct_routing_servers(tmp_path):
+    files = render(tmp_path, {"nginx_backend_dr": True, "nginx_backend_dr_vips": [VIP]})
+    sysctl = tmp_path / "60-halo-dr.conf"
+    sysctl.write_text(files["halo-dr.sysctl.conf"])
+    with Lab("drb", lbs=1, backends=2) as lab:
+        for w in ("web1", "web2"):
+            # As the boot does: systemd-sysctl, then the unit.
+            lab.exec(w, "sysctl", "-q", "-p", str(sysctl))
+            for cmd in lines_of(files["halo-dr-vip.service"], "ExecStart"):
+                lab.exec(w, *cmd.split())
+            # The role's site listens on every address (listen 80); the
+            # lab's nginx on the backend's own: add the VIP.
+            conf = lab.path(w, "nginx.conf")
+            with open(conf) as f:
+                text = f.read()
+            with open(conf, "w") as f:
+                f.write(text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen {VIP}:80;"))
+            lab.start(w)
+        lab.run_halo("lb1", vrrp_toml(150) + f"""
+[l4.web]
+address = "{VIP}"
+port = 80
+forward = "dr"
+interface = "eth0"
+servers = [
+  {{ name = "web1", address = "{WEB['web1']}:80" }},
+  {{ name = "web2", address = "{WEB['web2']}:80" }},
+]
+
+[l4.web.health]
+path = "/health"
+interval = "300ms"
+timeout = "200ms"
+""")
+        try:
+            wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
+
+            def in_map():
+                s = lab.status("lb1")
+                return s and s.get("l4") and sorted(v["name"] for v in s["l4"][0]["servers"] if v["in_map"])
+
+            wait_for(lambda: in_map() == ["web1", "web2"], T, "both backends in the map")
+
+            def get():
+                r = lab.exec("client", "curl", "-s", "-m", "3", f"http://{VIP}/", check=False)
+                m = re.match(r"(web\d): hello", r.stdout)
+                return m.group(1) if m else None
+
+            wait_for(get, T, "a page through the VIP")
+            got = [get() for _ in range(4)]
+            assert sorted(got) == ["web1", "web1", "web2", "web2"], got
+            # Only the LB answered the client's ARP for the VIP.
+            neigh = lab.exec("client", "ip", "neigh", "show", VIP).stdout
+            assert lab.mac("lb1") in neigh, neigh
+        except (AssertionError, RuntimeError):
+            print(lab.log("lb1"))
+            raise
