@@ -6,6 +6,7 @@
 //! no I/O and read no clock; drivers around them do.
 
 pub mod admin;
+pub mod anycast;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -47,6 +47,13 @@ enum Cmd {
         #[command(flatten)]
         target: halo::ctl::Target,
     },
+    /// Withdraw an [anycast.NAME] address (a drain) or announce it again.
+    Anycast {
+        #[command(subcommand)]
+        cmd: halo::ctl::AnycastCmd,
+        #[command(flatten)]
+        target: halo::ctl::Target,
+    },
     /// Take a proxy or l4 server out of rotation or put it back.
     Server {
         #[arg(value_enum)]
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Status { json, target } => halo::ctl::status(&target, json),
         Cmd::Reload { target } => halo::ctl::reload(&target),
         Cmd::Vrrp { cmd, target } => halo::ctl::vrrp(&target, cmd),
+        Cmd::Anycast { cmd, target } => halo::ctl::anycast(&target, cmd),
         Cmd::Server {
             action,
             which,
