@@ -105,7 +105,8 @@ def alive(pid):
 
 
 class Lab:
-    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False, vips=1, l4=None):
+    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False, vips=1, l4=None,
+                 bgp=False, start=False):
         global _counter
         _counter += 1
         # Short and unique per process and lab: it goes into namespace names
@@ -121,6 +122,11 @@ class Lab:
         # `up --l4 dr|nat`: DR puts the VIP on the backends' lo (arp_ignore=1,
         # arp_announce=2), NAT turns on the LBs' forwarding.
         self.l4 = l4
+        # `up --bgp`: a router with FRR, the LBs announce an anycast address.
+        self.bgp = bgp
+        # Start every node and wait for the lab (as a student's `up` does)
+        # instead of `--no-start`.
+        self.start_all = start
         self.dir = None
         self.procs = {}  # key -> (Popen, log path)
 
@@ -131,7 +137,14 @@ class Lab:
         # The lab's own processes run as root; tests that run halo as
         # another user need to reach the files in here.
         os.chmod(self.dir, 0o755)
-        args = ["up", "--no-start", "--lbs", str(self.lbs), "--backends", str(self.backends)]
+        args = ["up", "--lbs", str(self.lbs), "--backends", str(self.backends)]
+        if not self.start_all:
+            args.append("--no-start")
+        else:
+            # A loaded machine converges slowly; `lab()` waits 120 s.
+            args += ["--timeout", "90"]
+        if self.bgp:
+            args.append("--bgp")
         if self.peer:
             args += ["--peer", self.peer]
         if self.ipv6:

@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
+pub mod anycast;
 pub mod config;
 pub mod control;
 pub mod health;

@@ -48,6 +48,13 @@ enum Cmd {
         #[command(flatten)]
         target: halo::control::cli::Target,
     },
+    /// Withdraw an [anycast.NAME] address (a drain) or announce it again.
+    Anycast {
+        #[command(subcommand)]
+        cmd: halo::control::cli::AnycastCmd,
+        #[command(flatten)]
+        target: halo::control::cli::Target,
+    },
     /// Take a proxy or l4 server out of rotation or put it back.
     Server {
         #[arg(value_enum)]
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Status { json, target } => halo::control::cli::status(&target, json),
         Cmd::Reload { target } => halo::control::cli::reload(&target),
         Cmd::Vrrp { cmd, target } => halo::control::cli::vrrp(&target, cmd),
+        Cmd::Anycast { cmd, target } => halo::control::cli::anycast(&target, cmd),
         Cmd::Server {
             action,
             which,

@@ -117,7 +117,38 @@ pub fn render(s: &Snapshot, traffic: &[ServiceTraffic], start_time: f64) -> Stri
     vrrp(o, s);
     proxy(o, s, traffic);
     l4(o, s);
+    anycast(o, s);
     o.to_string()
+}
+
+/// `[anycast.*]`: one-hot state per address, as `halo_vrrp_state`.
+fn anycast(o: &mut String, s: &Snapshot) {
+    if s.anycast.is_empty() {
+        return;
+    }
+    let mut f = family(
+        o,
+        "halo_anycast_announced",
+        "gauge",
+        "1 while an anycast address is held (so announced by the routing daemon).",
+    );
+    for a in &s.anycast {
+        f.add(
+            &[("anycast", &a.name), ("address", &a.address)],
+            flag(a.state == "announced"),
+        );
+    }
+    let mut f = family(
+        o,
+        "halo_anycast_state",
+        "gauge",
+        "The state of an anycast address: 1 for the current one.",
+    );
+    for a in &s.anycast {
+        for st in ["announced", "draining", "withdrawn"] {
+            f.add(&[("anycast", &a.name), ("state", st)], flag(a.state == st));
+        }
+    }
 }
 
 /// `[l4.*]`: health, map membership and the nftables counters.
@@ -564,6 +595,16 @@ mod tests {
                     bytes: 500,
                 }],
             }],
+            anycast: vec![crate::telemetry::status::AnycastView {
+                name: "web".into(),
+                address: "203.0.113.10/32".into(),
+                interface: "lo".into(),
+                state: "draining".into(),
+                reason: "withdrawn by hand".into(),
+                withdrawn_by_hand: true,
+                drain_secs_left: Some(1.0),
+                state_secs: 1.0,
+            }],
         }
     }
 
@@ -614,6 +655,10 @@ mod tests {
         ));
         assert!(m.contains("halo_l4_server_in_map{l4_service=\"dns\",server=\"ns1\"} 1\n"));
         assert!(m.contains("halo_l4_server_packets_total{l4_service=\"dns\",server=\"ns1\"} 7\n"));
+        assert!(
+            m.contains("halo_anycast_announced{anycast=\"web\",address=\"203.0.113.10/32\"} 0\n")
+        );
+        assert!(m.contains("halo_anycast_state{anycast=\"web\",state=\"draining\"} 1\n"));
         // Each family is declared once, before its samples.
         let mut seen = std::collections::BTreeSet::new();
         for line in m.lines().filter(|l| l.starts_with("# TYPE ")) {

@@ -13,6 +13,7 @@
 //! business at start-up, not `halo check`'s.
 
 mod admin;
+mod anycast;
 mod diag;
 mod duration;
 mod l4;

@@ -146,6 +146,7 @@ pub struct RawConfig {
     pub track_script: Opt<Named<RawTrackScript>>,
     pub l4: Opt<Named<super::l4::RawL4>>,
     pub vrrp_sync_group: Opt<Named<RawSyncGroup>>,
+    pub anycast: Opt<Named<super::anycast::RawAnycast>>,
 }
 
 #[derive(Debug, Deserialize)]

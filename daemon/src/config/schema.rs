@@ -35,6 +35,13 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         let here = format!("[vrrp_sync_group.{name}]");
         check_table(group, keys_of::<RawSyncGroup>(), &here, diag);
     }
+    for (name, a) in named_tables(root, "anycast") {
+        let here = format!("[anycast.{name}]");
+        check_table(a, keys_of::<super::anycast::RawAnycast>(), &here, diag);
+        for track in array_tables(a, "track") {
+            check_table(track, keys_of::<RawTrack>(), "a track entry", diag);
+        }
+    }
     for (name, script) in named_tables(root, "track_script") {
         let here = format!("[track_script.{name}]");
         check_table(script, keys_of::<RawTrackScript>(), &here, diag);

@@ -450,7 +450,7 @@ fn summary_shows_each_part() {
 
 #[test]
 fn empty_file_has_nothing_to_do() {
-    let want = "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section";
+    let want = "1:1: nothing to do: no [vrrp.*], [proxy.*], [l4.*] or [anycast.*] section";
     assert_eq!(error(""), want);
     assert_eq!(error("# only a comment\n[global]\n"), want);
 }
@@ -565,7 +565,7 @@ fn a_section_that_is_not_a_table() {
     assert_eq!(
         errors("vrrp = 5\n"),
         vec![
-            "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
+            "1:1: nothing to do: no [vrrp.*], [proxy.*], [l4.*] or [anycast.*] section",
             "1:8: `vrrp`: expected a table, found integer `5`",
         ]
     );
@@ -573,7 +573,7 @@ fn a_section_that_is_not_a_table() {
     assert_eq!(
         e,
         vec![
-            "1:1: nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
+            "1:1: nothing to do: no [vrrp.*], [proxy.*], [l4.*] or [anycast.*] section",
             "2:5: [vrrp.v]: expected a [vrrp.NAME] table, found string \"eth0\"",
         ]
     );
@@ -989,6 +989,7 @@ fn every_key_is_documented() {
         keys_of::<super::tls::RawBind>(),
         keys_of::<super::tls::RawTls>(),
         keys_of::<super::tls::RawCert>(),
+        keys_of::<super::anycast::RawAnycast>(),
     ];
     for keys in all {
         assert!(!keys.is_empty());

@@ -26,6 +26,8 @@ pub struct Config {
     pub l4: Vec<super::L4Service>,
     /// `[vrrp_sync_group.NAME]` sections, in file order.
     pub sync_groups: Vec<SyncGroup>,
+    /// `[anycast.NAME]` addresses held while their tracks are up, in file order.
+    pub anycast: Vec<Anycast>,
     /// Things accepted but worth telling the operator (e.g. an `auth_pass`
     /// longer than the 8 bytes VRRPv2 carries); `halo check` prints them.
     pub warnings: Vec<super::ConfigError>,
@@ -383,4 +385,19 @@ pub struct SyncGroup {
     pub notify_fault: Option<Vec<String>>,
     pub notify: Option<Vec<String>>,
     pub script_user: String,
+}
+
+/// `[anycast.NAME]`: an address held on `interface` (the loopback) while
+/// every tracked item is up, for a routing daemon on the host to announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anycast {
+    pub name: String,
+    /// A host prefix: /32 or /128.
+    pub address: IpNet,
+    pub interface: String,
+    /// All must be up for the address to be held (no weights).
+    pub track: Vec<TrackTarget>,
+    /// After a withdrawal the address still answers (a local route) this
+    /// long, so connections the router sent before it heard finish.
+    pub drain: Duration,
 }

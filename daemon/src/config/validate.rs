@@ -38,10 +38,11 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let proxy_raw = named(d, "proxy", raw.proxy);
     let scripts_raw = named(d, "track_script", raw.track_script);
     let l4_raw = named(d, "l4", raw.l4);
-    if vrrp_raw.is_empty() && proxy_raw.is_empty() && l4_raw.is_empty() {
+    let anycast_raw = named(d, "anycast", raw.anycast);
+    if vrrp_raw.is_empty() && proxy_raw.is_empty() && l4_raw.is_empty() && anycast_raw.is_empty() {
         d.error(
             &START,
-            "nothing to do: no [vrrp.*], [proxy.*] or [l4.*] section",
+            "nothing to do: no [vrrp.*], [proxy.*], [l4.*] or [anycast.*] section",
         );
     }
 
@@ -55,6 +56,14 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
     let l4 = super::l4::services(d, l4_raw);
     let groups_raw = named(d, "vrrp_sync_group", raw.vrrp_sync_group);
     let sync_groups = super::sync_group::groups(d, groups_raw, &vrrp);
+    let anycast = super::anycast::sections(
+        d,
+        anycast_raw,
+        &proxy_names,
+        &script_names,
+        &l4_names,
+        &vrrp,
+    );
     Config {
         global,
         vrrp,
@@ -63,6 +72,7 @@ pub fn config(d: &mut Diag, raw: RawConfig) -> Config {
         track_scripts,
         l4,
         sync_groups,
+        anycast,
         warnings: Vec::new(),
     }
 }

@@ -243,7 +243,7 @@ fn version(d: &mut Diag, f: Option<Field<i64>>) -> VrrpVersion {
 }
 
 /// Linux interface names: 1..=15 bytes (IFNAMSIZ), no '/' or whitespace.
-fn interface_name(d: &mut Diag, key: &str, at: &Span, v: String) -> Option<String> {
+pub(super) fn interface_name(d: &mut Diag, key: &str, at: &Span, v: String) -> Option<String> {
     if v.is_empty() || v.len() > 15 || v.contains(|c: char| c == '/' || c.is_whitespace()) {
         d.error(at, format!("`{key}` \"{v}\" is not a network interface name (1 to 15 characters, no '/' or spaces)"));
         return None;
@@ -445,7 +445,42 @@ fn track(
         }
         some => super::scripts::weight(d, some),
     };
-    let what = match (interface, proxy, script, l4_name) {
+    let what = target(
+        d,
+        at,
+        (interface, proxy, script, l4_name),
+        proxies,
+        scripts,
+        l4,
+    )?;
+    Some(Track {
+        what,
+        weight: weight?,
+    })
+}
+
+/// A track entry's `interface`, `proxy`, `script` and `l4` values, each
+/// with its place.
+pub(super) type TargetKeys = (
+    Option<(Span, String)>,
+    Option<(Span, String)>,
+    Option<(Span, String)>,
+    Option<(Span, String)>,
+);
+
+/// A track entry's `interface`, `proxy`, `script` or `l4` key (exactly
+/// one), checked against the sections that exist. Shared with
+/// `[anycast.*]`, whose entries have no weight.
+pub(super) fn target(
+    d: &mut Diag,
+    at: &Span,
+    keys: TargetKeys,
+    proxies: &[String],
+    scripts: &BTreeMap<String, Option<i16>>,
+    l4: &[String],
+) -> Option<TrackTarget> {
+    let (interface, proxy, script, l4_name) = keys;
+    Some(match (interface, proxy, script, l4_name) {
         (None, None, None, Some((lat, name))) => {
             if !l4.contains(&name) {
                 let known: Vec<&str> = l4.iter().map(String::as_str).collect();
@@ -498,9 +533,5 @@ fn track(
             );
             return None;
         }
-    };
-    Some(Track {
-        what,
-        weight: weight?,
     })
 }

@@ -1,5 +1,6 @@
 //! The client side of the control socket: `halo status`, `halo reload`,
-//! `halo vrrp release|reclaim`, `halo server drain|disable|enable`.
+//! `halo vrrp release|reclaim`, `halo server drain|disable|enable`,
+//! `halo anycast withdraw|announce`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,26 @@ pub enum VrrpCmd {
     },
     /// End a release: back to the configured priority now.
     Reclaim { instance: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AnycastCmd {
+    /// Remove the address (the routing daemon withdraws its route; the
+    /// address still answers for `drain`) and keep it off until `announce`.
+    Withdraw { name: String },
+    /// End a withdrawal: held again once its tracked items are up.
+    Announce { name: String },
+}
+
+pub fn anycast(target: &Target, cmd: AnycastCmd) -> ExitCode {
+    let req = match cmd {
+        AnycastCmd::Withdraw { name } => Request::AnycastWithdraw { name },
+        AnycastCmd::Announce { name } => Request::AnycastAnnounce { name },
+    };
+    match call(target, req) {
+        Ok(r) => report(r),
+        Err(c) => c,
+    }
 }
 
 fn parse_for(s: &str) -> Result<Duration, String> {

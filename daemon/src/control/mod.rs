@@ -33,6 +33,14 @@ pub enum Request {
     VrrpReclaim {
         instance: String,
     },
+    /// `halo anycast withdraw NAME`: remove the address (drained) until
+    /// `announce`.
+    AnycastWithdraw {
+        name: String,
+    },
+    AnycastAnnounce {
+        name: String,
+    },
     Server {
         action: ServerAction,
         service: String,

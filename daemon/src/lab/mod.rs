@@ -18,6 +18,10 @@
 //! one, the other commands are [`ops`] and the live view is [`watch`].
 //! It does not install packages: it says which one is missing.
 
+pub mod bgp;
+// Starts FRR and waits for its sockets: a driver (clippy.toml).
+#[allow(clippy::disallowed_methods)]
+mod bgp_run;
 pub mod check;
 pub mod ops;
 pub mod plan;
@@ -100,6 +104,11 @@ pub enum LabCmd {
         /// answer the client themselves) or `nat`.
         #[arg(long, value_enum)]
         l4: Option<plan::L4Mode>,
+        /// BGP/ECMP instead of VRRP: a router running FRR (multipath, BFD)
+        /// in front of the LBs, each announcing 203.0.113.10 with FRR while
+        /// halo's proxy has a healthy backend ([anycast.web]).
+        #[arg(long)]
+        bgp: bool,
         /// Build the network and write the files, start nothing: edit the
         /// configs, then `halo lab start NODE` for each node.
         #[arg(long)]
@@ -208,6 +217,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
             vips,
             ipv6,
             l4,
+            bgp,
             no_start,
             timeout,
             dir,
@@ -217,6 +227,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?
                 .with_ipv6(ipv6)
                 .with_l4(l4)
+                .and_then(|s| s.with_bgp(bgp))
                 .map_err(anyhow::Error::msg)?;
             let wait = (!no_start).then(|| std::time::Duration::from_secs(timeout));
             up::up(&spec, &dir.resolve()?, wait)?;

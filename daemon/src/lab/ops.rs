@@ -166,14 +166,16 @@ pub fn status(which: &Which) -> Result<()> {
             }
             println!("{line} {h}");
         }
-        let vip = lab.in_client(|| probe::get(vip_url(), "/", Duration::from_secs(1)))?;
+        let url = lab.service_url();
+        let vip = lab.in_client(move || probe::get(url, "/", Duration::from_secs(1)))?;
         match vip {
             Ok(r) => println!(
-                "\n  http://{VIP}/ -> {} {}",
+                "\n  http://{}/ -> {} {}",
+                url.ip(),
                 r.status,
                 r.server.unwrap_or_else(|| "(unknown server)".into())
             ),
-            Err(e) => println!("\n  http://{VIP}/ -> failed: {e}"),
+            Err(e) => println!("\n  http://{}/ -> failed: {e}", url.ip()),
         }
     }
     Ok(())
@@ -222,10 +224,11 @@ pub(super) fn curl(n: u32, which: &Which) -> Result<ExitCode> {
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let client = lab.ns(Node::Client);
+    let url = lab.service_url();
     let worker = thread::spawn(move || {
         sys::in_netns(&client, move || {
             for i in 1..=n {
-                let r = probe::get(vip_url(), "/", Duration::from_secs(2));
+                let r = probe::get(url, "/", Duration::from_secs(2));
                 if tx.send((i, r)).is_err() {
                     break;
                 }
@@ -256,7 +259,7 @@ pub(super) fn curl(n: u32, which: &Which) -> Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the request thread panicked"))??;
     let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
     parts.push(format!("failed {failed}"));
-    println!("{n} requests to http://{VIP}/: {}", parts.join(", "));
+    println!("{n} requests to http://{}/: {}", url.ip(), parts.join(", "));
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -37,6 +37,8 @@ pub enum Node {
     Web(u8),
     /// The machine students send requests from.
     Client,
+    /// `up --bgp`: the router in front of the LBs (FRR, ECMP).
+    Router,
 }
 
 impl Node {
@@ -52,6 +54,8 @@ impl Node {
         };
         if s == "client" {
             Ok(Node::Client)
+        } else if s == "router" {
+            Ok(Node::Router)
         } else if let Some(rest) = s.strip_prefix("lb") {
             num(rest).map(Node::Lb)
         } else if let Some(rest) = s.strip_prefix("web") {
@@ -73,6 +77,7 @@ impl Node {
             Node::Lb(n) => Ipv4Addr::new(192, 0, 2, 10 + n),
             Node::Web(n) => Ipv4Addr::new(192, 0, 2, 20 + n),
             Node::Client => Ipv4Addr::new(192, 0, 2, 2),
+            Node::Router => Ipv4Addr::new(192, 0, 2, 1),
         }
     }
 
@@ -92,6 +97,7 @@ impl fmt::Display for Node {
             Node::Lb(n) => write!(f, "lb{n}"),
             Node::Web(n) => write!(f, "web{n}"),
             Node::Client => f.write_str("client"),
+            Node::Router => f.write_str("router"),
         }
     }
 }
@@ -224,6 +230,9 @@ pub struct Spec {
     /// VIPs, one VRRP instance each, masters spread over the LBs
     /// (active-active, [`Spec::master_of`]).
     pub vips: u8,
+    /// `--bgp`: a router with FRR in front of the LBs, which announce an
+    /// anycast address instead of running VRRP ([`super::bgp`]).
+    pub bgp: bool,
 }
 
 /// VIP `i` (1-based): 192.0.2.100, .101, ...
@@ -256,7 +265,25 @@ impl Spec {
             ipv6: false,
             l4: None,
             vips: 1,
+            bgp: false,
         })
+    }
+
+    /// `--bgp`: the router, FRR on every LB, `[anycast]` instead of VRRP.
+    pub fn with_bgp(self, bgp: bool) -> Result<Spec, String> {
+        if !bgp {
+            return Ok(self);
+        }
+        if self.backends == 0 {
+            return Err(
+                "--bgp needs backends (--backends 1 or more): the anycast address tracks the proxy"
+                    .into(),
+            );
+        }
+        if self.peer == Peer::Keepalived || self.l4.is_some() || self.vips != 1 {
+            return Err("--bgp replaces VRRP: not with --peer keepalived, --l4 or --vips".into());
+        }
+        Ok(Spec { bgp, ..self })
     }
 
     pub fn with_ipv6(self, ipv6: bool) -> Spec {
@@ -330,7 +357,9 @@ impl Spec {
 
     /// Every node, switch excluded, in start order.
     pub fn nodes(&self) -> Vec<Node> {
-        let mut v: Vec<Node> = self.webs().collect();
+        // The router first: the client's cable plugs into it.
+        let mut v: Vec<Node> = if self.bgp { vec![Node::Router] } else { vec![] };
+        v.extend(self.webs());
         v.extend(self.lbs());
         v.push(Node::Client);
         v
@@ -355,6 +384,9 @@ pub fn priority(lb: u8) -> u8 {
 pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
     let node = Node::Lb(lb);
     let proxy = spec.backends > 0;
+    if spec.bgp {
+        return Some(super::bgp::halo_toml(spec, lb));
+    }
     if spec.is_keepalived(lb) && !proxy {
         return None;
     }

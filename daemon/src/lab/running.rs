@@ -52,6 +52,8 @@ pub(super) struct Running {
     pub lbs: Vec<u8>,
     pub webs: Vec<u8>,
     pub client: bool,
+    /// `up --bgp`: the router namespace exists.
+    pub router: bool,
 }
 
 impl Running {
@@ -65,12 +67,14 @@ impl Running {
             lbs: Vec::new(),
             webs: Vec::new(),
             client: false,
+            router: false,
         };
         for ns in lab_namespaces(&names)? {
             match names.node_of(&ns) {
                 Some(Node::Lb(n)) => r.lbs.push(n),
                 Some(Node::Web(n)) => r.webs.push(n),
                 Some(Node::Client) => r.client = true,
+                Some(Node::Router) => r.router = true,
                 None => {}
             }
         }
@@ -120,10 +124,14 @@ impl Running {
                 if self.runs_halo(n) {
                     d.push("halo");
                 }
+                if super::bgp_run::runs_frr(self, node) {
+                    d.extend(super::bgp::FRR_DAEMONS);
+                }
                 d
             }
             Node::Web(_) => vec!["nginx"],
             Node::Client => vec![],
+            Node::Router => super::bgp::FRR_DAEMONS.to_vec(),
         }
     }
 
@@ -132,6 +140,7 @@ impl Running {
             Node::Lb(n) => self.lbs.contains(&n),
             Node::Web(n) => self.webs.contains(&n),
             Node::Client => self.client,
+            Node::Router => self.router,
         }
     }
 
@@ -212,7 +221,11 @@ pub(super) fn start_daemons(lab: &Running, node: Node) -> Result<Vec<Started>> {
             sys::exec_in(&ns, "nginx", &["-c", &c, "-p", &prefix, "-e", &e])
                 .with_context(|| format!("starting nginx on {node}"))?;
         }
+        Node::Router => return super::bgp_run::start_frr(lab, node),
         Node::Lb(n) => {
+            if super::bgp_run::runs_frr(lab, node) {
+                started.extend(super::bgp_run::start_frr(lab, node)?);
+            }
             let exe = std::env::current_exe().context("locating the halo binary")?;
             if lab.is_keepalived(n) {
                 let ka = sys::which("keepalived").context("keepalived is not installed")?;
@@ -294,6 +307,18 @@ pub(super) fn ensure_exists(p: &Path) -> Result<()> {
 
 pub(super) fn vip_url() -> SocketAddr {
     SocketAddr::from((VIP, 80))
+}
+
+impl Running {
+    /// Where the client sends requests: the VIP, or in a BGP lab the
+    /// anycast address.
+    pub(super) fn service_url(&self) -> SocketAddr {
+        if self.router {
+            super::bgp_run::anycast_url()
+        } else {
+            vip_url()
+        }
+    }
 }
 
 /// Each backend's `/health`, asked directly from the client.

@@ -33,6 +33,9 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
     if spec.l4.is_some() {
         tools.push(NFT);
     }
+    if spec.bgp {
+        tools.push(super::bgp_run::FRR);
+    }
     sys::require(&tools)?;
     let existing = lab_namespaces(names)?;
     if !existing.is_empty() {
@@ -55,6 +58,7 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
         lbs: spec.lbs().map(lb_num).collect(),
         webs: (1..=spec.backends).collect(),
         client: true,
+        router: spec.bgp,
     };
     let Some(timeout) = wait else {
         println!(
@@ -70,7 +74,8 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
         return Ok(());
     };
     let mut daemons = Vec::new();
-    for node in spec.webs().chain(spec.lbs()) {
+    let router = spec.bgp.then_some(Node::Router);
+    for node in spec.webs().chain(router).chain(spec.lbs()) {
         match start_daemons(&lab, node) {
             Ok(started) => daemons.extend(started),
             Err(e) => {
@@ -78,6 +83,19 @@ pub fn up(spec: &Spec, which: &Which, wait: Option<Duration>) -> Result<()> {
                 return Err(e.context("starting the lab (removed what was started)"));
             }
         }
+    }
+    if spec.bgp {
+        super::bgp_run::wait_ready(&lab, &daemons, timeout).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\nThe lab is left running to look at: logs in {d}/*/ and {d}/*/frr/; \
+                 `{c} down{f}` removes it.",
+                c = sys::lab_cmd(),
+                f = lab.dir_flag(),
+                d = dir.display()
+            )
+        })?;
+        super::bgp_run::print_summary(spec, &lab, t0.elapsed());
+        return Ok(());
     }
     let master = wait_ready(&lab, &spec.vip_addrs(), &daemons, timeout).map_err(|e| {
         anyhow::anyhow!(
@@ -133,7 +151,9 @@ pub(super) fn write_files(spec: &Spec, dir: &Path) -> Result<()> {
                 write(own.join("nginx.conf"), plan::nginx_conf(n, dir, dr))?;
             }
             Node::Client => {}
+            Node::Router => {}
         }
+        super::bgp_run::write_frr_files(spec, dir, node)?;
     }
     Ok(())
 }
@@ -160,6 +180,10 @@ pub(super) fn build_network(spec: &Spec, names: &Names) -> Result<()> {
     for node in spec.nodes() {
         let ns = names.ns(node);
         add_netns(&ns)?;
+        if spec.bgp && node == Node::Client {
+            super::bgp_run::client_cable(&ns, &names.ns(Node::Router))?;
+            continue;
+        }
         let port = node.port();
         // Made in the switch namespace, the peer end moved straight into
         // the node: no interface ever appears in the root namespace.
@@ -176,6 +200,7 @@ pub(super) fn build_network(spec: &Spec, names: &Names) -> Result<()> {
         }
         sys::ip(&["-n", &ns, "link", "set", IFACE, "up"])?;
         l4_node(spec, node, &ns)?;
+        super::bgp_run::links(spec, node, &ns)?;
     }
     if spec.ipv6 {
         wait_ipv6_settled(spec, names, Duration::from_secs(60))?;

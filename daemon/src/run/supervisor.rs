@@ -173,6 +173,8 @@ struct Daemon {
     l4: Option<crate::l4::L4Side>,
     /// One task per `[vrrp_sync_group.*]` (vrrp::group_run).
     groups: Vec<JoinHandle<()>>,
+    /// `[anycast.*]` addresses (none configured: not running).
+    anycast: Option<crate::anycast::AnycastSide>,
 }
 
 impl Daemon {
@@ -208,8 +210,13 @@ impl Daemon {
             releases: crate::run::release::Store::beside(&socket_path),
             l4: Some(l4),
             groups: Vec::new(),
+            anycast: None,
         };
         if let Err(e) = d.start_instances(&cfg.vrrp).await {
+            d.stop().await;
+            return Err(e);
+        }
+        if let Err(e) = d.reload_anycast(&cfg.anycast).await {
             d.stop().await;
             return Err(e);
         }
@@ -348,6 +355,41 @@ impl Daemon {
         }
     }
 
+    /// Where `[anycast.*]` tracks read from: the running boards and scripts.
+    fn anycast_sources(&self) -> crate::anycast::Sources {
+        crate::anycast::Sources {
+            proxy: Some(self.proxy.tracking(&self.cfg.proxy)),
+            l4: self.l4.as_ref().map(|l| l.tracking()),
+            scripts: Some(self.scripts.watch()),
+        }
+    }
+
+    /// Start the anycast task, or hand the running one new sections and
+    /// sources (`self.cfg` is the new config by then). Returns what
+    /// changed, for the reload's message.
+    async fn reload_anycast(&mut self, list: &[crate::config::Anycast]) -> Result<Option<String>> {
+        let sources = self.anycast_sources();
+        if let Some(side) = &self.anycast {
+            return side
+                .reload(list, sources)
+                .await
+                .map(Some)
+                .map_err(anyhow::Error::msg);
+        }
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let nl = self.netlink()?;
+        let (ltx, lrx) = mpsc::unbounded_channel();
+        if let Some(reg) = &self.links {
+            let _ = reg.send(ltx);
+        }
+        let side =
+            crate::anycast::AnycastSide::start(list, nl, lrx, sources, self.hub.clone()).await?;
+        self.anycast = Some(side);
+        Ok(Some(format!("anycast: {} address(es) started", list.len())))
+    }
+
     async fn stop_instance(&mut self, name: &str) {
         if let Some(h) = self.instances.remove(name) {
             let _ = h.control.send(Control::Shutdown).await;
@@ -386,6 +428,21 @@ impl Daemon {
                 status: Some(self.hub.snapshot()),
             },
             Request::Reload => self.reload().await,
+            Request::AnycastWithdraw { ref name } | Request::AnycastAnnounce { ref name } => {
+                let withdraw = matches!(req, Request::AnycastWithdraw { .. });
+                let name = name.clone();
+                let r = match &self.anycast {
+                    None => Err(format!(
+                        "no [anycast.{name}]: this halo has no [anycast.*] section"
+                    )),
+                    Some(a) if withdraw => a.withdraw(&name).await,
+                    Some(a) => a.announce(&name).await,
+                };
+                match r {
+                    Ok(m) => Response::ok(m),
+                    Err(m) => Response::err(m),
+                }
+            }
             Request::VrrpRelease { instance, for_secs } => {
                 let Some(h) = self.instances.get(&instance) else {
                     return Response::err(format!("no VRRP instance {instance:?}"));
@@ -492,6 +549,18 @@ impl Daemon {
             Ok(c) => c,
             Err(errs) => return Response::err(errs.to_string()),
         };
+        // An [anycast] interface that does not exist fails the reload
+        // before anything changes.
+        if !new.anycast.is_empty() {
+            let checked = match self.netlink() {
+                Ok(nl) => crate::anycast::check_machine(&new.anycast, &nl).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                return Response::err(format!("{e:#} (still running the previous config)"));
+            }
+        }
+        let anycast_changed = new.anycast != self.cfg.anycast;
         let mut notes = Vec::new();
         // Admin first: failing to bind there leaves everything unchanged.
         match self.admin.reconfigure(&new.admin) {
@@ -676,6 +745,13 @@ impl Daemon {
         }
         self.cfg = new;
         self.start_groups();
+        // Always: the proxy's board or the scripts may be new ones.
+        let anycast = self.cfg.anycast.clone();
+        match self.reload_anycast(&anycast).await {
+            Ok(Some(note)) if anycast_changed => notes.push(note),
+            Ok(_) => {}
+            Err(e) => return Response::err(format!("reload applied partly: {e:#}")),
+        }
         if notes.is_empty() {
             notes.push("no changes".into());
         }
@@ -722,6 +798,10 @@ impl Daemon {
 
     async fn stop(&mut self) {
         sdnotify::notify("STOPPING=1");
+        // First: the routers stop sending here while the proxy still runs.
+        if let Some(a) = self.anycast.take() {
+            a.stop().await;
+        }
         for g in self.groups.drain(..) {
             g.abort();
         }

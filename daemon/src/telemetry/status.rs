@@ -25,6 +25,29 @@ pub struct Snapshot {
     /// `[l4.*]` services (absent from older daemons' answers).
     #[serde(default)]
     pub l4: Vec<L4View>,
+    /// `[anycast.*]` addresses (absent from older daemons' answers).
+    #[serde(default)]
+    pub anycast: Vec<AnycastView>,
+}
+
+/// An `[anycast.NAME]` address: held (so announced by the routing daemon),
+/// draining or withdrawn, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnycastView {
+    pub name: String,
+    /// "203.0.113.10/32".
+    pub address: String,
+    pub interface: String,
+    /// "announced", "draining" or "withdrawn".
+    pub state: String,
+    /// "every tracked item is up", "track web: no healthy server", ...
+    pub reason: String,
+    /// `halo anycast withdraw` holds it off until `announce`.
+    pub withdrawn_by_hand: bool,
+    /// While draining: seconds until the address stops answering.
+    pub drain_secs_left: Option<f64>,
+    /// Seconds in this state.
+    pub state_secs: f64,
 }
 
 /// An `[l4.NAME]` service: its servers' health, whether each is in the
@@ -185,6 +208,7 @@ pub struct StatusHub {
     weights: Mutex<BTreeMap<(String, String), u32>>,
     stats: Mutex<Option<Arc<crate::telemetry::stats::ProxyStats>>>,
     l4: Mutex<Option<L4Source>>,
+    anycast: Mutex<Vec<AnycastView>>,
 }
 
 /// Where the L4 part of a snapshot comes from.
@@ -207,6 +231,7 @@ impl StatusHub {
             weights: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(None),
             l4: Mutex::new(None),
+            anycast: Mutex::new(Vec::new()),
         })
     }
 
@@ -242,6 +267,11 @@ impl StatusHub {
 
     pub fn stats(&self) -> Option<Arc<crate::telemetry::stats::ProxyStats>> {
         self.stats.lock().unwrap().clone()
+    }
+
+    /// The `[anycast.*]` addresses as the anycast task last saw them.
+    pub fn set_anycast(&self, views: Vec<AnycastView>) {
+        *self.anycast.lock().unwrap() = views;
     }
 
     /// The running `[l4.*]` services (set again after a reload).
@@ -357,6 +387,7 @@ impl StatusHub {
             vrrp: self.vrrp.lock().unwrap().values().cloned().collect(),
             proxy,
             l4: self.l4_views(),
+            anycast: self.anycast.lock().unwrap().clone(),
         }
     }
 }
@@ -549,6 +580,29 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    for a in &s.anycast {
+        let drain = a
+            .drain_secs_left
+            .map(|d| format!(", still answering for {d:.1}s"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "\nanycast {}: {} {} on {} for {:.0}s{drain}\n  why:     {}",
+            a.name,
+            a.address,
+            a.state.to_uppercase(),
+            a.interface,
+            a.state_secs,
+            a.reason
+        );
+        if a.withdrawn_by_hand {
+            let _ = writeln!(
+                o,
+                "  held off by `halo anycast withdraw` until `halo anycast announce {}`",
+                a.name
+            );
+        }
+    }
     o
 }
 
@@ -570,6 +624,7 @@ mod no_address_tests {
             }],
             proxy: vec![],
             l4: vec![],
+            anycast: vec![],
         };
         assert!(
             render(&s).contains("vips:    none: this instance holds no address"),
@@ -602,5 +657,48 @@ mod state_tests {
         let json = serde_json::to_string(&v).unwrap();
         assert!(json.contains(r#""state":"FAULT""#), "{json}");
         assert!(serde_json::from_str::<VrrpState>("\"fault\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod anycast_tests {
+    use super::*;
+
+    #[test]
+    fn anycast_addresses_show_their_state_and_why() {
+        let s = Snapshot {
+            version: "0".into(),
+            pid: 1,
+            uptime_secs: 1.0,
+            config: "halo.toml".into(),
+            vrrp: vec![],
+            proxy: vec![],
+            l4: vec![],
+            anycast: vec![AnycastView {
+                name: "web".into(),
+                address: "203.0.113.10/32".into(),
+                interface: "lo".into(),
+                state: "draining".into(),
+                reason: "withdrawn by `halo anycast withdraw`".into(),
+                withdrawn_by_hand: true,
+                drain_secs_left: Some(4.2),
+                state_secs: 0.8,
+            }],
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "anycast web: 203.0.113.10/32 DRAINING on lo for 1s, still answering for 4.2s"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("until `halo anycast announce web`"), "{text}");
+        // JSON both ways, and an older daemon's answer without the field.
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let mut old = serde_json::to_value(&s).unwrap();
+        old.as_object_mut().unwrap().remove("anycast");
+        let back: Snapshot = serde_json::from_value(old).unwrap();
+        assert!(back.anycast.is_empty());
     }
 }

@@ -14,6 +14,7 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlag, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
+use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{AsyncSocket, SocketAddr};
 use rtnetlink::Handle;
@@ -273,7 +274,63 @@ impl Netlink {
         }
         Ok(())
     }
+
+    /// The route that makes `addr` local without holding it as an address:
+    /// type local, in the local table, via `index`, metric 1 and protocol
+    /// static so that it is never the kernel's own route for an address
+    /// (metric 0, protocol kernel), which removing the address deletes.
+    /// Routing daemons do not announce it (it is no connected route).
+    fn local_route(&self, index: u32, addr: IpAddr) -> RouteMessage {
+        let req = self
+            .handle
+            .route()
+            .add()
+            .table_id(u32::from(RT_TABLE_LOCAL))
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Static)
+            .output_interface(index)
+            .priority(1);
+        match addr {
+            IpAddr::V4(a) => {
+                let mut r = req.v4().destination_prefix(a, 32);
+                r.message_mut().clone()
+            }
+            IpAddr::V6(a) => {
+                let mut r = req.v6().destination_prefix(a, 128);
+                r.message_mut().clone()
+            }
+        }
+    }
+
+    /// Add the [`Netlink::local_route`] of `addr`; already there is fine.
+    pub async fn add_local_route(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let msg = self.local_route(index, addr);
+        let mut req = self.handle.route().add();
+        *req.message_mut() = msg;
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(anyhow!("adding a local route for {addr}: {}", describe(&e))),
+        }
+    }
+
+    /// Remove the [`Netlink::local_route`] of `addr`; already gone is fine.
+    pub async fn del_local_route(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let msg = self.local_route(index, addr);
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            Err(e) => Err(anyhow!(
+                "removing the local route for {addr}: {}",
+                describe(&e)
+            )),
+        }
+    }
 }
+
+/// The kernel's local routing table (RT_TABLE_LOCAL).
+const RT_TABLE_LOCAL: u8 = 255;
 
 const IFA_F_DADFAILED: u32 = 0x08;
 const IFA_F_TENTATIVE: u32 = 0x40;
