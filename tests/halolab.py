@@ -105,7 +105,7 @@ def alive(pid):
 
 
 class Lab:
-    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False, vips=1):
+    def __init__(self, tag, lbs=2, backends=0, peer=None, ipv6=False, vips=1, l4=None):
         global _counter
         _counter += 1
         # Short and unique per process and lab: it goes into namespace names
@@ -118,6 +118,8 @@ class Lab:
         self.lbs, self.backends, self.peer, self.ipv6 = lbs, backends, peer, ipv6
         # `up --vips M`: the generated configs hold M instances (active-active).
         self.vips = vips
+        # `up --l4 dr|nat`: the generated configs balance in the kernel.
+        self.l4 = l4
         self.dir = None
         self.procs = {}  # key -> (Popen, log path)
 
@@ -135,6 +137,8 @@ class Lab:
             args.append("--ipv6")
         if self.vips != 1:
             args += ["--vips", str(self.vips)]
+        if self.l4:
+            args += ["--l4", self.l4]
         try:
             self.lab(*args)
         except BaseException:
