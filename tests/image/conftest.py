@@ -201,19 +201,23 @@ def boot_files(img, dest):
     return Path(dest) / kernel_name, Path(dest) / initrd_name, " ".join(cmdline)
 
 
-def card_overlay(image, overlay, workdir, *node_args):
+def card_overlay(image, overlay, workdir, *node_args, edit=None):
     """A card for one node without copying the image: a qcow2 overlay backed
     by the (unchanged) raw image, holding only what `halo-image node` changes.
     The node command runs on a raw copy of the MBR and boot partition (mtools
-    cannot write into qcow2); the blocks that differ from the image are then
-    written into the overlay with qemu-io. Returns the copy (a raw image
-    whose boot partition is the card's, for boot_files)."""
+    cannot write into qcow2), then `edit(copy)` if given (what another tool,
+    Raspberry Pi Imager say, writes onto the card); the blocks that differ
+    from the image are then written into the overlay with qemu-io. Returns
+    the copy (a raw image whose boot partition is the card's, for
+    boot_files)."""
     workdir = Path(workdir)
     p1 = Disk(image).parts[0]
     end = (p1["start"] + p1["size"]) * 512
     head = workdir / "boot-part.img"
     run(["dd", f"if={image}", f"of={head}", "bs=1M", f"count={-(-end // (1 << 20))}", "conv=sparse", "status=none"])
     make_card(head, *node_args)
+    if edit:
+        edit(head)
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(Path(image).resolve()), str(overlay)])
     block = 64 * 1024
     cmds, chunk = [], 0

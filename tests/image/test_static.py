@@ -10,6 +10,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 
 from conftest import run
 
@@ -86,6 +87,17 @@ def test_cmdline_txt_names_the_root_by_label(disk):
     assert "rootwait" in args
     assert "net.ifnames=0" in args, "eth0 on every model, as halo.toml says"
     assert len(disk.fat_read("::/cmdline.txt").strip().splitlines()) == 1, "the firmware reads one line"
+
+
+NOCLOUD_SEED = "ds=nocloud;s=file:///boot/firmware/"
+
+
+def test_cmdline_txt_names_cloud_init_s_seed_on_the_boot_partition(disk):
+    # cloud-init 25.1 deprecates NoCloud's fs_label: the seed is named on the
+    # kernel command line, and raspi-firmware's kernel hook writes it again
+    # from /etc/default/raspi-extra-cmdline on every kernel upgrade.
+    assert disk.fat_read("::/cmdline.txt").split()[-1] == NOCLOUD_SEED
+    assert disk.ext_read("/etc/default/raspi-extra-cmdline").strip() == NOCLOUD_SEED
 
 
 def test_initrd_holds_what_mounts_the_root(disk, tmp_path):
@@ -232,10 +244,45 @@ def test_cloud_init_reads_nocloud_from_the_boot_partition(disk):
     cfg = disk.ext_read("/etc/cloud/cloud.cfg.d/90-halo-image.cfg")
     lines = [ln.strip() for ln in cfg.splitlines()]
     assert "datasource_list: [NoCloud, None]" in lines
-    assert "fs_label: RASPIFIRM" in lines, "the FAT partition's label"
+    assert not any(ln.startswith("fs_label:") for ln in lines), "deprecated in cloud-init 24.3"
+    # Also in the data source's settings: Raspberry Pi Imager 2.0.10+ appends
+    # its own `ds=nocloud;i=ID` to cmdline.txt, and cloud-init reads only the
+    # last ds=nocloud on the command line.
+    assert "seedfrom: file:///boot/firmware/" in lines
     assert "users: []" in lines and "disable_root: false" in lines
     for unit in ("cloud-init-local.service", "cloud-init-network.service", "cloud-config.service", "cloud-final.service"):
         assert disk.ext_stat(f"/usr/lib/systemd/system/{unit}") is not None, unit
+    # The local stage reads the seed from /boot/firmware: mounted first.
+    dropin = disk.ext_read("/etc/systemd/system/cloud-init-local.service.d/halo-image.conf")
+    assert "RequiresMountsFor=/boot/firmware" in dropin.splitlines()
+
+
+def test_the_boot_waits_minutes_for_the_fat_partition(disk):
+    # systemd's 90 s default is less than udev can take to name the FAT
+    # partition on a loaded machine emulating the Pi (then: emergency mode).
+    dropin = disk.ext_read("/etc/systemd/system/dev-disk-by\\x2dlabel-RASPIFIRM.device.d/halo-image.conf")
+    assert "JobRunningTimeoutSec=10min" in dropin.splitlines()
+
+
+def test_locale_gen_takes_locale_names_as_cloud_init_calls_it(disk):
+    # Debian's locale-gen ignores its arguments: cloud-init's `locale:`
+    # failed. The image's own one, first on PATH, enables them first.
+    ftype, mode, uid, gid, _ = disk.ext_stat("/usr/local/sbin/locale-gen")
+    assert (ftype, mode, uid, gid) == ("regular", "0755", 0, 0)
+    text = disk.ext_read("/usr/local/sbin/locale-gen")
+    assert "/etc/locale.gen" in text and text.rstrip().endswith("exec /usr/sbin/locale-gen $opts")
+
+
+def test_the_card_carries_an_empty_cloud_init_seed(disk):
+    # A card nobody customised still has a seed (cloud-init's seedfrom needs
+    # meta-data and user-data), which Imager or `node --cloud-init` replace.
+    files = disk.fat_ls()
+    assert "meta-data" in files and "user-data" in files
+    assert "network-config" not in files, "without one: DHCP on the first Ethernet interface"
+    assert yaml.safe_load(disk.fat_read("::/meta-data"))["instance-id"] == "halo-image"
+    user_data = disk.fat_read("::/user-data")
+    assert user_data.startswith("#cloud-config\n")
+    assert yaml.safe_load(user_data) is None, "nothing but comments"
 
 
 def test_networkmanager_is_installed_but_not_enabled(disk):

@@ -82,6 +82,6 @@ def test_check_9_passes_on_the_active_active_lab(root):
 
 def test_check_of_an_exercise_without_one_is_an_error(root):
     with Lab("ck", lbs=1, backends=0) as lab:
-        r = lab.lab("check", "1", check=False)
+        r = lab.lab("check", "12", check=False)
         assert r.returncode != 0
-        assert "exercise 1 has no check yet; checks exist for: 10" in r.stderr, r.stderr
+        assert "exercise 12 has no check yet; checks exist for: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10" in r.stderr, r.stderr
