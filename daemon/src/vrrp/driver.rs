@@ -20,7 +20,9 @@ use tracing::{debug, info, warn};
 use super::explain::Explanation;
 use super::netlink::{LinkEvent, LinkLocal, Netlink};
 use super::packet::{Advert, PacketCtx, Version};
-use super::router::{Action, HandOver, PriorityWhy, Release, RouterParams, State, VirtualRouter};
+use super::router::{
+    Action, DropCounters, HandOver, PriorityWhy, Release, RouterParams, State, VirtualRouter,
+};
 use super::sockets::{Announcer, Received, VrrpSockets, MCAST_V4, MCAST_V6};
 use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::track_script::ScriptWatch;
@@ -141,7 +143,7 @@ struct Instance {
     drops: DropLog,
     vips_installed: bool,
     /// Packets dropped before the router saw them (TTL, decoding).
-    driver_drops: BTreeMap<String, u64>,
+    driver_drops: PacketDrops,
     peers: BTreeMap<IpAddr, Peer>,
     last_change: Option<(Instant, String)>,
     /// The sentence behind the tracked priority, for the log.
@@ -177,7 +179,7 @@ impl Instance {
             return; // our own advert looped back
         }
         if pkt.ttl != 255 {
-            *self.driver_drops.entry("ttl".into()).or_default() += 1;
+            self.driver_drops.ttl += 1;
             self.drops.note(
                 &name,
                 now,
@@ -189,7 +191,7 @@ impl Instance {
         let advert = match Advert::decode(&pkt.payload, &ctx) {
             Ok(a) => a,
             Err(e) => {
-                *self.driver_drops.entry("malformed".into()).or_default() += 1;
+                self.driver_drops.malformed += 1;
                 self.drops.note(&name, now, format!("{e} from {}", pkt.src));
                 return;
             }
@@ -326,18 +328,7 @@ impl Instance {
             prio_why,
         )
         .to_string();
-        let mut drops = self.driver_drops.clone();
-        let d = &r.counters().dropped;
-        for (k, v) in [
-            ("auth", d.auth_mismatch),
-            ("version", d.version_mismatch),
-            ("interval", d.interval_mismatch),
-            ("vip_set", d.vip_mismatch),
-        ] {
-            if v > 0 {
-                drops.insert(k.into(), v);
-            }
-        }
+        let drops = self.driver_drops.by_reason(&r.counters().dropped);
         VrrpStatus {
             name: self.cfg.name.clone(),
             interface: self.cfg.interface.clone(),
@@ -475,6 +466,34 @@ impl Tracker {
     }
 }
 
+/// Packets dropped before the router saw them (the router counts the rest).
+#[derive(Debug, Default)]
+struct PacketDrops {
+    /// TTL / hop limit not 255 (RFC 5798 7.1).
+    ttl: u64,
+    /// Did not decode.
+    malformed: u64,
+}
+
+impl PacketDrops {
+    /// With the router's, by the names `halo status` and the metrics'
+    /// `reason` label use; reasons that never happened are left out.
+    fn by_reason(&self, router: &DropCounters) -> BTreeMap<String, u64> {
+        [
+            ("ttl", self.ttl),
+            ("malformed", self.malformed),
+            ("auth", router.auth_mismatch),
+            ("version", router.version_mismatch),
+            ("interval", router.interval_mismatch),
+            ("vip_set", router.vip_mismatch),
+        ]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
+    }
+}
+
 /// The last advert seen from each other router.
 struct Peer {
     priority: u8,
@@ -599,7 +618,7 @@ pub async fn run_instance(
             last: HashMap::new(),
         },
         vips_installed: false,
-        driver_drops: BTreeMap::new(),
+        driver_drops: PacketDrops::default(),
         peers: BTreeMap::new(),
         last_change: None,
         prio_why: prio_why.clone(),
@@ -958,6 +977,28 @@ mod tests {
         assert_eq!(why, "99 = 101 - 2 (track web: no healthy server)");
         let (p, _) = effective_priority(&c, &[]);
         assert_eq!(p, 101);
+    }
+
+    #[test]
+    fn drops_by_reason_names_only_what_happened() {
+        let mine = PacketDrops {
+            ttl: 2,
+            malformed: 0,
+        };
+        let router = DropCounters {
+            vip_mismatch: 3,
+            auth_mismatch: 1,
+            // Not shown: the driver demultiplexes VRIDs, and our own
+            // adverts looped back are no news.
+            wrong_vrid: 9,
+            own_advert: 9,
+            ..DropCounters::default()
+        };
+        let got: Vec<(String, u64)> = mine.by_reason(&router).into_iter().collect();
+        assert_eq!(
+            got,
+            [("auth", 1), ("ttl", 2), ("vip_set", 3)].map(|(k, n)| (k.to_string(), n))
+        );
     }
 
     #[test]
