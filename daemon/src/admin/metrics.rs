@@ -9,6 +9,7 @@
 
 use std::fmt::Write;
 
+use crate::health::AdminState;
 use crate::telemetry::stats::{ServiceTraffic, TrafficSnapshot, CLASSES, LATENCY_BOUNDS};
 use crate::telemetry::status::Snapshot;
 
@@ -16,8 +17,6 @@ use crate::telemetry::status::Snapshot;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const VRRP_STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
-const ADMIN_STATES: [&str; 3] = ["enabled", "drain", "disabled"];
-
 /// One metric family: HELP and TYPE once, then its samples together, as
 /// the format requires.
 struct Family<'a> {
@@ -362,9 +361,13 @@ fn proxy(o: &mut String, s: &Snapshot, traffic: &[ServiceTraffic]) {
     );
     for p in &s.proxy {
         for v in &p.servers {
-            for st in ADMIN_STATES {
+            for st in AdminState::ALL {
                 f.add(
-                    &[("service", &p.name), ("server", &v.name), ("state", st)],
+                    &[
+                        ("service", &p.name),
+                        ("server", &v.name),
+                        ("state", st.as_str()),
+                    ],
                     flag(v.admin == st),
                 );
             }
@@ -563,7 +566,7 @@ mod tests {
                     name: "web1".into(),
                     address: "192.0.2.21:80".into(),
                     healthy: false,
-                    admin: "drain".into(),
+                    admin: AdminState::Drain,
                     usable: false,
                     checked: true,
                     weight: 3,

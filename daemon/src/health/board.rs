@@ -26,10 +26,14 @@ use tokio::sync::{watch, Notify};
 use super::checker::{CheckResult, Checker, Params, PassiveEvent, Transition};
 use crate::config::ProxyService;
 
-/// Operator state of a server, independent of its health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Operator state of a server, independent of its health. In JSON
+/// (`/status.json`, the control socket) and `/metrics` labels it is
+/// `enabled`, `drain` or `disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// Takes new requests when healthy.
+    #[default]
     Enabled,
     /// Takes no new requests; requests in flight finish, idle pooled
     /// connections close (the proxy's `Worker::apply_admin`).
@@ -41,6 +45,9 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [AdminState; 3] = [AdminState::Enabled, AdminState::Drain, AdminState::Disabled];
+
     fn to_u8(self) -> u8 {
         match self {
             AdminState::Enabled => 0,
@@ -61,6 +68,13 @@ impl AdminState {
             AdminState::Drain => "drain",
             AdminState::Disabled => "disabled",
         }
+    }
+}
+
+impl std::fmt::Display for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that `halo status` can align it in a column.
+        f.pad(self.as_str())
     }
 }
 
@@ -935,5 +949,25 @@ mod tests {
             h.join().unwrap();
         }
         assert!(!b.service_up(0));
+    }
+
+    #[test]
+    fn admin_states_keep_their_words_in_json_labels_and_columns() {
+        // `/status.json`, the control socket and `/metrics` said these
+        // strings when the field was a String; scripts read them.
+        for (st, word) in AdminState::ALL
+            .into_iter()
+            .zip(["enabled", "drain", "disabled"])
+        {
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{word}\""));
+            assert_eq!(
+                serde_json::from_str::<AdminState>(&format!("\"{word}\"")).unwrap(),
+                st
+            );
+            assert_eq!(st.as_str(), word);
+            assert_eq!(format!("{st:<9}|"), format!("{word:<9}|"));
+            assert_eq!(AdminState::from_u8(st.to_u8()), st);
+        }
+        assert!(serde_json::from_str::<AdminState>("\"Enabled\"").is_err());
     }
 }

@@ -154,8 +154,8 @@ pub fn status(which: &Which) -> Result<()> {
                     .flat_map(|p| p.servers.iter())
                     .find(|sv| sv.name == node.to_string())
                     .map_or("-".to_string(), |sv| {
-                        if !sv.admin.is_empty() && sv.admin != "enabled" {
-                            sv.admin.to_uppercase()
+                        if sv.admin != crate::health::AdminState::Enabled {
+                            sv.admin.as_str().to_uppercase()
                         } else if sv.healthy {
                             "UP".into()
                         } else {

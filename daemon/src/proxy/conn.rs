@@ -39,6 +39,7 @@ use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
 use crate::http1::{self as http, BodyDecoder, BodyEncoder, BodyKind, ClientConn, HeadLimits};
+use crate::telemetry::stats::AfterConnectFailure;
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
 pub(super) const BUF: usize = 16 * 1024;
@@ -280,7 +281,12 @@ pub(super) fn connect_failed(
     tried[srv] = true;
     *attempts += 1;
     let retry = *attempts <= shared.svc.retries;
-    shared.stats.connect_failed(srv, retry);
+    let next = if retry {
+        AfterConnectFailure::Retry
+    } else {
+        AfterConnectFailure::GiveUp
+    };
+    shared.stats.connect_failed(srv, next);
     retry
 }
 

@@ -46,6 +46,14 @@ fn bucket_of(d: Duration) -> usize {
         .unwrap_or(LATENCY_BOUNDS.len())
 }
 
+/// What follows a failed connect: another attempt (counted in `retries`)
+/// or none (the request is answered with an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterConnectFailure {
+    Retry,
+    GiveUp,
+}
+
 // === Traffic: one set of counters ===
 
 /// The counters of one service (all its requests) or one server.
@@ -110,9 +118,9 @@ impl Traffic {
             .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
-    fn connect_failed(&self, retried: bool) {
+    fn connect_failed(&self, next: AfterConnectFailure) {
         self.connect_errors.fetch_add(1, Relaxed);
-        if retried {
+        if next == AfterConnectFailure::Retry {
             self.retries.fetch_add(1, Relaxed);
         }
     }
@@ -183,10 +191,10 @@ impl ServiceStats {
         }
     }
 
-    /// Connecting to `server` failed; `retried` when another attempt follows.
-    pub fn connect_failed(&self, server: usize, retried: bool) {
+    /// Connecting to `server` failed, and what follows.
+    pub fn connect_failed(&self, server: usize, next: AfterConnectFailure) {
         for t in self.both(Some(server)) {
-            t.connect_failed(retried);
+            t.connect_failed(next);
         }
     }
 
@@ -385,8 +393,8 @@ servers = [
         web.response(Some(1), 200, 100, Duration::from_millis(3));
         web.response(None, 503, 10, Duration::from_micros(10));
         web.sent(1, 50);
-        web.connect_failed(0, true);
-        web.connect_failed(0, false);
+        web.connect_failed(0, AfterConnectFailure::Retry);
+        web.connect_failed(0, AfterConnectFailure::GiveUp);
         web.server_busy(1);
         web.conn_open();
         let total = web.total();
@@ -410,7 +418,7 @@ servers = [
         assert_eq!(st.server("web", "b").map(|b| b.active), Some(0));
         // Out-of-range indexes are ignored, never a panic.
         web.server_busy(7);
-        web.connect_failed(7, true);
+        web.connect_failed(7, AfterConnectFailure::Retry);
         st.service(9).response(Some(3), 200, 1, Duration::ZERO);
     }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::health::HealthBoard;
+use crate::health::{AdminState, HealthBoard};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
@@ -180,7 +180,7 @@ pub struct ServerView {
     pub address: String,
     pub healthy: bool,
     /// enabled, drain or disabled.
-    pub admin: String,
+    pub admin: AdminState,
     pub usable: bool,
     pub checked: bool,
     pub weight: u32,
@@ -359,7 +359,7 @@ impl StatusHub {
                         name: v.name.clone(),
                         address: v.address.to_string(),
                         healthy: v.healthy,
-                        admin: v.admin.as_str().to_string(),
+                        admin: v.admin,
                         usable: v.usable,
                         checked: v.checked,
                         weight: weights
@@ -406,7 +406,7 @@ fn traffic(
         name: String::new(),
         address: String::new(),
         healthy: false,
-        admin: String::new(),
+        admin: AdminState::default(),
         usable: false,
         checked: false,
         weight: 0,

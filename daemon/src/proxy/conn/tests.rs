@@ -708,3 +708,103 @@ fn an_upgrade_tunnels_bytes_both_ways() {
     });
     assert_eq!(text(&echo), "ping");
 }
+
+#[test]
+fn a_pooled_connection_closed_after_an_interim_response_is_not_replayed() {
+    // A 102 says the server has the request: a close after it is the
+    // server failing, not an idle connection closed under us.
+    server(A, |s| async move {
+        read_message(&s, false).await;
+        write(&s, OK).await;
+        read_message(&s, false).await;
+        write(&s, b"HTTP/1.1 102 Processing\r\n\r\n").await;
+    });
+    server(A, |s| answers(s, 1));
+    let (two, _) = run("", &[A], |c| async move {
+        c.send(GET).await;
+        c.response(false).await;
+        c.send(GET).await;
+        let interim = c.response(false).await;
+        (interim, c.rest().await)
+    });
+    assert_eq!(status_of(&two.0), "102", "{}", text(&two.0));
+    assert_eq!(status_of(&two.1), "502", "{}", text(&two.1));
+    assert_eq!(connects().len(), 1);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    server(A, |s| async move {
+        for body in ["one", "two"] {
+            read_message(&s, false).await;
+            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{body}");
+            write(&s, r.as_bytes()).await;
+        }
+        while read_some(&s).await.is_some() {}
+    });
+    let ((one, two), total) = run("", &[A], |c| async move {
+        c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let one = c.response(false).await;
+        (one, c.response(false).await)
+    });
+    assert_eq!((body_of(&one), body_of(&two)), ("one".into(), "two".into()));
+    assert_eq!(total.classes[1], 2);
+}
+
+#[test]
+fn a_body_after_a_head_response_is_not_relayed_nor_the_connection_reused() {
+    server(A, |s| async move {
+        read_message(&s, false).await;
+        write(&s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+        while read_some(&s).await.is_some() {}
+    });
+    server(A, |s| answers(s, 1));
+    let ((one, two), _) = run("", &[A], |c| async move {
+        c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let one = c.response(true).await;
+        c.send(GET).await;
+        (one, c.response(false).await)
+    });
+    assert_eq!(status_of(&one), "200");
+    assert!(!text(&one).contains("hello") && !text(&two).contains("hello"));
+    assert_eq!(body_of(&two), "ok");
+    assert_eq!(connects().len(), 2);
+}
+
+#[test]
+fn a_server_closing_mid_body_cuts_the_client_off() {
+    // The head went out: no error page can follow, the client connection
+    // closes with the body short.
+    server(A, |s| async move {
+        read_message(&s, false).await;
+        write(&s, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
+    });
+    let (resp, total) = run("", &[A], |c| async move {
+        c.send(GET).await;
+        c.rest().await
+    });
+    assert_eq!(status_of(&resp), "200");
+    assert_eq!(body_of(&resp), "abc");
+    assert_eq!(total.classes[1], 1);
+}
+
+#[test]
+fn expect_100_continue_is_answered_by_the_proxy() {
+    server(A, |s| async move {
+        let req = text(&read_message(&s, false).await);
+        assert!(!req.to_ascii_lowercase().contains("expect"), "{req}");
+        assert!(req.ends_with("abc"), "{req}");
+        write(&s, OK).await;
+        while read_some(&s).await.is_some() {}
+    });
+    let ((cont, resp), _) = run("", &[A], |c| async move {
+        c.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            .await;
+        let cont = c.response(false).await;
+        c.send(b"abc").await;
+        (cont, c.response(false).await)
+    });
+    assert_eq!(status_of(&cont), "100", "{}", text(&cont));
+    assert_eq!(body_of(&resp), "ok");
+}
