@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::time::timeout_at;
 
 use super::balance::Balancer;
+use super::rules;
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
@@ -1110,6 +1111,7 @@ async fn read_head<S: Stream>(
             match http::check_head(buf, limits) {
                 Ok(Some(n)) => {
                     head.parse_from(&buf[..n], limits, method)
+                        .and_then(|()| rules::check_response(head))
                         .map_err(HeadFail::Invalid)?;
                     return Ok(n);
                 }

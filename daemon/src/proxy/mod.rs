@@ -15,6 +15,7 @@ pub mod balance;
 mod conn;
 mod listen;
 pub mod proxy_protocol;
+mod rules;
 mod stream;
 mod tcp;
 
