@@ -108,7 +108,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)
     let r = http1::parse_response(&buf[..n], LIMITS, method)?;
     // RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
     // The proxy reads such a body until close; a check refuses it.
-    if r.minor == 0 && r.transfer_codings() > 0 && r.body != BodyKind::None {
+    if r.minor == 0 && r.transfer_codings().is_some() && r.body != BodyKind::None {
         return Err(ResponseError::BadFraming(
             "Transfer-Encoding in an HTTP/1.0 response",
         ));
@@ -347,6 +347,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: \r\n\r\n",
         ] {
             assert!(
                 matches!(framing_of(bad), Err(ResponseError::BadFraming(_))),

@@ -26,8 +26,9 @@ pub struct ResponseHead {
     /// The Content-Length the server sent: re-stated for a response
     /// without body (`0`, or the length a HEAD answer announces).
     pub(super) content_length: Option<u64>,
-    /// How many transfer codings its Transfer-Encoding fields list.
-    pub(super) codings: usize,
+    /// How many transfer codings its Transfer-Encoding fields list;
+    /// `None` without a Transfer-Encoding field.
+    pub(super) codings: Option<usize>,
 }
 
 impl ResponseHead {
@@ -47,9 +48,10 @@ impl ResponseHead {
     }
 
     /// How many transfer codings the Transfer-Encoding fields list, in
-    /// all (0 without one). Chunked framing is decided by the last; the
-    /// users decide what the others mean to them.
-    pub fn transfer_codings(&self) -> usize {
+    /// all (`None` without one; an empty one lists none). Chunked framing
+    /// is decided by the last; the users decide what the others mean to
+    /// them.
+    pub fn transfer_codings(&self) -> Option<usize> {
         self.codings
     }
 
@@ -109,7 +111,7 @@ impl ResponseHead {
         };
         self.keep_alive = minor == 1 && !f.conn_close && self.body != BodyKind::Close;
         self.content_length = f.content_length;
-        self.codings = f.te_codings;
+        self.codings = f.te.then_some(f.te_codings);
         self.bytes.extend_from_slice(buf);
         Ok(())
     }
@@ -153,7 +155,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.body, BodyKind::Chunked);
-        assert_eq!(r.transfer_codings(), 1);
+        assert_eq!(r.transfer_codings(), Some(1));
         // Chunked last decides the framing, whatever came before (the
         // proxy refuses to forward that, see proxy::rules).
         let r = resp(
@@ -161,7 +163,7 @@ mod tests {
             "GET",
         )
         .unwrap();
-        assert_eq!((r.body, r.transfer_codings()), (BodyKind::Chunked, 2));
+        assert_eq!((r.body, r.transfer_codings()), (BodyKind::Chunked, Some(2)));
         // Chunked applied twice, or not last: read until close.
         for te in ["chunked, chunked", "chunked, gzip"] {
             let m = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");

@@ -9,7 +9,7 @@ use crate::http1::{BodyKind, HttpError, ResponseHead};
 /// would pass on to a client that never asked for it. The codec reads it
 /// as chunked (RFC 9112 6.3), a health check hashes it as it comes.
 pub(crate) fn check_response(resp: &ResponseHead) -> Result<(), HttpError> {
-    if resp.body == BodyKind::Chunked && resp.transfer_codings() > 1 {
+    if resp.body == BodyKind::Chunked && resp.transfer_codings() > Some(1) {
         return Err(HttpError::BadTransferEncoding);
     }
     Ok(())
