@@ -1,9 +1,10 @@
-//! Fuzz the request side of the proxy's HTTP framing: `check_head` then
-//! `parse_request`, re-encoding for the server, and the body decoder fed the
-//! rest of the input in odd-sized pieces. Nothing may panic; a parsed head
-//! re-encoded by the proxy must parse again to the same framing, and a head
-//! reused from an earlier request (as a connection does) must parse to the
-//! same as a fresh one.
+//! Fuzz the request side of the HTTP/1 codec (`halo::http1`): `check_head`
+//! then `parse_request`, re-encoding for the server, and the body decoder
+//! fed the rest of the input in odd-sized pieces; and the admin listener's
+//! parse on top of it (`admin::http::parse`). Nothing may panic; a parsed
+//! head re-encoded by the proxy must parse again to the same framing, and a
+//! head reused from an earlier request (as a connection does) must parse to
+//! the same as a fresh one.
 #![no_main]
 
 use halo::http1::{
@@ -17,6 +18,9 @@ const LIM: HeadLimits = HeadLimits {
 };
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(Some(r)) = halo::admin::http::parse(data) {
+        assert!(r.path.starts_with('/'));
+    }
     let Ok(Some(n)) = check_head(data, LIM) else {
         return;
     };

@@ -4,12 +4,19 @@
 //!
 //! "Incomplete" (`Ok(None)`, read more) is told apart from "invalid"
 //! before anything is used, and a head past [`MAX_HEAD`] is refused, so a
-//! client cannot make the listener buffer without bound.
+//! client cannot make the listener buffer without bound. Parsing is the
+//! shared codec's (`http1`).
+
+use crate::http1::{self, encode::reason_phrase, HeadLimits, HttpError};
 
 /// Largest request head accepted. The admin paths need a request line, a
 /// Host and an Authorization header; browsers add a few more.
 pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 48;
+const LIMITS: HeadLimits = HeadLimits {
+    max_head_bytes: MAX_HEAD,
+    max_headers: MAX_HEADERS,
+};
 
 /// What the listener needs from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,43 +46,45 @@ impl BadRequest {
 }
 
 /// Parse the head at the start of `buf`: `Ok(None)` until it is complete.
+/// The shared codec reads it; the listener's own rules are origin-form
+/// targets only and at most one Authorization.
 pub fn parse(buf: &[u8]) -> Result<Option<Request>, BadRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => {}
-        Ok(httparse::Status::Complete(_)) => return Err(BadRequest::TooLarge),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(BadRequest::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(BadRequest::TooLarge),
-        Err(e) => return Err(BadRequest::Invalid(e.to_string())),
-    }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Err(BadRequest::Invalid("incomplete request line".into()));
+    let Some(n) = http1::check_head(buf, LIMITS).map_err(refused)? else {
+        return Ok(None);
     };
+    let head = http1::parse_request(&buf[..n], LIMITS).map_err(refused)?;
+    let target = head.target();
     // Origin form only ("/metrics"); the absolute form is for proxies.
     if !target.starts_with('/') {
         return Err(BadRequest::Invalid(format!(
             "request target {target:?} is not a path"
         )));
     }
-    let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
+    let path = target.split('?').next().unwrap_or("/").to_string();
     let mut authorization = None;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("authorization") {
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case(b"authorization") {
             if authorization.is_some() {
                 return Err(BadRequest::Invalid("two Authorization headers".into()));
             }
-            let v = std::str::from_utf8(h.value)
+            let v = std::str::from_utf8(value)
                 .map_err(|_| BadRequest::Invalid("Authorization is not UTF-8".into()))?;
             authorization = Some(v.trim().to_string());
         }
     }
     Ok(Some(Request {
-        method: method.to_string(),
+        method: head.method().to_string(),
         path,
         authorization,
     }))
+}
+
+/// 431 for a head over the limits, 400 with the codec's reason otherwise.
+fn refused(e: HttpError) -> BadRequest {
+    match e {
+        HttpError::HeadTooLarge | HttpError::TooManyHeaders => BadRequest::TooLarge,
+        e => BadRequest::Invalid(e.to_string()),
+    }
 }
 
 /// One answer: status, content type, body and extra headers.
@@ -135,18 +144,9 @@ impl Response {
     }
 }
 
+/// The reason phrase of a status the listener answers with.
 fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    }
+    reason_phrase(status).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -173,7 +173,7 @@ mod tests {
             Err(BadRequest::Invalid(_))
         ));
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n"),
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n"),
             Err(BadRequest::Invalid(_))
         ));
     }

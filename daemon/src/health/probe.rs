@@ -13,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::checker::CheckResult;
-use super::response::{self, BodyDecoder, BodyHasher, Framing, ResponseError};
+use super::response::{self, BodyDecoder, BodyHasher, ResponseError};
 use crate::config::{CheckKind, DigestAlg, ExpectStatus};
+use crate::http1::BodyKind;
 
 /// Why a probe failed before a response could be judged.
 #[derive(Debug)]
@@ -182,7 +183,7 @@ async fn http_fetch_inner(
     };
     let mut hasher = BodyHasher::new(alg);
     let mut body = BodyDecoder::new(if head.status == 101 {
-        Framing::None
+        BodyKind::None
     } else {
         head.framing
     });

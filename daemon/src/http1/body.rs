@@ -45,57 +45,56 @@ enum ChunkState {
 }
 
 /// Decodes a message body incrementally: give it bytes, get body data out.
+/// Its state is its own (the chunked one included), so nothing outside
+/// can put it in a state the decoder would not reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyDecoder {
+pub struct BodyDecoder(Decoding);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decoding {
     Length { remaining: u64 },
-    Chunked(ChunkState2),
+    Chunked(ChunkState),
     Close,
     Done,
 }
 
-/// Opaque chunked-decoder state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkState2(ChunkState);
-
 impl BodyDecoder {
     pub fn new(kind: BodyKind) -> BodyDecoder {
-        match kind {
-            BodyKind::None | BodyKind::Length(0) => BodyDecoder::Done,
-            BodyKind::Length(n) => BodyDecoder::Length { remaining: n },
-            BodyKind::Chunked => {
-                BodyDecoder::Chunked(ChunkState2(ChunkState::Size { line: Vec::new() }))
-            }
-            BodyKind::Close => BodyDecoder::Close,
-        }
+        BodyDecoder(match kind {
+            BodyKind::None | BodyKind::Length(0) => Decoding::Done,
+            BodyKind::Length(n) => Decoding::Length { remaining: n },
+            BodyKind::Chunked => Decoding::Chunked(ChunkState::Size { line: Vec::new() }),
+            BodyKind::Close => Decoding::Close,
+        })
     }
 
     pub fn is_done(&self) -> bool {
-        matches!(self, BodyDecoder::Done)
+        self.0 == Decoding::Done
     }
 
     /// Consume a prefix of `input`, appending decoded body data to `out`.
     /// Returns how many bytes were consumed; stops at the end of the body,
     /// leaving any following bytes (a pipelined message) unconsumed.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, HttpError> {
-        match self {
-            BodyDecoder::Done => Ok(0),
-            BodyDecoder::Close => {
+        match &mut self.0 {
+            Decoding::Done => Ok(0),
+            Decoding::Close => {
                 out.extend_from_slice(input);
                 Ok(input.len())
             }
-            BodyDecoder::Length { remaining } => {
+            Decoding::Length { remaining } => {
                 let n = (*remaining).min(input.len() as u64) as usize;
                 out.extend_from_slice(&input[..n]);
                 *remaining -= n as u64;
                 if *remaining == 0 {
-                    *self = BodyDecoder::Done;
+                    self.0 = Decoding::Done;
                 }
                 Ok(n)
             }
-            BodyDecoder::Chunked(ChunkState2(st)) => {
+            Decoding::Chunked(st) => {
                 let n = decode_chunked(st, input, out)?;
                 if *st == ChunkState::Done {
-                    *self = BodyDecoder::Done;
+                    self.0 = Decoding::Done;
                 }
                 Ok(n)
             }
@@ -104,9 +103,9 @@ impl BodyDecoder {
 
     /// The peer closed: fine for a close-delimited body, an error otherwise.
     pub fn on_eof(&mut self) -> Result<(), HttpError> {
-        match self {
-            BodyDecoder::Close | BodyDecoder::Done => {
-                *self = BodyDecoder::Done;
+        match self.0 {
+            Decoding::Close | Decoding::Done => {
+                self.0 = Decoding::Done;
                 Ok(())
             }
             _ => Err(HttpError::TruncatedBody),

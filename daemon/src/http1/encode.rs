@@ -287,6 +287,16 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A client's simple request, as the health checks and the lab's probe
+/// send it: no body, `Connection: close` (the answer may then be read to
+/// the end of the connection, and the server frees it at once).
+pub fn client_request(method: &str, target: &str, host: &str, user_agent: &str) -> Vec<u8> {
+    format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// The reason phrase halo writes for a status it answers with itself.
 pub fn reason_phrase(status: u16) -> Option<&'static str> {
     Some(match status {
@@ -384,8 +394,8 @@ pub fn error_response(status: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::check_head;
     use crate::http1::testing::*;
+    use crate::http1::{check_head, parse_request};
 
     #[test]
     fn proto_https_when_the_client_came_over_tls() {
@@ -626,6 +636,18 @@ mod tests {
         // Close-delimited from the server is re-chunked for a 1.1 client.
         let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
         assert_eq!(response_body_out(&r, 1), BodyKind::Chunked);
+    }
+
+    #[test]
+    fn a_client_request_parses_back() {
+        let m = client_request("HEAD", "/health?x=1", "192.0.2.21:8080", "halo-test");
+        let n = check_head(&m, LIM).unwrap().unwrap();
+        assert_eq!(n, m.len());
+        let r = parse_request(&m, LIM).unwrap();
+        assert_eq!((r.method(), r.target()), ("HEAD", "/health?x=1"));
+        assert_eq!(r.header("host"), Some(&b"192.0.2.21:8080"[..]));
+        assert_eq!(r.header("user-agent"), Some(&b"halo-test"[..]));
+        assert_eq!((r.body, r.keep_alive), (BodyKind::None, false));
     }
 
     #[test]

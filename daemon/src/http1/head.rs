@@ -33,8 +33,9 @@ pub fn check_head(buf: &[u8], limits: HeadLimits) -> Result<Option<usize>, HttpE
             return Err(HttpError::ObsFold);
         }
         let Some(end) = memchr::memchr2(b'\r', b'\n', &buf[line_start..]) else {
-            // No line end yet: fine while under the limit.
-            return if buf.len() > max {
+            // No line end yet: fine while one can still come within the
+            // limit (at index `max - 1` at the latest).
+            return if buf.len() >= max {
                 Err(HttpError::HeadTooLarge)
             } else {
                 Ok(None)
@@ -46,6 +47,7 @@ pub fn check_head(buf: &[u8], limits: HeadLimits) -> Result<Option<usize>, HttpE
         }
         let lf = if buf[end] == b'\r' {
             match buf.get(end + 1) {
+                None if end + 1 >= max => return Err(HttpError::HeadTooLarge),
                 None => return Ok(None),
                 Some(b'\n') if end + 1 >= max => return Err(HttpError::HeadTooLarge),
                 Some(b'\n') => end + 1,
@@ -153,6 +155,13 @@ pub(super) fn fields<'a>(
     fields: &'a [(Span, Span)],
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
     fields.iter().map(|&(n, v)| (n.get(bytes), v.get(bytes)))
+}
+
+/// The value of the first field called `name`.
+pub(super) fn field<'a>(bytes: &'a [u8], fs: &[(Span, Span)], name: &[u8]) -> Option<&'a [u8]> {
+    fs.iter()
+        .find(|(n, _)| n.get(bytes).eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v.get(bytes))
 }
 
 /// The values of the fields called `name`, in order.
@@ -333,6 +342,21 @@ mod tests {
             check_head(big.as_bytes(), small),
             Err(HttpError::HeadTooLarge)
         );
+        // A head as long as the limit without its line end yet: the end
+        // can only come past the limit, so it is refused now, not after
+        // one more byte (which a client that stops sending never sends).
+        let mut at_limit = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        at_limit.resize(small.max_head_bytes, b'a');
+        assert_eq!(check_head(&at_limit, small), Err(HttpError::HeadTooLarge));
+        at_limit.pop();
+        assert_eq!(check_head(&at_limit, small), Ok(None));
+        // The same for a CR whose LF could only come past the limit.
+        at_limit.push(b'\r');
+        assert_eq!(check_head(&at_limit, small), Err(HttpError::HeadTooLarge));
+        at_limit.pop();
+        at_limit.pop();
+        at_limit.push(b'\r');
+        assert_eq!(check_head(&at_limit, small), Ok(None));
         // Incomplete but already over the limit: refused, not waited for.
         assert_eq!(
             check_head(&big.as_bytes()[..80], small),

@@ -4,7 +4,7 @@
 
 use super::body::BodyKind;
 use super::head::{
-    check_values, collect_fields, fields, header_slots, list_items, map_httparse, named,
+    check_values, collect_fields, field, fields, header_slots, list_items, map_httparse, named,
     scan_framing, str_at, trim, Slot, Span, STACK_FIELDS,
 };
 use super::{HeadLimits, HttpError};
@@ -55,10 +55,9 @@ impl RequestHead {
         fields(&self.bytes, &self.fields)
     }
 
+    /// The value of the first field called `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        field(&self.bytes, &self.fields, name.as_bytes())
     }
 
     /// The `Upgrade` value of a request that asks to upgrade.

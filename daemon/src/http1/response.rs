@@ -4,8 +4,8 @@
 
 use super::body::BodyKind;
 use super::head::{
-    check_values, collect_fields, fields, header_slots, map_httparse, scan_framing, str_at, Slot,
-    Span, STACK_FIELDS,
+    check_values, collect_fields, field, fields, header_slots, map_httparse, scan_framing, str_at,
+    Slot, Span, STACK_FIELDS,
 };
 use super::{HeadLimits, HttpError};
 
@@ -26,6 +26,9 @@ pub struct ResponseHead {
     /// The Content-Length the server sent: re-stated for a response
     /// without body (`0`, or the length a HEAD answer announces).
     pub(super) content_length: Option<u64>,
+    /// How many transfer codings its Transfer-Encoding fields list;
+    /// `None` without a Transfer-Encoding field.
+    pub(super) codings: Option<usize>,
 }
 
 impl ResponseHead {
@@ -37,6 +40,19 @@ impl ResponseHead {
     /// Every field in order, as received: (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         fields(&self.bytes, &self.fields)
+    }
+
+    /// The value of the first field called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        field(&self.bytes, &self.fields, name.as_bytes())
+    }
+
+    /// How many transfer codings the Transfer-Encoding fields list, in
+    /// all (`None` without one; an empty one lists none). Chunked framing
+    /// is decided by the last; the users decide what the others mean to
+    /// them.
+    pub fn transfer_codings(&self) -> Option<usize> {
+        self.codings
     }
 
     /// Parse a complete response head into `self`, reusing its storage.
@@ -83,14 +99,9 @@ impl ResponseHead {
             match (f.te, f.content_length) {
                 // RFC 9112 6.1: "ought to be handled as an error" by a proxy.
                 (true, Some(_)) => return Err(HttpError::ContentLengthWithTransferEncoding),
-                (true, None) if f.te_chunked && minor == 1 => {
-                    if f.te_codings > 1 {
-                        // A coding the proxy would have to forward without
-                        // the client asking for it; refuse rather than guess.
-                        return Err(HttpError::BadTransferEncoding);
-                    }
-                    BodyKind::Chunked
-                }
+                // RFC 9112 6.3 (4): chunked last, the body is chunked,
+                // whatever codings came before it.
+                (true, None) if f.te_chunked && minor == 1 => BodyKind::Chunked,
                 // RFC 9112 6.3 (4): not ending in chunked -> read until close.
                 (true, None) => BodyKind::Close,
                 (false, Some(0)) => BodyKind::None,
@@ -100,6 +111,7 @@ impl ResponseHead {
         };
         self.keep_alive = minor == 1 && !f.conn_close && self.body != BodyKind::Close;
         self.content_length = f.content_length;
+        self.codings = f.te.then_some(f.te_codings);
         self.bytes.extend_from_slice(buf);
         Ok(())
     }
@@ -143,6 +155,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.body, BodyKind::Chunked);
+        assert_eq!(r.transfer_codings(), Some(1));
+        // Chunked last decides the framing, whatever came before (the
+        // proxy refuses to forward that, see proxy::rules).
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        assert_eq!((r.body, r.transfer_codings()), (BodyKind::Chunked, Some(2)));
+        // Chunked applied twice, or not last: read until close.
+        for te in ["chunked, chunked", "chunked, gzip"] {
+            let m = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(resp(m.as_bytes(), "GET").unwrap().body, BodyKind::Close);
+        }
         let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", "GET").unwrap();
         assert_eq!((r.body, r.keep_alive), (BodyKind::Close, false));
         let r = resp(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "GET").unwrap();

@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::http1::{self, HeadLimits, HttpError};
+
 /// Replies larger than this are refused: lab pages are a few bytes.
 const MAX_REPLY: usize = 64 * 1024;
 
@@ -48,31 +50,44 @@ impl fmt::Display for ProbeError {
 
 impl std::error::Error for ProbeError {}
 
-/// Parse a whole response (the connection was closed by the server).
+/// Limits on a reply's head: the whole reply is at most [`MAX_REPLY`].
+const LIMITS: HeadLimits = HeadLimits {
+    max_head_bytes: MAX_REPLY,
+    max_headers: 32,
+};
+
+/// Parse a whole response (the connection was closed by the server) with
+/// the shared codec; the lab's own rules are only which backend it names.
 pub fn parse_reply(buf: &[u8]) -> Result<Reply, ProbeError> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(ProbeError::Truncated),
-        Err(e) => return Err(ProbeError::Invalid(e.to_string())),
+    let invalid = |e: HttpError| ProbeError::Invalid(e.to_string());
+    let Some(n) = http1::check_head(buf, LIMITS).map_err(invalid)? else {
+        // All of the reply is here: an HTTP reply cut short, or no HTTP.
+        let start = &buf[..buf.len().min(5)];
+        return Err(if b"HTTP/".starts_with(start) {
+            ProbeError::Truncated
+        } else {
+            ProbeError::Invalid("not an HTTP/1.x response".into())
+        });
     };
-    let status = resp
-        .code
-        .ok_or_else(|| ProbeError::Invalid("no status code".into()))?;
-    let header = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-served-by"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
+    let head = http1::parse_response(&buf[..n], LIMITS, "GET").map_err(invalid)?;
+    let header = head
+        .header("x-served-by")
+        .and_then(|v| std::str::from_utf8(v).ok())
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     let server = header.or_else(|| {
-        let body = std::str::from_utf8(&buf[head_len..]).ok()?;
+        // A body cut short still names its server: what was decoded
+        // before an error is enough.
+        let mut body = Vec::new();
+        let _ = http1::BodyDecoder::new(head.body).decode(&buf[n..], &mut body);
+        let body = std::str::from_utf8(&body).ok()?;
         let word = body.split(':').next()?.trim();
         (!word.is_empty() && !word.contains(char::is_whitespace)).then(|| word.to_string())
     });
-    Ok(Reply { status, server })
+    Ok(Reply {
+        status: head.status,
+        server,
+    })
 }
 
 /// `GET path` from `addr`, within `timeout` for the connect and for each read.
@@ -88,11 +103,8 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Reply, Pro
     };
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: halo-lab\r\nConnection: close\r\n\r\n",
-        addr.ip()
-    );
-    s.write_all(req.as_bytes()).map_err(io)?;
+    let req = http1::encode::client_request("GET", path, &addr.ip().to_string(), "halo-lab");
+    s.write_all(&req).map_err(io)?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
@@ -132,6 +144,15 @@ mod tests {
         assert_eq!(r.server.as_deref(), Some("web3"));
         let r = parse_reply(b"HTTP/1.1 503 Service Unavailable\r\n\r\nno server is up\n").unwrap();
         assert_eq!((r.status, r.server), (503, None));
+    }
+
+    #[test]
+    fn server_from_a_chunked_page() {
+        let r = parse_reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\nweb4: hello from 192.0.2.24\n\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.server.as_deref(), Some("web4"));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use tokio::time::timeout_at;
 
 use super::balance::Balancer;
 use super::error::{Kind, NoServer, ProxyError, Retry, Side};
+use super::rules;
 use super::stream::{Io, Stream};
 use crate::config::ProxyService;
 use crate::health::{AdminState, HealthBoard, PassiveEvent};
@@ -1211,7 +1212,9 @@ async fn read_head<S: Stream>(
     loop {
         if !buf.is_empty() {
             if let Some(n) = http::check_head(buf, limits).map_err(bad)? {
-                head.parse_from(&buf[..n], limits, method).map_err(bad)?;
+                head.parse_from(&buf[..n], limits, method)
+                    .and_then(|()| rules::check_response(head))
+                    .map_err(bad)?;
                 return Ok(n);
             }
         }

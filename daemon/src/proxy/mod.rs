@@ -21,6 +21,7 @@ pub mod proxy_protocol;
 // Driver: it reads the clock for its timeouts and access log (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 mod redirect;
+mod rules;
 mod stream;
 #[allow(clippy::disallowed_methods)]
 mod tcp;
