@@ -16,33 +16,18 @@ daemon finds out when it starts the scripts, after the proxy).
 """
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
 from health.healthfix import Nginx
 from localfix import kill
+from ops.test_drain_disable import config as drain_config, ctl
 from ops.test_reload_proxy import start_halo
-from halolab import halo_bin
-
-T = 60
 
 
 def config(port, servers, sock, script=""):
-    lines = ",\n".join(f'  {{ name = "{n}", address = "127.0.0.1:{p}" }}' for n, p in servers)
-    return f"""
-[global]
-control_socket = "{sock}"
-log_level = "warn"
-
-[proxy.web]
-bind = ["127.0.0.1:{port}"]
-workers = 1
-io = "epoll"
-servers = [
-{lines},
-]
-{script}"""
+    # test_drain_disable's: one worker, no [health], long timeouts.
+    return drain_config(port, servers, sock, "epoll") + script
 
 
 # A user that does not exist: the track scripts fail to start.
@@ -52,10 +37,6 @@ command = ["/bin/true"]
 weight = -10
 user = "halo-no-such-user"
 """
-
-
-def ctl(sock, *args):
-    return subprocess.run([halo_bin(), *args, "--socket", sock], capture_output=True, text=True, timeout=T)
 
 
 def admin_states(sock):

@@ -100,6 +100,49 @@ pub fn plan(old: &Config, new: &Config) -> Vec<Change> {
     out
 }
 
+/// After `changes[failed]` failed: true when the sync groups must still
+/// restart, because a VRRP change made up to it changed their members'
+/// channels and a `SyncGroups` was planned.
+pub fn groups_follow(changes: &[Change], failed: usize) -> bool {
+    let vrrp = changes[..=failed].iter().any(|c| {
+        matches!(
+            c,
+            Change::VrrpStop { .. } | Change::VrrpUpdate(_) | Change::VrrpStart(_)
+        )
+    });
+    vrrp && changes[failed + 1..].contains(&Change::SyncGroups)
+}
+
+/// The answer to a reload that stopped at `changes[failed]` with `err`
+/// (after [`groups_follow`] was acted on): what runs now.
+pub fn failure(changes: &[Change], failed: usize, err: &str) -> String {
+    // A start that failed may have started the other new instances.
+    let partly = failed > 0 || matches!(changes[failed], Change::VrrpStart(_));
+    if !partly {
+        return format!("{err} (still running the previous config)");
+    }
+    let groups = groups_follow(changes, failed);
+    let list = |cs: &[Change]| {
+        let mut names: Vec<String> = cs
+            .iter()
+            .filter(|c| !(groups && **c == Change::SyncGroups))
+            .map(|c| c.to_string())
+            .collect();
+        names.dedup();
+        names.join(", ")
+    };
+    let mut what = Vec::new();
+    if failed > 0 {
+        what.push(format!("applied: {}", list(&changes[..failed])));
+    }
+    what.push(format!("failed: {}", changes[failed]));
+    let rest = list(&changes[failed + 1..]);
+    if !rest.is_empty() {
+        what.push(format!("not tried: {rest}"));
+    }
+    format!("reload applied partly: {err} ({})", what.join("; "))
+}
+
 /// Removed instances stop first (by name), then each instance of the new
 /// config in name order is updated in place or stopped to restart, then
 /// the new and restarted ones start together.
@@ -309,5 +352,42 @@ mod tests {
         assert_eq!(plan(&grouped, &grouped), [Change::SyncGroups]);
         assert_eq!(plan(&grouped, &cfg(&two)), [Change::SyncGroups]);
         assert_eq!(plan(&cfg(&two), &cfg(&two)), []);
+    }
+
+    #[test]
+    fn a_failure_says_what_runs() {
+        let vi = |n: &str| cfg(&vrrp(n, 51, 150, "192.0.2.100/24")).vrrp.remove(0);
+        let stop = Change::VrrpStop {
+            name: "VI_1".into(),
+            why: StopWhy::Restart,
+        };
+        let start = Change::VrrpStart(vec![vi("VI_1")]);
+        // The first change failed: nothing was applied.
+        let p = [Change::Admin, Change::Proxy];
+        assert_eq!(failure(&p, 0, "E"), "E (still running the previous config)");
+        assert!(!groups_follow(&p, 0));
+        // Later: what was applied, what failed, what was not tried.
+        let p = [
+            Change::Proxy,
+            Change::TrackScripts,
+            stop.clone(),
+            start.clone(),
+        ];
+        assert_eq!(
+            failure(&p, 1, "E"),
+            "reload applied partly: E (applied: proxy; failed: track scripts; not tried: vrrp VI_1)"
+        );
+        // A start may have started others, even as the first change; the
+        // sync groups restart on what runs, so they are not "not tried".
+        let p = [start.clone(), Change::SyncGroups];
+        assert!(groups_follow(&p, 0));
+        assert_eq!(
+            failure(&p, 0, "E"),
+            "reload applied partly: E (failed: vrrp VI_1)"
+        );
+        // Before any VRRP change the groups are left alone.
+        let p = [Change::Proxy, stop, start, Change::SyncGroups];
+        assert!(!groups_follow(&p, 0));
+        assert!(groups_follow(&p, 2));
     }
 }

@@ -534,34 +534,10 @@ impl Supervisor {
         new: &Config,
         e: anyhow::Error,
     ) -> Response {
-        let vrrp_changed = changes[..=failed].iter().any(|c| {
-            matches!(
-                c,
-                Change::VrrpStop { .. } | Change::VrrpUpdate(_) | Change::VrrpStart(_)
-            )
-        });
-        if vrrp_changed && changes[failed + 1..].contains(&Change::SyncGroups) {
+        if reload::groups_follow(changes, failed) {
             let _ = self.apply(&Change::SyncGroups, new).await;
         }
-        if failed == 0 {
-            return Response::err(format!("{e:#} (still running the previous config)"));
-        }
-        let list = |cs: &[Change]| {
-            let mut names: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
-            names.dedup();
-            names.join(", ")
-        };
-        let rest = &changes[failed + 1..];
-        Response::err(format!(
-            "reload applied partly: {e:#} (applied: {}; failed: {}{})",
-            list(&changes[..failed]),
-            changes[failed],
-            if rest.is_empty() {
-                String::new()
-            } else {
-                format!("; not tried: {}", list(rest))
-            }
-        ))
+        Response::err(reload::failure(changes, failed, &format!("{e:#}")))
     }
 
     /// Apply one change of a reload and record it in `self.cfg`. Returns
