@@ -145,23 +145,12 @@ impl L4Side {
         })
     }
 
-    /// True when `new` checks the same servers the same way: then a reload
-    /// keeps this board (and what it knows: a DOWN server stays out of the
-    /// map) and only the scheduling changes.
+    /// True when this side runs and `new` checks its servers the same way
+    /// ([`same_checks`]): then a reload keeps this board (and what it
+    /// knows: a DOWN server stays out of the map) and only the scheduling
+    /// changes.
     pub fn same_checks(&self, new: &[L4Service]) -> bool {
-        fn checks(list: &[L4Service]) -> Vec<Checked<'_>> {
-            list.iter()
-                .map(|s| {
-                    let servers = s
-                        .servers
-                        .iter()
-                        .map(|v| (v.name.as_str(), v.address))
-                        .collect();
-                    (s.name.as_str(), servers, s.health.as_ref())
-                })
-                .collect()
-        }
-        self.task.is_some() && checks(&self.services) == checks(new)
+        self.task.is_some() && same_checks(&self.services, new)
     }
 
     /// Apply `new` (see [`L4Side::same_checks`]) with this board: a new
@@ -268,6 +257,25 @@ type Checked<'a> = (
     Vec<(&'a str, SocketAddr)>,
     Option<&'a config::HealthCheck>,
 );
+
+/// True when `old` and `new` check the same servers the same way (names,
+/// addresses and health settings, in order). Pure: the reload plan
+/// (`run::reload`) decides with it.
+pub fn same_checks(old: &[L4Service], new: &[L4Service]) -> bool {
+    fn checks(list: &[L4Service]) -> Vec<Checked<'_>> {
+        list.iter()
+            .map(|s| {
+                let servers = s
+                    .servers
+                    .iter()
+                    .map(|v| (v.name.as_str(), v.address))
+                    .collect();
+                (s.name.as_str(), servers, s.health.as_ref())
+            })
+            .collect()
+    }
+    checks(old) == checks(new)
+}
 
 /// What the table was last built from, per service.
 type Inputs = Vec<(Vec<bool>, Vec<Option<Mac>>, Option<Mac>, Option<Mac>)>;

@@ -1,6 +1,9 @@
 //! `halo run`: wires the pieces together and owns the process lifecycle
 //! (signals, the control socket, reloads, systemd notification, orderly
 //! shutdown).
+//!
+//! It does not decide what a reload changes: `run::reload::plan` does, and
+//! [`Supervisor::apply`] carries out one `Change` at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,11 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::config::{self, Config, ProxyService, VrrpInstance};
+use crate::config::{self, Config, L4Service, ProxyService, VrrpInstance};
 use crate::control::{self, Envelope, Request, Response, ServerAction};
 use crate::health::track_script::ScriptRuntime;
 use crate::health::{self, AdminState, HealthBoard, HealthRuntime};
 use crate::proxy::{self, ProxyRuntime};
+use crate::run::reload::{self, Change, StopWhy};
 use crate::run::sdnotify;
 use crate::telemetry::status::StatusHub;
 use crate::vrrp::driver::{self, Control, ProxyTracking};
@@ -51,7 +55,7 @@ pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
             "main runtime",
             std::future::pending::<()>(),
         ));
-        let mut d = Daemon::start(cfg, config_path.to_path_buf(), opts).await?;
+        let mut d = Supervisor::start(cfg, config_path.to_path_buf(), opts).await?;
         let r = d.serve().await;
         d.stop().await;
         r
@@ -153,7 +157,10 @@ struct InstanceHandle {
     task: JoinHandle<Result<()>>,
 }
 
-struct Daemon {
+/// Everything `halo run` owns.
+struct Supervisor {
+    /// The config as it runs: a reload that fails half-way leaves the
+    /// parts it applied here, so commands and the next reload see them.
     cfg: Config,
     config_path: PathBuf,
     hub: Arc<StatusHub>,
@@ -177,8 +184,8 @@ struct Daemon {
     anycast: Option<crate::anycast::AnycastSide>,
 }
 
-impl Daemon {
-    async fn start(cfg: Config, config_path: PathBuf, opts: RunOptions) -> Result<Daemon> {
+impl Supervisor {
+    async fn start(cfg: Config, config_path: PathBuf, opts: RunOptions) -> Result<Supervisor> {
         let socket_path = opts
             .socket
             .clone()
@@ -195,7 +202,7 @@ impl Daemon {
         let admin = crate::admin::AdminServer::start(&cfg.admin, hub.clone())?;
         let l4 = crate::l4::L4Side::start(&cfg.l4, &[]).await?;
         hub.set_l4(&l4);
-        let mut d = Daemon {
+        let mut d = Supervisor {
             cfg: cfg.clone(),
             config_path,
             hub,
@@ -409,7 +416,7 @@ impl Daemon {
                     info!("SIGHUP: reloading {}", self.config_path.display());
                     let r = self.reload().await;
                     if !r.ok {
-                        error!("reload failed, still running the previous config: {}", r.message);
+                        error!("reload failed: {}", r.message);
                     }
                 }
                 Some((req, reply)) = self.requests.recv() => {
@@ -542,8 +549,12 @@ impl Daemon {
         }
     }
 
-    /// Re-read the config and apply the difference. An invalid file changes
-    /// nothing.
+    /// Re-read the config and apply what [`reload::plan`] lists, in order.
+    /// An invalid file changes nothing. A change that fails stops the
+    /// reload there; what was applied before it stays, and `self.cfg`
+    /// follows each applied change, so that it always says what runs (a
+    /// `halo server` command names servers by it, and the next reload
+    /// compares with it).
     async fn reload(&mut self) -> Response {
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
@@ -560,198 +571,15 @@ impl Daemon {
                 return Response::err(format!("{e:#} (still running the previous config)"));
             }
         }
-        let anycast_changed = new.anycast != self.cfg.anycast;
+        let changes = reload::plan(&self.cfg, &new);
         let mut notes = Vec::new();
-        // Admin first: failing to bind there leaves everything unchanged.
-        match self.admin.reconfigure(&new.admin) {
-            Ok(note) => notes.extend(note),
-            Err(e) => return Response::err(format!("{e:#} (still running the previous config)")),
-        }
-
-        // Proxy: a changed service set starts a new generation beside the
-        // old one (SO_REUSEPORT lets both listen), then the old one stops.
-        if new.proxy != self.cfg.proxy {
-            let side = match ProxySide::start(&new.proxy, Some(&mut self.proxy)) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Response::err(format!("{e:#} (still running the previous config)"))
-                }
-            };
-            let old = std::mem::replace(&mut self.proxy, side);
-            self.hub.set_board(self.proxy.board.clone(), &new.proxy);
-            self.hub.set_stats(self.proxy.stats.clone());
-            let tracking = self.proxy.tracking(&new.proxy);
-            for h in self.instances.values() {
-                let _ = h.control.send(Control::Tracking(tracking.clone())).await;
+        for (i, change) in changes.iter().enumerate() {
+            match self.apply(change, &new).await {
+                Ok(note) => notes.extend(note),
+                Err(e) => return self.reload_failed(&changes, i, &new, e).await,
             }
-            // Admin states (drain, disable) carry over by name.
-            for (si, svc) in new.proxy.iter().enumerate() {
-                let Some(osi) = self.cfg.proxy.iter().position(|p| p.name == svc.name) else {
-                    continue;
-                };
-                for (vi, srv) in svc.servers.iter().enumerate() {
-                    if let Some(ovi) = self.cfg.proxy[osi]
-                        .servers
-                        .iter()
-                        .position(|s| s.name == srv.name)
-                    {
-                        if let Some(a) = old.board.admin(osi, ovi) {
-                            self.proxy.board.set_admin(si, vi, a);
-                        }
-                    }
-                }
-            }
-            // The old generation stops accepting now and finishes what it
-            // has in flight, for as long as its slowest timeout allows.
-            let grace = self
-                .cfg
-                .proxy
-                .iter()
-                .map(|p| p.timeouts.server.max(p.timeouts.client) + p.timeouts.queue)
-                .max()
-                .unwrap_or_default();
-            old.stop(Some(grace));
-            notes.push(format!("proxy: {} service(s) reloaded", new.proxy.len()));
-        }
-
-        // L4. Same servers and checks: the board (and what it knows, a DOWN
-        // server stays out of the map) is kept and only the table changes.
-        // Otherwise the old reconciler stops first so that it cannot
-        // rewrite the table after the new one; the table itself stays
-        // (conntrack and the flow sets keep established flows). A failure
-        // brings the old one back.
-        if new.l4 != self.cfg.l4 {
-            if let Err(e) = crate::l4::check_machine(&new.l4) {
-                return Response::err(format!("{e:#} (still running the previous config)"));
-            }
-            let keep = self.l4.as_ref().is_some_and(|l| l.same_checks(&new.l4));
-            match self.l4.as_mut() {
-                Some(side) if keep => {
-                    if let Err(e) = side.reschedule(&new.l4).await {
-                        return Response::err(format!("{e:#} (still running the previous config)"));
-                    }
-                    self.hub.set_l4(side);
-                    notes.push(format!("l4: {} service(s) rescheduled", new.l4.len()));
-                }
-                _ => {
-                    let old_admin = self.l4.as_ref().map(|l| l.admin_states());
-                    if let Some(old) = self.l4.take() {
-                        old.retire().await;
-                    }
-                    // Drain and disable carry over by name.
-                    let old_admin = old_admin.unwrap_or_default();
-                    match crate::l4::L4Side::start(&new.l4, &old_admin).await {
-                        Ok(side) => self.l4 = Some(side),
-                        Err(e) => {
-                            self.l4 = crate::l4::L4Side::start(&self.cfg.l4, &old_admin)
-                                .await
-                                .ok();
-                            if let Some(l4) = &self.l4 {
-                                self.hub.set_l4(l4);
-                            }
-                            return Response::err(format!(
-                                "{e:#} (still running the previous config)"
-                            ));
-                        }
-                    }
-                    if let Some(l4) = &self.l4 {
-                        self.hub.set_l4(l4);
-                        for h in self.instances.values() {
-                            let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
-                        }
-                    }
-                    notes.push(format!("l4: {} service(s) reloaded", new.l4.len()));
-                }
-            }
-        }
-
-        // Track scripts: a changed set restarts them all; instances switch
-        // to the new states (which start up, as at start-up).
-        if new.track_scripts != self.cfg.track_scripts {
-            let scripts = match ScriptRuntime::start(&new.track_scripts) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Response::err(format!("{e:#} (still running the previous config)"))
-                }
-            };
-            let old = std::mem::replace(&mut self.scripts, scripts);
-            for h in self.instances.values() {
-                let _ = h.control.send(Control::Scripts(self.scripts.watch())).await;
-            }
-            old.stop();
-            notes.push(format!(
-                "track scripts: {} restarted",
-                new.track_scripts.len()
-            ));
-        }
-
-        // VRRP: removed instances stop, new ones start; a change of
-        // priority or tracking is applied in place (the master keeps its
-        // VIP); any other change restarts that instance.
-        let old_by_name: BTreeMap<_, _> = self
-            .cfg
-            .vrrp
-            .iter()
-            .map(|i| (i.name.clone(), i.clone()))
-            .collect();
-        let new_by_name: BTreeMap<_, _> = new
-            .vrrp
-            .iter()
-            .map(|i| (i.name.clone(), i.clone()))
-            .collect();
-        for name in old_by_name.keys() {
-            if !new_by_name.contains_key(name) {
-                self.stop_instance(name).await;
-                notes.push(format!("vrrp {name}: removed"));
-            }
-        }
-        let mut to_start = Vec::new();
-        for (name, n) in &new_by_name {
-            match old_by_name.get(name) {
-                None => to_start.push(n.clone()),
-                Some(o) if o == n => {}
-                Some(o) if in_place(o, n) => {
-                    if let Some(h) = self.instances.get(name) {
-                        let _ = h
-                            .control
-                            .send(Control::Reconfigure(Box::new(n.clone())))
-                            .await;
-                    }
-                    notes.push(format!("vrrp {name}: priority/tracking updated in place"));
-                }
-                Some(_) => {
-                    self.stop_instance(name).await;
-                    to_start.push(n.clone());
-                    notes.push(format!(
-                        "vrrp {name}: restarted (interface, VRID, VIPs or timers changed)"
-                    ));
-                }
-            }
-        }
-        self.cfg = Config {
-            vrrp: self
-                .cfg
-                .vrrp
-                .iter()
-                .filter(|i| new_by_name.contains_key(&i.name))
-                .cloned()
-                .collect(),
-            ..new.clone()
-        };
-        if let Err(e) = self.start_instances(&to_start).await {
-            self.cfg = new;
-            self.start_groups();
-            return Response::err(format!("reload applied partly: {e:#}"));
         }
         self.cfg = new;
-        self.start_groups();
-        // Always: the proxy's board or the scripts may be new ones.
-        let anycast = self.cfg.anycast.clone();
-        match self.reload_anycast(&anycast).await {
-            Ok(Some(note)) if anycast_changed => notes.push(note),
-            Ok(_) => {}
-            Err(e) => return Response::err(format!("reload applied partly: {e:#}")),
-        }
         if notes.is_empty() {
             notes.push("no changes".into());
         }
@@ -763,6 +591,180 @@ impl Daemon {
         info!("{msg}");
         sdnotify::notify(&format!("STATUS={}", self.summary()));
         Response::ok(msg)
+    }
+
+    /// `changes[failed]` failed with `e`. The sync groups still follow a
+    /// VRRP change made before it (they hold the members' channels).
+    async fn reload_failed(
+        &mut self,
+        changes: &[Change],
+        failed: usize,
+        new: &Config,
+        e: anyhow::Error,
+    ) -> Response {
+        if reload::groups_follow(changes, failed) {
+            let _ = self.apply(&Change::SyncGroups, new).await;
+        }
+        Response::err(reload::failure(changes, failed, &format!("{e:#}")))
+    }
+
+    /// Apply one change of a reload and record it in `self.cfg`. Returns
+    /// the note for the reload's message.
+    async fn apply(&mut self, change: &Change, new: &Config) -> Result<Option<String>> {
+        match change {
+            Change::Admin => {
+                // On error nothing changed.
+                let note = self.admin.reconfigure(&new.admin)?;
+                self.cfg.admin = new.admin.clone();
+                Ok(note)
+            }
+            Change::Proxy => self.reload_proxy(&new.proxy).await.map(Some),
+            Change::L4 { keep_board } => self.reload_l4(&new.l4, *keep_board).await.map(Some),
+            Change::TrackScripts => {
+                let scripts = ScriptRuntime::start(&new.track_scripts)?;
+                let old = std::mem::replace(&mut self.scripts, scripts);
+                for h in self.instances.values() {
+                    let _ = h.control.send(Control::Scripts(self.scripts.watch())).await;
+                }
+                old.stop();
+                self.cfg.track_scripts = new.track_scripts.clone();
+                Ok(Some(format!(
+                    "track scripts: {} restarted",
+                    new.track_scripts.len()
+                )))
+            }
+            Change::VrrpStop { name, why } => {
+                self.stop_instance(name).await;
+                self.cfg.vrrp.retain(|i| i.name != *name);
+                Ok(Some(match why {
+                    StopWhy::Removed => format!("vrrp {name}: removed"),
+                    StopWhy::Restart => {
+                        format!("vrrp {name}: restarted (interface, VRID, VIPs or timers changed)")
+                    }
+                }))
+            }
+            Change::VrrpUpdate(inst) => {
+                if let Some(h) = self.instances.get(&inst.name) {
+                    let _ = h.control.send(Control::Reconfigure(inst.clone())).await;
+                }
+                for i in self.cfg.vrrp.iter_mut().filter(|i| i.name == inst.name) {
+                    *i = (**inst).clone();
+                }
+                Ok(Some(format!(
+                    "vrrp {}: priority/tracking updated in place",
+                    inst.name
+                )))
+            }
+            Change::VrrpStart(list) => {
+                // The instances count as configured even when one fails to
+                // start (its error is the reload's answer).
+                let r = self.start_instances(list).await;
+                self.cfg.vrrp = new.vrrp.clone();
+                r.map(|()| None)
+            }
+            Change::Anycast { changed } => {
+                let note = self.reload_anycast(&new.anycast).await?;
+                self.cfg.anycast = new.anycast.clone();
+                Ok(note.filter(|_| *changed))
+            }
+            Change::SyncGroups => {
+                // Every VRRP change is applied by now; the groups take
+                // their template instance in file order.
+                self.cfg.vrrp = new.vrrp.clone();
+                self.cfg.sync_groups = new.sync_groups.clone();
+                self.start_groups();
+                Ok(None)
+            }
+        }
+    }
+
+    /// A changed service set starts a new generation beside the old one
+    /// (SO_REUSEPORT lets both listen), then the old one stops.
+    async fn reload_proxy(&mut self, services: &[ProxyService]) -> Result<String> {
+        let side = ProxySide::start(services, Some(&mut self.proxy))?;
+        let old = std::mem::replace(&mut self.proxy, side);
+        self.hub.set_board(self.proxy.board.clone(), services);
+        self.hub.set_stats(self.proxy.stats.clone());
+        let tracking = self.proxy.tracking(services);
+        for h in self.instances.values() {
+            let _ = h.control.send(Control::Tracking(tracking.clone())).await;
+        }
+        // Admin states (drain, disable) carry over by name.
+        for (si, svc) in services.iter().enumerate() {
+            let Some(osi) = self.cfg.proxy.iter().position(|p| p.name == svc.name) else {
+                continue;
+            };
+            for (vi, srv) in svc.servers.iter().enumerate() {
+                if let Some(ovi) = self.cfg.proxy[osi]
+                    .servers
+                    .iter()
+                    .position(|s| s.name == srv.name)
+                {
+                    if let Some(a) = old.board.admin(osi, ovi) {
+                        self.proxy.board.set_admin(si, vi, a);
+                    }
+                }
+            }
+        }
+        // The old generation stops accepting now and finishes what it
+        // has in flight, for as long as its slowest timeout allows.
+        let grace = self
+            .cfg
+            .proxy
+            .iter()
+            .map(|p| p.timeouts.server.max(p.timeouts.client) + p.timeouts.queue)
+            .max()
+            .unwrap_or_default();
+        old.stop(Some(grace));
+        self.cfg.proxy = services.to_vec();
+        Ok(format!("proxy: {} service(s) reloaded", services.len()))
+    }
+
+    /// With `keep_board` (same servers and checks) the board, and what it
+    /// knows (a DOWN server stays out of the map), is kept and only the
+    /// table changes. Otherwise the old reconciler stops first so that it
+    /// cannot rewrite the table after the new one; the table itself stays
+    /// (conntrack and the flow sets keep established flows). A failure
+    /// brings the old one back.
+    async fn reload_l4(&mut self, services: &[L4Service], keep_board: bool) -> Result<String> {
+        crate::l4::check_machine(services)?;
+        // The plan compared configs; the board must also still be running.
+        let keep = keep_board && self.l4.as_ref().is_some_and(|l| l.same_checks(services));
+        match self.l4.as_mut() {
+            Some(side) if keep => {
+                side.reschedule(services).await?;
+                self.hub.set_l4(side);
+                self.cfg.l4 = services.to_vec();
+                return Ok(format!("l4: {} service(s) rescheduled", services.len()));
+            }
+            _ => {}
+        }
+        let old_admin = self.l4.as_ref().map(|l| l.admin_states());
+        if let Some(old) = self.l4.take() {
+            old.retire().await;
+        }
+        // Drain and disable carry over by name.
+        let old_admin = old_admin.unwrap_or_default();
+        match crate::l4::L4Side::start(services, &old_admin).await {
+            Ok(side) => self.l4 = Some(side),
+            Err(e) => {
+                self.l4 = crate::l4::L4Side::start(&self.cfg.l4, &old_admin)
+                    .await
+                    .ok();
+                if let Some(l4) = &self.l4 {
+                    self.hub.set_l4(l4);
+                }
+                return Err(e);
+            }
+        }
+        if let Some(l4) = &self.l4 {
+            self.hub.set_l4(l4);
+            for h in self.instances.values() {
+                let _ = h.control.send(Control::L4Tracking(l4.tracking())).await;
+            }
+        }
+        self.cfg.l4 = services.to_vec();
+        Ok(format!("l4: {} service(s) reloaded", services.len()))
     }
 
     /// (Re)start the sync groups on the running instances.
@@ -831,13 +833,4 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket_path);
         info!("halo stopped");
     }
-}
-
-/// True when only priority and tracking differ: those apply without
-/// restarting the instance.
-fn in_place(old: &VrrpInstance, new: &VrrpInstance) -> bool {
-    let mut o = old.clone();
-    o.priority = new.priority;
-    o.track = new.track.clone();
-    &o == new
 }
