@@ -273,6 +273,11 @@ def test_bad_certificates_refused_by_check(tmp_path, backends_alive):
     assert f"cannot read {d}/missing.pem: No such file" in lines[2]
     assert f"{junk}: no certificate in it" in lines[3]
     assert f"{keyless}: no private key in it" in lines[4]
+    # A certificate close to its end (two days here) is a warning.
+    ok = TlsHalo(d, "epoll", backends_alive, [a["pem"]])
+    r = subprocess.run([halo_bin(), "check", "-c", ok.cfg], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: {a['pem']}: certificate expires on " in r.stdout + r.stderr, r.stdout + r.stderr
     # Each is located: FILE:LINE:COL.
     bind_line = str(next(i for i, l in enumerate(open(h.cfg), 1) if l.startswith("bind")))
     assert all(l.split(":")[1] == bind_line and l.split(":")[2].isdigit() for l in lines), lines
