@@ -75,7 +75,7 @@ def cert_entry(c):
 class TlsHalo:
     """halo with a TLS bind (and a plain redirect bind) on loopback."""
 
-    def __init__(self, d, io, backends, certs, hsts=None, redirect=True):
+    def __init__(self, d, io, backends, certs, hsts=None, redirect=True, mode="http"):
         self.d = d
         self.tls_port = free_port()
         self.plain_port = free_port()
@@ -86,6 +86,7 @@ class TlsHalo:
         self.backends = backends
         self.hsts = hsts
         self.redirect = redirect
+        self.mode = mode
         self.write(certs)
         self.proc = None
 
@@ -99,6 +100,7 @@ class TlsHalo:
             f"control_socket = {toml_str(self.sock)}",
             'log_level = "info"',
             "[proxy.web]",
+            f'mode = "{self.mode}"',
             f"bind = [{', '.join(binds)}]",
             f'io = "{self.io}"',
             "workers = 1",
@@ -271,8 +273,14 @@ def test_bad_certificates_refused_by_check(tmp_path, backends_alive):
     assert f"cannot read {d}/missing.pem: No such file" in lines[2]
     assert f"{junk}: no certificate in it" in lines[3]
     assert f"{keyless}: no private key in it" in lines[4]
+    # A certificate close to its end (two days here) is a warning.
+    ok = TlsHalo(d, "epoll", backends_alive, [a["pem"]])
+    r = subprocess.run([halo_bin(), "check", "-c", ok.cfg], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: {a['pem']}: certificate expires on " in r.stdout + r.stderr, r.stdout + r.stderr
     # Each is located: FILE:LINE:COL.
-    assert all(l.split(":")[1] == "5" and l.split(":")[2].isdigit() for l in lines), lines
+    bind_line = str(next(i for i, l in enumerate(open(h.cfg), 1) if l.startswith("bind")))
+    assert all(l.split(":")[1] == bind_line and l.split(":")[2].isdigit() for l in lines), lines
 
 
 def test_bad_certificate_on_reload_keeps_serving(tmp_path, tls_halo):
@@ -387,3 +395,17 @@ def test_testssl_finds_no_weak_protocol_or_cipher(tmp_path, tls_halo):
         assert findings[f"cipherlist_{cat}"]["finding"] == "not offered", findings[f"cipherlist_{cat}"]
     weak = [f for f in findings.values() if f["severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")]
     assert weak == [], weak
+
+
+def test_tcp_mode_terminates_tls_too(tmp_path, tls_halo):
+    """`mode = "tcp"` with a TLS bind: TLS ends at halo and the bytes go to
+    the server as they are (HAProxy's `mode tcp` + `bind ... ssl`). No
+    ALPN is offered: halo does not know the protocol inside."""
+    site = make_cert(str(tmp_path), "site", ["www.site.example"])
+    h = tls_halo([site["pem"]], redirect=False, mode="tcp")
+    r = curl("-v", "--cacert", site["crt"], "--resolve", f"www.site.example:{h.tls_port}:127.0.0.1",
+             f"https://www.site.example:{h.tls_port}/headers")
+    assert r.returncode == 0, r.stderr
+    assert "ALPN: server did not agree" in r.stderr or "ALPN, server did not agree" in r.stderr, r.stderr
+    # Relayed unchanged: nginx saw no X-Forwarded-Proto from halo.
+    assert "proto=\n" in r.stdout, r.stdout

@@ -78,6 +78,9 @@ pub struct RawCert {
     pub key: Opt<String>,
 }
 
+/// A certificate with less time left than this is a `halo check` warning.
+const EXPIRY_WARNING: i64 = 14 * 86400;
+
 /// One validated bind entry.
 pub struct Bind {
     pub at: Span,
@@ -192,7 +195,18 @@ fn server_tls(
             continue;
         };
         match crate::tls::load(&files, now) {
-            Ok(l) => loaded.push((files, l)),
+            Ok(l) => {
+                // Renewal (certbot: 30 days before) has failed by then.
+                if l.info.not_after - now < EXPIRY_WARNING {
+                    let msg = format!(
+                        "{}: certificate expires on {}",
+                        files.cert.display(),
+                        crate::tls::date(l.info.not_after)
+                    );
+                    d.warn(&cat, msg);
+                }
+                loaded.push((files, l))
+            }
             Err(e) => {
                 d.error(&cat, e);
                 ok = false;

@@ -362,13 +362,7 @@ mod tests {
         };
         let same = cfg(&any("web"));
         assert_eq!(plan(&same, &same), [Change::Anycast { changed: false }]);
-        let p = plan(
-            &same,
-            &cfg(&format!(
-                "{}",
-                any("web").replace("weight = 1", "weight = 2")
-            )),
-        );
+        let p = plan(&same, &cfg(&any("web").replace("weight = 1", "weight = 2")));
         assert_eq!(p, [Change::Proxy, Change::Anycast { changed: false }]);
         let p = plan(&same, &cfg(&proxy(1)));
         assert_eq!(p, [Change::Anycast { changed: true }]);

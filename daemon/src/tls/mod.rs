@@ -109,7 +109,7 @@ pub fn check_validity(info: &x509::CertInfo, now: i64) -> Result<(), String> {
 }
 
 /// "2026-12-06 17:48:38 UTC"
-fn date(t: i64) -> String {
+pub fn date(t: i64) -> String {
     let days = t.div_euclid(86400);
     let s = t.rem_euclid(86400);
     // H. Hinnant's civil_from_days.
