@@ -789,3 +789,22 @@ fn expect_100_continue_is_answered_by_the_proxy() {
     assert_eq!(status_of(&cont), "100", "{}", text(&cont));
     assert_eq!(body_of(&resp), "ok");
 }
+
+#[test]
+fn bad_request_heads_are_refused_before_any_server() {
+    for (head, status) in [
+        (&b"GET / HTTP/1.1\r\n\r\n"[..], "400"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "501",
+        ),
+    ] {
+        let (resp, total) = run("", &[A], |c| async move {
+            c.send(head).await;
+            c.rest().await
+        });
+        assert_eq!(status_of(&resp), status, "{}", text(&resp));
+        assert_eq!(total.classes[3] + total.classes[4], 1);
+    }
+    assert!(connects().is_empty());
+}
