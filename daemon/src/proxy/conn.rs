@@ -488,20 +488,21 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let head_len = match head_len {
             Ok(n) => n,
             Err(Some(e)) => {
-                refuse(&client, &shared, peer, start, 400, &e.to_string()).await;
+                refuse(&client, &shared, peer, start, ProxyError::bad_request(e)).await;
                 return;
             }
             Err(None) => {
                 // Slowloris guard: the head did not arrive in time. Nothing
                 // is logged for a connection that never sent a byte.
                 if seen || !shared.svc.dontlognull {
-                    refuse(&client, &shared, peer, start, 408, "http_request timeout").await;
+                    let e = ProxyError::client(Kind::RequestTimeout);
+                    refuse(&client, &shared, peer, start, e).await;
                 }
                 return;
             }
         };
         if let Err(e) = req.parse_from(&cbuf[..head_len], shared.limits) {
-            refuse(&client, &shared, peer, start, e.status(), &e.to_string()).await;
+            refuse(&client, &shared, peer, start, ProxyError::bad_request(e)).await;
             return;
         }
         cbuf.drain(..head_len);
@@ -561,10 +562,10 @@ async fn refuse<S: Stream>(
     shared: &Shared,
     peer: SocketAddr,
     start: Instant,
-    status: u16,
-    why: &str,
+    e: ProxyError,
 ) {
-    tracing::debug!(client = %peer, service = %shared.svc.name, "refusing request: {why}");
+    e.trace(peer, &shared.svc.name, "-");
+    let status = e.status();
     let mut page = http::error_response(status);
     let n = page.len() as u64;
     let _ = write(
@@ -576,18 +577,7 @@ async fn refuse<S: Stream>(
     // No shutdown of the read side here: `linger` half-closes and drains,
     // so a client still sending (a body behind a bad head) gets a clean
     // close instead of a zero window and then a reset.
-    log_short(
-        shared,
-        peer,
-        start,
-        status,
-        n,
-        if status == 408 {
-            "http_request timeout"
-        } else {
-            "bad request"
-        },
-    );
+    log_short(shared, peer, start, status, n, e.note());
     linger(client).await;
 }
 

@@ -49,6 +49,11 @@ impl NoServer {
 /// What failed.
 #[derive(Debug)]
 pub(super) enum Kind {
+    /// The request head broke the rules (400, 501 for an unknown
+    /// transfer coding).
+    BadRequest(HttpError),
+    /// The request head did not arrive within `timeouts.http_request`.
+    RequestTimeout,
     NoServer(NoServer),
     /// The connect failed (refused, unreachable).
     ConnectFailed,
@@ -94,6 +99,18 @@ pub(super) struct ProxyError {
 }
 
 impl ProxyError {
+    pub(super) fn client(kind: Kind) -> ProxyError {
+        ProxyError {
+            kind,
+            side: Side::Client,
+            retry: Retry::Never,
+        }
+    }
+
+    pub(super) fn bad_request(e: HttpError) -> ProxyError {
+        ProxyError::client(Kind::BadRequest(e))
+    }
+
     pub(super) fn server(kind: Kind, retry: Retry) -> ProxyError {
         ProxyError {
             kind,
@@ -133,6 +150,8 @@ impl ProxyError {
     /// HAProxy answers it; a refusal 502.
     pub(super) fn status(&self) -> u16 {
         match (&self.kind, self.side) {
+            (Kind::BadRequest(e), _) => e.status(),
+            (Kind::RequestTimeout, _) => 408,
             (Kind::NoServer(_) | Kind::ConnectTimeout, _) => 503,
             (Kind::Timeout, Side::Client) => 408,
             (Kind::Timeout, _) => 504,
@@ -153,6 +172,8 @@ impl ProxyError {
             return "client gone";
         }
         match (&self.kind, self.side) {
+            (Kind::BadRequest(_), _) => "bad request",
+            (Kind::RequestTimeout, _) => "http_request timeout",
             (Kind::NoServer(why), _) => why.note(),
             (Kind::ConnectFailed, _) => "connect failed",
             (Kind::ConnectTimeout, _) => "connect timeout",
@@ -183,6 +204,12 @@ impl ProxyError {
     /// is broken); the rest is debug.
     pub(super) fn trace(&self, client: std::net::SocketAddr, service: &str, server: &str) {
         match &self.kind {
+            Kind::BadRequest(e) => {
+                tracing::debug!(%client, service, "refusing request: {e}");
+            }
+            Kind::RequestTimeout => {
+                tracing::debug!(%client, service, "refusing request: http_request timeout");
+            }
             Kind::BadHead(e) => {
                 tracing::warn!(service, server, "bad response: {e}");
             }
@@ -214,6 +241,24 @@ mod tests {
         let io = || io::Error::from(io::ErrorKind::BrokenPipe);
         let bad = || HttpError::TruncatedBody;
         let cases = [
+            (
+                ProxyError::bad_request(HttpError::BadHost),
+                400,
+                true,
+                "bad request",
+            ),
+            (
+                ProxyError::bad_request(HttpError::UnsupportedTransferCoding),
+                501,
+                true,
+                "bad request",
+            ),
+            (
+                e(Kind::RequestTimeout, Side::Client),
+                408,
+                true,
+                "http_request timeout",
+            ),
             (
                 e(Kind::NoServer(NoServer::QueueFull), Side::Proxy),
                 503,

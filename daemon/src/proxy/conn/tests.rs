@@ -369,6 +369,24 @@ async fn answers(s: Mem, n: usize) {
     while read_some(&s).await.is_some() {}
 }
 
+/// The next connection to `addr` reads one request, answers `bytes` and
+/// waits for the proxy to close.
+fn replies(addr: &str, bytes: &'static [u8]) {
+    server(addr, move |s| async move {
+        read_message(&s, false).await;
+        write(&s, bytes).await;
+        while read_some(&s).await.is_some() {}
+    });
+}
+
+/// One GET from a new client: all the proxy sent until it closed.
+fn get_until_close(extra: &str, servers: &[&str]) -> (Vec<u8>, TrafficSnapshot) {
+    run(extra, servers, |c| async move {
+        c.send(GET).await;
+        c.rest().await
+    })
+}
+
 fn status_of(resp: &[u8]) -> String {
     text(resp.get(9..12).unwrap_or(b"---"))
 }
@@ -399,11 +417,7 @@ fn keep_alive_reuses_the_pooled_server_connection() {
 fn a_server_writing_past_its_response_is_not_reused() {
     // Two more bytes than its Content-Length: they must reach no client,
     // and the connection must not carry the next request.
-    server(A, |s| async move {
-        read_message(&s, false).await;
-        write(&s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokXX").await;
-        while read_some(&s).await.is_some() {}
-    });
+    replies(A, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokXX");
     server(A, |s| answers(s, 1));
     let ((one, two), _) = run("", &[A], |c| async move {
         c.send(GET).await;
@@ -497,10 +511,7 @@ fn a_fresh_connection_closed_before_the_response_is_not_retried() {
         read_message(&s, false).await;
     });
     server(A, |s| answers(s, 1));
-    let (resp, _) = run("", &[A], |c| async move {
-        c.send(GET).await;
-        c.rest().await
-    });
+    let (resp, _) = get_until_close("", &[A]);
     assert_eq!(status_of(&resp), "502", "{}", text(&resp));
     assert_eq!(connects().len(), 1);
 }
@@ -542,10 +553,7 @@ fn a_refused_connect_is_retried_on_another_server() {
 
 #[test]
 fn connects_refused_everywhere_end_in_502_after_the_retries() {
-    let (resp, total) = run("retries = 2", &[A, B], |c| async move {
-        c.send(GET).await;
-        c.rest().await
-    });
+    let (resp, total) = get_until_close("retries = 2", &[A, B]);
     assert_eq!(status_of(&resp), "502", "{}", text(&resp));
     assert_eq!(connects().len(), 3, "one attempt and two retries");
     assert_eq!((total.retries, total.connect_errors), (2, 3));
@@ -642,44 +650,26 @@ fn a_response_before_the_request_body_ends_reaches_the_client() {
 
 #[test]
 fn a_bad_response_head_is_answered_502() {
-    server(A, |s| async move {
-        read_message(&s, false).await;
-        write(&s, b"HTTP/1.1 2OO OK\r\n\r\n").await;
-        while read_some(&s).await.is_some() {}
-    });
-    let (resp, _) = run("", &[A], |c| async move {
-        c.send(GET).await;
-        c.rest().await
-    });
+    replies(A, b"HTTP/1.1 2OO OK\r\n\r\n");
+    let (resp, _) = get_until_close("", &[A]);
     assert_eq!(status_of(&resp), "502", "{}", text(&resp));
 }
 
 #[test]
 fn a_silent_server_is_answered_504() {
     server(A, |s| async move { while read_some(&s).await.is_some() {} });
-    let (resp, total) = run(
-        "[proxy.web.timeouts]\nserver = \"50ms\"",
-        &[A],
-        |c| async move {
-            c.send(GET).await;
-            c.rest().await
-        },
-    );
+    let (resp, total) = get_until_close("[proxy.web.timeouts]\nserver = \"50ms\"", &[A]);
     assert_eq!(status_of(&resp), "504", "{}", text(&resp));
     assert_eq!(total.classes[4], 1);
 }
 
 #[test]
 fn an_unrequested_101_is_answered_502() {
-    server(A, |s| async move {
-        read_message(&s, false).await;
-        write(&s, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").await;
-        while read_some(&s).await.is_some() {}
-    });
-    let (resp, _) = run("", &[A], |c| async move {
-        c.send(GET).await;
-        c.rest().await
-    });
+    replies(
+        A,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    );
+    let (resp, _) = get_until_close("", &[A]);
     assert_eq!(status_of(&resp), "502", "{}", text(&resp));
 }
 
@@ -754,11 +744,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn a_body_after_a_head_response_is_not_relayed_nor_the_connection_reused() {
-    server(A, |s| async move {
-        read_message(&s, false).await;
-        write(&s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
-        while read_some(&s).await.is_some() {}
-    });
+    replies(A, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
     server(A, |s| answers(s, 1));
     let ((one, two), _) = run("", &[A], |c| async move {
         c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -807,4 +793,23 @@ fn expect_100_continue_is_answered_by_the_proxy() {
     });
     assert_eq!(status_of(&cont), "100", "{}", text(&cont));
     assert_eq!(body_of(&resp), "ok");
+}
+
+#[test]
+fn bad_request_heads_are_refused_before_any_server() {
+    for (head, status) in [
+        (&b"GET / HTTP/1.1\r\n\r\n"[..], "400"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "501",
+        ),
+    ] {
+        let (resp, total) = run("", &[A], |c| async move {
+            c.send(head).await;
+            c.rest().await
+        });
+        assert_eq!(status_of(&resp), status, "{}", text(&resp));
+        assert_eq!(total.classes[3] + total.classes[4], 1);
+    }
+    assert!(connects().is_empty());
 }
