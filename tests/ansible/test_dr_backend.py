@@ -3,8 +3,8 @@
 Ansible (the `template` module, on this machine, no hosts needed), then
 applied the way the boot applies them (`sysctl -p` the file, run the unit's
 ExecStart lines) to the backends of a `halo lab`, whose LB runs an
-`[l4]` DR service: both backends answer through the VIP and the client's
-ARP entry for the VIP is the LB's (the backends never claim it).
+`[l4]` DR service: both backends answer through the VIP and only the LB
+answers ARP for the VIP (the backends never claim it).
 
 The lab is made without `--l4 dr` (which would set the backends up
 itself): here only the role's files do. The full role on real hosts is
@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 from cluster import ANSIBLE_DIR
-from halolab import VIP, WEB, Lab, vrrp_toml, wait_for
+from halolab import CLIENT, VIP, WEB, Lab, vrrp_toml, wait_for
 
 ROLE = os.path.join(ANSIBLE_DIR, "roles", "nginx_backend")
 T = 60
@@ -61,6 +61,32 @@ def render(tmp_path, extra):
                         "-e", json.dumps(extra)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     return {n: (out / f"web1.{n}").read_text() for n in FILES}
+
+
+# Who answers ARP for an address: one broadcast request from the client's
+# eth0, then every reply's sender MAC for 2 s (raw AF_PACKET socket; the
+# lab has no arping).
+WHO_HAS = r"""
+import socket, struct, sys, time
+ip = socket.inet_aton(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0))
+mac = s.getsockname()[4]
+src = socket.inet_aton(sys.argv[2])
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, src, b"\0" * 6, ip)
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+s.settimeout(0.2)
+seen = set()
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    try:
+        f = s.recv(100)
+    except socket.timeout:
+        continue
+    if f[20:22] == b"\x00\x02" and f[28:32] == ip:
+        seen.add(f[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"""
 
 
 def lines_of(unit, key):
@@ -132,9 +158,10 @@ timeout = "200ms"
             wait_for(get, T, "a page through the VIP")
             got = [get() for _ in range(4)]
             assert sorted(got) == ["web1", "web1", "web2", "web2"], got
-            # Only the LB answered the client's ARP for the VIP.
-            neigh = lab.exec("client", "ip", "neigh", "show", VIP).stdout
-            assert lab.mac("lb1") in neigh, neigh
+            # Only the LB answers ARP for the VIP: the backends hold it on
+            # lo but never claim it (without the sysctls both would answer).
+            who = lab.exec("client", "python3", "-c", WHO_HAS, VIP, CLIENT).stdout.split()
+            assert who == [lab.mac("lb1")], (who, {n: lab.mac(n) for n in ("lb1", "web1", "web2")})
         except (AssertionError, RuntimeError):
             print(lab.log("lb1"))
             raise
