@@ -2,9 +2,10 @@
 /etc/sysctl.d/60-halo-dr.conf and halo-dr-vip.service, rendered by real
 Ansible (the `template` module, on this machine, no hosts needed), then
 applied the way the boot applies them (`sysctl -p` the file, run the unit's
-ExecStart lines) to the backends of a `halo lab`, whose LB runs an
-`[l4]` DR service: both backends answer through the VIP and only the LB
-answers ARP for the VIP (the backends never claim it).
+ExecStart lines) to the backends of a `halo lab`, whose LB runs the halo
+role's halo.toml with `halo_l4_forward: dr` (an `[l4]` DR service): both
+backends answer through the VIP and only the LB answers ARP for the VIP
+(the backends never claim it).
 
 The lab is made without `--l4 dr` (which would set the backends up
 itself): here only the role's files do. The full role on real hosts is
@@ -20,7 +21,8 @@ import subprocess
 import pytest
 
 from cluster import ANSIBLE_DIR
-from halolab import CLIENT, VIP, WEB, Lab, vrrp_toml, wait_for
+from halolab import CLIENT, VIP, WEB, Lab, wait_for
+from test_template import render as render_halo
 
 ROLE = os.path.join(ANSIBLE_DIR, "roles", "nginx_backend")
 T = 60
@@ -109,6 +111,7 @@ def test_rendered_files_hold_every_vip_and_both_sysctls(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_rendered_files_make_the_lab_backends_direct_routing_servers(tmp_path):
     files = render(tmp_path, {"nginx_backend_dr": True, "nginx_backend_dr_vips": [VIP]})
+    halo_toml = render_halo(tmp_path / "halo", {"halo_l4_forward": "dr"})
     sysctl = tmp_path / "60-halo-dr.conf"
     sysctl.write_text(files["halo-dr.sysctl.conf"])
     with Lab("drb", lbs=1, backends=2) as lab:
@@ -125,22 +128,8 @@ def test_rendered_files_make_the_lab_backends_direct_routing_servers(tmp_path):
             with open(conf, "w") as f:
                 f.write(text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen {VIP}:80;"))
             lab.start(w)
-        lab.run_halo("lb1", vrrp_toml(150) + f"""
-[l4.web]
-address = "{VIP}"
-port = 80
-forward = "dr"
-interface = "eth0"
-servers = [
-  {{ name = "web1", address = "{WEB['web1']}:80" }},
-  {{ name = "web2", address = "{WEB['web2']}:80" }},
-]
-
-[l4.web.health]
-path = "/health"
-interval = "300ms"
-timeout = "200ms"
-""")
+        # lb1 runs what the halo role writes with halo_l4_forward: dr.
+        lab.run_halo("lb1", halo_toml["lb1"])
         try:
             wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
 
