@@ -7,10 +7,6 @@ when a test fails; nothing binds outside loopback.
 """
 
 import base64
-import json
-import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path

@@ -2,9 +2,10 @@
 /etc/sysctl.d/60-halo-dr.conf and halo-dr-vip.service, rendered by real
 Ansible (the `template` module, on this machine, no hosts needed), then
 applied the way the boot applies them (`sysctl -p` the file, run the unit's
-ExecStart lines) to the backends of a `halo lab`, whose LB runs an
-`[l4]` DR service: both backends answer through the VIP and the client's
-ARP entry for the VIP is the LB's (the backends never claim it).
+ExecStart lines) to the backends of a `halo lab`, whose LB runs the halo
+role's halo.toml with `halo_l4_forward: dr` (an `[l4]` DR service): both
+backends answer through the VIP and only the LB answers ARP for the VIP
+(the backends never claim it).
 
 The lab is made without `--l4 dr` (which would set the backends up
 itself): here only the role's files do. The full role on real hosts is
@@ -20,7 +21,8 @@ import subprocess
 import pytest
 
 from cluster import ANSIBLE_DIR
-from halolab import VIP, WEB, Lab, vrrp_toml, wait_for
+from halolab import CLIENT, VIP, WEB, Lab, wait_for
+from test_template import render as render_halo
 
 ROLE = os.path.join(ANSIBLE_DIR, "roles", "nginx_backend")
 T = 60
@@ -63,6 +65,32 @@ def render(tmp_path, extra):
     return {n: (out / f"web1.{n}").read_text() for n in FILES}
 
 
+# Who answers ARP for an address: one broadcast request from the client's
+# eth0, then every reply's sender MAC for 2 s (raw AF_PACKET socket; the
+# lab has no arping).
+WHO_HAS = r"""
+import socket, struct, sys, time
+ip = socket.inet_aton(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0))
+mac = s.getsockname()[4]
+src = socket.inet_aton(sys.argv[2])
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, src, b"\0" * 6, ip)
+s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+s.settimeout(0.2)
+seen = set()
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    try:
+        f = s.recv(100)
+    except socket.timeout:
+        continue
+    if f[20:22] == b"\x00\x02" and f[28:32] == ip:
+        seen.add(f[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"""
+
+
 def lines_of(unit, key):
     return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(key + "=")]
 
@@ -83,6 +111,7 @@ def test_rendered_files_hold_every_vip_and_both_sysctls(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_rendered_files_make_the_lab_backends_direct_routing_servers(tmp_path):
     files = render(tmp_path, {"nginx_backend_dr": True, "nginx_backend_dr_vips": [VIP]})
+    halo_toml = render_halo(tmp_path / "halo", {"halo_l4_forward": "dr"})
     sysctl = tmp_path / "60-halo-dr.conf"
     sysctl.write_text(files["halo-dr.sysctl.conf"])
     with Lab("drb", lbs=1, backends=2) as lab:
@@ -99,22 +128,8 @@ def test_rendered_files_make_the_lab_backends_direct_routing_servers(tmp_path):
             with open(conf, "w") as f:
                 f.write(text.replace(f"listen {WEB[w]}:80;", f"listen {WEB[w]}:80;\n    listen {VIP}:80;"))
             lab.start(w)
-        lab.run_halo("lb1", vrrp_toml(150) + f"""
-[l4.web]
-address = "{VIP}"
-port = 80
-forward = "dr"
-interface = "eth0"
-servers = [
-  {{ name = "web1", address = "{WEB['web1']}:80" }},
-  {{ name = "web2", address = "{WEB['web2']}:80" }},
-]
-
-[l4.web.health]
-path = "/health"
-interval = "300ms"
-timeout = "200ms"
-""")
+        # lb1 runs what the halo role writes with halo_l4_forward: dr.
+        lab.run_halo("lb1", halo_toml["lb1"])
         try:
             wait_for(lambda: lab.holders(["lb1"], VIP) == ["lb1"], T, "lb1 to hold the VIP")
 
@@ -132,9 +147,10 @@ timeout = "200ms"
             wait_for(get, T, "a page through the VIP")
             got = [get() for _ in range(4)]
             assert sorted(got) == ["web1", "web1", "web2", "web2"], got
-            # Only the LB answered the client's ARP for the VIP.
-            neigh = lab.exec("client", "ip", "neigh", "show", VIP).stdout
-            assert lab.mac("lb1") in neigh, neigh
+            # Only the LB answers ARP for the VIP: the backends hold it on
+            # lo but never claim it (without the sysctls both would answer).
+            who = lab.exec("client", "python3", "-c", WHO_HAS, VIP, CLIENT).stdout.split()
+            assert who == [lab.mac("lb1")], (who, {n: lab.mac(n) for n in ("lb1", "web1", "web2")})
         except (AssertionError, RuntimeError):
             print(lab.log("lb1"))
             raise

@@ -48,6 +48,7 @@ VIPS = [{"name": f"VI_{i}", "vrid": 50 + i, "vip": f"192.0.2.{99 + i}"} for i in
 
 
 def render(tmp_path, extra=None, host_vars=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     """{host: halo.toml text} as the role writes it."""
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
@@ -141,3 +142,18 @@ def test_a_host_can_set_its_own_priorities(tmp_path):
     texts = render(tmp_path, {"halo_vips": VIPS}, host_vars={"lb3": {"halo_priorities": {"VI_1": 145}}})
     assert instances(texts["lb3"])["VI_1"][1] == 145
     assert instances(texts["lb3"])["VI_2"][1] == 140
+
+
+def test_l4_forward_writes_a_kernel_service_over_the_webs_instead_of_the_proxy(tmp_path):
+    """halo_l4_forward: the same webs in an [l4] service on the VIP (checked
+    by `halo check` in render), tracked instead of the proxy."""
+    for forward, addrs in (("dr", ["192.0.2.21", "192.0.2.22"]), ("nat", ["192.0.2.21:80", "192.0.2.22:80"])):
+        texts = render(tmp_path / forward, {"halo_l4_forward": forward})
+        for h, text in texts.items():
+            assert "[proxy." not in text, text
+            assert re.search(r"^\[l4\.web\]\naddress = \"192\.0\.2\.100\"\nport = 80\nforward = \"%s\"$" % forward,
+                             text, re.M), text
+            assert ('interface = "eth0"' in text.split("[l4.web]")[1]) == (forward == "dr"), text
+            assert re.findall(r'address = "(192\.0\.2\.2\d[:\d]*)"', text) == addrs, text
+            assert '{ l4 = "web", weight = -50 }' in text, text
+            assert "[l4.web.health]" in text, text

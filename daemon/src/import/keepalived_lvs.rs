@@ -8,9 +8,9 @@
 //! `weight`, and one `TCP_CHECK` or `HTTP_GET` (url path, status_code,
 //! digest, connect_timeout, retry / nb_get_retry -> `fall`,
 //! delay_before_retry -> `fast_interval`, with keepalived's defaults when
-//! absent). halo checks a service's
-//! servers all the same way, so the first real_server's checker is used and a
-//! different one on another server is reported. DR needs `interface`: it is
+//! absent). halo checks a service's servers all the same way, so the first
+//! real_server's checker is used and a different one on another server is
+//! reported. DR needs `interface`: it is
 //! the interface of the vrrp_instance holding the VIP, if there is one.
 
 use std::net::IpAddr;
