@@ -172,9 +172,16 @@ def test_bgp_ecmp_drain_kill_and_cut(bgp):
     times["drain_requests"] = len(res)
     times["drain_window_requests"] = len([r for r in res if r[1] >= w0])
 
-    # A withdrawal survives a reload; `announce` ends it.
+    # A withdrawal survives a reload, and a bad file changes nothing.
     t.reload("lb2")
     assert anycast(t, "lb2")["withdrawn_by_hand"]
+    good = open(t.path("lb2", "halo.toml")).read()
+    t.write("lb2", "halo.toml", good.replace(f'"{ANYCAST}/32"', '"203.0.113.0/24"'))
+    r = t.lab("reload", "lb2", check=False)
+    assert r.returncode != 0 and "an anycast address is one host" in r.stdout + r.stderr, r
+    a = anycast(t, "lb2")
+    assert a["address"] == f"{ANYCAST}/32" and a["withdrawn_by_hand"], a
+    t.write("lb2", "halo.toml", good)
     halo(t, "lb2", "anycast", "announce", "web")
     wait_hops(t, ["lb1", "lb2", "lb3"], "lb2 announced again")
 
