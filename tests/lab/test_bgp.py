@@ -127,6 +127,8 @@ def test_bgp_ecmp_drain_kill_and_cut(bgp):
     # only the anycast route from the LBs.
     learned = vtysh(t, "router", "show ip bgp")
     assert f"{ANYCAST}/32" in learned and "192.0.2.0" not in learned, learned
+    st = t.lab("status").stdout
+    assert f"router: {ANYCAST} via lb1, lb2, lb3" in st and "ANNOUNCED" in st, st
     # Exercise 11 (drain lb2) is not done in a fresh lab.
     r = t.lab("check", "11", check=False)
     assert r.returncode == 1, r.stdout + r.stderr
