@@ -157,3 +157,66 @@ def test_l4_forward_writes_a_kernel_service_over_the_webs_instead_of_the_proxy(t
             assert re.findall(r'address = "(192\.0\.2\.2\d[:\d]*)"', text) == addrs, text
             assert '{ l4 = "web", weight = -50 }' in text, text
             assert "[l4.web.health]" in text, text
+
+
+FRR_TASK = """\
+- name: Render
+  ansible.builtin.template:
+    src: {role}/templates/frr.conf.j2
+    dest: "{out}/{{{{ inventory_hostname }}}}.frr.conf"
+    mode: "0644"
+"""
+
+
+def render_frr(tmp_path, extra):
+    """{host: frr.conf text} as the frr role writes it (its defaults, and
+    the halo role's for halo_anycast_address)."""
+    out = tmp_path / "frr-out"
+    out.mkdir(exist_ok=True)
+    (tmp_path / "hosts.ini").write_text(INVENTORY)
+    role = os.path.join(ANSIBLE_DIR, "roles", "frr")
+    (tmp_path / "play.yml").write_text(PLAY)
+    test_role = tmp_path / "roles" / "render"
+    for d in ("tasks", "defaults"):
+        (test_role / d).mkdir(parents=True, exist_ok=True)
+    (test_role / "tasks" / "main.yml").write_text(FRR_TASK.format(role=role, out=out))
+    defaults = test_role / "defaults" / "main.yml"
+    if not defaults.exists():
+        defaults.symlink_to(os.path.join(role, "defaults", "main.yml"))
+    cmd = ["ansible-playbook", "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "play.yml"),
+           "-e", json.dumps(extra)]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ANSIBLE_DIR, "ansible.cfg"), NO_COLOR="1",
+               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_ROLES_PATH=str(tmp_path / "roles"))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return {h: (out / f"{h}.frr.conf").read_text() for h in ("lb1", "lb2", "lb3")}
+
+
+def test_bgp_replaces_vrrp_with_an_anycast_address(tmp_path):
+    texts = render(tmp_path, {"halo_bgp": True, "halo_anycast_address": "203.0.113.20"})
+    for h, text in texts.items():
+        assert instances(text) == {}, h
+        assert '[anycast.web]\naddress = "203.0.113.20/32"\ntrack = [{ proxy = "web" }]\n' in text, text
+
+
+def test_frr_announces_only_the_anycast_address_with_bfd(tmp_path):
+    extra = {"frr_neighbors": [{"address": "192.0.2.1", "asn": 65000}],
+             "halo_anycast_address": "203.0.113.20"}
+    texts = render_frr(tmp_path, extra)
+    for h, text in texts.items():
+        n = h[-1]
+        assert f"router bgp 65001\n bgp router-id 192.0.2.1{n}\n" in text, text
+        assert " neighbor 192.0.2.1 remote-as 65000\n" in text, text
+        assert " neighbor 192.0.2.1 bfd profile halo\n" in text, text
+        assert "  redistribute connected route-map HALO-ANYCAST\n" in text, text
+        assert "  neighbor 192.0.2.1 route-map HALO-ANYCAST out\n" in text, text
+        assert "ip prefix-list HALO-ANYCAST seq 5 permit 203.0.113.20/32\n" in text, text
+        assert "  detect-multiplier 3\n" in text, text
+        # FRR itself accepts it (vtysh's dry run: the role's `validate`).
+        p = tmp_path / f"{h}.frr.conf"
+        p.write_text(text)
+        c = subprocess.run(["vtysh", "-C", "-f", str(p)], capture_output=True, text=True)
+        assert c.returncode == 0, f"{h}:\n{text}\n{c.stdout}{c.stderr}"
+    off = render_frr(tmp_path, {**extra, "frr_bfd": False})
+    assert "bfd profile" not in off["lb1"] and "\nbfd\n" not in off["lb1"], off["lb1"]

@@ -127,6 +127,15 @@ def test_bgp_ecmp_drain_kill_and_cut(bgp):
     # only the anycast route from the LBs.
     learned = vtysh(t, "router", "show ip bgp")
     assert f"{ANYCAST}/32" in learned and "192.0.2.0" not in learned, learned
+    st = t.lab("status").stdout
+    assert f"router: {ANYCAST} via lb1, lb2, lb3" in st and "ANNOUNCED" in st, st
+    # Exercise 11 (drain lb2) is not done in a fresh lab.
+    r = t.lab("check", "11", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"FAIL  the router still sends {ANYCAST} to lb2 (next hops: lb1, lb2, lb3)" in r.stdout, r.stdout
+    assert f"FAIL  lb2 still announces {ANYCAST}" in r.stdout, r.stdout
+    assert f"ok    lb1 announces {ANYCAST}" in r.stdout, r.stdout
+    assert f"ok    http://{ANYCAST}/ answers" in r.stdout, r.stdout
 
     # --- drain lb2 by hand while a client opens connection after connection
     stop = t.path("client", "loop.stop")
@@ -141,6 +150,11 @@ def test_bgp_ecmp_drain_kill_and_cut(bgp):
     times["withdraw_to_route_gone_s"] = wait_hops(t, ["lb1", "lb3"], "lb2's route withdrawn")
     a = anycast(t, "lb2")
     assert a["state"] == "draining" and a["withdrawn_by_hand"], a
+    # Exercise 11's goal, reached.
+    r = t.lab("check", "11", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ok    the router sends {ANYCAST} to lb1, lb3 only (lb2 drained)" in r.stdout, r.stdout
+    assert "goal reached: all 5 points" in r.stdout, r.stdout
     assert ANYCAST not in t.addrs("lb2", "lo")
     # The drain ends (5 s in the generated config); the loop runs on.
     wait_for(lambda: anycast(t, "lb2")["state"] == "withdrawn", T, "lb2's drain to end")
@@ -160,9 +174,16 @@ def test_bgp_ecmp_drain_kill_and_cut(bgp):
     times["drain_requests"] = len(res)
     times["drain_window_requests"] = len([r for r in res if r[1] >= w0])
 
-    # A withdrawal survives a reload; `announce` ends it.
+    # A withdrawal survives a reload, and a bad file changes nothing.
     t.reload("lb2")
     assert anycast(t, "lb2")["withdrawn_by_hand"]
+    good = open(t.path("lb2", "halo.toml")).read()
+    t.write("lb2", "halo.toml", good.replace(f'"{ANYCAST}/32"', '"203.0.113.0/24"'))
+    r = t.lab("reload", "lb2", check=False)
+    assert r.returncode != 0 and "an anycast address is one host" in r.stdout + r.stderr, r
+    a = anycast(t, "lb2")
+    assert a["address"] == f"{ANYCAST}/32" and a["withdrawn_by_hand"], a
+    t.write("lb2", "halo.toml", good)
     halo(t, "lb2", "anycast", "announce", "web")
     wait_hops(t, ["lb1", "lb2", "lb3"], "lb2 announced again")
 

@@ -173,6 +173,10 @@ mod tests {
             "[anycast.six]\naddress = \"2001:db8::10/128\"\ninterface = \"lo\"\ndrain = \"0s\"\n";
         let cfg = parse_str("t.toml", v6).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.anycast[0].address.to_string(), "2001:db8::10/128");
+        assert_eq!(
+            super::super::summary(&cfg),
+            "anycast six: 2001:db8::10/128 on lo, held while halo runs (nothing tracked) for the routing daemon to announce; drain 0s"
+        );
         assert_eq!(cfg.anycast[0].drain, Duration::ZERO);
         assert!(cfg.anycast[0].track.is_empty());
     }

@@ -28,6 +28,32 @@ pub fn summary(cfg: &Config) -> String {
     for l in &cfg.l4 {
         l4(&mut out, l);
     }
+    for a in &cfg.anycast {
+        let track: Vec<String> = a
+            .track
+            .iter()
+            .map(|t| match t {
+                TrackTarget::Interface(i) => format!("interface {i}"),
+                TrackTarget::Proxy(p) => format!("proxy {p}"),
+                TrackTarget::Script(s) => format!("script {s}"),
+                TrackTarget::L4(s) => format!("l4 {s}"),
+            })
+            .collect();
+        let held = if track.is_empty() {
+            "while halo runs (nothing tracked)".to_string()
+        } else {
+            let verb = if track.len() == 1 { "is" } else { "are" };
+            format!("while {} {verb} up", track.join(" and "))
+        };
+        let _ = writeln!(
+            out,
+            "anycast {}: {} on {}, held {held} for the routing daemon to announce; drain {}",
+            a.name,
+            a.address,
+            a.interface,
+            dur(a.drain)
+        );
+    }
     for w in &cfg.warnings {
         let _ = writeln!(out, "{w}");
     }

@@ -309,3 +309,77 @@ pub(super) fn print_summary(spec: &Spec, lab: &Running, took: Duration) {
         lab.dir.display()
     );
 }
+
+/// `halo lab status` of a BGP lab: the router's next hops, each LB's
+/// daemons and anycast state (halo's view and the kernel's), the backends
+/// and a request through the anycast address.
+pub(super) fn status(lab: &Running) -> Result<()> {
+    let hops = router_lbs(lab);
+    println!(
+        "  router: {ANYCAST} via {}",
+        if hops.is_empty() {
+            "nobody: no LB announces it, the service is down".to_string()
+        } else {
+            hops.iter()
+                .map(|n| format!("lb{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!();
+    println!(
+        "  {:<5} {:<12} {:<9} {:<11} {:<7} daemons",
+        "LB", "address", "cable", "halo says", "on lo"
+    );
+    for &n in &lab.lbs {
+        let node = Node::Lb(n);
+        let says = match super::running::snapshot(lab, n) {
+            Some(s) => s
+                .anycast
+                .first()
+                .map_or("-".to_string(), |a| a.state.to_uppercase()),
+            None => "no answer".to_string(),
+        };
+        let on_lo = sys::ipv4_addrs(&lab.ns(node), "lo").contains(&ANYCAST);
+        let running: Vec<String> = lab
+            .daemons(node)
+            .iter()
+            .filter(|d| !sys::pids_named(&lab.ns(node), d).is_empty())
+            .map(|d| d.to_string())
+            .collect();
+        println!(
+            "  {:<5} {:<12} {:<9} {says:<11} {:<7} {}",
+            node.to_string(),
+            node.addr().to_string(),
+            super::running::port_state(lab, node),
+            if on_lo { "yes" } else { "no" },
+            if running.is_empty() {
+                "none running".to_string()
+            } else {
+                running.join(" ")
+            }
+        );
+    }
+    println!();
+    for (w, r) in backend_health(lab)? {
+        let h = match r {
+            Ok(rep) if rep.status == 200 => "200 UP".to_string(),
+            Ok(rep) => format!("{} DOWN", rep.status),
+            Err(e) => format!("DOWN ({e})"),
+        };
+        println!(
+            "  web{w} {:<12} /health from the client: {h}",
+            Node::Web(w).addr()
+        );
+    }
+    let r = lab.in_client(|| probe::get(anycast_url(), "/", Duration::from_secs(1)))?;
+    match r {
+        Ok(r) => println!(
+            "\n  http://{ANYCAST}/ -> {} {}",
+            r.status,
+            r.server.unwrap_or_else(|| "(unknown server)".into())
+        ),
+        Err(e) => println!("\n  http://{ANYCAST}/ -> failed: {e}"),
+    }
+    Ok(())
+}

@@ -56,6 +56,9 @@ fn other_vips(lab: &Running, snaps: &BTreeMap<u8, Snapshot>) {
 
 pub fn status(which: &Which) -> Result<()> {
     let lab = Running::find(which)?;
+    if lab.router {
+        return super::bgp_run::status(&lab);
+    }
     let holders = lab.holders();
     let snaps: BTreeMap<u8, Snapshot> = lab
         .lbs
