@@ -9,6 +9,7 @@
 
 pub mod liveness;
 pub mod logging;
+pub mod priority;
 pub mod release;
 pub mod sdnotify;
 // A driver: it reads the clock (clippy.toml).
