@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Proxy benchmark (not a test): wrk against halo (io_uring and epoll) and
-# against Debian's HAProxy configured the same way: one worker each, the same
-# three nginx-light backends on loopback, a 1 KiB page, keep-alive and
-# `Connection: close`. Prints a Markdown table of req/s, p50/p99 latency and
-# resident memory (idle, and with 1,000 open client connections).
+# Proxy benchmark (not a test): wrk against halo (io_uring and epoll), against
+# Debian's HAProxy and against nginx (`proxy_pass` with upstream keep-alive),
+# configured the same way: one worker each, the same three nginx-light
+# backends on loopback, a 1 KiB page, keep-alive and `Connection: close`.
+# All four proxies run at once on their own ports; each round runs wrk
+# against each of them in turn (alternating, so the machine's drift hits all
+# alike), and the table gives the median of the rounds: req/s, p50/p99
+# latency, resident memory (idle, and with 1,000 open client connections)
+# and the ratios of halo to HAProxy and to nginx.
 #
 #   bash tests/bench/proxy_bench.sh            # uses target/release/halo
-#   HALO_BIN=... DURATION=10s CONNS=50 bash tests/bench/proxy_bench.sh
-#   IOS="epoll uring" bash tests/bench/proxy_bench.sh   # driver order (default uring epoll)
+#   HALO_BIN=... DURATION=3s ROUNDS=5 CONNS=32 bash tests/bench/proxy_bench.sh
+#   TARGETS="halo-epoll nginx" bash tests/bench/proxy_bench.sh
 #
-# Bounded: every wrk run is -t1 -c$CONNS -d$DURATION; every process it
-# starts is killed by pid on exit. Needs nginx-light, haproxy, wrk, python3.
+# Bounded: every wrk run is -t1 -c$CONNS -d$DURATION, ROUNDS x 2 runs per
+# proxy; every process it starts is killed by pid on exit. Needs nginx-light,
+# haproxy, wrk, python3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 HALO_BIN=${HALO_BIN:-$root/target/release/halo}
-DURATION=${DURATION:-10s}
-CONNS=${CONNS:-50}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-5}
+CONNS=${CONNS:-32}
 OPEN_CONNS=${OPEN_CONNS:-1000}
 BASE_PORT=${BASE_PORT:-18080}
+TARGETS=${TARGETS:-halo-uring halo-epoll haproxy nginx}
 # 1,000 client connections plus as many to the servers, per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -27,7 +34,9 @@ bench_init bench
 # === three nginx backends ===
 start_backends
 
-PROXY_PORT=$((BASE_PORT + 10))
+declare -A PORT=([halo-uring]=$((BASE_PORT + 10)) [halo-epoll]=$((BASE_PORT + 11))
+                 [haproxy]=$((BASE_PORT + 12)) [nginx]=$((BASE_PORT + 13)))
+declare -A PID
 
 halo_conf() {  # io
   cat > "$work/halo-$1.toml" <<EOF
@@ -38,7 +47,7 @@ control_socket = "$work/halo-$1.sock"
 log_level = "warn"
 
 [proxy.web]
-bind = ["127.0.0.1:$PROXY_PORT"]
+bind = ["127.0.0.1:${PORT[halo-$1]}"]
 io = "$1"
 workers = 1
 balance = "roundrobin"
@@ -74,7 +83,7 @@ defaults
     timeout http-keep-alive 10s
     timeout http-request 10s
 frontend web
-    bind 127.0.0.1:$PROXY_PORT
+    bind 127.0.0.1:${PORT[haproxy]}
     default_backend web
 backend web
     balance roundrobin
@@ -84,12 +93,47 @@ backend web
     server web3 127.0.0.1:$((BASE_PORT + 3)) check inter 2000 rise 2 fall 3
 EOF
 
+# nginx as a proxy the same way: one worker, round robin, upstream
+# keep-alive, X-Forwarded-For (it has no active health checks).
+mkdir -p "$work/proxy-nginx"
+cat > "$work/proxy-nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/proxy-nginx/nginx.pid;
+error_log $work/proxy-nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/proxy-nginx/body; proxy_temp_path $work/proxy-nginx/proxy;
+    fastcgi_temp_path $work/proxy-nginx/fcgi; uwsgi_temp_path $work/proxy-nginx/uwsgi; scgi_temp_path $work/proxy-nginx/scgi;
+    keepalive_timeout 10s;
+    keepalive_requests 1000000;
+    upstream web {
+        server 127.0.0.1:$((BASE_PORT + 1));
+        server 127.0.0.1:$((BASE_PORT + 2));
+        server 127.0.0.1:$((BASE_PORT + 3));
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Open N client connections, each carrying one keep-alive request, and hold
 # them while the proxy's RSS is read; prints the RSS in KiB.
-rss_with_conns() {  # pid
-  python3 - "$1" "$PROXY_PORT" "$OPEN_CONNS" <<'EOF'
+rss_with_conns() {  # pid port
+  python3 - "$1" "$2" "$OPEN_CONNS" <<'PY'
 import socket, sys, time
 pid, port, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 socks = []
@@ -106,63 +150,102 @@ with open(f"/proc/{pid}/status") as f:
     print(next(l.split()[1] for l in f if l.startswith("VmRSS:")))
 for s in socks:
     s.close()
-EOF
+PY
 }
 
-# wrk prints "Requests/sec: N" and, with --latency, "50% 1.23ms" lines.
-bench() {  # name extra-header
+# One wrk run; prints "req/s p50 p99 errors" (wrk's units kept).
+bench() {  # port [extra header]
   local out
-  if [ -n "$2" ]; then
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "http://127.0.0.1:$PROXY_PORT/1k.html")
+  if [ -n "${2:-}" ]; then
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "http://127.0.0.1:$1/1k.html")
   else
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$PROXY_PORT/1k.html")
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1/1k.html")
   fi
   local rps p50 p99 errs
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
-  echo "$rps|$p50|$p99|$errs"
+  errs=$(grep -cE "Non-2xx|Socket errors" <<<"$out" || true)
+  echo "$rps $p50 $p99 $errs"
 }
 
-run_target() {  # label, command...
+start_target() {  # label command...
   local label=$1; shift
   "$@" > "$work/$label.log" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  wait_port "$PROXY_PORT" || { cat "$work/$label.log" >&2; return 1; }
-  sleep 2   # first health checks
-  local idle ka cl open
-  idle=$(rss "$pid")
-  # Warm-up (pools, page cache), not reported.
-  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PROXY_PORT/1k.html" > /dev/null
-  ka=$(bench "$label" "")
-  cl=$(bench "$label" "Connection: close")
-  open=$(rss_with_conns "$pid")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  # Let the port go before the next target binds it.
-  sleep 1
-  IFS='|' read -r ka_rps ka_p50 ka_p99 ka_err <<<"$ka"
-  IFS='|' read -r cl_rps cl_p50 cl_p99 cl_err <<<"$cl"
-  echo "| $label | $ka_rps | $ka_p50 | $ka_p99 | $cl_rps | $cl_p50 | $cl_p99 | $((idle / 1024)) MiB | $((open / 1024)) MiB |"
-  [ -z "$ka_err$cl_err" ] || echo "<!-- $label: $ka_err $cl_err -->"
-  echo "$label $ka_rps $cl_rps" >> "$work/summary"
+  PID[$label]=$!
+  pids+=("$!")
+  wait_port "${PORT[$label]}" || { cat "$work/$label.log" >&2; return 1; }
 }
 
-echo "wrk -t1 -c$CONNS -d$DURATION --latency http://127.0.0.1:$PROXY_PORT/1k.html (keep-alive; and with -H 'Connection: close'); $OPEN_CONNS open connections for the memory column"
-echo "kernel $(uname -r), $(nproc) cores, $(haproxy -v | head -1), $(nginx -v 2>&1)"
-echo
-echo "| proxy | keep-alive req/s | p50 | p99 | close req/s | p50 | p99 | RSS idle | RSS, $OPEN_CONNS conns |"
-echo "|---|---|---|---|---|---|---|---|---|"
-for io in ${IOS:-uring epoll}; do
-  halo_conf "$io"
-  run_target "halo-$io" "$HALO_BIN" run -c "$work/halo-$io.toml"
+for t in $TARGETS; do
+  case $t in
+    halo-uring) halo_conf uring; start_target "$t" "$HALO_BIN" run -c "$work/halo-uring.toml" ;;
+    halo-epoll) halo_conf epoll; start_target "$t" "$HALO_BIN" run -c "$work/halo-epoll.toml" ;;
+    haproxy) start_target "$t" haproxy -db -f "$work/haproxy.cfg" ;;
+    nginx) start_target "$t" nginx -p "$work/proxy-nginx" -c "$work/proxy-nginx/nginx.conf" -e "$work/proxy-nginx/error.log" ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+  esac
 done
-run_target haproxy haproxy -db -f "$work/haproxy.cfg"
+sleep 2   # first health checks
+declare -A IDLE
+for t in $TARGETS; do IDLE[$t]=$(rss "${PID[$t]}"); done
+# Warm-up (pools, page cache), not reported.
+for t in $TARGETS; do wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$t]}/1k.html" > /dev/null; done
+
+: > "$work/rounds"
+for r in $(seq 1 "$ROUNDS"); do
+  for t in $TARGETS; do
+    echo "$t $r ka $(bench "${PORT[$t]}")" >> "$work/rounds"
+    echo "$t $r close $(bench "${PORT[$t]}" "Connection: close")" >> "$work/rounds"
+  done
+done
+: > "$work/rss"
+for t in $TARGETS; do
+  echo "$t ${IDLE[$t]} $(rss_with_conns "${PID[$t]}" "${PORT[$t]}")" >> "$work/rss"
+done
+
+echo "wrk -t1 -c$CONNS -d$DURATION --latency http://127.0.0.1:PORT/1k.html (keep-alive; and with -H 'Connection: close'), $ROUNDS alternating rounds, medians; $OPEN_CONNS open connections for the memory column"
+echo "kernel $(uname -r), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(haproxy -v | head -1), $(nginx -v 2>&1)"
 echo
-awk '
-  { ka[$1] = $2; cl[$1] = $3 }
-  END {
-    for (t in ka) if (t != "haproxy" && ka["haproxy"] > 0)
-      printf "%s / haproxy: keep-alive %.2fx, close %.2fx\n", t, ka[t] / ka["haproxy"], cl[t] / cl["haproxy"]
-  }' "$work/summary"
+python3 - "$work/rounds" "$work/rss" "$TARGETS" <<'PY'
+import statistics, sys
+rounds, rssf, targets = sys.argv[1], sys.argv[2], sys.argv[3].split()
+
+def ms(v):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float("nan")
+
+res = {}
+for line in open(rounds):
+    t, _r, kind, rps, p50, p99, errs = line.split()
+    res.setdefault((t, kind), []).append((float(rps), ms(p50), ms(p99), int(errs)))
+rss = {l.split()[0]: (int(l.split()[1]), int(l.split()[2])) for l in open(rssf)}
+med = {}
+print("| proxy | keep-alive req/s | p50 | p99 | close req/s | p50 | p99 | RSS idle | RSS, open conns |")
+print("|---|---|---|---|---|---|---|---|---|")
+for t in targets:
+    row = [t]
+    for kind in ("ka", "close"):
+        v = res[(t, kind)]
+        m = [statistics.median(x[i] for x in v) for i in range(3)]
+        med[(t, kind)] = m[0]
+        row += [f"{m[0]:.0f}", f"{m[1]:.2f}ms", f"{m[2]:.2f}ms"]
+        if any(x[3] for x in v):
+            row[-3] += " (errors)"
+    row += [f"{rss[t][0] / 1024:.1f} MiB", f"{rss[t][1] / 1024:.1f} MiB"]
+    print("| " + " | ".join(row) + " |")
+print()
+peers = [p for p in ("haproxy", "nginx") if p in targets]
+halos = [t for t in targets if t.startswith("halo")]
+if peers and halos:
+    print("| halo driver | " + " | ".join(f"vs {p} keep-alive | vs {p} close" for p in peers) + " |")
+    print("|---|" + "---|---|" * len(peers))
+    for h in halos:
+        cells = []
+        for p in peers:
+            for kind in ("ka", "close"):
+                cells.append(f"{med[(h, kind)] / med[(p, kind)]:.2f}x")
+        print(f"| {h} | " + " | ".join(cells) + " |")
+PY

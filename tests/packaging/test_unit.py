@@ -83,6 +83,8 @@ def test_unit_runs_halo_as_designed(unit_root):
     caps = {"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}
     assert set(s[(svc, "AmbientCapabilities")][0].split()) == caps
     assert set(s[(svc, "CapabilityBoundingSet")][0].split()) == caps
+    # The VRRP thread's nice -10 without CAP_SYS_NICE (run/priority.rs).
+    assert s[(svc, "LimitNICE")] == ["-10"]
     assert set(s[(svc, "RestrictAddressFamilies")][0].split()) == {
         "AF_UNIX",
         "AF_INET",

@@ -261,6 +261,41 @@ def test_pipelined_requests(backends_alive, make_halo):
     assert resp.count(b"HTTP/1.1 200") == 2
 
 
+def test_heads_larger_than_the_first_read_on_keep_alive(backends_alive, make_halo):
+    """A client connection waits for a request with a small buffer (1 KiB,
+    for thousands of idle connections): heads larger than that, a body that
+    grew the buffer, idle time between requests, and pipelined large heads
+    all still arrive whole on the same connection."""
+    h = make_halo(servers_of(backends_alive))
+    pad = lambda n: b"X-Pad: " + b"p" * n + b"\r\n"  # noqa: E731
+    with socket.create_connection(("127.0.0.1", h.port), timeout=30) as s:
+        # 1. A 5 KiB head as the connection's first bytes.
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n" + pad(5000) + b"\r\n")
+        head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"page from web" in body
+        # 2. A 40 KiB body: the client buffer grows past its first size.
+        s.sendall(b"POST /sink HTTP/1.1\r\nHost: t\r\nContent-Length: 40000\r\n\r\n" + b"b" * 40000)
+        head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        # 3. Idle, then a 3 KiB head in two pieces.
+        time.sleep(0.3)
+        big = b"GET / HTTP/1.1\r\nHost: t\r\n" + pad(3000) + b"\r\n"
+        s.sendall(big[:700])
+        time.sleep(0.2)
+        s.sendall(big[700:])
+        head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"page from web" in body
+        # 4. Two pipelined 2 KiB heads, the second closing.
+        s.sendall(
+            b"GET / HTTP/1.1\r\nHost: t\r\n" + pad(2000) + b"\r\n"
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + pad(2000) + b"\r\n"
+        )
+        resp = recv_all(s)
+    assert resp.count(b"HTTP/1.1 200") == 2, resp[:300]
+
+
 # === bodies ===
 
 

@@ -108,6 +108,7 @@ pub fn spawn(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
     let thread = std::thread::Builder::new()
         .name("halo-health".into())
         .spawn(move || {
+            crate::run::priority::normal();
             // The watchdog pings only while this thread's runtime runs.
             rt.block_on(crate::run::liveness::with_heartbeat(
                 "health checker",

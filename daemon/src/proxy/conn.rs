@@ -44,8 +44,15 @@ use crate::telemetry::stats::AfterConnectFailure;
 
 /// Read buffer size: one 16 KiB read covers a typical head and small page.
 pub(super) const BUF: usize = 16 * 1024;
+/// A client connection's first read buffer, and its buffer while idle
+/// between requests: most request heads fit, and an idle connection (of
+/// thousands) holds no more. A head that does not fit grows the buffer to
+/// `BUF` and more, as before; the connection shrinks it again when idle.
+const FIRST: usize = 1024;
 /// Idle server connections kept per server per worker.
 const POOL_MAX: usize = 128;
+/// Per-request buffer sets kept by a worker for its next requests.
+const SPARE_BUFS: usize = 64;
 /// "No deadline" for a response head while the request body still goes
 /// out (within tokio's timer range).
 const FAR: Duration = Duration::from_secs(365 * 86400);
@@ -123,6 +130,10 @@ pub(crate) struct Worker<I: Io> {
     /// Per server, the descriptors of this worker's server connections
     /// with a request in flight (see [`InFlight`]).
     in_flight: RefCell<Vec<Vec<std::os::fd::RawFd>>>,
+    /// Buffers of finished requests, for the next ones: a connection holds
+    /// them only while it has a request in flight, so an idle keep-alive
+    /// connection costs no response buffers, and a request allocates none.
+    spare: RefCell<Vec<Bufs>>,
 }
 
 impl<I: Io> Worker<I> {
@@ -133,7 +144,26 @@ impl<I: Io> Worker<I> {
             balancer: RefCell::new(Balancer::new(shared.svc.balance, weights)),
             pool: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
             in_flight: RefCell::new(vec![Vec::new(); n]),
+            spare: RefCell::new(Vec::new()),
             shared,
+        }
+    }
+
+    fn take_bufs(&self) -> Bufs {
+        self.spare.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Back to the worker, emptied: nothing of one request may reach
+    /// another connection's.
+    fn put_bufs(&self, mut b: Bufs) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARE_BUFS {
+            b.msg.out.clear();
+            b.msg.rout.clear();
+            b.msg.sbuf.clear();
+            b.tried.clear();
+            b.up.clear();
+            spare.push(b);
         }
     }
 
@@ -382,6 +412,21 @@ impl Read {
 
 async fn read_more<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
     spare(buf);
+    read_into(s, buf, deadline).await
+}
+
+/// The first read of a request head, into an empty buffer: no larger than
+/// the buffer already is (`FIRST` for a client connection), so that an
+/// idle connection waits with a small buffer, most of all on io_uring where
+/// the kernel holds the buffer for the whole wait.
+async fn read_first<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
+    if buf.capacity() == buf.len() {
+        buf.reserve(FIRST);
+    }
+    read_into(s, buf, deadline).await
+}
+
+async fn read_into<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
     let b = std::mem::take(buf);
     match timeout_at(deadline.into(), s.read(b)).await {
         Ok((r, b)) => {
@@ -434,8 +479,7 @@ async fn write<S: Stream>(s: &S, out: &mut Vec<u8>, deadline: Instant) -> Result
 pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: SocketAddr) {
     let shared = w.shared.clone();
     let t = &shared.svc.timeouts;
-    let mut cbuf: Vec<u8> = Vec::with_capacity(BUF);
-    let mut bufs = Bufs::default();
+    let mut cbuf: Vec<u8> = Vec::with_capacity(FIRST);
     let mut req = http::RequestHead::default();
     let mut first = true;
     loop {
@@ -443,12 +487,16 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let mut start = Instant::now();
         let mut deadline = start + t.http_request;
         if !first && cbuf.is_empty() {
+            if cbuf.capacity() > FIRST {
+                // A large head or a body grew it: idle with a small one.
+                cbuf = Vec::with_capacity(FIRST);
+            }
             // Even when a reload has retired this connection, it is not
             // closed here: the client may have sent its next request
             // already, and closing now would reset it. That request is
             // served with `Connection: close` (or keep_alive ends the wait).
             // Idle between requests: keep_alive, then http_request from the first byte.
-            match read_more(&client, &mut cbuf, start + t.keep_alive).await {
+            match read_first(&client, &mut cbuf, start + t.keep_alive).await {
                 Read::Eof | Read::Error(_) | Read::Timeout => return,
                 Read::Data(_) => {
                     start = Instant::now();
@@ -466,7 +514,12 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 Ok(None) => {}
                 Err(e) => break Err(Some(e)),
             }
-            match read_more(&client, &mut cbuf, deadline).await {
+            let r = if cbuf.is_empty() {
+                read_first(&client, &mut cbuf, deadline).await
+            } else {
+                read_more(&client, &mut cbuf, deadline).await
+            };
+            match r {
                 Read::Eof => {
                     if !(cbuf.is_empty() && (shared.svc.dontlognull || !first)) {
                         log_short(
@@ -521,7 +574,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             note: "",
         };
         shared.busy.fetch_add(1, Ordering::Relaxed);
+        let mut bufs = w.take_bufs();
         let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
+        w.put_bufs(bufs);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         log.emit(&shared, req.method(), req.target());
         if !keep {

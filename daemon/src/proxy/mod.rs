@@ -276,6 +276,7 @@ pub fn start_generation(
             let t = std::thread::Builder::new()
                 .name(format!("halo-{}-{wi}", svc.name))
                 .spawn(move || {
+                    crate::run::priority::normal();
                     if driver == Uring::NAME {
                         match tokio_uring::Runtime::new(&tokio_uring::builder()) {
                             Ok(rt) => {

@@ -262,7 +262,14 @@ impl Drop for UringStream {
 
 impl Stream for UringStream {
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        self.0.read(buf).await
+        // tokio-uring reads a `Vec` from its start, over the bytes already
+        // in it (and returns a length of max(len, n)): a head or body
+        // arriving in two reads was corrupted. A slice of the spare
+        // capacity appends, as `Stream::read` promises.
+        use tokio_uring::buf::BoundedBuf;
+        let len = buf.len();
+        let (r, b) = self.0.read(buf.slice(len..)).await;
+        (r, b.into_inner())
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

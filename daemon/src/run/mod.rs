@@ -10,6 +10,7 @@
 
 pub mod liveness;
 pub mod logging;
+pub mod priority;
 pub mod release;
 pub mod reload;
 pub mod sdnotify;

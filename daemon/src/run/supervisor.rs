@@ -43,6 +43,8 @@ pub fn run(cfg: Config, config_path: &Path, opts: RunOptions) -> Result<()> {
             );
         }
     }
+    // Before any thread starts (they inherit it and go back themselves).
+    crate::run::priority::raise_main();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
