@@ -25,9 +25,8 @@ controller would wait for it forever).
 
 The checks: the kernel says it is a Raspberry Pi 4 Model B, the root file
 system is mounted from the SD card and grown to fill it, the first boot
-runs (SSH host keys made) and ends at a login prompt on the serial console,
-and halo is skipped with its reason (the card has no halo.toml of its
-own)."""
+runs (SSH host keys made), and halo is skipped with its reason on the
+serial console (the card has no halo.toml of its own)."""
 
 import os
 import shutil
@@ -110,11 +109,14 @@ def pi4(image, tmp_path_factory):
     t0 = time.monotonic()
     vm.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        vm.wait_for(r"\n[a-z0-9-]+ login:", BOOT_TIMEOUT, fail_patterns=[r"Kernel panic", r"Gave up waiting for root"])
-        vm.login_after = time.monotonic() - t0
-        print(f"\nraspi4b boot to the login prompt: {vm.login_after:.0f} s (TCG)")
+        # The first boot's last console line: halo-firstboot-config saying
+        # why halo does not start (after cloud-init's config stage).
+        vm.wait_for(r"halo-image: /etc/halo/halo.toml is the halo package's example", BOOT_TIMEOUT,
+                    fail_patterns=[r"Kernel panic", r"Gave up waiting for root", r"emergency mode"])
+        vm.ready_after = time.monotonic() - t0
+        print(f"\nraspi4b first boot to halo's skip line: {vm.ready_after:.0f} s (TCG)")
         out = Path(os.environ.get("HALO_IMAGE_OUT", Path(image).parent))
-        (out / "boot-time-raspi4b.txt").write_text(f"{vm.login_after:.0f}\n")
+        (out / "boot-time-raspi4b.txt").write_text(f"{vm.ready_after:.0f}\n")
         vm.size = size
         yield vm
     finally:
