@@ -74,12 +74,7 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> String {
          servers = [\n",
         addr = node.addr()
     );
-    for w in spec.webs() {
-        t.push_str(&format!(
-            "  {{ name = \"{w}\", address = \"{}:80\" }},\n",
-            w.addr()
-        ));
-    }
+    super::plan::push_servers(&mut t, spec);
     t.push_str(
         "]\n\n\
          [proxy.web.health]\n\

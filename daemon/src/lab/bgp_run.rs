@@ -212,21 +212,7 @@ pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) 
                         .filter(|(_, r)| !matches!(r, Ok(probe::Reply { status: 200, .. })))
                         .count();
                     let rounds = 3 * lab.webs.len() * lab.lbs.len();
-                    let seen = lab.in_client(move || {
-                        (0..rounds)
-                            .filter_map(|_| {
-                                probe::get(anycast_url(), "/", Duration::from_millis(500)).ok()
-                            })
-                            .filter(|r| r.status == 200)
-                            .filter_map(|r| r.server)
-                            .collect::<Vec<_>>()
-                    })?;
-                    let missing: Vec<String> = lab
-                        .webs
-                        .iter()
-                        .map(|w| format!("web{w}"))
-                        .filter(|w| !seen.contains(w))
-                        .collect();
+                    let (_, missing) = super::up::unanswered_backends(lab, anycast_url(), rounds)?;
                     if down == 0 && missing.is_empty() {
                         return Ok(());
                     }

@@ -447,7 +447,7 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> Option<String> {
 
 /// The backends as the lines of a `servers = [...]` list (port 80), for
 /// `[proxy.web]` and `[l4.web]` alike.
-fn push_servers(t: &mut String, spec: &Spec) {
+pub(super) fn push_servers(t: &mut String, spec: &Spec) {
     for w in spec.webs() {
         t.push_str(&format!(
             "  {{ name = \"{w}\", address = \"{}:80\" }},\n",

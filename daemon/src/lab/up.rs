@@ -325,20 +325,7 @@ pub(super) fn wait_ready(
             down.join("; ")
         } else {
             // Round robin over UP servers: 2 rounds reach every UP backend.
-            let rounds = 2 * lab.webs.len();
-            let seen = lab.in_client(move || {
-                (0..rounds)
-                    .filter_map(|_| probe::get(vip_url(), "/", Duration::from_millis(500)).ok())
-                    .filter(|r| r.status == 200)
-                    .filter_map(|r| r.server)
-                    .collect::<Vec<_>>()
-            })?;
-            let missing: Vec<String> = lab
-                .webs
-                .iter()
-                .map(|w| format!("web{w}"))
-                .filter(|w| !seen.contains(w))
-                .collect();
+            let (seen, missing) = unanswered_backends(lab, vip_url(), 2 * lab.webs.len())?;
             if missing.is_empty() {
                 // The backups' view too: a failover must find every backend UP.
                 match not_all_up(lab) {
@@ -358,6 +345,30 @@ pub(super) fn wait_ready(
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Send `rounds` requests from the client to `url`: the backends that
+/// answered (one entry per answer) and those that answered none (round
+/// robin over UP servers reaches each in turn).
+pub(super) fn unanswered_backends(
+    lab: &Running,
+    url: std::net::SocketAddr,
+    rounds: usize,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let seen = lab.in_client(move || {
+        (0..rounds)
+            .filter_map(|_| probe::get(url, "/", Duration::from_millis(500)).ok())
+            .filter(|r| r.status == 200)
+            .filter_map(|r| r.server)
+            .collect::<Vec<_>>()
+    })?;
+    let missing = lab
+        .webs
+        .iter()
+        .map(|w| format!("web{w}"))
+        .filter(|w| !seen.contains(w))
+        .collect();
+    Ok((seen, missing))
 }
 
 /// The first VIP's master if each VIP has exactly one holder, else why not.
