@@ -100,3 +100,21 @@ backend web
 CONF
   } > "$file"
 }
+
+# One wrk run (-t1, $CONNS connections, $DURATION) against a URL, with an
+# extra request header if given; prints "req/s p50 p99 errors" (wrk's units;
+# errors: how many of wrk's "Non-2xx" / "Socket errors" lines it printed).
+wrk_once() {  # url [extra header]
+  local out
+  if [ -n "${2:-}" ]; then
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
+  else
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$1")
+  fi
+  local rps p50 p99 errs
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errs=$(grep -cE "Non-2xx|Socket errors" <<<"$out" || true)
+  echo "$rps $p50 $p99 $errs"
+}

@@ -153,20 +153,9 @@ for s in socks:
 PY
 }
 
-# One wrk run; prints "req/s p50 p99 errors" (wrk's units kept).
+# One wrk run on the 1 KiB page; prints "req/s p50 p99 errors" (lib.sh).
 bench() {  # port [extra header]
-  local out
-  if [ -n "${2:-}" ]; then
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "http://127.0.0.1:$1/1k.html")
-  else
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1/1k.html")
-  fi
-  local rps p50 p99 errs
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errs=$(grep -cE "Non-2xx|Socket errors" <<<"$out" || true)
-  echo "$rps $p50 $p99 $errs"
+  wrk_once "http://127.0.0.1:$1/1k.html" "${2:-}"
 }
 
 start_target() {  # label command...

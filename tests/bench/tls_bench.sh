@@ -107,22 +107,6 @@ http {
 EOF
 }
 
-# wrk prints "Requests/sec: N" and, with --latency, "50% 1.23ms" lines.
-bench() {  # extra-header ("" for keep-alive)
-  local out
-  if [ -n "$1" ]; then
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$1" "$URL")
-  else
-    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$URL")
-  fi
-  local rps p50 p99 errs
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
-  echo "$rps|$p50|$p99|$errs"
-}
-
 run() {  # label cert runs command... ; runs: "close" or "close ka"
   local label=$1 cert=$2 runs=$3
   shift 3
@@ -133,9 +117,8 @@ run() {  # label cert runs command... ; runs: "close" or "close ka"
   wrk -t1 -c"$CONNS" -d2s "$URL" > /dev/null   # warm-up, not reported
   local r
   for what in $runs; do
-    if [ "$what" = ka ]; then r=$(bench ""); else r=$(bench "Connection: close"); fi
-    IFS='|' read -r rps p50 p99 err <<<"$r"
-    echo "$label $cert $what $rps $p50 $p99 ${err// /_}" >> "$work/results"
+    if [ "$what" = ka ]; then r=$(wrk_once "$URL"); else r=$(wrk_once "$URL" "Connection: close"); fi
+    echo "$label $cert $what $r" >> "$work/results"
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true
   sleep 1
@@ -164,7 +147,7 @@ for t in halo-uring halo-epoll haproxy nginx; do
     $1 == t && $2 == "ecdsa" && $3 == "close" { e = $4 }
     $1 == t && $2 == "rsa" && $3 == "close" { r = $4 }
     $1 == t && $3 == "ka" { k = $4; p50 = $5; p99 = $6 }
-    $1 == t && $7 != "" { errs = errs " " $2 "/" $3 ": " $7 }
+    $1 == t && $7 != "" && $7 != "0" { errs = errs " " $2 "/" $3 ": " $7 " wrk error lines" }
     END {
       printf "| %s | %s | %s | %s | %s | %s |\n", t, e, r, k, p50, p99
       if (errs != "") printf "<!-- %s:%s -->\n", t, errs
