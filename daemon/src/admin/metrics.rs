@@ -296,7 +296,10 @@ fn vrrp(o: &mut String, s: &Snapshot) {
     );
     for v in &s.vrrp {
         for (reason, n) in &v.drops {
-            f.add(&[("vrrp_instance", &v.name), ("reason", reason)], *n as f64);
+            f.add(
+                &[("vrrp_instance", &v.name), ("reason", reason.as_str())],
+                *n as f64,
+            );
         }
     }
     let mut f = family(
@@ -536,6 +539,16 @@ mod tests {
         L4ServerView, L4View, PeerView, ServerView, ServiceView, VrrpStatus,
     };
 
+    /// Label values are escaped (the exposition format's three escapes);
+    /// names of servers and instances come from the config.
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("bad \"ttl\"\n\\x"), "bad \\\"ttl\\\"\\n\\\\x");
+        let mut o = String::new();
+        family(&mut o, "m", "gauge", "h").add(&[("l", "a\"b")], 1.0);
+        assert!(o.contains("m{l=\"a\\\"b\"} 1\n"), "{o}");
+    }
+
     fn snapshot() -> Snapshot {
         Snapshot {
             version: "0.1.0".into(),
@@ -549,7 +562,7 @@ mod tests {
                 effective_priority: 99,
                 transitions: 2,
                 adverts_sent: 10,
-                drops: [("bad \"ttl\"\n".to_string(), 3)].into_iter().collect(),
+                drops: [(crate::telemetry::status::DropReason::Ttl, 3)].into(),
                 peers: vec![PeerView {
                     address: "192.0.2.12".into(),
                     priority: 100,
@@ -635,7 +648,7 @@ mod tests {
         assert!(m.contains("halo_vrrp_state{vrrp_instance=\"VI_1\",state=\"BACKUP\"} 0\n"));
         assert!(m.contains("halo_vrrp_effective_priority{vrrp_instance=\"VI_1\"} 99\n"));
         assert!(m.contains(
-            "halo_vrrp_adverts_dropped_total{vrrp_instance=\"VI_1\",reason=\"bad \\\"ttl\\\"\\n\"} 3\n"
+            "halo_vrrp_adverts_dropped_total{vrrp_instance=\"VI_1\",reason=\"ttl\"} 3\n"
         ));
         assert!(m.contains("halo_server_up{service=\"web\",server=\"web1\"} 0\n"));
         assert!(m.contains(

@@ -26,6 +26,7 @@ use crate::run::sdnotify;
 use crate::telemetry::status::StatusHub;
 use crate::vrrp::driver::{self, Control, ProxyTracking};
 use crate::vrrp::netlink::{self, LinkEvent, Netlink};
+use crate::vrrp::router::Release;
 
 /// Options from the command line that override the config.
 #[derive(Debug, Clone, Default)]
@@ -301,8 +302,8 @@ impl Supervisor {
             // A release that a previous halo left (a restart, an upgrade)
             // is the first thing the instance reads, before its first
             // timeout can make it master.
-            if let Some(until) = self.restored_release(&inst.name) {
-                let _ = ctx.try_send(Control::Release { until });
+            if let Some(r) = self.restored_release(&inst.name) {
+                let _ = ctx.try_send(Control::Release(r));
             }
             let (rtx, rrx) = oneshot::channel();
             let name = inst.name.clone();
@@ -342,19 +343,18 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The release of `name` kept from before this start, as the
-    /// instance's `until` (none: until reclaimed).
-    fn restored_release(&self, name: &str) -> Option<Option<tokio::time::Instant>> {
+    /// The release of `name` kept from before this start, if any.
+    fn restored_release(&self, name: &str) -> Option<Release> {
         use crate::run::release::Restored;
         let path = self.releases.path(name);
         match self.releases.load(name) {
             Ok(Some(Restored::UntilReclaim)) => {
                 info!(instance = %name, "{name}: still released (kept in {}) until `halo vrrp reclaim {name}`", path.display());
-                Some(None)
+                Some(Release::UntilReclaimed)
             }
             Ok(Some(Restored::For(d))) => {
                 info!(instance = %name, "{name}: still released (kept in {}) for {:.0}s more", path.display(), d.as_secs_f64());
-                Some(Some(tokio::time::Instant::now() + d))
+                Some(Release::Until(tokio::time::Instant::now().into_std() + d))
             }
             Ok(Some(Restored::Over)) | Ok(None) => None,
             Err(e) => {
@@ -456,14 +456,14 @@ impl Supervisor {
                 let Some(h) = self.instances.get(&instance) else {
                     return Response::err(format!("no VRRP instance {instance:?}"));
                 };
-                let until = match for_secs {
-                    Some(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => {
-                        Some(tokio::time::Instant::now() + Duration::from_secs_f64(s))
-                    }
+                let release = match for_secs {
+                    Some(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => Release::Until(
+                        tokio::time::Instant::now().into_std() + Duration::from_secs_f64(s),
+                    ),
                     Some(s) => return Response::err(format!("--for must be 0 < s <= 1d, not {s}")),
-                    None => None,
+                    None => Release::UntilReclaimed,
                 };
-                let _ = h.control.send(Control::Release { until }).await;
+                let _ = h.control.send(Control::Release(release)).await;
                 let kept = match self
                     .releases
                     .save(&instance, for_secs.map(Duration::from_secs_f64))

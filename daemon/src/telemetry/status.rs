@@ -82,6 +82,54 @@ pub struct L4ServerView {
     pub bytes: u64,
 }
 
+/// Why a VRRP packet was dropped, as `halo status`, the JSON and the
+/// metrics' `reason` label name it. In name order, so that a map keyed by
+/// it lists the reasons as the strings it replaced did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The advert's authentication did not match (VRRPv2 `auth_type`).
+    Auth,
+    /// Its advert interval differs from ours.
+    Interval,
+    /// It could not be decoded.
+    Malformed,
+    /// Its IP TTL / hop limit was not 255 (it crossed a router).
+    Ttl,
+    /// Another VRRP version.
+    Version,
+    /// Its virtual addresses differ from ours.
+    VipSet,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Auth,
+        DropReason::Interval,
+        DropReason::Malformed,
+        DropReason::Ttl,
+        DropReason::Version,
+        DropReason::VipSet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Auth => "auth",
+            DropReason::Interval => "interval",
+            DropReason::Malformed => "malformed",
+            DropReason::Ttl => "ttl",
+            DropReason::Version => "version",
+            DropReason::VipSet => "vip_set",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct VrrpStatus {
     pub name: String,
@@ -108,7 +156,7 @@ pub struct VrrpStatus {
     pub adverts_received: u64,
     pub transitions: u64,
     /// Dropped packets by reason.
-    pub drops: BTreeMap<String, u64>,
+    pub drops: BTreeMap<DropReason, u64>,
     /// Set while `halo vrrp release` holds this node back: seconds left,
     /// or -1 for "until reclaimed".
     pub released_secs_left: Option<f64>,
@@ -657,6 +705,28 @@ mod state_tests {
         let json = serde_json::to_string(&v).unwrap();
         assert!(json.contains(r#""state":"FAULT""#), "{json}");
         assert!(serde_json::from_str::<VrrpState>("\"fault\"").is_err());
+    }
+
+    /// The drop reasons keep the names (and the order) they had as strings.
+    #[test]
+    fn drop_reason_names_and_order() {
+        let names: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for r in DropReason::ALL {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{r}\""));
+            assert_eq!(serde_json::from_str::<DropReason>(&json).unwrap(), r);
+        }
+        let v = VrrpStatus {
+            drops: [(DropReason::VipSet, 2), (DropReason::Ttl, 1)].into(),
+            ..VrrpStatus::default()
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(r#""drops":{"ttl":1,"vip_set":2}"#), "{json}");
+        let back: VrrpStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.drops, v.drops);
     }
 }
 

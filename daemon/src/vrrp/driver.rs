@@ -28,15 +28,15 @@ use crate::config::{TrackTarget, VrrpInstance, VrrpVersion};
 use crate::health::track_script::ScriptWatch;
 use crate::health::HealthBoard;
 use crate::hooks::{HookState, Hooks};
-use crate::telemetry::status::{PeerView, StatusHub, TrackView, VrrpState, VrrpStatus};
+use crate::telemetry::status::{DropReason, PeerView, StatusHub, TrackView, VrrpState, VrrpStatus};
 
 /// What an instance can be told from outside while it runs.
 pub enum Control {
     /// Clean stop: send priority 0, remove the VIPs, return.
     Shutdown,
     /// `halo vrrp release`: hand the VIP over (priority 0) and stay backup
-    /// at the lowest priority until `until` (none: until reclaimed).
-    Release { until: Option<Instant> },
+    /// at the lowest priority, for a time or until reclaimed.
+    Release(Release),
     /// `halo vrrp reclaim`: end a release now.
     Reclaim,
     /// A reload changed what this instance tracks or its priority. Other
@@ -478,18 +478,17 @@ struct PacketDrops {
 impl PacketDrops {
     /// With the router's, by the names `halo status` and the metrics'
     /// `reason` label use; reasons that never happened are left out.
-    fn by_reason(&self, router: &DropCounters) -> BTreeMap<String, u64> {
+    fn by_reason(&self, router: &DropCounters) -> BTreeMap<DropReason, u64> {
         [
-            ("ttl", self.ttl),
-            ("malformed", self.malformed),
-            ("auth", router.auth_mismatch),
-            ("version", router.version_mismatch),
-            ("interval", router.interval_mismatch),
-            ("vip_set", router.vip_mismatch),
+            (DropReason::Ttl, self.ttl),
+            (DropReason::Malformed, self.malformed),
+            (DropReason::Auth, router.auth_mismatch),
+            (DropReason::Version, router.version_mismatch),
+            (DropReason::Interval, router.interval_mismatch),
+            (DropReason::VipSet, router.vip_mismatch),
         ]
         .into_iter()
         .filter(|&(_, n)| n > 0)
-        .map(|(k, n)| (k.to_string(), n))
         .collect()
     }
 }
@@ -747,13 +746,13 @@ pub async fn run_instance(
                         info!(instance = %cfg.name, "{}: stopped", cfg.name);
                         return Ok(());
                     }
-                    Some(Control::Release { until }) => {
-                        let why = match until {
-                            Some(u) => format!("released by operator for {:.0}s", u.duration_since(now).as_secs_f64()),
+                    Some(Control::Release(r)) => {
+                        let why = match r.until() {
+                            Some(u) => format!("released by operator for {:.0}s", u.saturating_duration_since(now.into_std()).as_secs_f64()),
                             None => "released by operator until reclaimed".to_string(),
                         };
                         info!(instance = %cfg.name, "{}: {why}", cfg.name);
-                        inst.router.release(now.into_std(), until.map(Instant::into_std));
+                        inst.router.release(now.into_std(), r.until());
                     }
                     Some(Control::Reclaim) => {
                         if inst.router.released().is_some() {
@@ -939,12 +938,9 @@ async fn wait_for_source(
                 Some(Control::L4Tracking(t)) => *w.l4_tracking = Some(t),
                 Some(Control::Follow(f)) => *w.follow = f,
                 Some(Control::Scripts(s)) => *w.scripts = Some(s),
-                Some(Control::Release { until }) => {
+                Some(Control::Release(r)) => {
                     info!(instance = %name, "{name}: released while waiting for an address to send from: it starts as the lowest backup");
-                    *w.release = Some(match until {
-                        Some(t) => Release::Until(t.into_std()),
-                        None => Release::UntilReclaimed,
-                    });
+                    *w.release = Some(r);
                 }
                 Some(Control::Reclaim) => *w.release = None,
             }
@@ -994,10 +990,14 @@ mod tests {
             own_advert: 9,
             ..DropCounters::default()
         };
-        let got: Vec<(String, u64)> = mine.by_reason(&router).into_iter().collect();
+        let got: Vec<(DropReason, u64)> = mine.by_reason(&router).into_iter().collect();
         assert_eq!(
             got,
-            [("auth", 1), ("ttl", 2), ("vip_set", 3)].map(|(k, n)| (k.to_string(), n))
+            [
+                (DropReason::Auth, 1),
+                (DropReason::Ttl, 2),
+                (DropReason::VipSet, 3)
+            ]
         );
     }
 
