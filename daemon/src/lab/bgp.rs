@@ -75,14 +75,7 @@ pub fn halo_toml(spec: &Spec, lb: u8) -> String {
         addr = node.addr()
     );
     super::plan::push_servers(&mut t, spec);
-    t.push_str(
-        "]\n\n\
-         [proxy.web.health]\n\
-         path = \"/health\"\n\
-         interval = \"1s\"\n\
-         rise = 2\n\
-         fall = 3\n",
-    );
+    super::plan::push_health(&mut t, "proxy");
     t
 }
 

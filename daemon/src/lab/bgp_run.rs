@@ -17,7 +17,7 @@ use super::plan::{Node, Spec, IFACE};
 use super::probe;
 use super::running::{backend_health, Running, Started};
 use super::sys::{self, Tool};
-use super::up::{not_all_up, tail};
+use super::up::not_all_up;
 
 pub(super) const FRR: Tool = Tool {
     command: "vtysh",
@@ -187,17 +187,7 @@ pub(super) fn anycast_url() -> SocketAddr {
 pub(super) fn wait_ready(lab: &Running, daemons: &[Started], timeout: Duration) -> Result<()> {
     let end = Instant::now() + timeout;
     loop {
-        for d in daemons {
-            if !sys::alive(d.pid) {
-                bail!(
-                    "{} on {} exited; the end of {}:\n{}",
-                    d.name,
-                    d.node,
-                    d.log.display(),
-                    tail(&d.log, 15)
-                );
-            }
-        }
+        super::up::all_alive(daemons)?;
         let why = match router_lbs(lab) {
             hops if hops != lab.lbs => format!(
                 "the router's route to {ANYCAST} goes through {} of {} LBs ({hops:?})",

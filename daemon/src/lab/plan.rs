@@ -456,6 +456,14 @@ pub(super) fn push_servers(t: &mut String, spec: &Spec) {
     }
 }
 
+/// The end of a service's server list and its `[KIND.web.health]` table
+/// (GET /health every second, rise 2, fall 3).
+pub(super) fn push_health(t: &mut String, kind: &str) {
+    t.push_str("]\n\n[");
+    t.push_str(kind);
+    t.push_str(".web.health]\npath = \"/health\"\ninterval = \"1s\"\nrise = 2\nfall = 3\n");
+}
+
 /// `[l4.web]`: the kernel balances the VIP's port 80 over the backends.
 fn l4_section(spec: &Spec, mode: L4Mode) -> String {
     let mut t = String::from(
@@ -479,14 +487,7 @@ fn l4_section(spec: &Spec, mode: L4Mode) -> String {
     }
     t.push_str("# Try: scheduler = \"wrr\" with weights, persistence = \"1m\"\nscheduler = \"rr\"\nservers = [\n");
     push_servers(&mut t, spec);
-    t.push_str(
-        "]\n\n\
-         [l4.web.health]\n\
-         path = \"/health\"\n\
-         interval = \"1s\"\n\
-         rise = 2\n\
-         fall = 3\n",
-    );
+    push_health(&mut t, "l4");
     t
 }
 

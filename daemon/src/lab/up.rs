@@ -295,17 +295,7 @@ pub(super) fn wait_ready(
     let end = Instant::now() + timeout;
     let mut why;
     loop {
-        for d in daemons {
-            if !sys::alive(d.pid) {
-                bail!(
-                    "{} on {} exited; the end of {}:\n{}",
-                    d.name,
-                    d.node,
-                    d.log.display(),
-                    tail(&d.log, 15)
-                );
-            }
-        }
+        all_alive(daemons)?;
         // One read of the holders decides both "settled" and who the
         // master is: two reads could see different elections.
         let held: Vec<_> = vips.iter().map(|&v| (v, lab.holders_of(v))).collect();
@@ -345,6 +335,22 @@ pub(super) fn wait_ready(
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// An error naming the first daemon that exited, with the end of its log.
+pub(super) fn all_alive(daemons: &[Started]) -> Result<()> {
+    for d in daemons {
+        if !sys::alive(d.pid) {
+            bail!(
+                "{} on {} exited; the end of {}:\n{}",
+                d.name,
+                d.node,
+                d.log.display(),
+                tail(&d.log, 15)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Send `rounds` requests from the client to `url`: the backends that
