@@ -14,6 +14,19 @@
 # packages it needs; otherwise it prints the apt-get command.
 #
 # Extra cargo flags come from $CARGO_FLAGS (default --locked).
+#
+# The release binary is linked by lld (rustup's rust-lld, else Debian's
+# lld-16) with two size options that keep it within its 4 MiB budget
+# (docs/benchmarks.md, "aarch64 binary size"):
+# - `-z pack-relative-relocs`: the position-independent executable's
+#   relative relocations packed as DT_RELR (245 KB of .rela.dyn -> 3 KB).
+#   Still PIE (ASLR); needs glibc >= 2.36 (Debian 12 and 13), which
+#   dpkg-shlibdeps writes into the package's Depends (GLIBC_ABI_DT_RELR).
+#   Binutils 2.40's ld (Debian 12) cannot pack aarch64 relocations.
+# - `--no-eh-frame-hdr` (131 KB): the lookup table of the unwind tables.
+#   The release profile aborts on panic, so nothing unwinds; a panic still
+#   prints its message and location, only RUST_BACKTRACE's backtrace is
+#   lost. Test builds (panic = unwind) keep it: `test` below sets none of this.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -77,8 +90,21 @@ choose_rustc() {
 apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 choose_rustc
 
+# The directory holding an lld named ld.lld, for gcc's -fuse-ld=lld -B.
+lld_dir() {
+  local d
+  d="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
+  if [ -x "$d/ld.lld" ]; then echo "$d"; return; fi
+  # Debian's lld 14 (the default) lacks -z pack-relative-relocs; 16 has it.
+  apt_install lld-16
+  echo /usr/lib/llvm-16/bin
+}
+
 case "$mode" in
   build)
+    lld=$(lld_dir)
+    log "linking with $lld/ld.lld"
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=lld -C link-arg=-B$lld -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--no-eh-frame-hdr"
     cargo build --release "${cargo_flags[@]}" --target "$target" -p halo
     bin="target/$target/release/halo"
     log "$bin: $(stat -c %s "$bin") bytes ($(file -b "$bin" | cut -d, -f1,2))"
