@@ -1,7 +1,9 @@
 """TLS to the servers (issue 17), on both I/O drivers: halo in front of a
 real nginx that listens with `ssl`, its certificate made here by a test
 CA with `openssl`. A verified request (by SNI name and by IP address),
-keep-alive connections to the TLS server reused from the pool, a wrong
+keep-alive connections to the TLS server reused from the pool, one the
+server closed while idle not reused (and the new one resuming the TLS
+session), a `mode = "tcp"` relay to a TLS server, a wrong
 CA, a wrong name, the default verification (system CAs) and misbehaving
 TLS servers (garbage, a close in the handshake, silence) answered with
 502/503 and a log line saying why; HTTPS health checks that mark a server
@@ -84,7 +86,7 @@ class TlsNginx(localfix.Nginx):
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{
             default_type text/plain;
-            return 200 "conn=$connection n=$connection_requests\\n";
+            return 200 "conn=$connection n=$connection_requests reused=$ssl_session_reused\\n";
         }}
     }}
 """, connections=256, processes="worker_processes 1;")
@@ -207,6 +209,7 @@ def test_requests_to_an_https_server_verified_pooled_or_refused(pki, tls_nginx, 
         "by_ip": (up, f"{{ verify = {ca} }}"),
         "no_verify": (up, "{ verify = \"none\" }"),
         "short": (f"127.0.0.1:{tls_nginx.short_port}", f"{{ verify = {ca} }}"),
+        "tcp": (up, f"{{ verify = {ca}, sni = \"web1.example\" }}"),
         "wrong_ca": (up, f"{{ verify = {wrong}, sni = \"web1.example\" }}"),
         "wrong_name": (up, f"{{ verify = {ca}, sni = \"web2.example\" }}"),
         "system_cas": (up, "{ sni = \"web1.example\" }"),
@@ -217,7 +220,7 @@ def test_requests_to_an_https_server_verified_pooled_or_refused(pki, tls_nginx, 
     ports = {name: free_port() for name in cases}
     text = f"[global]\ncontrol_socket = {toml_str(str(tmp_path / 'halo.sock'))}\nlog_level = \"info\"\n"
     for name, (address, tls) in cases.items():
-        extra = "[proxy.silent.timeouts]\nconnect = \"1s\"\n" if name == "silent" else ""
+        extra = {"silent": "[proxy.silent.timeouts]\nconnect = \"1s\"\n", "tcp": "mode = \"tcp\"\n"}.get(name, "")
         text += service(name, ports[name], io, address, tls, extra)
     h = localfix.Halo(str(tmp_path), text, port=ports["silent"])
     # `verify = "none"` is allowed, and said to be a risk.
@@ -259,7 +262,20 @@ def test_requests_to_an_https_server_verified_pooled_or_refused(pki, tls_nginx, 
         r = c.getresponse()
         body = r.read().decode()
         c.close()
-        assert r.status == 200 and re.search(r" n=1\n", body), (first, body)
+        assert r.status == 200 and re.search(r" n=1 ", body), (first, body)
+        # ... resuming the TLS session of the first (rustls' session cache).
+        assert "reused=r" in body, (first, body)
+
+        # mode = "tcp": the client's bytes go to the server over TLS.
+        with socket.create_connection(("127.0.0.1", ports["tcp"]), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: web1.example\r\nConnection: close\r\n\r\n")
+            got = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        assert got.startswith(b"HTTP/1.1 200") and b"sni=web1.example " in got, got
 
         # Refused certificates: 502, and a warning that says why.
         for name, why in (("wrong_ca", r"invalid peer certificate: UnknownIssuer"),
