@@ -189,6 +189,11 @@ mod tests {
             "{:?}",
             cfg.warnings
         );
+        assert!(
+            crate::config::summary(&cfg).contains("a 127.0.0.1:9443 weight 1 tls (verify none)"),
+            "{}",
+            crate::config::summary(&cfg)
+        );
         let e = errors(&service("{ verify = \"none\", sni = \"192.0.2.1\" }"));
         assert!(e.contains("`sni` \"192.0.2.1\" is not a DNS name"), "{e}");
         let e = errors(&service("{ verfy = \"none\" }"));

@@ -114,6 +114,19 @@ impl ClientTls {
         })
     }
 
+    /// "tls (verify ca.pem, sni www.example.org)", for `halo check`.
+    pub fn describe(&self) -> String {
+        let verify = match &self.verify {
+            Verify::Ca(p, _) => p.display().to_string(),
+            Verify::None => "none".to_string(),
+        };
+        let sni = self
+            .sni
+            .as_ref()
+            .map_or(String::new(), |n| format!(", sni {n}"));
+        format!("tls (verify {verify}{sni})")
+    }
+
     /// The name a connection to `ip` presents and verifies: `sni`, else the
     /// address (rustls sends no SNI for an address).
     pub fn server_name(&self, ip: IpAddr) -> ServerName<'static> {
