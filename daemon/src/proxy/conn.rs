@@ -293,7 +293,7 @@ pub(super) async fn connect_server<I: Io>(
     Err(ProxyError::server(kind, Retry::Safe))
 }
 
-/// A TCP connection to `addr`, and the TLS handshake over it when the
+/// A TCP connection to server `srv`, and the TLS handshake over it when the
 /// server has `tls` (`crate::tls::client`: verified against its CA and
 /// name). Both count as the connect, within its timeout, as in HAProxy.
 async fn connect_tls<I: Io>(svc: &ProxyService, srv: usize) -> Result<I::Stream, Kind> {
