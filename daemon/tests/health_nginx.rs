@@ -278,6 +278,7 @@ fn check(kind: CheckKind, initial_up: bool) -> HealthCheck {
         initial_up,
         observe_connect_errors: true,
         observe_5xx: false,
+        tls: Default::default(),
     }
 }
 
@@ -297,6 +298,7 @@ fn service(name: &str, servers: &[(&str, SocketAddr)], health: HealthCheck) -> P
                 weight: 1,
                 maxconn: 0,
                 send_proxy: None,
+                tls: None,
             })
             .collect(),
         health: Some(health),

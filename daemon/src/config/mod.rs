@@ -25,6 +25,7 @@ mod summary;
 mod sync_group;
 mod tls;
 mod types;
+mod upstream_tls;
 mod validate;
 mod vrrp;
 
@@ -36,6 +37,7 @@ pub use duration::{format as format_duration, parse as parse_duration};
 pub use l4::{L4Forward, L4Protocol, L4Scheduler, L4Server, L4Service};
 pub use summary::summary;
 pub use types::*;
+pub use upstream_tls::HealthTls;
 pub use validate::DEFAULT_CONTROL_SOCKET;
 
 use serde::Deserialize;

@@ -262,6 +262,8 @@ fn servers(
         };
         let maxconn = int(d, "maxconn", s.maxconn, 0..=u32::MAX.into(), 0) as u32;
         let send_proxy = proxy_protocol(d, mode, s.send_proxy, send_proxy);
+        let tls = take(d, "tls", s.tls)
+            .and_then(|(tat, raw)| super::upstream_tls::upstream_tls(d, &tat, raw));
         if let (Some(name), Some(address)) = (name, address) {
             out.push(Server {
                 name,
@@ -269,6 +271,7 @@ fn servers(
                 weight,
                 maxconn,
                 send_proxy,
+                tls,
             });
         }
     }
@@ -420,7 +423,9 @@ pub(super) fn health(d: &mut Diag, h: RawHealth) -> HealthCheck {
             seen
         }
     };
+    let tls = super::upstream_tls::health_tls(d, h.tls);
     HealthCheck {
+        tls,
         kind,
         interval,
         fast_interval,

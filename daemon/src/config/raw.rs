@@ -249,6 +249,7 @@ pub struct RawServer {
     pub weight: Opt<i64>,
     pub maxconn: Opt<i64>,
     pub send_proxy: Opt<String>,
+    pub tls: Opt<super::upstream_tls::RawUpstreamTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +287,7 @@ pub struct RawHealth {
     pub fall: Opt<i64>,
     pub initial: Opt<String>,
     pub observe: Opt<Vec<Field<String>>>,
+    pub tls: Opt<super::upstream_tls::BoolOr<super::upstream_tls::RawUpstreamTls>>,
 }
 
 // === field lists, for the unknown-key walk ===

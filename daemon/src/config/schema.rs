@@ -64,6 +64,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
                 &format!("[l4.{name}.health]"),
                 diag,
             );
+            if let Some(tls) = table(t, "tls") {
+                let known = keys_of::<super::upstream_tls::RawUpstreamTls>();
+                check_table(tls, known, &format!("[l4.{name}.health.tls]"), diag);
+            }
         }
     }
     for (name, proxy) in named_tables(root, "proxy") {
@@ -71,6 +75,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
         check_table(proxy, keys_of::<RawProxy>(), &here, diag);
         for server in array_tables(proxy, "servers") {
             check_table(server, keys_of::<RawServer>(), "a server entry", diag);
+            if let Some(tls) = table(server, "tls") {
+                let known = keys_of::<super::upstream_tls::RawUpstreamTls>();
+                check_table(tls, known, "a server's `tls`", diag);
+            }
         }
         for bind in array_tables(proxy, "bind") {
             check_table(bind, keys_of::<super::tls::RawBind>(), "a bind entry", diag);
@@ -91,6 +99,10 @@ pub fn check_keys(root: &DeTable<'_>, diag: &mut Diag) {
             if let Some(t) = table(proxy, key) {
                 check_table(t, known, &format!("[proxy.{name}.{key}]"), diag);
             }
+        }
+        if let Some(tls) = table(proxy, "health").and_then(|h| table(h, "tls")) {
+            let known = keys_of::<super::upstream_tls::RawUpstreamTls>();
+            check_table(tls, known, &format!("[proxy.{name}.health.tls]"), diag);
         }
     }
 }

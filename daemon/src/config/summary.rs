@@ -188,8 +188,12 @@ fn proxy(out: &mut String, p: &ProxyService) {
                 Some(ProxyProtocol::V1) => " send_proxy v1",
                 Some(ProxyProtocol::V2) => " send_proxy v2",
             };
+            let tls = s
+                .tls
+                .as_ref()
+                .map_or(String::new(), |t| format!(" {}", t.describe()));
             format!(
-                "{} {} weight {}{maxconn}{send_proxy}",
+                "{} {} weight {}{maxconn}{send_proxy}{tls}",
                 s.name, s.address, s.weight
             )
         })

@@ -225,6 +225,7 @@ fn health_defaults() {
             initial_up: true,
             observe_connect_errors: true,
             observe_5xx: false,
+            tls: crate::config::HealthTls::Inherit,
         }
     );
 }
@@ -989,6 +990,7 @@ fn every_key_is_documented() {
         keys_of::<super::tls::RawBind>(),
         keys_of::<super::tls::RawTls>(),
         keys_of::<super::tls::RawCert>(),
+        keys_of::<super::upstream_tls::RawUpstreamTls>(),
         keys_of::<super::anycast::RawAnycast>(),
     ];
     for keys in all {

@@ -241,6 +241,9 @@ pub struct Server {
     /// PROXY protocol header sent first on each connection to this server
     /// (`mode = "tcp"` only): the server's `send_proxy`, else the service's.
     pub send_proxy: Option<ProxyProtocol>,
+    /// TLS to this server (its `tls` table); equal when the CA file's
+    /// content is.
+    pub tls: Option<std::sync::Arc<crate::tls::client::ClientTls>>,
 }
 
 /// PROXY protocol version (haproxy.org/download/2.9/doc/proxy-protocol.txt).
@@ -310,6 +313,8 @@ pub struct HealthCheck {
     pub observe_connect_errors: bool,
     /// Passive: count 5xx responses too.
     pub observe_5xx: bool,
+    /// Whether checks speak TLS (default: as each server's traffic).
+    pub tls: super::HealthTls,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -614,6 +614,7 @@ mod tests {
                     weight: 1,
                     maxconn: 0,
                     send_proxy: None,
+                    tls: None,
                 })
                 .collect(),
             health,
@@ -653,6 +654,7 @@ mod tests {
             initial_up,
             observe_connect_errors: true,
             observe_5xx: false,
+            tls: Default::default(),
         }
     }
 

@@ -151,7 +151,7 @@ pub async fn genhash(
         host: host.unwrap_or(&url.authority),
         body_only_if: None,
     };
-    let response = probe::http_fetch(addr, &req, Some(&alg), timeout)
+    let response = probe::http_fetch(addr, None, &req, Some(&alg), timeout)
         .await
         .map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
     Ok(GenHash {

@@ -71,6 +71,8 @@ struct Target {
     srv: usize,
     addr: SocketAddr,
     kind: CheckKind,
+    /// TLS for this server's checks (`HealthTls::for_server`).
+    tls: Option<Arc<crate::tls::client::ClientTls>>,
     timeout: Duration,
 }
 
@@ -93,6 +95,7 @@ pub fn spawn(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
                 srv,
                 addr: server.address,
                 kind: hc.kind.clone(),
+                tls: hc.tls.for_server(server.tls.as_ref()),
                 timeout: hc.timeout,
             });
         }
@@ -109,17 +112,20 @@ pub fn spawn(services: &[ProxyService], board: Arc<HealthBoard>) -> anyhow::Resu
         .name("halo-health".into())
         .spawn(move || {
             crate::run::priority::normal();
-            // The watchdog pings only while this thread's runtime runs.
-            rt.block_on(crate::run::liveness::with_heartbeat(
+            // Local tasks: a TLS probe's stream is not Send (the proxy's
+            // single-threaded TLS stream). The watchdog pings only while
+            // this thread's runtime runs.
+            let local = tokio::task::LocalSet::new();
+            rt.block_on(local.run_until(crate::run::liveness::with_heartbeat(
                 "health checker",
                 async move {
                     let mut tasks = tokio::task::JoinSet::new();
                     for t in targets {
-                        tasks.spawn(probe_loop(t, board.clone(), stop_rx.clone()));
+                        tasks.spawn_local(probe_loop(t, board.clone(), stop_rx.clone()));
                     }
                     while tasks.join_next().await.is_some() {}
                 },
-            ));
+            )));
         })
         .context("starting the health check thread")?;
     tracing::debug!(servers = n, "health checks started");
@@ -145,7 +151,7 @@ async fn probe_loop(t: Target, board: Arc<HealthBoard>, mut stop: watch::Receive
             _ = stop.changed() => return,
         }
         let result = tokio::select! {
-            r = probe::run_check(t.addr, &t.kind, t.timeout) => r,
+            r = probe::run_check(t.addr, t.tls.as_ref(), &t.kind, t.timeout) => r,
             _ = stop.changed() => return,
         };
         tracing::trace!(svc = t.svc, srv = t.srv, ok = result.ok, detail = %result.detail, "check");

@@ -1,26 +1,33 @@
 //! Active probes: the I/O half of health checking.
 //!
 //! [`run_check`] performs one configured check (HTTP or TCP connect) against
-//! a server within its timeout and turns the outcome into a
+//! a server within its timeout, over TLS when the server's check has it
+//! (the proxy's own TLS stream and client configuration, so a check
+//! verifies the server as its traffic does), and turns the outcome into a
 //! [`CheckResult`] for the pure checker. [`http_fetch`] is the HTTP request
 //! underneath, shared with `halo genhash`. Response parsing lives in the
 //! pure `response` module; this one only moves bytes and measures nothing.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::checker::CheckResult;
 use super::response::{self, BodyDecoder, BodyHasher, ResponseError};
 use crate::config::{CheckKind, DigestAlg, ExpectStatus};
 use crate::http1::BodyKind;
+use crate::proxy::stream::{Stream, Transport};
+use crate::tls::client::ClientTls;
 
 /// Why a probe failed before a response could be judged.
 #[derive(Debug)]
 pub enum ProbeError {
     Connect(std::io::Error),
+    /// The TLS handshake failed (the certificate, or the server broke
+    /// the protocol or closed).
+    Tls(std::io::Error),
     Timeout(Duration),
     /// Reading or writing after the connection was made.
     Io(std::io::Error),
@@ -33,6 +40,7 @@ impl std::fmt::Display for ProbeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProbeError::Connect(e) => write!(f, "{}", io_text(e)),
+            ProbeError::Tls(e) => write!(f, "TLS handshake: {}", io_text(e)),
             ProbeError::Timeout(d) => write!(f, "timeout after {}", fmt_duration(*d)),
             ProbeError::Io(e) => write!(f, "{}", io_text(e)),
             ProbeError::ClosedBeforeResponse => write!(f, "connection closed before a response"),
@@ -118,15 +126,45 @@ pub fn host_for(addr: SocketAddr) -> String {
     }
 }
 
+/// A probe's connection: TCP, then the TLS handshake when `tls` is given.
+async fn open(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<Transport<TcpStream>, ProbeError> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(ProbeError::Connect)?;
+    // Small writes, one round trip: no Nagle delay.
+    let _ = s.set_nodelay(true);
+    let s = Transport::Plain(s);
+    match tls {
+        None => Ok(s),
+        Some(t) => s
+            .connect_tls(t.config.clone(), t.server_name(addr.ip()))
+            .await
+            .map_err(ProbeError::Tls),
+    }
+}
+
+/// Read more into `buf` (growing it as needed); 0 at the end.
+async fn read_more(s: &Transport<TcpStream>, buf: &mut Vec<u8>) -> Result<usize, ProbeError> {
+    buf.reserve(16 * 1024);
+    let (r, b) = s.read(std::mem::take(buf)).await;
+    *buf = b;
+    r.map_err(ProbeError::Io)
+}
+
 /// Send one request and read the response head; with `digest`, read and
-/// hash the whole body too. All of it within `timeout`.
+/// hash the whole body too. All of it within `timeout`; over TLS with
+/// `tls`.
 pub async fn http_fetch(
     addr: SocketAddr,
+    tls: Option<&Arc<ClientTls>>,
     req: &HttpRequest<'_>,
     digest: Option<&DigestAlg>,
     timeout: Duration,
 ) -> Result<HttpResponse, ProbeError> {
-    match tokio::time::timeout(timeout, http_fetch_inner(addr, req, digest)).await {
+    match tokio::time::timeout(timeout, http_fetch_inner(addr, tls, req, digest)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
@@ -134,22 +172,16 @@ pub async fn http_fetch(
 
 async fn http_fetch_inner(
     addr: SocketAddr,
+    tls: Option<&Arc<ClientTls>>,
     req: &HttpRequest<'_>,
     digest: Option<&DigestAlg>,
 ) -> Result<HttpResponse, ProbeError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(ProbeError::Connect)?;
-    // Small writes, one round trip: no Nagle delay.
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(&response::build_request(req.method, req.path, req.host))
-        .await
-        .map_err(ProbeError::Io)?;
+    let stream = open(addr, tls).await?;
+    let request = response::build_request(req.method, req.path, req.host);
+    stream.write_all(request).await.0.map_err(ProbeError::Io)?;
 
     let head_request = req.method.eq_ignore_ascii_case("HEAD");
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
     // Read until a final (non-1xx) head is complete.
     let head = loop {
         match response::parse_head(&buf, head_request).map_err(ProbeError::Response)? {
@@ -161,11 +193,9 @@ async fn http_fetch_inner(
                 break h;
             }
             None => {
-                let n = stream.read(&mut chunk).await.map_err(ProbeError::Io)?;
-                if n == 0 {
+                if read_more(&stream, &mut buf).await? == 0 {
                     return Err(ProbeError::ClosedBeforeResponse);
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
         }
     };
@@ -195,31 +225,44 @@ async fn http_fetch_inner(
         if body.is_done() {
             break;
         }
-        let n = stream.read(&mut chunk).await.map_err(ProbeError::Io)?;
-        if n == 0 {
+        if read_more(&stream, &mut buf).await? == 0 {
             body.finish_on_close().map_err(ProbeError::Response)?;
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
     resp.body_len = Some(body.payload_len());
     resp.digest = Some(hasher.finish_hex());
     Ok(resp)
 }
 
-/// Open a TCP connection within `timeout`, then close it.
-pub async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(_stream)) => Ok(()),
-        Ok(Err(e)) => Err(ProbeError::Connect(e)),
+/// Open a TCP connection (and complete a TLS handshake with `tls`)
+/// within `timeout`, then close it.
+pub async fn tcp_connect(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientTls>>,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    match tokio::time::timeout(timeout, open(addr, tls)).await {
+        Ok(Ok(s)) => {
+            // close_notify after a handshake: a clean close in its log.
+            s.shutdown(std::net::Shutdown::Both);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
 }
 
-/// Run one configured check against `addr`.
-pub async fn run_check(addr: SocketAddr, kind: &CheckKind, timeout: Duration) -> CheckResult {
+/// Run one configured check against `addr`, over TLS with `tls`.
+pub async fn run_check(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientTls>>,
+    kind: &CheckKind,
+    timeout: Duration,
+) -> CheckResult {
     match kind {
-        CheckKind::Tcp => match tcp_connect(addr, timeout).await {
+        CheckKind::Tcp => match tcp_connect(addr, tls, timeout).await {
+            Ok(()) if tls.is_some() => CheckResult::success("TLS handshake done"),
             Ok(()) => CheckResult::success("connected"),
             Err(e) => CheckResult::failure(e.to_string()),
         },
@@ -245,7 +288,7 @@ pub async fn run_check(addr: SocketAddr, kind: &CheckKind, timeout: Duration) ->
                 body_only_if: Some(expect_status),
             };
             let want = expect_body_digest.as_ref();
-            match http_fetch(addr, &req, want.map(|(alg, _)| alg), timeout).await {
+            match http_fetch(addr, tls, &req, want.map(|(alg, _)| alg), timeout).await {
                 Err(e) => CheckResult::failure(e.to_string()),
                 Ok(r) => judge(&r, expect_status, want),
             }
@@ -401,7 +444,12 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let r = rt.block_on(run_check(addr, &CheckKind::Tcp, Duration::from_secs(5)));
+        let r = rt.block_on(run_check(
+            addr,
+            None,
+            &CheckKind::Tcp,
+            Duration::from_secs(5),
+        ));
         assert_eq!(r, CheckResult::failure("connection refused"));
         let http = CheckKind::Http {
             method: "GET".into(),
@@ -410,7 +458,7 @@ mod tests {
             expect_status: ExpectStatus::Codes(vec![200]),
             expect_body_digest: None,
         };
-        let r = rt.block_on(run_check(addr, &http, Duration::from_secs(5)));
+        let r = rt.block_on(run_check(addr, None, &http, Duration::from_secs(5)));
         assert_eq!(r, CheckResult::failure("connection refused"));
     }
 }

@@ -93,6 +93,7 @@ const SERVER_ARGS: &[&str] = &[
     "track",
     "usesrc",
     "verify",
+    "verifyhost",
     "weight",
     "ws",
 ];
@@ -801,6 +802,24 @@ fn service(
                 if let Some((_, m)) = &s.p.maxconn {
                     kv.push(("maxconn", Value::Int(*m)));
                 }
+                if let Some(src) = &s.p.ssl {
+                    kv.push(("tls", s.p.tls_table()));
+                    let verified = !matches!(s.p.verify, Some((_, false)));
+                    if verified && s.p.sni.is_none() {
+                        drops.push(o.drop(
+                            src.line,
+                            &format!("server {} ssl without sni", s.name),
+                            "halo also checks that the certificate names the server's IP address (HAProxy checks only the chain here): give `sni = \"NAME\"` a name of the certificate if it has no IP address",
+                        ));
+                    }
+                    if verified && s.p.ca_file.is_none() {
+                        drops.push(o.drop(
+                            src.line,
+                            &format!("server {} ssl without ca-file", s.name),
+                            "verified against the system's CAs (/etc/ssl/certs/ca-certificates.crt)",
+                        ));
+                    }
+                }
                 match &s.p.send_proxy {
                     Some((_, v)) if tcp => kv.push(("send_proxy", Value::Str(v.to_string()))),
                     Some((src, v)) => drops.push(o.drop(
@@ -1083,6 +1102,32 @@ struct Params {
     maxconn: Option<(Src, i64)>,
     /// `send-proxy` ("v1") or `send-proxy-v2` ("v2"); carried in mode tcp.
     send_proxy: Option<(Src, &'static str)>,
+    /// `ssl`: TLS to the server.
+    ssl: Option<Src>,
+    /// `verify required` (true) / `verify none` (false).
+    verify: Option<(Src, bool)>,
+    ca_file: Option<(Src, String)>,
+    /// `sni str(NAME)`.
+    sni: Option<(Src, String)>,
+    /// `check-ssl` (true) / `no-check-ssl` (false).
+    check_ssl: Option<(Src, bool)>,
+}
+
+impl Params {
+    /// The halo `tls` table of these TLS settings: `verify` (the CA file,
+    /// "none", or left out for the system's CAs) and `sni`.
+    fn tls_table(&self) -> Value {
+        let mut kv = Vec::new();
+        match (&self.verify, &self.ca_file) {
+            (Some((_, false)), _) => kv.push(("verify", Value::Str("none".into()))),
+            (_, Some((_, f))) if f != "@system-ca" => kv.push(("verify", Value::Str(f.clone()))),
+            _ => {}
+        }
+        if let Some((_, n)) = &self.sni {
+            kv.push(("sni", Value::Str(n.clone())));
+        }
+        Value::Inline(kv)
+    }
 }
 
 impl Params {
@@ -1171,6 +1216,21 @@ fn params(
                     Ok(n) => p.maxconn = Some((s, n)),
                     Err(e) => drop(e),
                 },
+                "verify" => match v {
+                    "required" => p.verify = Some((s, true)),
+                    "none" => p.verify = Some((s, false)),
+                    _ => drop(format!("\"{v}\" is not `none` or `required`")),
+                },
+                "ca-file" => p.ca_file = Some((s, v.to_string())),
+                "sni" => match v.strip_prefix("str(").and_then(|n| n.strip_suffix(')')) {
+                    Some(n) => p.sni = Some((s, n.to_string())),
+                    None => drop("halo sends one fixed name: `sni str(NAME)`".into()),
+                },
+                "verifyhost" => {
+                    if p.sni.as_ref().is_none_or(|(_, n)| n != v) {
+                        drop("halo checks the certificate for the `sni` name (else the server's address): give `sni str(NAME)`".into());
+                    }
+                }
                 "downinter" => drop("halo checks a down server every `interval`".into()),
                 "port" | "addr" => drop("halo checks a server at its own address and port".into()),
                 "cookie" => drop("halo has no cookie persistence".into()),
@@ -1193,8 +1253,12 @@ fn params(
                     drop("a disabled server is left out (halo server disable/enable works at run time)".into());
                     keep = false;
                 }
-                "ssl" | "check-ssl" | "verify" | "no-verifyhost" | "sni" => {
-                    drop("halo talks plain HTTP to servers".into())
+                "ssl" => p.ssl = Some(src.clone()),
+                "no-ssl" => p.ssl = None,
+                "check-ssl" => p.check_ssl = Some((src.clone(), true)),
+                "no-check-ssl" => p.check_ssl = Some((src.clone(), false)),
+                "no-verifyhost" => {
+                    drop("halo always checks the name (`sni`, else the server's address)".into())
                 }
                 // Carried by `service` in mode tcp, reported there otherwise.
                 "send-proxy" => p.send_proxy = Some((src.clone(), "v1")),
@@ -1233,9 +1297,15 @@ fn server(
     macro_rules! over {
         ($($f:ident),*) => { $( if own.$f.is_some() { p.$f = own.$f.clone(); } )* };
     }
-    over!(check, inter, fastinter, rise, fall, weight, maxconn, send_proxy);
+    over!(
+        check, inter, fastinter, rise, fall, weight, maxconn, send_proxy, ssl, verify, ca_file,
+        sni, check_ssl
+    );
     if words[3..].iter().any(|w| w.text == "no-check") {
         p.check = None;
+    }
+    if words[3..].iter().any(|w| w.text == "no-ssl") {
+        p.ssl = None;
     }
     if !keep {
         return None;
@@ -1249,6 +1319,9 @@ fn server(
             || [&p.rise, &p.fall, &p.weight, &p.maxconn]
                 .iter()
                 .any(|x| x.as_ref().is_some_and(|(xs, _)| xs == s))
+            || p.ssl.as_ref() == Some(s)
+            || p.ca_file.as_ref().is_some_and(|(xs, _)| xs == s)
+            || p.verify.as_ref().is_some_and(|(xs, _)| xs == s)
     });
     let address = match host_port(&addr.text, opts, false) {
         Ok((ip, Some(port))) => std::net::SocketAddr::new(ip, port).to_string(),
@@ -1511,5 +1584,23 @@ fn health(
         Some((src, n)) => Entry::one("fall", Value::Int(*n), vec![src.clone()]),
         None => Entry::one("fall", Value::Int(3), vec![]).note("HAProxy's default fall"),
     });
+    // Checks of an `ssl` server go over TLS by default in both; `check-ssl`
+    // on a plain server and `no-check-ssl` on a TLS one say otherwise.
+    let forced = checked
+        .iter()
+        .find(|s| s.p.ssl.is_none() && matches!(s.p.check_ssl, Some((_, true))));
+    let plain = checked
+        .iter()
+        .find(|s| s.p.ssl.is_some() && matches!(s.p.check_ssl, Some((_, false))));
+    if let Some(s) = forced {
+        let src = s.p.check_ssl.iter().map(|(src, _)| src.clone()).collect();
+        t.entries.push(
+            Entry::one("tls", s.p.tls_table(), src)
+                .note("check-ssl: checks over TLS, with the server's verify, ca-file and sni"),
+        );
+    } else if let Some(s) = plain {
+        let src = s.p.check_ssl.iter().map(|(src, _)| src.clone()).collect();
+        t.entries.push(Entry::one("tls", Value::Bool(false), src));
+    }
     Some(t)
 }

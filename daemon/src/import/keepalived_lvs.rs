@@ -70,7 +70,9 @@ fn vip_interface(tree: &[Stmt], vip: IpAddr) -> Option<(Src, String, usize)> {
     None
 }
 
-/// `TCP_CHECK` / `HTTP_GET` -> health entries, the rest reported.
+/// `TCP_CHECK` / `HTTP_GET` / `SSL_GET` -> health entries, the rest
+/// reported. `SSL_GET` is `HTTP_GET` over TLS, which keepalived does not
+/// verify: `tls = { verify = "none" }`, which `halo check` warns about.
 /// Also the lines carried without a key of their own (a `connect_port` that
 /// is the server's port, which halo checks anyway).
 fn checker(
@@ -79,9 +81,10 @@ fn checker(
     port: u16,
     drops: &mut Vec<Dropped>,
 ) -> Option<(Vec<Entry>, Vec<Src>)> {
-    let http = match c.keyword() {
-        "TCP_CHECK" => false,
-        "HTTP_GET" => true,
+    let (http, tls) = match c.keyword() {
+        "TCP_CHECK" => (false, false),
+        "HTTP_GET" => (true, false),
+        "SSL_GET" => (true, true),
         _ => return None,
     };
     let mut out = vec![Entry::one(
@@ -89,6 +92,16 @@ fn checker(
         Value::Str(if http { "http" } else { "tcp" }.into()),
         vec![o.src(&c.words)],
     )];
+    if tls {
+        out.push(
+            Entry::one(
+                "tls",
+                Value::Inline(vec![("verify", Value::Str("none".into()))]),
+                vec![],
+            )
+            .note("keepalived's SSL_GET does not verify the server's certificate: a CA file in `verify` would"),
+        );
+    }
     let mut urls = 0;
     let mut cited = Vec::new();
     let (mut retry_seen, mut delay_seen) = (false, false);
@@ -350,7 +363,7 @@ pub fn service(
                             }
                             _ => drops.push(o.drop(k.line(), "weight", "halo takes 1..=256 (weight 0, quiesced, is not carried): carried as 1")),
                         },
-                        "TCP_CHECK" | "HTTP_GET" => {
+                        "TCP_CHECK" | "HTTP_GET" | "SSL_GET" => {
                             if has_check {
                                 drops.push(o.drop(k.line(), k.keyword(), "halo runs one checker per server"));
                                 continue;

@@ -932,3 +932,85 @@ fn haproxy_ssl_crt_binds_and_https_redirects_are_carried() {
     assert!(c.proxy[0].bind_opts[1].tls.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn haproxy_server_ssl_verify_ca_file_sni_and_check_ssl_are_carried() {
+    let dir = std::env::temp_dir().join(format!("halo-import-upstream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, TEST_PEM).unwrap();
+    let ca = ca.display().to_string();
+    let h = format!(
+        "frontend fe\n  mode http\n  bind :80\n  default_backend be\n\
+         backend be\n  mode http\n  option httpchk GET /health\n\
+         \x20 server a 192.0.2.21:443 check ssl verify required ca-file {ca} sni str(a.example) verifyhost a.example\n\
+         \x20 server b 192.0.2.22:443 check ssl verify none\n\
+         \x20 server c 192.0.2.23:443 check ssl ca-file {ca} sni req.hdr(host)\n\
+         frontend fe2\n  mode http\n  bind :81\n  default_backend be2\n\
+         backend be2\n  mode http\n  default-server check-ssl verify none\n  server d 192.0.2.24:80 check\n"
+    );
+    let i = run(None, Some(&h), &opts()).unwrap();
+    let k = keys(&i.toml);
+    for want in [
+        format!("{{ name = \"a\", address = \"192.0.2.21:443\", tls = {{ verify = \"{ca}\", sni = \"a.example\" }} }},"),
+        "{ name = \"b\", address = \"192.0.2.22:443\", tls = { verify = \"none\" } },".to_string(),
+        format!("{{ name = \"c\", address = \"192.0.2.23:443\", tls = {{ verify = \"{ca}\" }} }},"),
+        // check-ssl on a plain server: its checks go over TLS.
+        "tls = { verify = \"none\" }".to_string(),
+    ] {
+        assert!(k.contains(&want), "{want} not in\n{k}");
+    }
+    let d = dropped(&i).join("\n");
+    for want in [
+        "directive 'server c sni' not carried over: halo sends one fixed name",
+        "directive 'server c ssl without sni' not carried over: halo also checks that the certificate names the server's IP address",
+    ] {
+        assert!(d.contains(want), "{want} not in\n{d}");
+    }
+    assert!(!d.contains("server a ssl without"), "{d}");
+    assert!(!d.contains("verifyhost"), "{d}");
+    let c = valid(&i.toml);
+    let be = &c.proxy[0];
+    assert!(be.servers.iter().all(|s| s.tls.is_some()));
+    assert_eq!(
+        be.health.as_ref().unwrap().tls,
+        crate::config::HealthTls::Inherit
+    );
+    let be2 = &c.proxy[1];
+    assert!(be2.servers[0].tls.is_none());
+    assert!(matches!(
+        be2.health.as_ref().unwrap().tls,
+        crate::config::HealthTls::Own(_)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keepalived_ssl_get_is_an_http_check_over_unverified_tls() {
+    let k = "virtual_server 192.0.2.100 443 {\n  delay_loop 5\n  lb_kind NAT\n  real_server 192.0.2.21 443 {\n    SSL_GET {\n      url {\n        path /health\n        status_code 200\n      }\n      connect_timeout 2\n    }\n  }\n}\n";
+    let i = run(Some(k), None, &opts()).unwrap();
+    assert!(
+        keys(&i.toml).contains(
+            "type = \"http\"\ninterval = \"5s\"\ntls = { verify = \"none\" }\npath = \"/health\""
+        ),
+        "{}",
+        i.toml
+    );
+    let c = valid(&i.toml);
+    let h = l4_of(&c).health.clone().unwrap();
+    match &h.tls {
+        crate::config::HealthTls::Own(t) => {
+            assert_eq!(t.verify, crate::tls::client::Verify::None)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("`verify = \"none\"`")),
+        "{:?}",
+        c.warnings
+    );
+    let d = dropped(&i).join("\n");
+    assert!(!d.contains("SSL_GET"), "{d}");
+}

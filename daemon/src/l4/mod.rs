@@ -74,6 +74,7 @@ fn as_checked(services: &[L4Service]) -> Vec<ProxyService> {
                     weight: v.weight,
                     maxconn: 0,
                     send_proxy: None,
+                    tls: None,
                 })
                 .collect(),
             health: s.health.clone(),

@@ -285,16 +285,35 @@ pub(super) async fn connect_server<I: Io>(
     srv: usize,
     deadline: Instant,
 ) -> Result<I::Stream, ProxyError> {
-    let addr = svc.servers[srv].address;
-    let kind = match timeout_at(deadline.into(), I::connect(addr)).await {
+    let kind = match timeout_at(deadline.into(), connect_tls::<I>(svc, srv)).await {
         Ok(Ok(s)) => return Ok(s),
-        Ok(Err(e)) => {
-            tracing::debug!(service = %svc.name, server = %svc.servers[srv].name, "connect to {addr}: {e}");
-            Kind::ConnectFailed
-        }
+        Ok(Err(kind)) => kind,
         Err(_) => Kind::ConnectTimeout,
     };
     Err(ProxyError::server(kind, Retry::Safe))
+}
+
+/// A TCP connection to server `srv`, and the TLS handshake over it when the
+/// server has `tls` (`crate::tls::client`: verified against its CA and
+/// name). Both count as the connect, within its timeout, as in HAProxy.
+async fn connect_tls<I: Io>(svc: &ProxyService, srv: usize) -> Result<I::Stream, Kind> {
+    let server = &svc.servers[srv];
+    let addr = server.address;
+    let s = I::connect(addr).await.map_err(|e| {
+        tracing::debug!(service = %svc.name, server = %server.name, "connect to {addr}: {e}");
+        Kind::ConnectFailed
+    })?;
+    let Some(t) = &server.tls else {
+        return Ok(s);
+    };
+    I::connect_tls(s, t.config.clone(), t.server_name(addr.ip()))
+        .await
+        .map_err(|e| {
+            // Warned: a certificate that fails verification is a
+            // configuration problem that no passive check explains.
+            tracing::warn!(service = %svc.name, server = %server.name, "TLS handshake with {addr} failed: {e}");
+            Kind::Tls
+        })
 }
 
 /// A failed connect to `srv`: the passive check hears it, this request

@@ -58,6 +58,9 @@ pub(super) enum Kind {
     /// The connect failed (refused, unreachable).
     ConnectFailed,
     ConnectTimeout,
+    /// The TLS handshake with a server failed (its certificate, or the
+    /// server broke the protocol or closed).
+    Tls,
     /// A read or write did not complete by its deadline.
     Timeout,
     Read(io::Error),
@@ -177,6 +180,7 @@ impl ProxyError {
             (Kind::NoServer(why), _) => why.note(),
             (Kind::ConnectFailed, _) => "connect failed",
             (Kind::ConnectTimeout, _) => "connect timeout",
+            (Kind::Tls, _) => "tls handshake failed",
             (Kind::Timeout, Side::Client) => "client timeout",
             (Kind::Timeout, _) => "server timeout",
             (Kind::BadBody(_), Side::Client) => "bad request body",
@@ -270,6 +274,12 @@ mod tests {
                 502,
                 true,
                 "connect failed",
+            ),
+            (
+                e(Kind::Tls, Side::Server),
+                502,
+                true,
+                "tls handshake failed",
             ),
             (
                 e(Kind::ConnectTimeout, Side::Server),

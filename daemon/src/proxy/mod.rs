@@ -22,10 +22,10 @@ pub mod proxy_protocol;
 #[allow(clippy::disallowed_methods)]
 mod redirect;
 mod rules;
-mod stream;
+pub(crate) mod stream;
 #[allow(clippy::disallowed_methods)]
 mod tcp;
-mod tls;
+pub(crate) mod tls;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -55,6 +55,20 @@ impl<S: Stream> Transport<S> {
             Transport::Tls(_) => Err(io::Error::other("TLS over TLS")),
         }
     }
+
+    /// The client side of a TLS handshake on a connection to a server.
+    pub(crate) async fn connect_tls(
+        self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Self> {
+        match self {
+            Transport::Plain(s) => Ok(Transport::Tls(Box::new(
+                TlsStream::connect(s, config, name).await?,
+            ))),
+            Transport::Tls(_) => Err(io::Error::other("TLS over TLS")),
+        }
+    }
 }
 
 impl<S: Stream> Stream for Transport<S> {
@@ -111,6 +125,12 @@ pub(crate) trait Io: 'static {
     async fn accept_tls(
         s: Self::Stream,
         config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::Stream>;
+    /// The client side of a TLS handshake on a connected stream.
+    async fn connect_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<Self::Stream>;
 }
 
@@ -240,6 +260,14 @@ impl Io for Epoll {
     ) -> io::Result<Self::Stream> {
         s.accept_tls(config).await
     }
+
+    async fn connect_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Self::Stream> {
+        s.connect_tls(config, name).await
+    }
 }
 
 // === io_uring driver ===
@@ -328,5 +356,13 @@ impl Io for Uring {
         config: std::sync::Arc<rustls::ServerConfig>,
     ) -> io::Result<Self::Stream> {
         s.accept_tls(config).await
+    }
+
+    async fn connect_tls(
+        s: Self::Stream,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Self::Stream> {
+        s.connect_tls(config, name).await
     }
 }

@@ -50,10 +50,27 @@ impl<S: Stream> TlsStream<S> {
         config: Arc<rustls::ServerConfig>,
     ) -> io::Result<TlsStream<S>> {
         let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        TlsStream::start(io, conn.into()).await
+    }
+
+    /// The client side of a handshake on a connection to a server: its
+    /// certificate is verified for `name` (see `crate::tls::client`). The
+    /// caller bounds it in time. A verification failure is an
+    /// `InvalidData` error whose text says why.
+    pub(crate) async fn connect(
+        io: S,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<TlsStream<S>> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        TlsStream::start(io, conn.into()).await
+    }
+
+    async fn start(io: S, conn: rustls::Connection) -> io::Result<TlsStream<S>> {
         let s = TlsStream {
             io,
             st: RefCell::new(State {
-                conn: conn.into(),
+                conn,
                 raw: Vec::with_capacity(RAW),
                 raw_pos: 0,
                 eof: false,
@@ -275,9 +292,50 @@ impl<S: Stream> Stream for TlsStream<S> {
         self.io.shutdown(how);
     }
 
+    /// A pooled connection to a TLS server: idle when nothing of a
+    /// response waits, in rustls or on the socket. TLS records a server
+    /// sends between responses are read and processed here, without
+    /// waiting: a session ticket (TLS 1.3 sends them after the handshake,
+    /// possibly after the first response) or a key update leaves the
+    /// connection fit for the next request; data, an alert (close_notify:
+    /// the server is closing it) or the end of the stream do not.
     fn is_idle(&self) -> bool {
-        let st = self.st.borrow();
-        st.raw_pos >= st.raw.len() && !st.eof && self.io.is_idle()
+        let mut st = self.st.borrow_mut();
+        // A few rounds at most: a server that keeps sending is not idle.
+        for _ in 0..8 {
+            if st.raw_pos < st.raw.len() || st.eof {
+                return false;
+            }
+            match st.conn.process_new_packets() {
+                Ok(s) if s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed() => {}
+                _ => return false,
+            }
+            if self.io.is_idle() {
+                return true;
+            }
+            let mut b = vec![0u8; RAW];
+            // SAFETY: a descriptor the stream owns and a live buffer.
+            let n = unsafe {
+                libc::recv(
+                    self.io.fd(),
+                    b.as_mut_ptr().cast(),
+                    b.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                // The end, or an error: not reusable either way.
+                st.eof = n == 0;
+                return false;
+            }
+            b.truncate(n as usize);
+            st.raw = b;
+            st.raw_pos = 0;
+            if st.feed().is_err() {
+                return false;
+            }
+        }
+        false
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
@@ -286,5 +344,133 @@ impl<S: Stream> Stream for TlsStream<S> {
 
     fn is_tls(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client side against a rustls server on a loopback socket (a
+    //! thread with blocking I/O): what a pooled connection's idle check
+    //! makes of the TLS records a server sends between responses.
+
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::tls::client::ClientTls;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Between {
+        /// A TLS 1.3 KeyUpdate: a handshake record, like a late session
+        /// ticket, that leaves the connection usable.
+        KeyUpdate,
+        /// close_notify: the server is closing the connection.
+        CloseNotify,
+        /// Bytes outside any response.
+        Data,
+    }
+
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let dir = std::env::temp_dir().join(format!("halo-proxy-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("site.pem");
+        std::fs::write(&cert, crate::tls::TEST_PEM).unwrap();
+        let files = crate::tls::CertFiles { cert, key: None };
+        let loaded = crate::tls::load(&files, 1_800_000_000).unwrap();
+        crate::tls::ServerTls::new(vec![(files, loaded)], &[])
+            .unwrap()
+            .config
+    }
+
+    /// Wait (without a time limit that matters) until `fd` has bytes or
+    /// its end to read.
+    fn wait_readable(fd: std::os::fd::RawFd) {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, 30_000) };
+        assert_eq!(n, 1, "the server's record never arrived");
+    }
+
+    /// One request and response, then `between` from the server: whether
+    /// the idle check finds the connection reusable, and (when it does)
+    /// whether a second request on it is answered.
+    fn idle_after(between: Between) -> (bool, bool) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = server_config();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(config).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut req = [0u8; 5];
+            tls.read_exact(&mut req).unwrap();
+            tls.write_all(b"pong\n").unwrap();
+            go_rx.recv().unwrap();
+            match between {
+                Between::KeyUpdate => tls.conn.refresh_traffic_keys().unwrap(),
+                Between::CloseNotify => tls.conn.send_close_notify(),
+                Between::Data => tls.conn.writer().write_all(b"junk").unwrap(),
+            }
+            tls.flush().unwrap();
+            // A second request, when the client sends one.
+            if tls.read_exact(&mut req).is_ok() {
+                let _ = tls.write_all(b"pong\n");
+                let _ = tls.flush();
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async {
+            let client = ClientTls::new(None, None).unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = client.server_name(addr.ip());
+            let s = TlsStream::connect(tcp, client.config.clone(), name)
+                .await
+                .unwrap();
+            let ask = || async {
+                s.write_all(b"ping\n".to_vec()).await.0.unwrap();
+                let mut got = Vec::with_capacity(64);
+                while got.len() < 5 {
+                    let (r, b) = s.read(got).await;
+                    got = b;
+                    if r.unwrap() == 0 {
+                        break;
+                    }
+                }
+                got
+            };
+            assert_eq!(ask().await, b"pong\n");
+            assert!(s.is_idle(), "idle right after a whole response");
+            go_tx.send(()).unwrap();
+            wait_readable(s.fd());
+            // Let tokio's reactor hear of the bytes (the epoll driver's
+            // idle check trusts its readiness), as it has long before a
+            // pooled connection is taken again.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let idle = s.is_idle();
+            let again = idle && ask().await == b"pong\n";
+            s.shutdown(Shutdown::Both);
+            (idle, again)
+        });
+        server.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn a_key_update_between_responses_leaves_a_pooled_connection_idle() {
+        assert_eq!(idle_after(Between::KeyUpdate), (true, true));
+    }
+
+    #[test]
+    fn close_notify_or_stray_data_make_a_pooled_connection_unusable() {
+        assert_eq!(idle_after(Between::CloseNotify), (false, false));
+        assert_eq!(idle_after(Between::Data), (false, false));
     }
 }

@@ -8,6 +8,7 @@
 //! The decisions are pure (`SniTable::pick`, `check_validity`, `x509`);
 //! `load` reads files. The byte stream itself is `proxy::tls`.
 
+pub mod client;
 pub mod x509;
 
 use std::collections::HashMap;
@@ -245,6 +246,27 @@ impl ServerTls {
             .collect()
     }
 }
+
+/// A self-signed certificate and key for www.example.org valid until 2126
+/// (`openssl req -x509 -newkey ec ... -days 36500`), for tests.
+#[cfg(test)]
+pub(crate) const TEST_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBizCCATGgAwIBAgIUXyFMFLqVlOUMFZ+Z0wq7fmDUcEkwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPd3d3LmV4YW1wbGUub3JnMCAXDTI2MTIwNTE4MjAyM1oYDzIx
+MjYxMTExMTgyMDIzWjAaMRgwFgYDVQQDDA93d3cuZXhhbXBsZS5vcmcwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3tjh+jvHx
+XtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4vo1MwUTAdBgNVHQ4E
+FgQUkDyAONgxnPBg74yGdnWFNRbUGbwwHwYDVR0jBBgwFoAUkDyAONgxnPBg74yG
+dnWFNRbUGbwwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiA9Oi4J
+j/+XiiqQCMaQg1tUdkSSV2Kcvdgcwp4fHFpf6wIhALCT0GrBcFjz6+/kxGW32Iez
+ng2dEAWDk2T0EwcUgSKl
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgbDqypchLHm9j3e24
+yvVRLtGdfXPWKbWD1uHE4l+/9yKhRANCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3
+tjh+jvHxXtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4v
+-----END PRIVATE KEY-----
+";
 
 #[cfg(test)]
 mod tests {

@@ -201,6 +201,14 @@ impl Io for MemIo {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    async fn connect_tls(
+        _: Mem,
+        _: std::sync::Arc<rustls::ClientConfig>,
+        _: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Mem> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     fn listener(_: std::net::TcpListener) -> io::Result<()> {
         Ok(())
     }
