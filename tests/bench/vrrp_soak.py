@@ -252,7 +252,7 @@ def main():
                     changes = (after_halo[node] - before_halo[node]
                                if None not in (after_halo[node], before_halo[node]) else "?")
                     for line in lab.log(node, since=halo_marks[node]).splitlines():
-                        if re.search(r" -> (MASTER|BACKUP|INIT|FAULT)", line):
+                        if re.search(r" -> (MASTER|BACKUP|INIT|FAULT)|timer fired", line):
                             print(f"  {node}: {line.strip()}", file=sys.stderr)
                     if changes != 0 and p in ("halo", "mixed"):
                         bad = True
