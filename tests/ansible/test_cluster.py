@@ -81,6 +81,18 @@ def test_systemd_sees_halo_as_designed(cluster):
     assert lines[-1].strip() == f"HALO_INSTANCE={inst}", r.stdout
 
 
+def test_vrrp_thread_raised_under_the_unit(cluster):
+    """The shipped unit lets the VRRP thread raise its priority (SCHED_RR,
+    or nice -10 where the kernel keeps real time from the service's cgroup):
+    its seccomp filter used to deny setpriority and sched_setscheduler, and
+    halo ran the VRRP thread at nice 0 under it."""
+    wait_for("lb1 status", lambda: cluster.status("lb1"))
+    r = cluster.ssh("lb1", "journalctl -u halo --no-pager -o cat | grep -m1 'VRRP thread'; "
+                    "ps -L -o cls=,ni=,rtprio= -p $(pidof halo) | head -1")
+    assert "stays at nice" not in r.stdout, r.stdout
+    assert "SCHED_RR" in r.stdout or "at nice -10" in r.stdout, r.stdout
+
+
 def test_vip_round_robin_over_the_webs(cluster):
     wait_for("both backends healthy on lb1", lambda: all(
         s["healthy"] for s in (cluster.status("lb1") or {"proxy": [{"servers": [{"healthy": False}]}]})["proxy"][0]["servers"]))

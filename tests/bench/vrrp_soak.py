@@ -2,17 +2,20 @@
 """Benchmark: spurious failovers at 10 ms adverts with the proxy at full load.
 
 One `halo lab` (own name, namespaces removed on exit, also on failure or
-SIGTERM) with three nginx backends and four VRRP pairs side by side on the
+SIGTERM) with three nginx backends and three VRRP pairs side by side on the
 same bridge, every one at VRRPv3's minimum advert interval (10 ms, master
 down after 36.1 ms at the backup's priority 100):
 
     pair        nodes       vrid  VIP           daemons
-    halo        lb1, lb2    51    192.0.2.100   halo (VRRP + proxy, workers = 2)
-    keepalived  lb3, lb4    52    192.0.2.101   keepalived 2.2 (--vrrp), defaults
+    halo        lb1, lb2    51    192.0.2.100   halo (VRRP + proxy, workers = cores)
+    keepalived  lb3, lb4    52    192.0.2.101   keepalived 2.2 (--vrrp), its defaults
     mixed       lb5, lb6    53    192.0.2.102   halo (master) + keepalived (backup)
-    halo-nice0  lb7, lb8    54    192.0.2.103   halo with its VRRP thread reniced
-                                                to 0 from outside (the control:
-                                                what the nice -10 is worth)
+
+`--halo-sched` sets the halo pair's VRRP thread from outside after start
+(chrt, renice on the main thread's id), to show what the scheduling is
+worth: `as-started` (halo's own: SCHED_RR 10 when permitted, as here as
+root), `nice` (SCHED_OTHER at nice -10, what halo did before), `normal`
+(SCHED_OTHER at nice 0).
 
 The client runs wrk through the halo pair's VIP for the whole duration
 (bounded by -d), so halo's proxy on lb1, the three nginx and wrk itself
@@ -56,7 +59,13 @@ PAIRS = {
     "halo": ("lb1", "lb2", 51, "192.0.2.100", "halo", "halo"),
     "keepalived": ("lb3", "lb4", 52, "192.0.2.101", "keepalived", "keepalived"),
     "mixed": ("lb5", "lb6", 53, "192.0.2.102", "halo", "keepalived"),
-    "halo-nice0": ("lb7", "lb8", 54, "192.0.2.103", "halo", "halo"),
+}
+
+# --halo-sched: (chrt arguments, nice) for the halo pair's VRRP thread.
+SCHED = {
+    "as-started": None,
+    "nice": (["-o", "0"], -10),
+    "normal": (["-o", "0"], 0),
 }
 
 
@@ -160,14 +169,16 @@ def main():
                     help="seconds of load (default 600, or $DURATION)")
     ap.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     ap.add_argument("--pairs", default=",".join(PAIRS), help="which pairs, comma-separated")
+    ap.add_argument("--halo-sched", choices=SCHED, default="as-started",
+                    help="the halo pair's VRRP thread: as halo set it, or changed from outside")
     a = ap.parse_args()
     pairs = [p for p in a.pairs.split(",") if p]
     for p in pairs:
         if p not in PAIRS:
             sys.exit(f"unknown pair {p}; known: {', '.join(PAIRS)}")
-    ip = {f"lb{n}": f"192.0.2.{10 + n}" for n in range(1, 10)}
+    ip = {f"lb{n}": f"192.0.2.{10 + n}" for n in range(1, 7)}
 
-    with Lab("soak", lbs=8, backends=3) as lab, tempfile.TemporaryDirectory() as tmp:
+    with Lab("soak", lbs=6, backends=3) as lab, tempfile.TemporaryDirectory() as tmp:
         proxy = generated_proxy(lab)
         for p in pairs:
             m, b, vrid, vip, dm, db = PAIRS[p]
@@ -179,10 +190,15 @@ def main():
         for p in pairs:
             m, b, _, vip, *_ = PAIRS[p]
             wait_for(lambda: lab.holders([m, b], vip) == [m], 60, f"{m} master of {vip} ({p})")
-        if "halo-nice0" in pairs:
-            for n in PAIRS["halo-nice0"][:2]:
-                subprocess.run(["renice", "-n", "0", "-p", str(main_thread_tid(lab, n))],
-                               check=True, capture_output=True)
+        if "halo" in pairs and SCHED[a.halo_sched]:
+            chrt, nice = SCHED[a.halo_sched]
+            for n in PAIRS["halo"][:2]:
+                tid = str(main_thread_tid(lab, n))
+                subprocess.run(["chrt", "-p", *chrt, tid], check=True, capture_output=True)
+                subprocess.run(["renice", "-n", str(nice), "-p", tid], check=True, capture_output=True)
+        sched = {n: subprocess.run(["ps", "-o", "cls=,rtprio=,ni=", "-p", str(main_thread_tid(lab, n))],
+                                   capture_output=True, text=True).stdout.split()
+                 for p in pairs for n, d in zip(PAIRS[p][:2], PAIRS[p][4:]) if d == "halo"}
         if "halo" in pairs:
             # The proxy's health checks pass before the load starts, so
             # tracking does not move the priority during the soak.
@@ -240,6 +256,8 @@ def main():
               f"1-min samples every 10 s: min {min(loads, default=float('nan')):.1f}, "
               f"max {max(loads, default=float('nan')):.1f}")
         print(f"capture: {dropped.group(1) if dropped else '?'} packets dropped by kernel")
+        print("halo VRRP threads (policy, rt priority, nice): "
+              + ", ".join(f"{n} {' '.join(v)}" for n, v in sched.items()))
         print()
         print(f"| pair | node | daemon | state changes | adverts sent (master) | gap p99 | p99.9 | max "
               f"| gaps > 20 ms | gaps > {MASTER_DOWN_MS:.0f} ms |")
