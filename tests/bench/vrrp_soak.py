@@ -218,9 +218,20 @@ def main():
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         loads, stop = [], threading.Event()
 
+        steals = []  # per 10 s: the largest share of any one CPU's time stolen
+
+        def cpu_times():
+            # cpuN user nice system idle iowait irq softirq steal ...
+            return [list(map(int, line.split()[1:9])) for line in open("/proc/stat")
+                    if line.startswith("cpu") and line[3].isdigit()]
+
         def sample_load():
+            prev = cpu_times()
             while not stop.wait(10):
                 loads.append(float(open("/proc/loadavg").read().split()[0]))
+                cur = cpu_times()
+                steals.append(max((c[7] - p[7]) / max(1, sum(c) - sum(p)) for c, p in zip(cur, prev)))
+                prev = cur
 
         sampler = threading.Thread(target=sample_load, daemon=True)
         try:
@@ -255,6 +266,9 @@ def main():
         print(f"load average at start {' '.join(load_start)}, at end {' '.join(load_end)}, "
               f"1-min samples every 10 s: min {min(loads, default=float('nan')):.1f}, "
               f"max {max(loads, default=float('nan')):.1f}")
+        print(f"CPU time stolen by the hypervisor (a VM's vCPU not running), per 10 s, the most "
+              f"of any one CPU: median {100 * sorted(steals)[len(steals) // 2] if steals else float('nan'):.1f} %, "
+              f"max {100 * max(steals, default=float('nan')):.1f} %")
         print(f"capture: {dropped.group(1) if dropped else '?'} packets dropped by kernel")
         print("halo VRRP threads (policy, rt priority, nice): "
               + ", ".join(f"{n} {' '.join(v)}" for n, v in sched.items()))
