@@ -81,6 +81,26 @@ def test_systemd_sees_halo_as_designed(cluster):
     assert lines[-1].strip() == f"HALO_INSTANCE={inst}", r.stdout
 
 
+def test_vrrp_thread_raised_under_the_unit(cluster):
+    """The shipped unit lets the VRRP thread raise its priority: its
+    system-call filter used to deny setpriority and sched_setscheduler
+    (@resources), so halo ran the VRRP thread at nice 0 under it, whatever
+    LimitNICE said. Where the unit's limits are in force, the thread must
+    run SCHED_RR or at nice -10. In these nspawn containers systemd cannot
+    raise a hard limit (they stay 0, `setrlimit_closest`), so the call is
+    refused by the kernel's limit check (EACCES), which shows it got past
+    the filter (EPERM, SystemCallErrorNumber)."""
+    wait_for("lb1 status", lambda: cluster.status("lb1"))
+    r = cluster.ssh("lb1", "journalctl -u halo --no-pager -o cat | grep -m1 'VRRP thread'; "
+                    "ps -L -o cls=,ni=,rtprio= -p $(pidof halo) | head -1; "
+                    "grep -i -E 'nice|realtime' /proc/$(pidof halo)/limits")
+    out = r.stdout
+    if re.search(r"Max nice priority\s+30\s", out) or re.search(r"Max realtime priority\s+10\s", out):
+        assert "SCHED_RR" in out or "at nice -10" in out, out
+    else:
+        assert "SCHED_RR" in out or "at nice -10" in out or "nice: Permission denied" in out, out
+
+
 def test_vip_round_robin_over_the_webs(cluster):
     wait_for("both backends healthy on lb1", lambda: all(
         s["healthy"] for s in (cluster.status("lb1") or {"proxy": [{"servers": [{"healthy": False}]}]})["proxy"][0]["servers"]))

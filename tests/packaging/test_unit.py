@@ -83,7 +83,9 @@ def test_unit_runs_halo_as_designed(unit_root):
     caps = {"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}
     assert set(s[(svc, "AmbientCapabilities")][0].split()) == caps
     assert set(s[(svc, "CapabilityBoundingSet")][0].split()) == caps
-    # The VRRP thread's nice -10 without CAP_SYS_NICE (run/priority.rs).
+    # The VRRP thread's SCHED_RR 10, or nice -10, without CAP_SYS_NICE
+    # (run/priority.rs).
+    assert s[(svc, "LimitRTPRIO")] == ["10"]
     assert s[(svc, "LimitNICE")] == ["-10"]
     assert set(s[(svc, "RestrictAddressFamilies")][0].split()) == {
         "AF_UNIX",
@@ -104,11 +106,14 @@ def test_unit_runs_halo_as_designed(unit_root):
         "LockPersonality",
         "MemoryDenyWriteExecute",
         "RestrictNamespaces",
-        "RestrictRealtime",
         "RestrictSUIDSGID",
     ]:
         assert s[(svc, key)] == ["yes"], key
     assert s[(svc, "ProtectSystem")] == ["strict"]
     assert s[(svc, "SystemCallArchitectures")] == ["native"]
     assert "@system-service" in s[(svc, "SystemCallFilter")]
+    # The VRRP thread's SCHED_RR (run/priority.rs): not restricted, and its
+    # two calls allowed again after `~@privileged @resources`.
+    assert (svc, "RestrictRealtime") not in s
+    assert s[(svc, "SystemCallFilter")][-1] == "setpriority sched_setscheduler"
     assert s[("[Install]", "WantedBy")] == ["multi-user.target"]

@@ -310,3 +310,31 @@ def test_clean_stop_keeps_answering_until_the_new_master_is_heard(topo):
     lost = [n for n in range(min(got), max(got) + 1) if n not in got]
     assert len(lost) <= 2, f"lost {lost}\n{out}"
     assert "is master now" in topo.log("lb1")
+
+
+def test_backup_stalled_past_master_down_reads_the_queued_adverts_first(topo):
+    # A backup whose thread did not run for longer than the master-down
+    # interval (a CPU kept busy by the proxy, a VM's vCPU descheduled; here
+    # SIGSTOP) wakes with the live master's adverts queued in its socket
+    # and its Master_Down_Timer expired at the same moment. It must read
+    # the adverts first and stay backup. It used to fire the timer first
+    # whenever tokio's select! happened to poll the timer before the socket
+    # (about one stall in seven) and took the VIP from a live master.
+    pair(topo)  # 100 ms adverts: master down after 0.36 s
+    one_master(topo, ["lb1", "lb2"], "lb1")
+    wait_for(lambda: heard(topo, "lb2") > 5, T, "lb2 hearing lb1")
+    before = topo.vrrp("lb2")["transitions"]
+    pid = int(open(topo.path("lb2", "halo.pid")).read().split()[0])
+    for _ in range(25):
+        h = heard(topo, "lb2")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Longer than the master-down interval, so several of lb1's
+            # adverts queue up meanwhile.
+            threading.Event().wait(0.6)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: heard(topo, "lb2") > h + 3, T, "lb2 reading lb1's adverts after the stall")
+    v = topo.vrrp("lb2")
+    assert v["state"] == "BACKUP" and v["transitions"] == before, (v, topo.log("lb2"))
+    assert topo.holders(["lb1", "lb2"], VIP) == ["lb1"]

@@ -87,6 +87,58 @@ impl DropLog {
     }
 }
 
+/// Notices when the VRRP thread wakes up later than its timer asked:
+/// a CPU too busy (or a VM's vCPU descheduled) delays the master's adverts,
+/// and a wake-up later than about two advert intervals lets a backup take
+/// over although nothing failed. One warning per ten seconds at most, with
+/// the worst lateness and how many late wake-ups it stands for.
+struct LateLog {
+    /// When the last warning went out; the worst lateness and the count of
+    /// late wake-ups since.
+    last: Option<Instant>,
+    worst: Duration,
+    count: u64,
+}
+
+impl LateLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> LateLog {
+        LateLog {
+            last: None,
+            worst: Duration::ZERO,
+            count: 0,
+        }
+    }
+
+    /// A wake-up `late` after its deadline, with adverts every `interval`:
+    /// what to warn about now (worst lateness, late wake-ups), if anything.
+    /// Only lateness of a whole advert interval or more counts.
+    fn note(
+        &mut self,
+        now: Instant,
+        late: Duration,
+        interval: Duration,
+    ) -> Option<(Duration, u64)> {
+        if late < interval {
+            return None;
+        }
+        self.worst = self.worst.max(late);
+        self.count += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        let r = (self.worst, self.count);
+        self.worst = Duration::ZERO;
+        self.count = 0;
+        Some(r)
+    }
+}
+
 /// The effective priority and the sentence explaining it.
 fn effective_priority(inst: &VrrpInstance, down: &[(String, i16)]) -> (u8, String) {
     let base = inst.priority.get();
@@ -218,6 +270,25 @@ impl Instance {
                 other => format!("{other:?} from {}", pkt.src),
             };
             self.drops.note(&name, now, why);
+        }
+    }
+
+    /// Feed the router every advert already queued in the socket (at most
+    /// a few hundred: a flood must not keep the timers from running).
+    fn read_queued(&mut self, now: Instant) {
+        for _ in 0..256 {
+            match self.sockets.try_recv() {
+                Ok(Some(pkt)) => self.on_packet(now, pkt),
+                Ok(None) => return,
+                // A datagram that did not parse is gone; read on.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    debug!(instance = %self.cfg.name, "receive: {e}");
+                }
+                Err(e) => {
+                    debug!(instance = %self.cfg.name, "receive: {e}");
+                    return;
+                }
+            }
         }
     }
 
@@ -663,6 +734,7 @@ pub async fn run_instance(
     }
     // The systemd watchdog pings only while this loop goes round.
     let beat = crate::run::liveness::register(format!("vrrp {}", cfg.name));
+    let mut late = LateLog::new();
 
     loop {
         let mut deadline = inst
@@ -684,7 +756,24 @@ pub async fn run_instance(
                 Err(e) => debug!(instance = %cfg.name, "receive: {e}"),
             },
             _ = tokio::time::sleep_until(deadline) => {
-                inst.router.handle_timeout(Instant::now().into_std());
+                let now = Instant::now();
+                let interval = Duration::from_millis(u64::from(inst.router.master_adver_interval_cs()) * 10);
+                if let Some((worst, n)) = late.note(now, now.saturating_duration_since(deadline), interval) {
+                    warn!(
+                        instance = %cfg.name,
+                        "{}: VRRP timer fired {} ms late ({n} wake-up(s) late by an advert interval or more since the last warning): \
+                         the CPU is too busy for {} ms adverts, a backup may take over",
+                        cfg.name,
+                        worst.as_millis(),
+                        interval.as_millis()
+                    );
+                }
+                // Adverts that arrived while this thread waited for a CPU
+                // come before the timer they would have reset: a backup
+                // stalled past its master-down interval must not take over
+                // from a master whose adverts are sitting in its socket.
+                inst.read_queued(now);
+                inst.router.handle_timeout(now.into_std());
             }
             Some(ev) = links.recv() => {
                 if ev.index == inst.ifindex && ev.up != own_link_up {
@@ -999,6 +1088,23 @@ mod tests {
                 (DropReason::VipSet, 3)
             ]
         );
+    }
+
+    #[test]
+    fn late_wakeups_warned_once_per_ten_seconds_with_the_worst() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = LateLog::new();
+        // Less than an advert interval late: nothing to say.
+        assert_eq!(l.note(t0, ms(9), ms(10)), None);
+        assert_eq!(l.note(t0, ms(15), ms(10)), Some((ms(15), 1)));
+        // Within ten seconds: counted, not logged.
+        assert_eq!(l.note(t0 + ms(1000), ms(40), ms(10)), None);
+        assert_eq!(l.note(t0 + ms(2000), ms(20), ms(10)), None);
+        assert_eq!(l.note(t0 + ms(3000), ms(5), ms(10)), None);
+        // Then the worst and the count since the last warning.
+        assert_eq!(l.note(t0 + ms(10_000), ms(12), ms(10)), Some((ms(40), 3)));
+        assert_eq!(l.note(t0 + ms(20_000), ms(11), ms(10)), Some((ms(11), 1)));
     }
 
     #[test]

@@ -158,6 +158,19 @@ impl VrrpSockets {
         }
     }
 
+    /// A datagram already queued in the socket, without waiting: `None`
+    /// when there is none (the socket is non-blocking). A stale readiness
+    /// this leaves behind in tokio costs `recv` one empty read.
+    pub fn try_recv(&self) -> io::Result<Option<Received>> {
+        let s = self.recv.get_ref();
+        let r = if self.v6 { recv_v6(s) } else { recv_v4(s) };
+        match r {
+            Ok(pkt) => Ok(Some(pkt)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Send one VRRP message to `dst` (the group or a unicast peer).
     pub fn send(&self, dst: IpAddr, payload: &[u8]) -> io::Result<()> {
         let to = match dst {
