@@ -299,6 +299,35 @@ def test_one_reset_stream_leaves_the_others(h2_halo, backends_alive):
         assert len(c.streams[big]["body"]) < 4 << 20
     finally:
         c.close()
+    # The reset stream's exchange was abandoned when the reset came (its
+    # response could not go out: no window), not at a write timeout.
+    lines = [l for l in h.h2_lines(3) if path in l]
+    assert len(lines) == 1 and "status=499" in lines[0] and "client reset" in lines[0], lines
+
+
+def test_rapid_reset(h2_halo):
+    """Streams opened and reset at once, in bulk (CVE-2023-44487): halo
+    runs no more of them than a client may have streams open, and the h2
+    layer ends such a connection; other clients are served meanwhile."""
+    h = h2_halo()
+    c = RawH2(h.port)
+    try:
+        for _ in range(300):
+            sid = c.c.get_next_available_stream_id()
+            c.c.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":authority", SNI),
+                                   (":path", "/rapid")], end_stream=True)
+            c.c.reset_stream(sid)
+        c.flush()
+        c.read_until(lambda: False, timeout=10)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        c.close()
+    r = curl(h, "--http2", "-o", os.devnull, "-w", "%{http_code}", h.url("/headers"))
+    assert r.stdout == "200", r.stdout + r.stderr
+    lines = [l for l in h.h2_lines() if "/rapid" in l]
+    assert len(lines) <= 300
+    assert all("status=499" in l or "status=404" in l for l in lines), lines
 
 
 def test_forbidden_fields_and_a_too_large_header_list(h2_halo):

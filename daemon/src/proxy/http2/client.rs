@@ -109,6 +109,28 @@ impl H2Client {
         }
     }
 
+    /// Resolves when the client resets the stream (RST_STREAM) before the
+    /// response is complete: the exchange is then abandoned, so a client
+    /// that opens and resets streams in a loop cannot keep more requests
+    /// running on the servers than it may have streams open.
+    pub(super) async fn reset_by_client(&self) -> h2::Reason {
+        poll_fn(|cx| {
+            let mut guard = self.down.borrow_mut();
+            let d = &mut *guard;
+            let r = match (d.respond.as_mut(), d.send.as_mut(), d.done) {
+                (Some(r), _, _) => r.poll_reset(cx),
+                (None, Some(s), false) => s.poll_reset(cx),
+                _ => return Poll::Pending,
+            };
+            match r {
+                Poll::Ready(Ok(reason)) => Poll::Ready(reason),
+                Poll::Ready(Err(_)) => Poll::Ready(h2::Reason::CANCEL),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
     /// Wait until the client's windows let at least one byte go; how many.
     async fn capacity(&self, want: usize) -> io::Result<usize> {
         poll_fn(|cx| {

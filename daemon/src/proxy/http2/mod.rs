@@ -42,8 +42,10 @@ use crate::http1::{self as http, HeadLimits};
 /// Concurrent streams a client may open on one connection (nginx's and
 /// HAProxy's default: 128 and 100).
 pub(super) const MAX_STREAMS: u32 = 100;
-/// Each direction of the bridge buffers at most this.
+/// Each direction of the bridge's pipe buffers at most this.
 const PIPE: usize = 32 * 1024;
+/// Each pump's buffer: one TLS record's plaintext.
+const PUMP: usize = 16 * 1024;
 /// Flow-control windows halo offers: per stream, per connection.
 const STREAM_WINDOW: u32 = 64 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
@@ -76,7 +78,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
 /// Client to `h2`. At the client's end (or error) the pipe's write side
 /// closes, and `h2` sees the end of the connection.
 async fn pump_up<S: Stream>(client: &S, mut to_h2: WriteHalf<DuplexStream>) {
-    let mut buf = Vec::with_capacity(PIPE);
+    let mut buf = Vec::with_capacity(PUMP);
     loop {
         buf.clear();
         let (r, b) = client.read(buf).await;
@@ -97,9 +99,9 @@ async fn pump_up<S: Stream>(client: &S, mut to_h2: WriteHalf<DuplexStream>) {
 /// that takes nothing is gone). Ends when `h2` is done with the
 /// connection (after its last frame) and closes the client's side.
 async fn pump_down<S: Stream>(client: &S, mut from_h2: ReadHalf<DuplexStream>, limit: Duration) {
-    let mut buf = vec![0u8; PIPE];
+    let mut buf = vec![0u8; PUMP];
     loop {
-        buf.resize(PIPE, 0);
+        buf.resize(PUMP, 0);
         let n = match from_h2.read(&mut buf).await {
             Ok(n) if n > 0 => n,
             _ => break,
@@ -149,6 +151,13 @@ async fn connection<I: Io>(w: Rc<Worker<I>>, io: DuplexStream, peer: SocketAddr,
     loop {
         tokio::select! {
             r = h2c.accept() => match r {
+                Some(Ok((_, mut respond))) if streams.len() >= MAX_STREAMS as usize => {
+                    // Streams the client reset are closed for h2 but may
+                    // still be ending here: never more exchanges than a
+                    // client may have streams open. It may send again
+                    // (REFUSED_STREAM: nothing was done, RFC 9113 8.7).
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
                 Some(Ok((req, respond))) => {
                     last_active = Instant::now();
                     streams.spawn_local(stream(w.clone(), req, respond, peer, limits, fd));
@@ -224,6 +233,14 @@ async fn stream<I: Io>(
         return;
     }
     let client = client::H2Client::new(body, respond, &head, limits, fd);
-    conn::serve_request(&w, &client, &head, peer, start, "h2").await;
-    client.finish();
+    tokio::select! {
+        _ = conn::serve_request(&w, &client, &head, peer, start, "h2") => client.finish(),
+        reason = client.reset_by_client() => {
+            // 499: the client went away before its response, nginx's code.
+            tracing::debug!(client = %peer, "h2 stream reset by the client: {reason:?}");
+            let target = parts.uri.path_and_query().map_or("-", |p| p.as_str());
+            let note = "client reset the stream";
+            conn::log_refused(shared, peer, start, 499, note, "h2", (parts.method.as_str(), target));
+        }
+    }
 }
