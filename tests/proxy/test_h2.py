@@ -24,7 +24,8 @@ import pytest
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import GoAwayFrame, PingFrame
 
-from localfix import free_port, halo_bin, toml_str
+from localfix import free_port, halo_bin, kill, toml_str, wait_port
+from probes import HAPROXY
 from proxyfix import Halo, servers_of
 from test_tls import make_cert
 
@@ -413,3 +414,156 @@ def test_goaway_on_reload(h2_halo):
         assert [(g.error_code, g.last_stream_id) for g in c.goaways] == [(0, 2**31 - 1), (0, sid)]
     finally:
         c.close()
+
+
+# === differential probes: malformed HTTP/2 requests, halo and HAProxy ===
+
+# (name, header list after the pseudo-headers' defaults, body). Fields are
+# sent as given (python3-h2 with validation off): bytes a client library
+# would refuse to send are what a hostile client sends.
+BASE = [(":method", "GET"), (":scheme", "https"), (":authority", "a.example"), (":path", "/p")]
+
+
+def hdrs(*extra, drop=(), first=(), method="GET"):
+    base = [(k, method if k == ":method" else v) for k, v in BASE if k not in drop]
+    return [*first, *base, *extra]
+
+
+H2_PROBES = [
+    ("plain GET", hdrs(), None),
+    ("te: trailers (allowed, not forwarded)", hdrs(("te", "trailers")), None),
+    ("cookies split by HPACK", hdrs(("cookie", "a=1"), ("cookie", "b=2")), None),
+    ("host beside :authority", hdrs(("host", "b.example")), None),
+    ("host without :authority", hdrs(("host", "b.example"), drop=(":authority",)), None),
+    ("neither :authority nor host", hdrs(drop=(":authority",)), None),
+    ("POST with content-length", hdrs(("content-length", "3"), method="POST"), b"abc"),
+    ("POST without content-length", hdrs(method="POST"), b"abc"),
+    ("connection: keep-alive", hdrs(("connection", "keep-alive")), None),
+    ("keep-alive field", hdrs(("keep-alive", "timeout=5")), None),
+    ("transfer-encoding: chunked", hdrs(("transfer-encoding", "chunked"), method="POST"),
+     b"3\r\nabc\r\n0\r\n\r\n"),
+    ("upgrade: websocket", hdrs(("upgrade", "websocket")), None),
+    ("te: gzip", hdrs(("te", "gzip")), None),
+    ("uppercase field name", hdrs(("X-Upper", "1")), None),
+    ("LF in a value (h1 smuggling)", hdrs(("x-a", "1\r\ntransfer-encoding: chunked")), None),
+    ("space in a field name", hdrs(("x a", "1")), None),
+    ("no :path", hdrs(drop=(":path",)), None),
+    ("empty :path", [(k, "" if k == ":path" else v) for k, v in BASE], None),
+    ("unknown pseudo-header", hdrs((":foo", "1")), None),
+    ("pseudo-header after a field", hdrs(first=(("x-a", "1"),)), None),
+    ("two :method", hdrs((":method", "POST")), None),
+    ("content-length 5, body 3", hdrs(("content-length", "5"), method="POST"), b"abc"),
+    ("CONNECT", [(":method", "CONNECT"), (":authority", "a.example:443")], None),
+]
+
+# name -> (halo's answer, what its server got, HAProxy 2.6's answer class,
+# whether HAProxy forwarded anything). An answer is a status, "reset" (a
+# RST_STREAM: the stream is malformed, RFC 9113 8.1.1) or "goaway".
+H2_EXPECT = {
+    'plain GET': (200, [b'GET /p HTTP/1.1\r\nhost: a.example\r\n\r\n'], 2, True),
+    'te: trailers (allowed, not forwarded)': (200, [b'GET /p HTTP/1.1\r\nhost: a.example\r\n\r\n'], 2, True),
+    'cookies split by HPACK': (200, [b'GET /p HTTP/1.1\r\nhost: a.example\r\ncookie: a=1; b=2\r\n\r\n'], 2, True),
+    'host beside :authority': (200, [b'GET /p HTTP/1.1\r\nhost: a.example\r\n\r\n'], 2, True),
+    'host without :authority': (200, [b'GET /p HTTP/1.1\r\nhost: b.example\r\n\r\n'], 2, True),
+    'neither :authority nor host': (400, [], 2, True),
+    'POST with content-length': (200, [b'POST /p HTTP/1.1\r\nhost: a.example\r\nContent-Length: 3\r\n\r\nabc'], 2, True),
+    'POST without content-length': (200, [b'POST /p HTTP/1.1\r\nhost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n'], 2, True),
+    'connection: keep-alive': ('reset', [], 'reset', False),
+    'keep-alive field': ('reset', [], 'reset', False),
+    'transfer-encoding: chunked': ('reset', [], 'reset', False),
+    'upgrade: websocket': ('reset', [], 'reset', False),
+    'te: gzip': ('reset', [], 'reset', False),
+    'uppercase field name': ('goaway', [], 'reset', False),
+    'LF in a value (h1 smuggling)': ('goaway', [], 'goaway', False),
+    'space in a field name': ('goaway', [], 'reset', False),
+    'no :path': ('reset', [], 'reset', False),
+    'empty :path': ('reset', [], 'reset', False),
+    'unknown pseudo-header': ('goaway', [], 'reset', False),
+    'pseudo-header after a field': ('reset', [], 'reset', False),
+    'two :method': ('reset', [], 'reset', False),
+    'content-length 5, body 3': ('reset', [], 'reset', False),
+    'CONNECT': (501, [], 2, True),
+}
+
+
+def h2_probe(port, backend, headers, body):
+    """(answer, requests the server saw) for one probe on a new connection."""
+    backend.requests.clear()
+    c = RawH2(port, validate=False)
+    try:
+        sid = c.c.get_next_available_stream_id()
+        c.c.send_headers(sid, headers, end_stream=body is None)
+        c.streams[sid] = dict(status=None, body=b"", ended=False, reset=None)
+        if body is not None:
+            c.c.send_data(sid, body, end_stream=True)
+        c.flush()
+        c.read_until(c.finished(sid), timeout=15)
+        st = c.streams[sid]
+        if st["status"] is not None:
+            answer = st["status"]
+        elif st["reset"] is not None:
+            answer = "reset"
+        else:
+            answer = "goaway"
+    finally:
+        c.close()
+    time.sleep(0.2)  # a forwarded request's last bytes
+    return answer, [r for _, r in backend.requests]
+
+
+def test_h2_probes_on_halo(h2_halo, recorder):
+    rb = recorder()
+    h = h2_halo([dict(name="s1", address=rb.address)], forwardfor=False)
+    got = {}
+    for name, headers, body in H2_PROBES:
+        got[name] = h2_probe(h.port, rb, headers, body)
+    assert sorted(H2_EXPECT) == sorted(name for name, _, _ in H2_PROBES)
+    wrong = [f"{n}: got {got[n]}, want {H2_EXPECT[n][:2]}" for n in H2_EXPECT if got[n] != tuple(H2_EXPECT[n][:2])]
+    assert not wrong, "\n".join(wrong)
+
+
+class H2HAProxy:
+    """Debian's HAProxy terminating TLS with ALPN h2 in front of one
+    server, defaults as shipped otherwise."""
+
+    def __init__(self, d, pem, server_port):
+        self.port = free_port()
+        cfg = os.path.join(d, "haproxy-h2.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:{self.port} ssl crt {pem} alpn h2,http/1.1
+    default_backend web
+backend web
+    server s1 127.0.0.1:{server_port}
+""")
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc, timeout=30)
+
+    def stop(self):
+        kill(self.proc)
+
+
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="Debian's haproxy is not installed")
+def test_h2_probes_on_haproxy(tmp_path, recorder):
+    site = make_cert(str(tmp_path), "site", [SNI])
+    rb = recorder()
+    ha = H2HAProxy(str(tmp_path), site["pem"], rb.port)
+    try:
+        got = {name: h2_probe(ha.port, rb, headers, body) for name, headers, body in H2_PROBES}
+    finally:
+        ha.stop()
+    wrong = []
+    for name, (_, _, want, forwarded) in H2_EXPECT.items():
+        answer, seen = got[name]
+        cls = answer // 100 if isinstance(answer, int) else answer
+        if cls != want or bool(seen) != forwarded:
+            wrong.append(f"{name}: got {answer} ({len(seen)} forwarded), want {want} ({forwarded})")
+    assert not wrong, "\n".join(wrong)
