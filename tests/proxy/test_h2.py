@@ -193,7 +193,9 @@ class RawH2:
                 events += self.c.receive_data(frame.serialize())
             for ev in events:
                 st = self.streams.get(getattr(ev, "stream_id", None))
-                if isinstance(ev, h2.events.ResponseReceived):
+                if isinstance(ev, h2.events.InformationalResponseReceived):
+                    st.setdefault("interim", []).append(int(dict(ev.headers)[b":status"]))
+                elif isinstance(ev, h2.events.ResponseReceived):
                     st["status"] = int(dict(ev.headers)[b":status"])
                     st["headers"] = ev.headers
                 elif isinstance(ev, h2.events.DataReceived):
@@ -252,6 +254,28 @@ def test_curl_get_post_and_a_big_page(h2_halo, backends_alive):
     assert len(lines) == 4, lines
     assert all("status=200" in l for l in lines), lines
     assert any("POST /sink" in l for l in lines)
+
+
+def test_expect_100_continue(h2_halo):
+    """A client that waits for 100 Continue before its body gets it as an
+    interim HEADERS frame (halo answers Expect itself, as over HTTP/1)."""
+    h = h2_halo()
+    c = RawH2(h.port)
+    try:
+        sid = c.c.get_next_available_stream_id()
+        head = [(k, "/sink" if k == ":path" else v) for k, v in hdrs(method="POST")]
+        c.c.send_headers(sid, head + [("content-length", "3"), ("expect", "100-continue")])
+        c.flush()
+        c.streams[sid] = dict(status=None, body=b"", ended=False, reset=None)
+        assert c.read_until(lambda: c.streams[sid].get("interim"))
+        assert c.streams[sid]["interim"] == [100] and c.streams[sid]["status"] is None
+        c.c.send_data(sid, b"abc", end_stream=True)
+        c.flush()
+        assert c.read_until(c.finished(sid))
+        assert c.streams[sid]["status"] == 200, c.streams[sid]
+        assert c.streams[sid]["body"] == b"len=3 te=\n"
+    finally:
+        c.close()
 
 
 def test_h2_is_opt_in(h2_halo):
