@@ -26,6 +26,8 @@
 
 mod client;
 mod convert;
+#[cfg(test)]
+mod tests;
 
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
