@@ -48,7 +48,6 @@ async fn pair(
         .initial_window_size(window)
         .handshake::<_, Bytes>(a)
         .await
-        .map(|(s, c)| (s, c))
         .unwrap_or_else(|e| panic!("client handshake: {e}"));
     tokio::task::spawn_local(async move {
         let _ = conn.await;
