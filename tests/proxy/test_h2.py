@@ -305,7 +305,9 @@ def test_a_dead_server_fails_its_streams_only(h2_halo, backends_alive):
 
 
 def test_one_reset_stream_leaves_the_others(h2_halo, backends_alive):
-    h = h2_halo()
+    # A client write timeout that never comes within the test: the reset
+    # stream's exchange can only end because of the reset.
+    h = h2_halo(timeouts={"client": "1h"})
     path = backends_alive[0].big_file("h2-4m.bin", 4 << 20)
     for b in backends_alive[1:]:
         b.big_file("h2-4m.bin", 4 << 20)
@@ -324,10 +326,13 @@ def test_one_reset_stream_leaves_the_others(h2_halo, backends_alive):
         assert len(c.streams[big]["body"]) < 4 << 20
     finally:
         c.close()
-    # The reset stream's exchange was abandoned when the reset came (its
-    # response could not go out: no window), not at a write timeout.
+    # The reset stream's exchange ended when the reset came (its response
+    # could not go out: no window): abandoned while waiting (499), or its
+    # write waiting for window failed (the head had gone out: 200).
     lines = [l for l in h.h2_lines(3) if path in l]
-    assert len(lines) == 1 and "status=499" in lines[0] and "client reset" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert ("status=499" in lines[0] and "client reset" in lines[0]) or (
+        "status=200" in lines[0] and 'note="client error in body"' in lines[0]), lines
 
 
 def test_rapid_reset(h2_halo):
