@@ -46,8 +46,11 @@ use crate::http1::{self as http, HeadLimits};
 pub(super) const MAX_STREAMS: u32 = 100;
 /// Each direction of the bridge's pipe buffers at most this.
 const PIPE: usize = 32 * 1024;
-/// Each pump's buffer: one TLS record's plaintext.
+/// Each pump's buffer while bytes flow: one TLS record's plaintext.
 const PUMP: usize = 16 * 1024;
+/// ... and while the connection waits (most of its life): an idle
+/// connection of thousands holds no more (as `conn.rs`'s `FIRST`).
+const IDLE: usize = 1024;
 /// Flow-control windows halo offers: per stream, per connection.
 const STREAM_WINDOW: u32 = 64 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
@@ -80,7 +83,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
 /// Client to `h2`. At the client's end (or error) the pipe's write side
 /// closes, and `h2` sees the end of the connection.
 async fn pump_up<S: Stream>(client: &S, mut to_h2: WriteHalf<DuplexStream>) {
-    let mut buf = Vec::with_capacity(PUMP);
+    let mut buf = Vec::with_capacity(IDLE);
     loop {
         buf.clear();
         let (r, b) = client.read(buf).await;
@@ -89,6 +92,13 @@ async fn pump_up<S: Stream>(client: &S, mut to_h2: WriteHalf<DuplexStream>) {
             Ok(n) if n > 0 => {
                 if to_h2.write_all(&buf).await.is_err() {
                     break;
+                }
+                // A full buffer: more is coming, read it in large pieces;
+                // a short read: the client paused, wait with a small one.
+                if n == buf.capacity() && n < PUMP {
+                    buf = Vec::with_capacity(PUMP);
+                } else if n < IDLE && buf.capacity() > IDLE {
+                    buf = Vec::with_capacity(IDLE);
                 }
             }
             _ => break,
@@ -101,16 +111,30 @@ async fn pump_up<S: Stream>(client: &S, mut to_h2: WriteHalf<DuplexStream>) {
 /// that takes nothing is gone). Ends when `h2` is done with the
 /// connection (after its last frame) and closes the client's side.
 async fn pump_down<S: Stream>(client: &S, mut from_h2: ReadHalf<DuplexStream>, limit: Duration) {
-    let mut buf = vec![0u8; PUMP];
+    // Waiting with a small buffer; what is there then is taken in up to
+    // `PUMP` bytes, into a buffer that lives while bytes flow.
+    let mut first = [0u8; IDLE];
     loop {
-        buf.resize(PUMP, 0);
-        let n = match from_h2.read(&mut buf).await {
+        let n = match from_h2.read(&mut first).await {
             Ok(n) if n > 0 => n,
             _ => break,
         };
-        buf.truncate(n);
+        let mut buf = Vec::with_capacity(PUMP);
+        buf.extend_from_slice(&first[..n]);
+        while buf.len() < PUMP {
+            let len = buf.len();
+            buf.resize(PUMP, 0);
+            let more = futures::FutureExt::now_or_never(from_h2.read(&mut buf[len..]));
+            match more {
+                Some(Ok(m)) if m > 0 => buf.truncate(len + m),
+                _ => {
+                    buf.truncate(len);
+                    break;
+                }
+            }
+        }
         match tokio::time::timeout(limit, client.write_all(buf)).await {
-            Ok((Ok(()), b)) => buf = b,
+            Ok((Ok(()), _)) => {}
             _ => return client.shutdown(Shutdown::Both),
         }
     }
