@@ -9,7 +9,7 @@
 //!   { address = "0.0.0.0:443", tls = { certificates = [
 //!       "/etc/halo/tls/example.pem",                                  # chain + key
 //!       { cert = "/etc/halo/tls/api.crt", key = "/etc/halo/tls/api.key" },
-//!   ] } },
+//!   ], h2 = true } },
 //! ]
 //! hsts = "max-age=63072000"
 //! ```
@@ -69,6 +69,8 @@ pub struct RawBind {
 #[serde(expecting = "a table such as { certificates = [\"/etc/halo/tls/site.pem\"] }")]
 pub struct RawTls {
     pub certificates: Opt<Vec<Field<StrOr<RawCert>>>>,
+    /// Offer HTTP/2 by ALPN ("h2", then "http/1.1").
+    pub h2: Opt<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +157,14 @@ fn server_tls(
     mode: ProxyMode,
     base: Option<&Path>,
 ) -> Option<ServerTls> {
+    let h2 = match take(d, "h2", raw.h2) {
+        Some((hat, true)) if mode == ProxyMode::Tcp => {
+            d.error(&hat, "`h2` only applies to mode = \"http\"");
+            false
+        }
+        Some((_, v)) => v,
+        None => false,
+    };
     let (lat, items) = required_list(d, "certificates", raw.certificates, at, "`tls`")?;
     if items.is_empty() {
         d.error(
@@ -217,6 +227,9 @@ fn server_tls(
         return None;
     }
     let alpn: &[&[u8]] = match mode {
+        // h2 first: a client offering both gets HTTP/2 (RFC 7301 3.2
+        // lets the server choose; this is the order it prefers).
+        ProxyMode::Http if h2 => &[b"h2", b"http/1.1"],
         ProxyMode::Http => &[b"http/1.1"],
         ProxyMode::Tcp => &[],
     };
@@ -319,6 +332,22 @@ mod tests {
         let e = errors(&text);
         assert!(e.contains("unknown key `tsl` in a bind entry"), "{e}");
         assert!(e.contains("`certificates` is empty"), "{e}");
+    }
+
+    #[test]
+    fn h2_is_for_http_binds() {
+        let text = format!(
+            "[proxy.web]\nmode = \"tcp\"\nbind = [{{ address = \"127.0.0.1:8443\", tls = {{ certificates = [\"site.pem\"], h2 = true }} }}]\n{SERVERS}"
+        );
+        let e = errors(&text);
+        assert!(
+            e.contains("t.toml:3:81: `h2` only applies to mode = \"http\""),
+            "{e}"
+        );
+        let text = format!(
+            "[proxy.web]\nbind = [{{ address = \"127.0.0.1:8443\", tls = {{ certificates = [\"site.pem\"], h2 = \"yes\" }} }}]\n{SERVERS}"
+        );
+        assert!(errors(&text).contains("t.toml:2:"), "{}", errors(&text));
     }
 
     #[test]

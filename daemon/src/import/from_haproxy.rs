@@ -706,7 +706,7 @@ fn service(
     // bind
     let mut binds = Vec::new();
     for (src, words) in &fe.binds {
-        for (item, port) in bind(o, src, words, opts, fe.redirect_https.as_ref(), drops) {
+        for (item, port) in bind(o, src, words, opts, fe.redirect_https.as_ref(), tcp, drops) {
             let Some(addr) = bind_address(&item.value) else {
                 continue;
             };
@@ -942,19 +942,22 @@ fn bind_address(v: &Value) -> Option<&str> {
 }
 
 /// `bind ADDR[,ADDR...] [options]` -> ("ip:port" items, port). With `ssl
-/// crt FILE...` each is a `tls` bind table; with the frontend's HTTPS
-/// redirect (`redirect`) a plain one is a `redirect_https` table.
+/// crt FILE...` each is a `tls` bind table (`h2 = true` with `alpn` h2 in
+/// an HTTP frontend); with the frontend's HTTPS redirect (`redirect`) a
+/// plain one is a `redirect_https` table.
 fn bind(
     o: &Origin,
     src: &Src,
     words: &[Word],
     opts: &Options,
     redirect: Option<&Src>,
+    tcp: bool,
     drops: &mut Vec<Dropped>,
 ) -> Vec<(Item, u16)> {
     let options: Vec<&str> = words.iter().skip(2).map(|w| w.text.as_str()).collect();
     let ssl = options.contains(&"ssl");
     let mut crts = Vec::new();
+    let mut h2 = false;
     let mut other = Vec::new();
     let mut it = options.iter();
     while let Some(&w) = it.next() {
@@ -964,7 +967,16 @@ fn bind(
                 Some(f) => crts.push(Value::Str(f.to_string())),
                 None => other.push("crt".to_string()),
             },
-            // ALPN: halo offers http/1.1 (h2 is not served yet).
+            // ALPN: halo offers http/1.1, and h2 first with `h2 = true`;
+            // a list with anything else (or h2 in mode tcp) is reported.
+            "alpn" if ssl && !tcp => {
+                let v = it.next().copied().unwrap_or("");
+                let protos: Vec<&str> = v.split(',').collect();
+                h2 = protos.contains(&"h2");
+                if protos.iter().any(|p| !["h2", "http/1.1"].contains(p)) {
+                    other.push(format!("alpn {v}"));
+                }
+            }
             "alpn" | "crt-list" | "ciphers" | "ciphersuites" | "curves" | "ssl-min-ver"
             | "ssl-max-ver" | "name" | "ca-file" | "verify" => {
                 let v = it.next().copied().unwrap_or("");
@@ -983,7 +995,7 @@ fn bind(
     }
     if !other.is_empty() {
         let why = if ssl {
-            "halo's TLS settings are fixed (TLS 1.2 and 1.3, modern AEAD suites, ALPN http/1.1), and it binds with SO_REUSEPORT and IP_FREEBIND"
+            "halo's TLS settings are fixed (TLS 1.2 and 1.3, modern AEAD suites, ALPN h2 and http/1.1 in mode http, none in mode tcp), and it binds with SO_REUSEPORT and IP_FREEBIND"
         } else {
             "halo binds with SO_REUSEPORT and IP_FREEBIND and has no per-bind options"
         };
@@ -1001,10 +1013,13 @@ fn bind(
                 let value = if ssl {
                     Value::Inline(vec![
                         ("address", Value::Str(text)),
-                        (
-                            "tls",
-                            Value::Inline(vec![("certificates", Value::Array(crts.clone()))]),
-                        ),
+                        ("tls", {
+                            let mut t = vec![("certificates", Value::Array(crts.clone()))];
+                            if h2 {
+                                t.push(("h2", Value::Bool(true)));
+                            }
+                            Value::Inline(t)
+                        }),
                     ])
                 } else if let Some(r) = redirect {
                     from.push(r.clone());

@@ -914,12 +914,13 @@ fn haproxy_ssl_crt_binds_and_https_redirects_are_carried() {
     let i = run(None, Some(&h), &opts()).unwrap();
     let k = keys(&i.toml);
     assert!(
-        k.contains(&format!("bind = [\n  {{ address = \"0.0.0.0:80\", redirect_https = true }},\n  {{ address = \"0.0.0.0:443\", tls = {{ certificates = [\"{pem}\"] }} }},\n]")),
+        k.contains(&format!("bind = [\n  {{ address = \"0.0.0.0:80\", redirect_https = true }},\n  {{ address = \"0.0.0.0:443\", tls = {{ certificates = [\"{pem}\"], h2 = true }} }},\n]")),
         "{k}"
     );
     let d = dropped(&i).join("\n");
+    // alpn h2,http/1.1 is carried (h2 = true), nothing of that line dropped.
+    assert!(!d.contains("haproxy.cfg:4:"), "{d}");
     for want in [
-        "haproxy.cfg:4: directive 'bind options alpn h2,http/1.1'",
         // Another condition than !{ ssl_fc } is a rule halo does not have.
         "haproxy.cfg:13: directive 'redirect'",
         // halo check refuses a certificate it cannot read: that bind goes.
@@ -929,7 +930,11 @@ fn haproxy_ssl_crt_binds_and_https_redirects_are_carried() {
     }
     let c = valid(&i.toml);
     assert!(c.proxy[0].bind_opts[0].redirect_https);
-    assert!(c.proxy[0].bind_opts[1].tls.is_some());
+    let tls = c.proxy[0].bind_opts[1].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.config.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

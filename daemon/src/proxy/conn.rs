@@ -357,6 +357,8 @@ struct Log {
     tr: Option<Duration>,
     retries: u32,
     note: &'static str,
+    /// The client's protocol, by its ALPN name ("http/1.1", "h2").
+    proto: &'static str,
 }
 
 fn ms(d: Option<Duration>) -> i64 {
@@ -387,6 +389,7 @@ impl Log {
             Tt = tt.as_millis() as i64,
             retries = self.retries,
             note = self.note,
+            proto = self.proto,
             "{} {} {} {}",
             self.peer,
             self.status,
@@ -591,6 +594,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             tr: None,
             retries: 0,
             note: "",
+            proto: "http/1.1",
         };
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let mut bufs = w.take_bufs();
@@ -604,6 +608,71 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         }
         first = false;
     }
+}
+
+/// One request that came another way than an HTTP/1 connection (an
+/// HTTP/2 stream, `h2.rs`): the same exchange and access-log line as
+/// `serve` gives each request. `client` carries the request body and takes
+/// the response as HTTP/1.1 bytes; its body bytes are framed as `req.body`
+/// says. `start`: when the request head arrived.
+pub(super) async fn serve_request<I: Io, C: Stream>(
+    w: &Rc<Worker<I>>,
+    client: &C,
+    req: &http::RequestHead,
+    peer: SocketAddr,
+    start: Instant,
+    proto: &'static str,
+) {
+    let shared = &w.shared;
+    let mut log = Log {
+        peer,
+        server: None,
+        status: 0,
+        bytes: 0,
+        start,
+        tq: start.elapsed(),
+        tw: None,
+        tc: None,
+        tr: None,
+        retries: 0,
+        note: "",
+        proto,
+    };
+    shared.busy.fetch_add(1, Ordering::Relaxed);
+    let mut bufs = w.take_bufs();
+    let mut cbuf = Vec::new();
+    exchange(w, client, &mut cbuf, &mut bufs, req, &mut log).await;
+    w.put_bufs(bufs);
+    shared.busy.fetch_sub(1, Ordering::Relaxed);
+    log.emit(shared, req.method(), req.target());
+}
+
+/// An access-log line for a request that got no exchange (refused before
+/// one), `proto` as in [`serve_request`]; its method and target.
+pub(super) fn log_refused(
+    shared: &Shared,
+    peer: SocketAddr,
+    start: Instant,
+    status: u16,
+    note: &'static str,
+    proto: &'static str,
+    (method, target): (&str, &str),
+) {
+    Log {
+        peer,
+        server: None,
+        status,
+        bytes: 0,
+        start,
+        tq: start.elapsed(),
+        tw: None,
+        tc: None,
+        tr: None,
+        retries: 0,
+        note,
+        proto,
+    }
+    .emit(shared, method, target);
 }
 
 fn log_short(
@@ -626,6 +695,7 @@ fn log_short(
         tr: None,
         retries: 0,
         note,
+        proto: "http/1.1",
     }
     .emit(shared, "-", "-");
 }
@@ -773,9 +843,9 @@ type Pump<'a> = Pin<Box<dyn Future<Output = Pumped> + 'a>>;
 /// One request/response exchange: get a server, then attempts on it (and
 /// others) until one answers or an error is not safe to retry. Returns
 /// whether the client connection stays open for another request.
-async fn exchange<I: Io>(
+async fn exchange<I: Io, C: Stream>(
     w: &Rc<Worker<I>>,
-    client: &I::Stream,
+    client: &C,
     cbuf: &mut Vec<u8>,
     bufs: &mut Bufs,
     req: &http::RequestHead,
@@ -900,15 +970,15 @@ async fn answer<S: Stream>(client: &S, shared: &Shared, log: &mut Log, e: ProxyE
 /// One attempt at a request on one server connection: what its steps
 /// (send the request, read the response head, relay the body or tunnel)
 /// share.
-struct Attempt<'a, I: Io> {
+struct Attempt<'a, I: Io, C: Stream> {
     w: &'a Rc<Worker<I>>,
-    client: &'a I::Stream,
+    client: &'a C,
     req: &'a http::RequestHead,
     srv: usize,
     fwd: http::ForwardInfo,
 }
 
-impl<'a, I: Io> Attempt<'a, I> {
+impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
     /// Send the request on `server` and relay the answer. `Ok(keep)`:
     /// the exchange is over (answered, or cut off after the response head
     /// went out), `keep` says whether the client connection stays open.

@@ -16,6 +16,9 @@ pub mod balance;
 #[allow(clippy::disallowed_methods)]
 mod conn;
 mod error;
+// Driver: it reads the clock for idleness (clippy.toml).
+#[allow(clippy::disallowed_methods)]
+mod http2;
 mod listen;
 pub mod proxy_protocol;
 // Driver: it reads the clock for its timeouts and access log (clippy.toml).
@@ -40,7 +43,7 @@ use tokio::sync::watch;
 use crate::config::{IoDriver, ProxyMode, ProxyService};
 use crate::health::HealthBoard;
 use conn::{Shared, Worker};
-use stream::{Epoll, Io, Uring};
+use stream::{Epoll, Io, Stream, Uring};
 
 /// The running proxy: its worker threads.
 pub struct ProxyRuntime {
@@ -526,6 +529,7 @@ async fn accept_loop<I: Io>(
                     };
                     match w.shared.svc.mode {
                         ProxyMode::Http if opts.redirect_https => redirect::serve(w, s, peer).await,
+                        ProxyMode::Http if s.is_h2() => http2::serve(w, s, peer).await,
                         ProxyMode::Http => conn::serve(w, s, peer).await,
                         ProxyMode::Tcp => tcp::serve(w, s, peer).await,
                     }

@@ -33,6 +33,10 @@ pub(crate) trait Stream: Sized + 'static {
     fn is_tls(&self) -> bool {
         false
     }
+    /// The client chose HTTP/2 by ALPN (`http2/` serves it).
+    fn is_h2(&self) -> bool {
+        false
+    }
 }
 
 /// A driver's connection: plain TCP, or TLS over it (a TLS bind). One
@@ -109,6 +113,10 @@ impl<S: Stream> Stream for Transport<S> {
 
     fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
+    }
+
+    fn is_h2(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.alpn() == Some(b"h2"))
     }
 }
 

@@ -81,6 +81,15 @@ impl<S: Stream> TlsStream<S> {
         Ok(s)
     }
 
+    /// The protocol the client and halo agreed on by ALPN, if any.
+    pub(crate) fn alpn(&self) -> Option<&'static [u8]> {
+        match self.st.borrow().conn.alpn_protocol() {
+            Some(b"h2") => Some(b"h2"),
+            Some(b"http/1.1") => Some(b"http/1.1"),
+            _ => None,
+        }
+    }
+
     async fn handshake(&self) -> io::Result<()> {
         loop {
             {

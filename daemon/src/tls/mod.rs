@@ -199,7 +199,8 @@ pub struct ServerTls {
 
 impl PartialEq for ServerTls {
     fn eq(&self, other: &Self) -> bool {
-        self.files == other.files
+        // ALPN too: a reload that turns `h2` on or off is a change.
+        self.files == other.files && self.config.alpn_protocols == other.config.alpn_protocols
     }
 }
 
