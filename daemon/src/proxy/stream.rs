@@ -225,8 +225,8 @@ impl Io for Epoll {
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        // TCP_NODELAY comes from the listener (listen.rs).
         let (s, a) = l.accept().await?;
-        nodelay(&s);
         Ok((Transport::Plain(s), a))
     }
 
@@ -252,11 +252,37 @@ pub(crate) struct Uring;
 /// timed-out read): the operation keeps the descriptor open until it
 /// completes, which for an idle peer is never. Shutting the socket down on
 /// drop completes such reads at once (with 0), so the descriptor is freed.
-pub(crate) struct UringStream(tokio_uring::net::TcpStream);
+/// Only then: a stream with no operation left behind closes without the
+/// extra syscall.
+pub(crate) struct UringStream {
+    s: tokio_uring::net::TcpStream,
+    /// Operations started and not seen to complete: one whose future was
+    /// dropped stays counted.
+    ops: std::cell::Cell<u32>,
+}
+
+impl UringStream {
+    fn new(s: tokio_uring::net::TcpStream) -> Self {
+        UringStream {
+            s,
+            ops: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Run `op` counted in `ops` (see the type's doc).
+    async fn counted<T>(&self, op: impl std::future::Future<Output = T>) -> T {
+        self.ops.set(self.ops.get() + 1);
+        let r = op.await;
+        self.ops.set(self.ops.get() - 1);
+        r
+    }
+}
 
 impl Drop for UringStream {
     fn drop(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both);
+        if self.ops.get() != 0 {
+            let _ = self.s.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -268,24 +294,24 @@ impl Stream for UringStream {
         // capacity appends, as `Stream::read` promises.
         use tokio_uring::buf::BoundedBuf;
         let len = buf.len();
-        let (r, b) = self.0.read(buf.slice(len..)).await;
+        let (r, b) = self.counted(self.s.read(buf.slice(len..))).await;
         (r, b.into_inner())
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.0.write_all(buf).await
+        self.counted(self.s.write_all(buf)).await
     }
 
     fn shutdown(&self, how: Shutdown) {
-        let _ = self.0.shutdown(how);
+        let _ = self.s.shutdown(how);
     }
 
     fn is_idle(&self) -> bool {
-        peek_idle(self.0.as_raw_fd())
+        peek_idle(self.s.as_raw_fd())
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+        std::os::fd::AsRawFd::as_raw_fd(&self.s)
     }
 }
 
@@ -308,15 +334,15 @@ impl Io for Uring {
         // io_uring sockets are blocking ones (as tokio-uring's own): the
         // ring waits for readiness instead of failing with EAGAIN.
         s.set_nonblocking(false)?;
-        Ok(Transport::Plain(UringStream(
+        Ok(Transport::Plain(UringStream::new(
             tokio_uring::net::TcpStream::from_std(s),
         )))
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        // TCP_NODELAY comes from the listener (listen.rs).
         let (s, a) = l.accept().await?;
-        let _ = s.set_nodelay(true);
-        Ok((Transport::Plain(UringStream(s)), a))
+        Ok((Transport::Plain(UringStream::new(s)), a))
     }
 
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
