@@ -583,13 +583,14 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         log.emit(&shared, req.method(), req.target());
         if !keep {
             // A client that asked to close, whose request and response
-            // went through whole (no note) with nothing unread: a plain
-            // close cannot turn into a reset, so no linger (nginx's
-            // `lingering_close on`). The linger's half-close, read of the
-            // client's FIN and second shutdown cost three syscalls and a
-            // round trip per `Connection: close` request.
+            // went through whole (no note) with nothing unread (its FIN
+            // may have come): a plain close cannot turn into a reset, so
+            // no linger (nginx's `lingering_close on`). The linger's
+            // half-close, read of the client's FIN and second shutdown
+            // cost three syscalls and a round trip per `Connection:
+            // close` request.
             let clean = !req.keep_alive && log.note.is_empty() && cbuf.is_empty();
-            if !(clean && client.is_idle()) {
+            if !(clean && client.nothing_unread()) {
                 linger(&client).await;
             }
             return;

@@ -26,6 +26,12 @@ pub(crate) trait Stream: Sized + 'static {
     /// Nothing unread and no end of stream: a server connection between
     /// responses, fit to carry the next request. Never waits.
     fn is_idle(&self) -> bool;
+    /// No byte unread (the end of the stream may have come): a close now
+    /// sends a FIN, not a reset. Never waits. The default, `is_idle`, errs
+    /// on the side of "unread".
+    fn nothing_unread(&self) -> bool {
+        self.is_idle()
+    }
     /// The socket's descriptor, so that a `halo server disable` can shut
     /// down the connections in flight to that server from outside.
     fn fd(&self) -> std::os::fd::RawFd;
@@ -86,6 +92,13 @@ impl<S: Stream> Stream for Transport<S> {
         }
     }
 
+    fn nothing_unread(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.nothing_unread(),
+            Transport::Tls(s) => s.nothing_unread(),
+        }
+    }
+
     fn fd(&self) -> RawFd {
         match self {
             Transport::Plain(s) => s.fd(),
@@ -136,6 +149,22 @@ fn peek_idle(fd: RawFd) -> bool {
         )
     };
     r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether a non-blocking one-byte peek finds data. An end of stream or
+/// an error (reset) is nothing unread.
+fn peek_unread(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: as in `peek_idle`.
+    let r = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    r > 0
 }
 
 // === epoll driver (plain tokio) ===
@@ -206,6 +235,18 @@ impl Stream for tokio::net::TcpStream {
             }
         });
         matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    fn nothing_unread(&self) -> bool {
+        // Not readable since the last read drained it: no syscall.
+        let r = self.try_io(tokio::io::Interest::READABLE, || {
+            if peek_unread(self.as_raw_fd()) {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        });
+        r.is_err()
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
@@ -308,6 +349,10 @@ impl Stream for UringStream {
 
     fn is_idle(&self) -> bool {
         peek_idle(self.s.as_raw_fd())
+    }
+
+    fn nothing_unread(&self) -> bool {
+        !peek_unread(self.s.as_raw_fd())
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
