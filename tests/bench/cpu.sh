@@ -11,11 +11,14 @@
 #
 #   bash tests/bench/cpu.sh                  # target/release/halo
 #   TARGETS="halo-uring nginx" MODES=close ROUNDS=5 bash tests/bench/cpu.sh
-#   WORKERS=2 TARGETS="halo-uring halo-epoll" bash tests/bench/cpu.sh
+#   TARGETS="halo-uring halo-uring-w2 halo-epoll halo-epoll-w2" bash tests/bench/cpu.sh
 #
-# WORKERS=2: halo runs two workers (the peers stay at one); the output adds
-# each worker thread's share of the CPU time, to see connections balanced
-# across the SO_REUSEPORT listeners.
+# halo-uring-w2 / halo-epoll-w2: halo with `workers = 2` (everything else at
+# one worker). The per-thread column shows each worker's share, i.e. how
+# evenly SO_REUSEPORT spread the connections; with 2 workers on 2 cores
+# shared with wrk and the backends, req/s cannot show scaling, but the
+# capacity ratio can: 1 worker's CPU per request / (2 workers' CPU per
+# request x the busiest worker's share x 2) x 2 (docs/benchmarks.md).
 #
 # Bounded: ROUNDS x MODES wrk runs of DURATION per proxy; every process it
 # starts is killed by pid on exit. Loopback only. Needs nginx-light,
@@ -27,7 +30,6 @@ DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 MODES=${MODES:-ka close}
-WORKERS=${WORKERS:-1}
 BASE_PORT=${BASE_PORT:-28380}
 TARGETS=${TARGETS:-halo-uring halo-epoll haproxy nginx}
 
@@ -36,13 +38,14 @@ bench_init cpu
 start_backends
 
 declare -A PORT=([halo-uring]=$((BASE_PORT + 10)) [halo-epoll]=$((BASE_PORT + 11))
-                 [haproxy]=$((BASE_PORT + 12)) [nginx]=$((BASE_PORT + 13)))
+                 [haproxy]=$((BASE_PORT + 12)) [nginx]=$((BASE_PORT + 13))
+                 [halo-uring-w2]=$((BASE_PORT + 14)) [halo-epoll-w2]=$((BASE_PORT + 15)))
 declare -A PID
 
-for io in uring epoll; do
-  halo_toml "$work/halo-$io.toml" "$io"
-  sed -i "s/^bind = .*/bind = [\"127.0.0.1:${PORT[halo-$io]}\"]/; s/^workers = 1/workers = $WORKERS/" \
-    "$work/halo-$io.toml"
+for t in halo-uring halo-epoll halo-uring-w2 halo-epoll-w2; do
+  io=${t#halo-}; io=${io%-w2}; w=1; [ "$t" != "${t%-w2}" ] && w=2
+  halo_toml "$work/$t.toml" "$io"
+  sed -i "s/^bind = .*/bind = [\"127.0.0.1:${PORT[$t]}\"]/; s/^workers = 1/workers = $w/" "$work/$t.toml"
 done
 haproxy_cfg "$work/haproxy.cfg" "option forwardfor"
 sed -i "s/bind 127.0.0.1:.*/bind 127.0.0.1:${PORT[haproxy]}/" "$work/haproxy.cfg"
@@ -50,7 +53,7 @@ nginx_proxy_conf "$work/proxy-nginx" "${PORT[nginx]}"
 
 for t in $TARGETS; do
   case $t in
-    halo-uring | halo-epoll)
+    halo-*)
       "$HALO_BIN" run --config "$work/$t.toml" --socket "$work/$t.sock" > "$work/$t.log" 2>&1 & ;;
     haproxy) haproxy -f "$work/haproxy.cfg" -db > "$work/$t.log" 2>&1 & ;;
     nginx) nginx -p "$work/proxy-nginx" -c "$work/proxy-nginx/nginx.conf" \
@@ -101,13 +104,14 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-echo "wrk -t1 -c$CONNS -d$DURATION (keep-alive / Connection: close), $ROUNDS rounds, medians; halo workers = $WORKERS"
+echo "wrk -t1 -c$CONNS -d$DURATION (keep-alive / Connection: close), $ROUNDS rounds, medians"
 echo "kernel $(uname -r), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$work/rounds" "$TARGETS" "$MODES" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 targets, modes = sys.argv[2].split(), sys.argv[3].split()
 hz = 100
+med = {}
 print()
 print("| proxy | mode | requests in the run | CPU us / request | user | system | per thread (us / request) |")
 print("|---|---|---|---|---|---|---|")
@@ -120,4 +124,16 @@ for m in modes:
         i = cpu.index(statistics.median_low(cpu))
         print(f"| {t} | {m} | {rs[i][2]} | {cpu[i]:.1f} | "
               f"{usr[i]:.1f} | {sys_[i]:.1f} | {' '.join(rs[i][6:])} |")
+        med[(t, m)] = (cpu[i], rs[i][6:])
+two = [(t, m) for (t, m) in med if t.endswith("-w2") and (t[:-3], m) in med]
+if two:
+    print()
+    print("| workers = 2 | mode | busiest worker's share | capacity vs 1 worker |")
+    print("|---|---|---|---|")
+for t, m in two:
+    cpu2, threads = med[(t, m)]
+    # The workers' threads are halo-web-N; their shares of the CPU time.
+    w = [float(x.split("=")[1]) for x in threads if x.startswith("halo-web-")]
+    share = max(w) / sum(w)
+    print(f"| {t} | {m} | {share:.2f} | {med[(t[:-3], m)][0] / (cpu2 * share):.2f}x |")
 PY
