@@ -17,6 +17,9 @@
 #   KEEP=/tmp/dir bash tests/bench/instructions.sh    # keep callgrind.out / dhat.json
 #   TARGET=haproxy bash tests/bench/instructions.sh   # HAProxy, same setup (1 thread,
 #                                                     # forwardfor; its pools make dhat moot)
+#   TARGET=nginx bash tests/bench/instructions.sh     # nginx proxy_pass, upstream keep-alive
+#   CLOSE=1 bash tests/bench/instructions.sh          # `Connection: close`: a new client
+#                                                     # connection per request
 #   (with an unstripped build, CARGO_PROFILE_RELEASE_STRIP=false, for
 #   callgrind_annotate and dh_view.html)
 #
@@ -41,22 +44,26 @@ start_backends
 halo_toml "$work/halo.toml" "$IO"
 
 haproxy_cfg "$work/haproxy.cfg" "option forwardfor"
-if [ "$TARGET" = haproxy ]; then
-  cmd=(haproxy -f "$work/haproxy.cfg" -db)
-else
-  cmd=("$HALO_BIN" run --config "$work/halo.toml" --socket "$work/h.sock")
-fi
+nginx_proxy_conf "$work/proxy-nginx" "$PROXY"
+case $TARGET in
+  haproxy) cmd=(haproxy -f "$work/haproxy.cfg" -db) ;;
+  nginx) cmd=(nginx -p "$work/proxy-nginx" -c "$work/proxy-nginx/nginx.conf" -e "$work/proxy-nginx/error.log") ;;
+  *) cmd=("$HALO_BIN" run --config "$work/halo.toml" --socket "$work/h.sock") ;;
+esac
 
-# Exactly $1 requests over $CONNS keep-alive connections; fails unless
+# Exactly $1 requests over $CONNS keep-alive connections (or $CONNS
+# clients each opening a connection per request: $4 = close); fails unless
 # every answer is a 200 carrying the 1 KiB page.
 cat > "$work/client.py" <<'EOF'
 import http.client, sys, threading
 total, conns, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+close = sys.argv[4] == "close"
+hdrs = {"Connection": "close"} if close else {}
 bad = []
 def run(n):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(n):
-        c.request("GET", "/1k.html")
+        c.request("GET", "/1k.html", headers=hdrs)
         r = c.getresponse()
         body = r.read()
         if r.status != 200 or len(body) != 1024:
@@ -80,11 +87,11 @@ one() {
   local pid=$!
   pids+=("$pid")
   wait_port "$PROXY" 300
-  timeout "$LIMIT" /usr/bin/python3 "$work/client.py" "$n" "$CONNS" "$PROXY"
+  timeout "$LIMIT" /usr/bin/python3 "$work/client.py" "$n" "$CONNS" "$PROXY" "${CLOSE:+close}"
   kill -TERM "$pid"
   local rc=0
   wait "$pid" || rc=$?
-  # halo must stop cleanly; HAProxy exits non-zero on SIGTERM.
+  # halo must stop cleanly; HAProxy and nginx (no master) exit non-zero on SIGTERM.
   if { [ "$TARGET" = halo ] && [ "$rc" != 0 ]; } || ! grep -qE ' I *refs:| Total:' "$log"; then
     echo "$TARGET under $tool: exit status $rc" >&2
     cat "$work/proxy.out" "$log" >&2
@@ -106,8 +113,10 @@ if [ -n "${KEEP:-}" ]; then
   cp "$work"/callgrind-*.out "$work"/dhat-*.out "$KEEP"/
 fi
 dn=$((N2 - N1))
-label="halo $IO"; [ "$TARGET" = haproxy ] && label=haproxy
-echo "$label, $N1 and $N2 keep-alive requests over $CONNS connections (${cmd[0]})"
+label="halo $IO"; [ "$TARGET" = halo ] || label=$TARGET
+how="keep-alive requests over $CONNS connections"
+[ -n "${CLOSE:-}" ] && how="requests with Connection: close, $CONNS clients"
+echo "$label, $N1 and $N2 $how (${cmd[0]})"
 echo "  instructions: $i1 / $i2 -> per request $(((i2 - i1) / dn))"
 echo "  allocations:  $k1 / $k2 blocks -> per request $(awk -v a="$k1" -v b="$k2" -v n="$dn" 'BEGIN {printf "%.2f", (b - a) / n}')"
 echo "  bytes:        $b1 / $b2 -> per request $(((b2 - b1) / dn))"

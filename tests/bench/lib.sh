@@ -118,3 +118,43 @@ wrk_once() {  # url [extra header]
   errs=$(grep -cE "Non-2xx|Socket errors" <<<"$out" || true)
   echo "$rps $p50 $p99 $errs"
 }
+
+# nginx as a proxy configured like the others: one worker, round robin over
+# the three backends, upstream keep-alive, X-Forwarded-For (it has no active
+# health checks). Writes DIR/nginx.conf; run it with
+# `nginx -p DIR -c DIR/nginx.conf -e DIR/error.log`.
+nginx_proxy_conf() {  # dir port
+  local d=$1
+  mkdir -p "$d"
+  cat > "$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+    keepalive_timeout 10s;
+    keepalive_requests 1000000;
+    upstream web {
+        server 127.0.0.1:$((BASE_PORT + 1));
+        server 127.0.0.1:$((BASE_PORT + 2));
+        server 127.0.0.1:$((BASE_PORT + 3));
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+}

@@ -93,40 +93,7 @@ backend web
     server web3 127.0.0.1:$((BASE_PORT + 3)) check inter 2000 rise 2 fall 3
 EOF
 
-# nginx as a proxy the same way: one worker, round robin, upstream
-# keep-alive, X-Forwarded-For (it has no active health checks).
-mkdir -p "$work/proxy-nginx"
-cat > "$work/proxy-nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/proxy-nginx/nginx.pid;
-error_log $work/proxy-nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/proxy-nginx/body; proxy_temp_path $work/proxy-nginx/proxy;
-    fastcgi_temp_path $work/proxy-nginx/fcgi; uwsgi_temp_path $work/proxy-nginx/uwsgi; scgi_temp_path $work/proxy-nginx/scgi;
-    keepalive_timeout 10s;
-    keepalive_requests 1000000;
-    upstream web {
-        server 127.0.0.1:$((BASE_PORT + 1));
-        server 127.0.0.1:$((BASE_PORT + 2));
-        server 127.0.0.1:$((BASE_PORT + 3));
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:${PORT[nginx]};
-        location / {
-            proxy_pass http://web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
-}
-EOF
+nginx_proxy_conf "$work/proxy-nginx" "${PORT[nginx]}"
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 

@@ -26,6 +26,12 @@ pub(crate) trait Stream: Sized + 'static {
     /// Nothing unread and no end of stream: a server connection between
     /// responses, fit to carry the next request. Never waits.
     fn is_idle(&self) -> bool;
+    /// No byte unread (the end of the stream may have come): a close now
+    /// sends a FIN, not a reset. Never waits. The default, `is_idle`, errs
+    /// on the side of "unread".
+    fn nothing_unread(&self) -> bool {
+        self.is_idle()
+    }
     /// The socket's descriptor, so that a `halo server disable` can shut
     /// down the connections in flight to that server from outside.
     fn fd(&self) -> std::os::fd::RawFd;
@@ -104,6 +110,13 @@ impl<S: Stream> Stream for Transport<S> {
         }
     }
 
+    fn nothing_unread(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.nothing_unread(),
+            Transport::Tls(s) => s.nothing_unread(),
+        }
+    }
+
     fn fd(&self) -> RawFd {
         match self {
             Transport::Plain(s) => s.fd(),
@@ -164,6 +177,67 @@ fn peek_idle(fd: RawFd) -> bool {
         )
     };
     r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether a non-blocking one-byte peek finds data. An end of stream or
+/// an error (reset) is nothing unread.
+fn peek_unread(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: as in `peek_idle`.
+    let r = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    r > 0
+}
+
+/// One non-blocking send(2) of `buf`: the count sent, or the error
+/// (`WouldBlock`: the socket's buffer is full). No SIGPIPE for a peer gone.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: a valid descriptor owned by the caller and a live buffer.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// One non-blocking recv(2) into the spare capacity of `buf` (which must
+/// have some), growing its length by the count read; 0 is end of stream.
+fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: a valid descriptor owned by the caller; the kernel writes at
+    // most `spare.len()` bytes into the vector's spare capacity.
+    let r = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = r as usize;
+    // SAFETY: the kernel initialised these `n` bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 // === epoll driver (plain tokio) ===
@@ -236,6 +310,18 @@ impl Stream for tokio::net::TcpStream {
         matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    fn nothing_unread(&self) -> bool {
+        // Not readable since the last read drained it: no syscall.
+        let r = self.try_io(tokio::io::Interest::READABLE, || {
+            if peek_unread(self.as_raw_fd()) {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        });
+        r.is_err()
+    }
+
     fn fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(self)
     }
@@ -253,8 +339,8 @@ impl Io for Epoll {
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        // TCP_NODELAY comes from the listener (listen.rs).
         let (s, a) = l.accept().await?;
-        nodelay(&s);
         Ok((Transport::Plain(s), a))
     }
 
@@ -288,11 +374,47 @@ pub(crate) struct Uring;
 /// timed-out read): the operation keeps the descriptor open until it
 /// completes, which for an idle peer is never. Shutting the socket down on
 /// drop completes such reads at once (with 0), so the descriptor is freed.
-pub(crate) struct UringStream(tokio_uring::net::TcpStream);
+/// Only then: a stream with no operation left behind closes without the
+/// extra syscall.
+pub(crate) struct UringStream {
+    s: tokio_uring::net::TcpStream,
+    /// Operations started and not seen to complete: one whose future was
+    /// dropped stays counted.
+    ops: std::cell::Cell<u32>,
+    /// Accepted and not read from yet: the client's first bytes have
+    /// most likely arrived with the connection (see `read`).
+    fresh: std::cell::Cell<bool>,
+}
+
+impl UringStream {
+    fn new(s: tokio_uring::net::TcpStream) -> Self {
+        UringStream {
+            s,
+            ops: std::cell::Cell::new(0),
+            fresh: std::cell::Cell::new(false),
+        }
+    }
+
+    fn accepted(s: tokio_uring::net::TcpStream) -> Self {
+        let s = UringStream::new(s);
+        s.fresh.set(true);
+        s
+    }
+
+    /// Run `op` counted in `ops` (see the type's doc).
+    async fn counted<T>(&self, op: impl std::future::Future<Output = T>) -> T {
+        self.ops.set(self.ops.get() + 1);
+        let r = op.await;
+        self.ops.set(self.ops.get() - 1);
+        r
+    }
+}
 
 impl Drop for UringStream {
     fn drop(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both);
+        if self.ops.get() != 0 {
+            let _ = self.s.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -303,25 +425,53 @@ impl Stream for UringStream {
         // arriving in two reads was corrupted. A slice of the spare
         // capacity appends, as `Stream::read` promises.
         use tokio_uring::buf::BoundedBuf;
+        let mut buf = buf;
+        if self.fresh.replace(false) && buf.capacity() > buf.len() {
+            // The first read of an accepted connection: a client sends its
+            // request as it connects, so a non-blocking recv(2) usually
+            // finds it, where the ring costs a turn of its loop and a timer.
+            match recv_now(self.s.as_raw_fd(), &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return (r, buf),
+            }
+        }
         let len = buf.len();
-        let (r, b) = self.0.read(buf.slice(len..)).await;
+        let (r, b) = self.counted(self.s.read(buf.slice(len..))).await;
         (r, b.into_inner())
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.0.write_all(buf).await
+        // A non-blocking send first: with room in the socket's buffer (the
+        // common case: a head, a 1 KiB page) it is done in the call, where
+        // an io_uring write costs a turn of the loop, a timer armed and
+        // cancelled and a wake-up (CPU per request: docs/benchmarks.md).
+        // What does not fit goes through the ring.
+        use tokio_uring::buf::BoundedBuf;
+        let sent = send_now(self.s.as_raw_fd(), &buf);
+        let off = match sent {
+            Ok(n) if n == buf.len() => return (Ok(()), buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return (Err(e), buf),
+        };
+        let (r, b) = self.counted(self.s.write_all(buf.slice(off..))).await;
+        (r, b.into_inner())
     }
 
     fn shutdown(&self, how: Shutdown) {
-        let _ = self.0.shutdown(how);
+        let _ = self.s.shutdown(how);
     }
 
     fn is_idle(&self) -> bool {
-        peek_idle(self.0.as_raw_fd())
+        peek_idle(self.s.as_raw_fd())
+    }
+
+    fn nothing_unread(&self) -> bool {
+        !peek_unread(self.s.as_raw_fd())
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+        std::os::fd::AsRawFd::as_raw_fd(&self.s)
     }
 }
 
@@ -344,15 +494,15 @@ impl Io for Uring {
         // io_uring sockets are blocking ones (as tokio-uring's own): the
         // ring waits for readiness instead of failing with EAGAIN.
         s.set_nonblocking(false)?;
-        Ok(Transport::Plain(UringStream(
+        Ok(Transport::Plain(UringStream::new(
             tokio_uring::net::TcpStream::from_std(s),
         )))
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        // TCP_NODELAY comes from the listener (listen.rs).
         let (s, a) = l.accept().await?;
-        let _ = s.set_nodelay(true);
-        Ok((Transport::Plain(UringStream(s)), a))
+        Ok((Transport::Plain(UringStream::accepted(s)), a))
     }
 
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
@@ -372,5 +522,75 @@ impl Io for Uring {
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<Self::Stream> {
         s.connect_tls(config, name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn a_uring_first_read_appends_after_the_bytes_in_the_buffer() {
+        // The first read of an accepted connection is a recv(2) of its
+        // own; like the ring's reads it appends to what the buffer holds.
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut c, b"GET").unwrap();
+        l.set_nonblocking(true).unwrap();
+        tokio_uring::start(async move {
+            let l = tokio_uring::net::TcpListener::from_std(l);
+            let (s, _) = Uring::accept(&l).await.unwrap();
+            // Let "GET" arrive (loopback: at once; a read through the ring
+            // would find it too).
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut buf = Vec::with_capacity(64);
+            buf.extend_from_slice(b"xy");
+            let (r, buf) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 3);
+            assert_eq!(&buf, b"xyGET");
+            std::io::Write::write_all(&mut c, b" /").unwrap();
+            let (r, buf) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 2);
+            assert_eq!(&buf, b"xyGET /");
+        });
+    }
+
+    #[test]
+    fn uring_writes_larger_than_the_socket_buffer_arrive_whole_and_in_order() {
+        // The first part goes out by send(2), the rest through the ring:
+        // 8 MiB cannot fit a loopback socket's buffer while nobody reads.
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let want = data.clone();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // Let the writer fill the buffer first.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        tokio_uring::start(async move {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(s));
+            let (r, back) = s.write_all(data).await;
+            r.unwrap();
+            assert_eq!(back.len(), 8 << 20);
+            s.shutdown(Shutdown::Write);
+        });
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes reordered or lost");
     }
 }

@@ -821,3 +821,65 @@ fn bad_request_heads_are_refused_before_any_server() {
     }
     assert!(connects().is_empty());
 }
+
+// === closing ===
+
+/// After the response, whether the proxy still reads what the client
+/// sends (it lingers) or has closed its end.
+async fn proxy_still_reads(c: &Client) -> bool {
+    let (r, _) = c.0.write_all(b"x".to_vec()).await;
+    r.is_ok()
+}
+
+#[test]
+fn a_client_asking_to_close_is_closed_at_once_after_its_response() {
+    // `Connection: close` and the request read whole: nothing unread can
+    // turn the close into a reset, so the proxy closes (as nginx does)
+    // instead of half-closing and waiting for the client's end, which cost
+    // a read, two shutdowns and the connection's task for a round trip.
+    server(A, |s| answers(s, 1));
+    let ((resp, reads), _) = run("", &[A], |c| async move {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let resp = c.rest().await;
+        (resp, proxy_still_reads(&c).await)
+    });
+    assert_eq!(body_of(&resp), "ok", "{}", text(&resp));
+    assert!(!reads, "the proxy lingered after a clean Connection: close");
+}
+
+#[test]
+fn a_connection_the_proxy_closes_on_a_keep_alive_client_lingers() {
+    // The proxy ends a connection the client wanted to keep (here: the
+    // server's response is delimited by its close, which an HTTP/1.0
+    // client can only get the same way): the client may be sending its
+    // next request right now, and a close with that unread would reset
+    // the connection under the response. Half-close and drain instead.
+    server(A, |s| async move {
+        read_message(&s, false).await;
+        write(&s, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok").await;
+    });
+    let ((resp, reads), _) = run("", &[A], |c| async move {
+        c.send(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        let resp = c.rest().await;
+        (resp, proxy_still_reads(&c).await)
+    });
+    assert_eq!(body_of(&resp), "ok", "{}", text(&resp));
+    assert!(reads, "the proxy closed without lingering");
+}
+
+#[test]
+fn a_client_asking_to_close_with_more_unread_gets_a_lingering_close() {
+    // Bytes after the request (a pipelined request the client should not
+    // have sent): closing with them unread would reset the connection.
+    server(A, |s| answers(s, 1));
+    let ((resp, reads), _) = run("", &[A], |c| async move {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /more HTTP/1.1\r\n")
+            .await;
+        let resp = c.rest().await;
+        (resp, proxy_still_reads(&c).await)
+    });
+    assert_eq!(body_of(&resp), "ok", "{}", text(&resp));
+    assert!(reads, "the proxy closed with bytes unread");
+}
