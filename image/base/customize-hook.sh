@@ -1,8 +1,8 @@
 #!/bin/bash
 # mmdebstrap --customize-hook for the halo Pi image: runs after every package
 # is installed, with the root file system directory as $1: Pi boot settings
-# (config.txt, cmdline.txt), a locked root, and what must differ per card
-# (SSH host keys, machine-id) removed.
+# (config.txt, cmdline.txt), the initramfs (built here, once), a locked root,
+# and what must differ per card (SSH host keys, machine-id) removed.
 set -euo pipefail
 r=$1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,11 +27,30 @@ CONSOLES="tty0 ttyS1,115200"
 CMA=0
 CONF
 
-# The kernel's install already ran the hook (before the settings above):
-# run it again, as a kernel upgrade would. It only copies files.
+# The initramfs, built once (essential-hook.sh diverted update-initramfs to a
+# stub while the packages were installed): the real update-initramfs back,
+# then `-c` for the one kernel, as the kernel's postinst would have run it.
+# Its post-update hook runs raspi-firmware's kernel hook, which copies the
+# kernel, initrd and device trees to /boot/firmware and writes config.txt
+# and cmdline.txt from the settings above.
+rm -f "$r/usr/sbin/update-initramfs"
+in_root dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.halo-image \
+	--remove /usr/sbin/update-initramfs >/dev/null
+kernels=("$r"/lib/modules/*)
+[ ${#kernels[@]} -eq 1 ] || { echo "customize-hook: expected one kernel in /lib/modules, found: ${kernels[*]}" >&2; exit 1; }
+in_root update-initramfs -c -k "${kernels[0]##*/}"
+[ -f "$r/boot/initrd.img-${kernels[0]##*/}" ] ||
+	{ echo "customize-hook: update-initramfs made no /boot/initrd.img-${kernels[0]##*/}" >&2; exit 1; }
+# As a kernel upgrade would (only copies files; the hook above ran it too).
 in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
 grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt" ||
 	{ echo "customize-hook: cmdline.txt does not name LABEL=RASPIROOT" >&2; exit 1; }
+
+# The build's dpkg path-exclude options (halo-image: no docs, man pages or
+# translations unpacked, fewer files to write under qemu-user) were for the
+# build only: on the card dpkg installs packages whole again, as on any
+# Debian system. The copyright files were kept.
+sed -i '/^path-\(exclude\|include\)=/d' "$r/etc/dpkg/dpkg.cfg.d/99mmdebstrap"
 
 # mmdebstrap leaves the build machine's resolv.conf behind; a card's
 # nameservers come from node.toml (dns), written by halo-firstboot.

@@ -2,14 +2,14 @@
 # mmdebstrap --setup-hook for the halo Pi image: runs before any package is
 # installed, with the root file system directory as $1.
 #
-# The kernel package's postinst builds the initramfs, under qemu-user here.
-# With initramfs-tools' default MODULES=most that takes over 20 minutes (one
+# The initramfs is built under qemu-user (once, in the customize hook). With
+# initramfs-tools' default MODULES=most that takes over 20 minutes (one
 # emulated modprobe per module); MODULES=list with the list in
 # initramfs-modules keeps it to the modules the Pi and the qemu test machine
-# need, and it runs once. The files are in place before initramfs-tools is
-# unpacked; mmdebstrap runs dpkg with --force-confold so they stay (dpkg
-# puts its own versions beside them as .dpkg-dist). On the Pi itself,
-# update-initramfs after a kernel upgrade uses the same list.
+# need. The files are in place before initramfs-tools is unpacked;
+# mmdebstrap runs dpkg with --force-confold so they stay (dpkg puts its own
+# versions beside them as .dpkg-dist). On the Pi itself, update-initramfs
+# after a kernel upgrade uses the same list.
 set -euo pipefail
 r=$1
 here=$(cd "$(dirname "$0")" && pwd)

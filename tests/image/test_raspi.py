@@ -21,11 +21,12 @@ writes when its "OS customisation" sets a user with a key and a time zone:
 those lines in user-data (plus cloud-init's `locale`, which Imager does not
 write), its own meta-data, and `ds=nocloud;i=ID` appended to cmdline.txt,
 which hides the image's own `ds=nocloud;s=...` from cloud-init (the data
-source's settings name the seed too). Checked: the time zone, locale and
-Imager's user applied, and cloud-init done without errors or warnings. Not
-written: Imager's `packages: [avahi-daemon]` (and its apt settings), which
-needs a Debian mirror the test VM cannot reach, and its `keyboard:`, which
-fails on this image (no console-setup in it: docs/image.md).
+source's settings name the seed too). Checked: the time zone, keyboard
+layout, locale and Imager's user applied, and cloud-init done without errors
+or warnings (its keyboard module restarts console-setup.service, which the
+image carries for that). Not written: Imager's `packages: [avahi-daemon]`
+(and its apt settings), which needs a Debian mirror the test VM cannot
+reach.
 
 qemu's user-mode network with restrict=on on 192.0.2.0/24: the guest reaches
 nothing outside; two host forwards on 127.0.0.1 reach in. The backend is
@@ -72,14 +73,15 @@ fall = 2
 
 IMAGER_ID = "rpi-imager-1764950400000"
 IMAGER_TZ = "Europe/Berlin"
+IMAGER_KEYBOARD = "de"
 LOCALE = "de_DE.UTF-8"
 
 
 def imager_user_data(key):
     """The lines Raspberry Pi Imager 2.0.10+ writes into user-data for a time
-    zone and a user `pi` with an SSH key and no password (rpi-imager's
-    CustomisationGenerator::generateCloudInitUserData), less `packages`/`apt`
-    (no mirror here); `locale` is cloud-init's own key."""
+    zone, a user `pi` with an SSH key and no password and a keyboard layout
+    (rpi-imager's CustomisationGenerator::generateCloudInitUserData), less
+    `packages`/`apt` (no mirror here); `locale` is cloud-init's own key."""
     return f"""timezone: {IMAGER_TZ}
 user:
   name: pi
@@ -93,6 +95,9 @@ ssh_pwauth: false
 
 runcmd:
   - [ systemctl, enable, --now, ssh ]
+keyboard:
+  model: pc105
+  layout: "{IMAGER_KEYBOARD}"
 locale: {LOCALE}
 """
 
@@ -291,6 +296,20 @@ def test_imager_s_time_zone_and_user_and_the_locale_applied(raspi):
     assert any(ln.startswith("pi:") and ln.endswith(":/home/pi:/bin/bash") for ln in out), out
     assert Path(f"{raspi.key}.pub").read_text().split()[1] in r.stdout
     assert any(ln.startswith("pi L ") for ln in out), "Imager's lock_passwd: true"
+
+
+def test_imager_s_keyboard_layout_applied(raspi):
+    # cloud-init's keyboard module writes /etc/default/keyboard and restarts
+    # console-setup.service; without console-setup in the image that restart
+    # failed and cloud-init ended with an error (the status test below).
+    r = ssh(raspi, raspi.key, "cat /etc/default/keyboard; echo ---; systemctl is-failed console-setup.service; "
+            "systemctl show -p LoadState --value console-setup.service")
+    assert "---" in r.stdout, r.stdout + r.stderr
+    keyboard, state = r.stdout.split("---\n", 1)
+    assert f'XKBLAYOUT="{IMAGER_KEYBOARD}"' in keyboard.splitlines(), keyboard
+    assert 'XKBMODEL="pc105"' in keyboard.splitlines(), keyboard
+    is_failed, load = state.split()
+    assert load == "loaded" and is_failed != "failed", state
 
 
 def test_cloud_init_found_the_seed_and_finished_without_errors_or_warnings(raspi):

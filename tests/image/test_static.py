@@ -203,10 +203,29 @@ def test_fstab_and_packages(disk):
     assert "LABEL=RASPIFIRM /boot/firmware vfat" in " ".join(fstab.split())
     status = disk.ext_read("/var/lib/dpkg/status")
     installed = {b.split("\n", 1)[0].removeprefix("Package: ") for b in status.split("\n\n") if "Status: install ok installed" in b}
-    for p in ("raspi-firmware", "linux-image-arm64", "systemd-sysv", "openssh-server", "nftables", "chrony", "initramfs-tools", "cloud-init"):
+    for p in ("raspi-firmware", "linux-image-arm64", "systemd-sysv", "openssh-server", "nftables", "chrony", "initramfs-tools", "cloud-init",
+              "console-setup", "keyboard-configuration"):
         assert p in installed, p
     init = disk.ext_read("/etc/initramfs-tools/conf.d/halo-image.conf")
     assert "MODULES=list" in init
+
+
+def test_the_build_s_shortcuts_are_gone_from_the_card(disk):
+    # The base build diverts update-initramfs to a stub, runs dpkg under
+    # eatmydata and unpacks no docs (image/halo-image build_base_root); on
+    # the card update-initramfs, dpkg and dpkg's settings are Debian's own.
+    assert "update-initramfs" not in disk.ext_read("/var/lib/dpkg/diversions")
+    assert "/usr/bin/dpkg" not in disk.ext_read("/var/lib/dpkg/diversions").split()
+    assert "initramfs-tools" in disk.ext_read("/usr/sbin/update-initramfs"), "the real update-initramfs"
+    assert disk.ext_stat("/usr/sbin/update-initramfs.halo-image") is None
+    assert disk.ext_stat("/usr/bin/dpkg.distrib") is None and disk.ext_stat("/usr/bin/eatmydata") is None
+    dpkg_cfg = disk.ext_read("/etc/dpkg/dpkg.cfg.d/99mmdebstrap")
+    assert "path-exclude" not in dpkg_cfg and "force-unsafe-io" not in dpkg_cfg, dpkg_cfg
+    # Unpacked without docs (dpkg still makes the directories), but every
+    # package's copyright file is there.
+    doc = "/usr/share/doc/cloud-init"
+    assert [n for n in disk.ext_ls(doc) if disk.ext_stat(f"{doc}/{n}")[0] == "regular"] == ["copyright"]
+    assert disk.ext_stat("/usr/share/doc/systemd/copyright") is not None
 
 
 def test_xz_and_bmap_describe_the_image(image):
