@@ -878,26 +878,8 @@ fn keepalived_virtual_server_tcp_and_udp_on_one_port_are_two_services() {
     );
 }
 
-/// A self-signed certificate and key for www.example.org valid until 2126
-/// (`openssl req -x509 -newkey ec ... -days 36500`), for imports whose
-/// `crt` files must exist for `halo check`.
-const TEST_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBizCCATGgAwIBAgIUXyFMFLqVlOUMFZ+Z0wq7fmDUcEkwCgYIKoZIzj0EAwIw
-GjEYMBYGA1UEAwwPd3d3LmV4YW1wbGUub3JnMCAXDTI2MTIwNTE4MjAyM1oYDzIx
-MjYxMTExMTgyMDIzWjAaMRgwFgYDVQQDDA93d3cuZXhhbXBsZS5vcmcwWTATBgcq
-hkjOPQIBBggqhkjOPQMBBwNCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3tjh+jvHx
-XtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4vo1MwUTAdBgNVHQ4E
-FgQUkDyAONgxnPBg74yGdnWFNRbUGbwwHwYDVR0jBBgwFoAUkDyAONgxnPBg74yG
-dnWFNRbUGbwwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiA9Oi4J
-j/+XiiqQCMaQg1tUdkSSV2Kcvdgcwp4fHFpf6wIhALCT0GrBcFjz6+/kxGW32Iez
-ng2dEAWDk2T0EwcUgSKl
------END CERTIFICATE-----
------BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgbDqypchLHm9j3e24
-yvVRLtGdfXPWKbWD1uHE4l+/9yKhRANCAASO7mz+aEI5FMvjzSc/4GILa+/BSFR3
-tjh+jvHxXtCDqDVDAYXwnaP1stl1tN2XLb+PLc/UeFvU/Ga58T/jID4v
------END PRIVATE KEY-----
-";
+/// `crt` files must exist for `halo check`: the tls module's test certificate.
+use crate::tls::TEST_PEM;
 
 #[test]
 fn haproxy_ssl_crt_binds_and_https_redirects_are_carried() {

@@ -368,6 +368,24 @@ fn ms(d: Option<Duration>) -> i64 {
 }
 
 impl Log {
+    /// A request's line before anything is known but who asked and when.
+    fn new(peer: SocketAddr, start: Instant, proto: &'static str) -> Log {
+        Log {
+            peer,
+            server: None,
+            status: 0,
+            bytes: 0,
+            start,
+            tq: start.elapsed(),
+            tw: None,
+            tc: None,
+            tr: None,
+            retries: 0,
+            note: "",
+            proto,
+        }
+    }
+
     fn emit(&self, shared: &Shared, method: &str, target: &str) {
         let tt = self.start.elapsed();
         shared
@@ -583,21 +601,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             return;
         }
         cbuf.drain(..head_len);
-        let tq = start.elapsed();
-        let mut log = Log {
-            peer,
-            server: None,
-            status: 0,
-            bytes: 0,
-            start,
-            tq,
-            tw: None,
-            tc: None,
-            tr: None,
-            retries: 0,
-            note: "",
-            proto: "http/1.1",
-        };
+        let mut log = Log::new(peer, start, "http/1.1");
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let mut bufs = w.take_bufs();
         let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
@@ -636,20 +640,7 @@ pub(super) async fn serve_request<I: Io, C: Stream>(
     proto: &'static str,
 ) {
     let shared = &w.shared;
-    let mut log = Log {
-        peer,
-        server: None,
-        status: 0,
-        bytes: 0,
-        start,
-        tq: start.elapsed(),
-        tw: None,
-        tc: None,
-        tr: None,
-        retries: 0,
-        note: "",
-        proto,
-    };
+    let mut log = Log::new(peer, start, proto);
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let mut bufs = w.take_bufs();
     let mut cbuf = Vec::new();
@@ -671,18 +662,9 @@ pub(super) fn log_refused(
     (method, target): (&str, &str),
 ) {
     Log {
-        peer,
-        server: None,
         status,
-        bytes: 0,
-        start,
-        tq: start.elapsed(),
-        tw: None,
-        tc: None,
-        tr: None,
-        retries: 0,
         note,
-        proto,
+        ..Log::new(peer, start, proto)
     }
     .emit(shared, method, target);
 }
@@ -696,18 +678,10 @@ fn log_short(
     note: &'static str,
 ) {
     Log {
-        peer,
-        server: None,
         status,
         bytes,
-        start,
-        tq: start.elapsed(),
-        tw: None,
-        tc: None,
-        tr: None,
-        retries: 0,
         note,
-        proto: "http/1.1",
+        ..Log::new(peer, start, "http/1.1")
     }
     .emit(shared, "-", "-");
 }
