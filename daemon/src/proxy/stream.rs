@@ -195,28 +195,6 @@ fn peek_unread(fd: RawFd) -> bool {
     r > 0
 }
 
-/// One non-blocking send(2) of `buf`: the count sent, or the error
-/// (`WouldBlock`: the socket's buffer is full). No SIGPIPE for a peer gone.
-fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    if buf.is_empty() {
-        return Ok(0);
-    }
-    // SAFETY: a valid descriptor owned by the caller and a live buffer.
-    let r = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
-}
-
 /// One non-blocking recv(2) into the spare capacity of `buf` (which must
 /// have some), growing its length by the count read; 0 is end of stream.
 fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -441,21 +419,13 @@ impl Stream for UringStream {
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        // A non-blocking send first: with room in the socket's buffer (the
-        // common case: a head, a 1 KiB page) it is done in the call, where
-        // an io_uring write costs a turn of the loop, a timer armed and
-        // cancelled and a wake-up (CPU per request: docs/benchmarks.md).
-        // What does not fit goes through the ring.
-        use tokio_uring::buf::BoundedBuf;
-        let sent = send_now(self.s.as_raw_fd(), &buf);
-        let off = match sent {
-            Ok(n) if n == buf.len() => return (Ok(()), buf),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return (Err(e), buf),
-        };
-        let (r, b) = self.counted(self.s.write_all(buf.slice(off..))).await;
-        (r, b.into_inner())
+        // Through the ring, never a send(2) first: the ring submits a
+        // write together with the read that follows it on a keep-alive
+        // connection in one io_uring_enter, where a send(2) first cost two
+        // more syscalls per proxied request (keep-alive 24.5k -> 29.9k
+        // req/s without it, `Connection: close` level; docs/benchmarks.md,
+        // "io_uring writes").
+        self.counted(self.s.write_all(buf)).await
     }
 
     fn shutdown(&self, how: Shutdown) {
@@ -563,8 +533,8 @@ mod tests {
 
     #[test]
     fn uring_writes_larger_than_the_socket_buffer_arrive_whole_and_in_order() {
-        // The first part goes out by send(2), the rest through the ring:
-        // 8 MiB cannot fit a loopback socket's buffer while nobody reads.
+        // 8 MiB cannot fit a loopback socket's buffer while nobody reads:
+        // the ring's write goes on as the reader drains it.
         if let Err(e) = super::super::probe_uring() {
             eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
             return;
