@@ -214,9 +214,10 @@ def send_probe(port, request, timeout=20):
 
 class HAProxy:
     """Debian's HAProxy in front of one server, defaults as shipped: no
-    option changes the parsing it is compared on."""
+    option changes the parsing it is compared on. `bind_options` go on the
+    bind line (test_h2: `ssl crt PEM alpn h2,http/1.1`)."""
 
-    def __init__(self, server_port):
+    def __init__(self, server_port, bind_options=""):
         self.dir = tempfile.mkdtemp(prefix="halo-haproxy-")
         self.port = free_port()
         self.cfg = os.path.join(self.dir, "haproxy.cfg")
@@ -229,7 +230,7 @@ defaults
     timeout client 10s
     timeout server 10s
 frontend web
-    bind 127.0.0.1:{self.port}
+    bind 127.0.0.1:{self.port}{' ' + bind_options if bind_options else ''}
     default_backend web
 backend web
     server s1 127.0.0.1:{server_port}

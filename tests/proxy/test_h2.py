@@ -24,8 +24,8 @@ import pytest
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import GoAwayFrame, PingFrame
 
-from localfix import free_port, halo_bin, kill, toml_str, wait_port
-from probes import HAPROXY
+from localfix import free_port, halo_bin, toml_str
+from probes import HAPROXY, HAProxy
 from proxyfix import Halo, servers_of
 from test_tls import make_cert
 
@@ -551,40 +551,12 @@ def test_h2_probes_on_halo(h2_halo, recorder):
     assert not wrong, "\n".join(wrong)
 
 
-class H2HAProxy:
-    """Debian's HAProxy terminating TLS with ALPN h2 in front of one
-    server, defaults as shipped otherwise."""
-
-    def __init__(self, d, pem, server_port):
-        self.port = free_port()
-        cfg = os.path.join(d, "haproxy-h2.cfg")
-        with open(cfg, "w") as f:
-            f.write(f"""global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
-frontend web
-    bind 127.0.0.1:{self.port} ssl crt {pem} alpn h2,http/1.1
-    default_backend web
-backend web
-    server s1 127.0.0.1:{server_port}
-""")
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port, proc=self.proc, timeout=30)
-
-    def stop(self):
-        kill(self.proc)
-
-
 @pytest.mark.skipif(not os.path.exists(HAPROXY), reason="Debian's haproxy is not installed")
 def test_h2_probes_on_haproxy(tmp_path, recorder):
     site = make_cert(str(tmp_path), "site", [SNI])
     rb = recorder()
-    ha = H2HAProxy(str(tmp_path), site["pem"], rb.port)
+    # Debian's HAProxy terminating TLS with ALPN h2, defaults as shipped otherwise.
+    ha = HAProxy(rb.port, bind_options=f"ssl crt {site['pem']} alpn h2,http/1.1")
     try:
         got = {name: h2_probe(ha.port, rb, headers, body) for name, headers, body in H2_PROBES}
     finally:
