@@ -7,29 +7,9 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use super::body::BodyKind;
-use super::head::Span;
+use super::head::{Field, Name, Span};
 use super::request::RequestHead;
 use super::response::ResponseHead;
-
-/// Fields that describe one hop, never forwarded (RFC 9110 7.6.1).
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    // By length first: most names are none of these and fail at once.
-    let hop: &[&[u8]] = match name.len() {
-        2 => &[b"te"],
-        7 => &[b"trailer", b"upgrade"],
-        10 => &[b"connection", b"keep-alive"],
-        14 => &[b"content-length"],
-        16 => &[b"proxy-connection"],
-        17 => &[b"transfer-encoding"],
-        _ => return false,
-    };
-    hop.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// Hop-by-hop, or named in a Connection field (`conn`, spans of `bytes`).
-fn dropped(name: &[u8], bytes: &[u8], conn: &[Span]) -> bool {
-    is_hop_by_hop(name) || conn.iter().any(|s| s.get(bytes).eq_ignore_ascii_case(name))
-}
 
 /// What the proxy adds about the client.
 #[derive(Debug, Clone, Copy)]
@@ -62,9 +42,6 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
     }
     out.extend_from_slice(origin);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Fields forwarded as received, and those whose values the proxy merges
-    // into its own (X-Forwarded-For, Forwarded) when it adds them.
-    let forwarded = |name: &[u8]| !dropped(name, bytes, &head.conn);
     let mut has_host = false;
     if let Some(authority) = head.authority() {
         // RFC 9112 3.2.2: a proxy ignores the Host a request with an
@@ -73,27 +50,24 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
         put_header(out, b"Host", authority);
         has_host = true;
     }
-    for (name, value) in head.headers() {
-        if !forwarded(name) {
+    let mut lines = Lines::new(bytes);
+    for f in &head.fields {
+        let skip = f.hop
+            || match f.known {
+                Name::Host => head.authority.is_some(),
+                // The proxy answers 100 Continue itself.
+                Name::Expect => head.expect_continue,
+                // Merged into the proxy's own below.
+                Name::XForwardedFor | Name::Forwarded | Name::XForwardedProto => fwd.add_forwarded,
+                _ => false,
+            };
+        if skip {
             continue;
         }
-        if head.authority.is_some() && name.eq_ignore_ascii_case(b"host") {
-            continue;
-        }
-        if head.expect_continue && name.eq_ignore_ascii_case(b"expect") {
-            // The proxy answers 100 Continue itself.
-            continue;
-        }
-        if fwd.add_forwarded
-            && (name.eq_ignore_ascii_case(b"x-forwarded-for")
-                || name.eq_ignore_ascii_case(b"forwarded")
-                || name.eq_ignore_ascii_case(b"x-forwarded-proto"))
-        {
-            continue;
-        }
-        has_host |= name.eq_ignore_ascii_case(b"host");
-        put_header(out, name, value);
+        has_host |= f.known == Name::Host;
+        lines.push(out, f);
     }
+    lines.flush(out);
     if !has_host {
         put_header(out, b"Host", default_host.as_bytes());
     }
@@ -101,15 +75,19 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
         let ip = fwd.client.to_canonical();
         // Earlier values in order, then the client; the field only if
         // that comes to something.
+        // Fields forwarded as received whose values the proxy merges into
+        // its own (X-Forwarded-For, Forwarded).
         let merged = |out: &mut Vec<u8>, field: &[u8], own: &dyn Fn(&mut Vec<u8>)| {
+            let known = Name::of(field);
             let start = out.len();
             out.extend_from_slice(field);
             out.extend_from_slice(b": ");
             let value = out.len();
             for v in head
-                .headers()
-                .filter(|(n, _)| forwarded(n) && n.eq_ignore_ascii_case(field))
-                .map(|(_, v)| v)
+                .fields
+                .iter()
+                .filter(|f| !f.hop && f.known == known)
+                .map(|f| f.value.get(bytes))
             {
                 if out.len() > value {
                     out.extend_from_slice(b", ");
@@ -205,16 +183,14 @@ pub fn encode_response(
     out.push(b' ');
     out.extend_from_slice(resp.reason.get(bytes));
     out.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers() {
-        if conn == ClientConn::Upgrade && name.eq_ignore_ascii_case(b"upgrade") {
-            put_header(out, name, value);
-            continue;
+    let mut lines = Lines::new(bytes);
+    for f in &resp.fields {
+        let upgrade = conn == ClientConn::Upgrade && f.known == Name::Upgrade;
+        if upgrade || !f.hop {
+            lines.push(out, f);
         }
-        if dropped(name, bytes, &resp.conn) {
-            continue;
-        }
-        put_header(out, name, value);
     }
+    lines.flush(out);
     match body_out {
         BodyKind::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -277,6 +253,45 @@ fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
         IpAddr::V6(a) => {
             let _ = write!(out, "{a}");
         }
+    }
+}
+
+/// Forwarded field lines on their way to `out`: a line received as the
+/// encoder would write it joins the run of such lines before it, and each
+/// run goes out in one copy (a response from nginx: one copy instead of
+/// four per field). Other lines are written anew. Call `flush` before
+/// writing anything else to `out`.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    /// The run not copied yet (`start == end`: none).
+    run: (usize, usize),
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Lines { bytes, run: (0, 0) }
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>, f: &Field) {
+        let (name, value) = (f.name, f.value);
+        match Span::field_line(self.bytes, name, value) {
+            Some((start, end)) if start == self.run.1 && self.run.0 < self.run.1 => {
+                self.run.1 = end;
+            }
+            Some(line) => {
+                self.flush(out);
+                self.run = line;
+            }
+            None => {
+                self.flush(out);
+                put_header(out, name.get(self.bytes), value.get(self.bytes));
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes[self.run.0..self.run.1]);
+        self.run = (0, 0);
     }
 }
 
@@ -563,6 +578,37 @@ mod tests {
             put_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn field_lines_come_out_normalised_whether_copied_or_rewritten() {
+        // Lines received as the encoder writes them are copied in runs;
+        // the others (no space, more spaces, trailing blanks, a bare LF,
+        // an empty value) are written anew; dropped fields split a run.
+        let fields = "A: 1\r\nB:2\r\nC:   3 \t\r\nD: 4\nE: 5\r\nF:\r\nConnection: x-hop\r\nX-Hop: 6\r\nG: 7\r\nH: 8\r\n";
+        let want = "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: \r\nG: 7\r\nH: 8\r\n";
+        let r = req(format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n").as_bytes()).unwrap();
+        assert_eq!(
+            encoded(&r, no_forwarding()),
+            format!("GET / HTTP/1.1\r\nHost: h\r\n{want}\r\n")
+        );
+        let r = resp(
+            format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\n").as_bytes(),
+            "GET",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        encode_response(
+            &r,
+            response_body_out(&r, 1),
+            1,
+            ClientConn::KeepAlive,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("HTTP/1.1 200 OK\r\n{want}Content-Length: 2\r\n\r\n")
+        );
     }
 
     #[test]

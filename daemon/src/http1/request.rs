@@ -4,8 +4,8 @@
 
 use super::body::BodyKind;
 use super::head::{
-    check_values, collect_fields, field, fields, header_slots, list_items, map_httparse, named,
-    scan_framing, str_at, trim, Slot, Span, STACK_FIELDS,
+    collect_fields, field, fields, header_slots, list_items, map_httparse, named, scan_framing,
+    str_at, trim, Field, Name, Slot, Span, STACK_FIELDS,
 };
 use super::{HeadLimits, HttpError};
 
@@ -24,7 +24,7 @@ pub struct RequestHead {
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Every field in order, as received: (name, value).
-    pub(super) fields: Vec<(Span, Span)>,
+    pub(super) fields: Vec<Field>,
     pub body: BodyKind,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
@@ -98,7 +98,8 @@ impl RequestHead {
             httparse::Status::Complete(_) => {}
             httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
         }
-        check_values(req.headers)?;
+        // Control characters in values: httparse refuses them (see
+        // head.rs, `every_control_character_but_htab_refused_in_values`).
         let method = req.method.unwrap_or_default();
         let target = req.path.unwrap_or_default();
         let minor = req.version.unwrap_or(1);
@@ -115,7 +116,7 @@ impl RequestHead {
         self.target = Span::of(buf, target.as_bytes());
         self.minor = minor;
         collect_fields(buf, req.headers, &mut self.fields);
-        let f = scan_framing(buf, &self.fields, &mut self.conn)?;
+        let f = scan_framing(buf, &mut self.fields, &mut self.conn)?;
         if f.hosts > 1 || (minor == 1 && f.hosts == 0) {
             return Err(HttpError::BadHost);
         }
@@ -149,8 +150,8 @@ impl RequestHead {
             self.upgrade = self
                 .fields
                 .iter()
-                .find(|(n, _)| n.get(buf).eq_ignore_ascii_case(b"upgrade"))
-                .map(|&(_, v)| v)
+                .find(|f| f.known == Name::Upgrade)
+                .map(|f| f.value)
                 // RFC 9113 3.1 deprecates `h2c`; tunnelling it would give
                 // the client HTTP/2 straight to the server, past the
                 // proxy's view of requests (h2c smuggling). The request
@@ -158,7 +159,7 @@ impl RequestHead {
                 .filter(|v| !list_items(v.get(buf)).any(|p| p.eq_ignore_ascii_case(b"h2c")));
         }
         self.expect_continue = minor == 1
-            && named(buf, &self.fields, b"expect")
+            && named(buf, &self.fields, Name::Expect)
                 .any(|v| trim(v).eq_ignore_ascii_case(b"100-continue"));
         self.bytes.extend_from_slice(buf);
         Ok(())

@@ -4,8 +4,8 @@
 
 use super::body::BodyKind;
 use super::head::{
-    check_values, collect_fields, field, fields, header_slots, map_httparse, scan_framing, str_at,
-    Slot, Span, STACK_FIELDS,
+    collect_fields, field, fields, header_slots, map_httparse, scan_framing, str_at, Field, Slot,
+    Span, STACK_FIELDS,
 };
 use super::{HeadLimits, HttpError};
 
@@ -17,7 +17,7 @@ pub struct ResponseHead {
     pub status: u16,
     pub(super) reason: Span,
     pub minor: u8,
-    pub(super) fields: Vec<(Span, Span)>,
+    pub(super) fields: Vec<Field>,
     pub body: BodyKind,
     /// The server will keep the connection open after the body.
     pub keep_alive: bool,
@@ -78,7 +78,8 @@ impl ResponseHead {
             httparse::Status::Complete(_) => {}
             httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
         }
-        check_values(resp.headers)?;
+        // Control characters in values: httparse refuses them (see
+        // head.rs, `every_control_character_but_htab_refused_in_values`).
         let status = resp.code.unwrap_or(0);
         if !(100..=999).contains(&status) {
             return Err(HttpError::Malformed("invalid status"));
@@ -88,7 +89,7 @@ impl ResponseHead {
         self.minor = minor;
         self.reason = Span::of(buf, resp.reason.unwrap_or("").as_bytes());
         collect_fields(buf, resp.headers, &mut self.fields);
-        let f = scan_framing(buf, &self.fields, &mut self.conn)?;
+        let f = scan_framing(buf, &mut self.fields, &mut self.conn)?;
         let no_body = request_method == "HEAD"
             || (100..200).contains(&status)
             || status == 204
