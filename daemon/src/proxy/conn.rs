@@ -28,10 +28,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use tokio::time::timeout_at;
+use tokio::time::{timeout_at, Sleep};
 
 use super::balance::Balancer;
 use super::error::{Kind, NoServer, ProxyError, Retry, Side};
@@ -454,24 +455,87 @@ impl Read {
 
 async fn read_more<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
     spare(buf);
-    read_into(s, buf, deadline).await
+    read_into(s, buf, deadline, None).await
+}
+
+/// [`read_more`] timed by a connection's own `timer` (see [`timed`]).
+async fn read_more_on<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timer: Pin<&mut Sleep>,
+) -> Read {
+    read_timed(s, buf, deadline, Some(timer)).await
+}
+
+/// [`read_more`], timed by `timer` if given.
+async fn read_timed<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timer: Option<Pin<&mut Sleep>>,
+) -> Read {
+    spare(buf);
+    read_into(s, buf, deadline, timer).await
 }
 
 /// The first read of a request head, into an empty buffer: no larger than
 /// the buffer already is (`FIRST` for a client connection), so that an
 /// idle connection waits with a small buffer, most of all on io_uring where
 /// the kernel holds the buffer for the whole wait.
-async fn read_first<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
+async fn read_first<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timer: Pin<&mut Sleep>,
+) -> Read {
     if buf.capacity() == buf.len() {
         buf.reserve(FIRST);
     }
-    read_into(s, buf, deadline).await
+    read_into(s, buf, deadline, Some(timer)).await
 }
 
-async fn read_into<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
+/// Run `op` until `deadline` on `timer`: a tokio timer that serves one
+/// connection's successive waits of one kind (a client's request heads, a
+/// server's response heads) instead of a new one per read. It is armed
+/// only when `op` has to wait, stays armed after, and is moved rather than
+/// replaced: tokio moves a timer to a later deadline with one atomic
+/// store, and the next wait's deadline is nearly always later. A timer per
+/// read cost a lock of tokio's timer wheel, an insert and a removal per
+/// wait. `None`: the deadline passed. (When a timer left armed fires
+/// between waits, the task is polled once for nothing.)
+async fn timed<F: Future>(
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+    op: F,
+) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut op = std::pin::pin!(op);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+async fn read_into<S: Stream>(
+    s: &S,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    timer: Option<Pin<&mut Sleep>>,
+) -> Read {
     let b = std::mem::take(buf);
-    match timeout_at(deadline.into(), s.read(b)).await {
-        Ok((r, b)) => {
+    let r = match timer {
+        Some(timer) => timed(timer, deadline, s.read(b)).await,
+        None => timeout_at(deadline.into(), s.read(b)).await.ok(),
+    };
+    match r {
+        Some((r, b)) => {
             *buf = b;
             match r {
                 Ok(0) => Read::Eof,
@@ -479,7 +543,7 @@ async fn read_into<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Re
                 Err(e) => Read::Error(e),
             }
         }
-        Err(_) => Read::Timeout,
+        None => Read::Timeout,
     }
 }
 
@@ -506,15 +570,38 @@ impl WriteError {
 }
 
 async fn write<S: Stream>(s: &S, out: &mut Vec<u8>, deadline: Instant) -> Result<(), WriteError> {
+    write_on(s, out, deadline, None).await
+}
+
+/// [`write`], timed by a connection's own `timer` if given (see [`timed`]).
+async fn write_on<S: Stream>(
+    s: &S,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+    timer: Option<Pin<&mut Sleep>>,
+) -> Result<(), WriteError> {
     let b = std::mem::take(out);
-    match timeout_at(deadline.into(), s.write_all(b)).await {
-        Ok((r, mut b)) => {
+    let r = match timer {
+        Some(timer) => timed(timer, deadline, s.write_all(b)).await,
+        None => timeout_at(deadline.into(), s.write_all(b)).await.ok(),
+    };
+    match r {
+        Some((r, mut b)) => {
             b.clear();
             *out = b;
             r.map_err(WriteError::Io)
         }
-        Err(_) => Err(WriteError::Timeout),
+        None => Err(WriteError::Timeout),
     }
+}
+
+/// A timer kept in a request's buffers (see [`MsgBufs`]) until first used.
+type TimerSlot = Option<Pin<Box<Sleep>>>;
+
+/// The timer in `slot`, made at its first use with `deadline`.
+fn timer_at(slot: &mut TimerSlot, deadline: Instant) -> Pin<&mut Sleep> {
+    slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())))
+        .as_mut()
 }
 
 /// Serve one client connection until it closes.
@@ -524,6 +611,10 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     let mut cbuf: Vec<u8> = Vec::with_capacity(FIRST);
     let mut req = http::RequestHead::default();
     let mut first = true;
+    // The timer of every request head's reads (see `timed`).
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(
+        (Instant::now() + t.http_request).into()
+    ));
     loop {
         // === request head ===
         let mut start = Instant::now();
@@ -538,7 +629,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             // already, and closing now would reset it. That request is
             // served with `Connection: close` (or keep_alive ends the wait).
             // Idle between requests: keep_alive, then http_request from the first byte.
-            match read_first(&client, &mut cbuf, start + t.keep_alive).await {
+            match read_first(&client, &mut cbuf, start + t.keep_alive, timer.as_mut()).await {
                 Read::Eof | Read::Error(_) | Read::Timeout => return,
                 Read::Data(_) => {
                     start = Instant::now();
@@ -557,9 +648,9 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
                 Err(e) => break Err(Some(e)),
             }
             let r = if cbuf.is_empty() {
-                read_first(&client, &mut cbuf, deadline).await
+                read_first(&client, &mut cbuf, deadline, timer.as_mut()).await
             } else {
-                read_more(&client, &mut cbuf, deadline).await
+                read_more_on(&client, &mut cbuf, deadline, timer.as_mut()).await
             };
             match r {
                 Read::Eof => {
@@ -820,6 +911,13 @@ struct MsgBufs {
     sbuf: Vec<u8>,
     /// The server's response head.
     resp: http::ResponseHead,
+    /// The timers (see `timed`) of the waits on the server (the request
+    /// head going out, the response coming back) and of the response's
+    /// writes to the client. Made at their first use; a worker's requests
+    /// share them through its spare buffers, and one request's deadlines
+    /// are later than the one's before, so they are moved, never re-made.
+    timer: TimerSlot,
+    client_timer: TimerSlot,
 }
 
 /// The request body on its way to the server while the response is read
@@ -988,12 +1086,16 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             rout,
             sbuf,
             resp,
+            timer,
+            client_timer,
         } = msg;
 
         let sent_at = Instant::now();
-        let mut pump = self.send_request(&server, cbuf, out).await?;
+        let mut pump = self
+            .send_request(&server, cbuf, out, sent_at, timer)
+            .await?;
         let body_res = self
-            .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at)
+            .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
             .await?;
         log.tr = Some(sent_at.elapsed());
         log.status = resp.status;
@@ -1013,7 +1115,16 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             return Ok(tunnel);
         }
         let (keep, reusable) = self
-            .relay_response(&server, pump, body_res, cbuf, out, rout, sbuf, resp, log)
+            .relay_response(
+                &server,
+                pump,
+                body_res,
+                cbuf,
+                (out, rout, sbuf),
+                resp,
+                (timer, client_timer),
+                log,
+            )
             .await;
         if reusable {
             self.w.checkin(self.srv, server);
@@ -1033,6 +1144,8 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         server: &'s I::Stream,
         cbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
+        sent_at: Instant,
+        timer: &mut TimerSlot,
     ) -> Result<Option<Pump<'s>>, ProxyError> {
         let shared = &self.w.shared;
         let t = &shared.svc.timeouts;
@@ -1043,7 +1156,8 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         if self.req.body == BodyKind::None {
             // A pooled connection the server closed under us fails here
             // or at the response head: the request may go again.
-            write(server, out, Instant::now() + t.server)
+            let deadline = sent_at + t.server;
+            write_on(server, out, deadline, Some(timer_at(timer, deadline)))
                 .await
                 .map_err(|e| e.on(Side::Server, Retry::IfReused))?;
             return Ok(None);
@@ -1061,6 +1175,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                 BodyEncoder::new(kind),
                 &mut ob,
                 Direction::ClientToServer,
+                (None, None),
             )
             .await;
             (r, cb, ob)
@@ -1080,13 +1195,16 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         cbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
         sent_at: Instant,
+        timer: &mut TimerSlot,
     ) -> Result<Option<Result<(), ProxyError>>, ProxyError> {
         let shared = &self.w.shared;
         let t = &shared.svc.timeouts;
         sbuf.clear();
         // While the body goes out the server may take its time to read
         // it: `timeouts.server` for the head counts from the body's end.
-        let deadline = sent_at + if pump.is_some() { FAR } else { t.server };
+        let body = pump.is_some();
+        let deadline = sent_at + if body { FAR } else { t.server };
+        let timer = timer_at(timer, deadline);
         let head_fut = read_final_head(
             server,
             sbuf,
@@ -1096,11 +1214,16 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             self.client,
             t.client,
             deadline,
+            timer,
         );
         tokio::pin!(head_fut);
         let mut body_res = None;
         loop {
             let Some(p) = pump.as_mut() else {
+                if !body {
+                    // `deadline` is `timeouts.server` from the request.
+                    return head_fut.await.map(|()| body_res);
+                }
                 let body_end = Instant::now();
                 return match timeout_at((body_end + t.server).into(), &mut head_fut).await {
                     Ok(h) => h.map(|()| body_res),
@@ -1203,10 +1326,9 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         mut pump: Option<Pump<'_>>,
         mut body_res: Option<Result<(), ProxyError>>,
         cbuf: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-        rout: &mut Vec<u8>,
-        sbuf: &mut Vec<u8>,
+        (out, rout, sbuf): (&mut Vec<u8>, &mut Vec<u8>, &mut Vec<u8>),
         resp: &http::ResponseHead,
+        (server_timer, client_timer): (&mut TimerSlot, &mut TimerSlot),
         log: &mut Log,
     ) -> (bool, bool) {
         let shared = &self.w.shared;
@@ -1235,8 +1357,13 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         }
         let head_bytes = rbuf.len() as u64;
         let relay = async {
+            // The server's timer is free now: a request body still going
+            // out has its own.
+            let now = Instant::now();
+            let server_timer = timer_at(server_timer, now + t.server);
+            let client_timer = timer_at(client_timer, now + t.client);
             if resp.body == BodyKind::None {
-                write(client, rbuf, Instant::now() + t.client)
+                write_on(client, rbuf, now + t.client, Some(client_timer))
                     .await
                     .map(|_| 0)
                     .map_err(|e| e.on(Side::Client, Retry::Never))
@@ -1251,6 +1378,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                     BodyEncoder::new(body_out),
                     rbuf,
                     Direction::ServerToClient,
+                    (Some(server_timer), Some(client_timer)),
                 )
                 .await
             }
@@ -1319,6 +1447,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
 
 /// Read a response head into `head`; returns its length in `buf`.
 /// `interim`: an interim response came before this one.
+#[allow(clippy::too_many_arguments)]
 async fn read_head<S: Stream>(
     s: &S,
     buf: &mut Vec<u8>,
@@ -1327,6 +1456,7 @@ async fn read_head<S: Stream>(
     method: &str,
     deadline: Instant,
     interim: bool,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<usize, ProxyError> {
     let bad = |e| ProxyError::server(Kind::BadHead(e), Retry::Never);
     loop {
@@ -1338,7 +1468,7 @@ async fn read_head<S: Stream>(
                 return Ok(n);
             }
         }
-        let r = read_more(s, buf, deadline).await;
+        let r = read_more_on(s, buf, deadline, timer.as_mut()).await;
         if let Read::Data(_) = r {
             continue;
         }
@@ -1367,10 +1497,22 @@ async fn read_final_head<S: Stream, C: Stream>(
     client: &C,
     client_t: Duration,
     deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<(), ProxyError> {
     let mut interim = false;
     loop {
-        let hl = read_head(server, sbuf, resp, limits, req.method(), deadline, interim).await?;
+        let method = req.method();
+        let hl = read_head(
+            server,
+            sbuf,
+            resp,
+            limits,
+            method,
+            deadline,
+            interim,
+            timer.as_mut(),
+        );
+        let hl = hl.await?;
         sbuf.drain(..hl);
         if (100..200).contains(&resp.status) && resp.status != 101 {
             interim = true;
@@ -1410,6 +1552,7 @@ async fn copy_body<A: Stream, B: Stream>(
     enc: BodyEncoder,
     out: &mut Vec<u8>,
     dir: Direction,
+    (mut src_timer, mut dst_timer): (Option<Pin<&mut Sleep>>, Option<Pin<&mut Sleep>>),
 ) -> Result<u64, ProxyError> {
     let (src_side, dst_side) = match dir {
         Direction::ClientToServer => (Side::Client, Side::Server),
@@ -1442,18 +1585,35 @@ async fn copy_body<A: Stream, B: Stream>(
             enc.finish(out);
             written += (out.len() - before) as u64;
             if !out.is_empty() {
-                write(dst, out, Instant::now() + dst_t)
-                    .await
-                    .map_err(dst_fail)?;
+                write_on(
+                    dst,
+                    out,
+                    Instant::now() + dst_t,
+                    dst_timer.as_mut().map(|t| t.as_mut()),
+                )
+                .await
+                .map_err(dst_fail)?;
             }
             return Ok(written);
         }
         if !out.is_empty() {
-            write(dst, out, Instant::now() + dst_t)
-                .await
-                .map_err(dst_fail)?;
+            write_on(
+                dst,
+                out,
+                Instant::now() + dst_t,
+                dst_timer.as_mut().map(|t| t.as_mut()),
+            )
+            .await
+            .map_err(dst_fail)?;
         }
-        match read_more(src, sbuf, Instant::now() + src_t).await {
+        match read_timed(
+            src,
+            sbuf,
+            Instant::now() + src_t,
+            src_timer.as_mut().map(|t| t.as_mut()),
+        )
+        .await
+        {
             Read::Eof => dec.on_eof().map_err(bad)?,
             Read::Data(_) => {}
             r => return Err(r.error(src_side, Retry::Never)),
