@@ -77,8 +77,7 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
         // that comes to something.
         // Fields forwarded as received whose values the proxy merges into
         // its own (X-Forwarded-For, Forwarded).
-        let merged = |out: &mut Vec<u8>, field: &[u8], own: &dyn Fn(&mut Vec<u8>)| {
-            let known = Name::of(field);
+        let merged = |out: &mut Vec<u8>, field: &[u8], known: Name, own: &dyn Fn(&mut Vec<u8>)| {
             let start = out.len();
             out.extend_from_slice(field);
             out.extend_from_slice(b": ");
@@ -106,11 +105,11 @@ pub fn encode_request(head: &RequestHead, fwd: ForwardInfo, default_host: &str, 
                 out.truncate(start);
             }
         };
-        merged(out, b"X-Forwarded-For", &|out| {
+        merged(out, b"X-Forwarded-For", Name::XForwardedFor, &|out| {
             put_ip(out, ip);
         });
         let proto: &[u8] = if fwd.https { b"https" } else { b"http" };
-        merged(out, b"Forwarded", &|out| {
+        merged(out, b"Forwarded", Name::Forwarded, &|out| {
             match ip {
                 IpAddr::V4(_) => {
                     out.extend_from_slice(b"for=");

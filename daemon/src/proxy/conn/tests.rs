@@ -672,6 +672,32 @@ fn a_silent_server_is_answered_504() {
 }
 
 #[test]
+fn a_server_silent_on_the_second_request_of_a_connection_is_answered_504() {
+    // The response heads of a connection's requests are read under one
+    // timer, moved from one request's deadline to the next's (conn.rs,
+    // `timed`): after a first request answered, it must still fire for
+    // the second.
+    server(A, |s| async move {
+        read_message(&s, false).await;
+        write(&s, OK).await;
+        while read_some(&s).await.is_some() {}
+    });
+    let ((one, two), total) = run(
+        "[proxy.web.timeouts]\nserver = \"50ms\"",
+        &[A],
+        |c| async move {
+            c.send(GET).await;
+            let one = c.response(false).await;
+            c.send(GET).await;
+            (one, c.rest().await)
+        },
+    );
+    assert_eq!(status_of(&one), "200", "{}", text(&one));
+    assert_eq!(status_of(&two), "504", "{}", text(&two));
+    assert_eq!(total.classes[4], 1);
+}
+
+#[test]
 fn an_unrequested_101_is_answered_502() {
     replies(
         A,
