@@ -364,6 +364,9 @@ impl Instance {
                         debug!(instance = %self.cfg.name, "{}: {how}", self.cfg.name)
                     }
                 },
+                Action::TakeoverDeferred(d) => {
+                    warn!(instance = %self.cfg.name, "{}: {d}", self.cfg.name);
+                }
                 Action::ReleaseOver => {
                     info!(
                         instance = %self.cfg.name,

@@ -40,6 +40,10 @@
 //!   effective priority at 1: the router hands over if master, then stays
 //!   a backup that still takes over when nobody else is there. Tracked
 //!   priority changes are kept for the reclaim.
+//! - A backup whose Master_Down_Timer is handled a Master_Adver_Interval
+//!   or more after it was due (its thread, or the whole host, did not run)
+//!   waits once more, [`VirtualRouter::late_grace`], before taking over:
+//!   see [`Deferred`] and `handle_timeout`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -159,6 +163,22 @@ pub enum HandOver {
     TimedOut { waited: Duration },
 }
 
+/// A backup's Master_Down_Timer was handled `late` after it was due, a
+/// Master_Adver_Interval or more: this router (its thread, or the whole
+/// host: a VM whose vCPUs were not scheduled) did not run meanwhile. The
+/// silence it saw proves nothing: adverts sent while it was stalled may
+/// not have reached its socket yet, and a master on the same host or
+/// hypervisor was likely frozen with it and sends as soon as it runs. So
+/// it waits `grace` more (once per silence) and takes over only if that
+/// passes without an advert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// The master we last heard (none: none since we became backup).
+    pub master: Option<IpAddr>,
+    pub late: Duration,
+    pub grace: Duration,
+}
+
 /// A release in force (`halo vrrp release`, or a sync group's hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -197,6 +217,8 @@ pub enum Action {
     HandedOver(HandOver),
     /// A release ended (reclaimed, or its deadline passed).
     ReleaseOver,
+    /// A late Master_Down_Timer: still backup, waiting the grace.
+    TakeoverDeferred(Deferred),
 }
 
 /// Why a received advert was not used. The named reasons are the RFC's
@@ -328,6 +350,9 @@ struct Backup {
     after: Duration,
     /// The master as last heard from, for status and reasons.
     master: Option<(IpAddr, u8)>,
+    /// The timer fired late and was re-armed with the grace
+    /// ([`Deferred`]); cleared whenever the timer is armed again.
+    deferred: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +502,21 @@ impl VirtualRouter {
     /// (RFC 3768: 3 * Advertisement_Interval + Skew_Time).
     pub fn master_down_interval(&self) -> Duration {
         3 * cs(self.master_adver_interval_cs) + self.skew_time()
+    }
+
+    /// How long a backup whose Master_Down_Timer fired late waits more
+    /// for an advert ([`Deferred`]): Master_Adver_Interval + Skew_Time.
+    /// The interval because a running master sends within one interval of
+    /// any instant, and one that was frozen with us sends as soon as it
+    /// runs (its Adver_Timer is overdue too); the skew so that backups
+    /// stalled together still take over in priority order, the highest
+    /// first, whose advert then holds the others, as the RFC's
+    /// Master_Down_Interval orders them. What it costs: a real failover
+    /// is that much slower only when this backup was itself stalled by an
+    /// interval or more when the timer came due (36.1 + 16.1 ms at 10 ms
+    /// adverts, priority 100).
+    pub fn late_grace(&self) -> Duration {
+        cs(self.master_adver_interval_cs) + self.skew_time()
     }
 
     /// How long a leaving master keeps its VIPs at most: one and a half of
@@ -695,9 +735,37 @@ impl VirtualRouter {
             Phase::Initialize => {}
             Phase::Backup(b) => {
                 if b.master_down_at <= now {
-                    // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
-                    let why = self.master_down_reason(b);
-                    self.change_state(now, State::Master, why);
+                    let late = now - b.master_down_at;
+                    // Only a silence is doubted: after a priority 0 the
+                    // master said it left, and a backup preempting a lower
+                    // master heard it and takes over on purpose.
+                    let silence = matches!(b.cause, DownCause::Silence | DownCause::Waiting);
+                    if silence && !b.deferred && late >= cs(self.master_adver_interval_cs) {
+                        // Not a breach of RFC 5798 6.4.2 ("If the
+                        // Master_Down_Timer fires, then: ... Transition
+                        // to the Master state"): its timer stands for
+                        // Master_Down_Interval of silence heard by a
+                        // router that was listening. Handled an interval
+                        // or more late, this one was not running for part
+                        // of it, so it heard no such silence; it listens
+                        // again, as a router that has just started does
+                        // (6.4.1 arms a whole Master_Down_Interval), only
+                        // for less, and then takes over as 6.4.2 says.
+                        let d = Deferred {
+                            master: b.master.map(|(a, _)| a),
+                            late,
+                            grace: self.late_grace(),
+                        };
+                        if let Phase::Backup(b) = &mut self.phase {
+                            b.deferred = true;
+                            b.master_down_at = later(now, d.grace);
+                        }
+                        self.actions.push_back(Action::TakeoverDeferred(d));
+                    } else {
+                        // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
+                        let why = self.master_down_reason(b);
+                        self.change_state(now, State::Master, why);
+                    }
                 } else if preempt_due {
                     self.preempt_if_master_lower(now);
                 }
@@ -846,6 +914,7 @@ impl VirtualRouter {
                     cause: DownCause::Waiting,
                     after,
                     master: None,
+                    deferred: false,
                 });
             }
             // RFC 5798 6.4.2 / 6.4.3 Shutdown: the timers go with the phase.
@@ -939,6 +1008,7 @@ impl VirtualRouter {
             b.cause = cause;
             b.after = after;
             b.master_down_at = later(now, after);
+            b.deferred = false;
         }
     }
 

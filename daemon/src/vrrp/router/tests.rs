@@ -224,6 +224,118 @@ fn backup_master_down_timer_fires_to_master() {
     assert_eq!(r.counters().became_master, 1);
 }
 
+// === Backup: a Master_Down_Timer that fires late ===
+
+/// A backup following B (priority 200, 1 s adverts) from `t1`; its
+/// Master_Down_Timer is due at the returned instant (t1 + 3.609375 s).
+fn following_b(t0: Instant) -> (VirtualRouter, Instant) {
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let t1 = t0 + ms(1000);
+    r.handle_advert(t1, ip(B), &advert(&r, 200, 100)).unwrap();
+    drain(&mut r);
+    (r, t1 + Duration::from_micros(3_609_375))
+}
+
+#[test]
+fn late_master_down_expiry_waits_a_grace_then_takes_over() {
+    // The whole host stalled 1.5 s past the timer (a VM's vCPUs not
+    // scheduled): the silence it "saw" says nothing about the master.
+    let (mut r, due) = following_b(Instant::now());
+    let woke = due + ms(1500);
+    r.handle_timeout(woke);
+    assert_eq!(r.state(), State::Backup, "a late expiry must not take over");
+    // Grace: Master_Adver_Interval + Skew_Time = 1 s + 0.609375 s.
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::TakeoverDeferred(Deferred {
+            master: Some(ip(B)),
+            late: ms(1500),
+            grace: Duration::from_micros(1_609_375),
+        })]
+    );
+    let grace_end = woke + Duration::from_micros(1_609_375);
+    assert_eq!(r.poll_timeout(), Some(grace_end));
+    r.handle_timeout(grace_end - ns(1));
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.poll_action(), None);
+    // Still nothing heard: the master is gone after all (RFC 5798 6.4.2).
+    r.handle_timeout(grace_end);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        Why::MasterDown {
+            last_master: Some(ip(B)),
+            after: Duration::from_micros(3_609_375)
+        }
+    );
+}
+
+#[test]
+fn advert_during_the_grace_keeps_the_backup() {
+    let (mut r, due) = following_b(Instant::now());
+    let woke = due + ms(1700);
+    r.handle_timeout(woke);
+    assert_eq!(r.state(), State::Backup);
+    // The master, frozen with us, wakes and speaks.
+    let heard = woke + ms(3);
+    r.handle_advert(heard, ip(B), &advert(&r, 200, 100))
+        .unwrap();
+    assert_eq!(
+        r.poll_timeout(),
+        Some(heard + Duration::from_micros(3_609_375))
+    );
+    r.handle_timeout(woke + Duration::from_micros(1_609_375));
+    assert_eq!(r.state(), State::Backup);
+    // The advert re-armed the timer and the grace: the next late expiry
+    // waits again.
+    let again = heard + Duration::from_micros(3_609_375) + ms(2000);
+    r.handle_timeout(again);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        r.poll_timeout(),
+        Some(again + Duration::from_micros(1_609_375))
+    );
+}
+
+#[test]
+fn second_late_expiry_in_a_row_takes_over() {
+    // Stalled again through the whole grace: one grace per silence.
+    let (mut r, due) = following_b(Instant::now());
+    r.handle_timeout(due + ms(1000));
+    assert_eq!(r.state(), State::Backup);
+    r.handle_timeout(due + ms(1000) + Duration::from_micros(1_609_375) + ms(5000));
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn expiry_less_than_an_interval_late_takes_over_at_once() {
+    // Timer wheel rounding or a short scheduling delay is not a stall.
+    let (mut r, due) = following_b(Instant::now());
+    r.handle_timeout(due + ms(999));
+    assert_eq!(r.state(), State::Master);
+    // Exactly one interval late is a stall.
+    let (mut r, due) = following_b(Instant::now());
+    r.handle_timeout(due + ms(1000));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn late_expiry_after_priority_zero_or_when_preempting_takes_over_at_once() {
+    // The master said it is leaving: no silence to doubt.
+    let (mut r, _) = following_b(Instant::now());
+    let t = r.poll_timeout().unwrap() - ms(2000);
+    r.handle_advert(t, ip(B), &advert(&r, 0, 100)).unwrap();
+    r.handle_timeout(t + ms(5000));
+    assert_eq!(r.state(), State::Master);
+    // We heard the lower master and take over on purpose.
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let due = r.poll_timeout().unwrap();
+    r.handle_advert(t0, ip(B), &advert(&r, 90, 100)).unwrap();
+    r.handle_timeout(due + ms(5000));
+    assert_eq!(r.state(), State::Master);
+}
+
 #[test]
 fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     let t0 = Instant::now();
