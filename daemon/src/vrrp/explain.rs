@@ -253,7 +253,7 @@ impl fmt::Display for Deferred {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "master down timer handled {} late (this thread or the whole host did not run), so the silence of ",
+            "master down timer ran out, but this router ran {} late while it waited (its thread or the whole host was stalled), so the silence of ",
             millis(self.late)
         )?;
         match self.master {
@@ -373,8 +373,8 @@ mod tests {
         };
         assert_eq!(
             d.to_string(),
-            "master down timer handled 482.2 ms late (this thread or the whole host did not run), \
-             so the silence of 192.0.2.11 proves nothing: waiting 16.1 ms more for an advert before taking over"
+            "master down timer ran out, but this router ran 482.2 ms late while it waited (its thread or the whole host \
+             was stalled), so the silence of 192.0.2.11 proves nothing: waiting 16.1 ms more for an advert before taking over"
         );
     }
 

@@ -40,10 +40,13 @@
 //!   effective priority at 1: the router hands over if master, then stays
 //!   a backup that still takes over when nobody else is there. Tracked
 //!   priority changes are kept for the reclaim.
-//! - A backup whose Master_Down_Timer is handled a Master_Adver_Interval
-//!   or more after it was due (its thread, or the whole host, did not run)
-//!   waits once more, [`VirtualRouter::late_grace`], before taking over:
-//!   see [`Deferred`] and `handle_timeout`.
+//! - A backup checks that it runs on time: besides its Master_Down_Timer
+//!   it asks to be woken every Master_Adver_Interval (a listen tick). If
+//!   one of those wake-ups, or the Master_Down_Timer itself, came a
+//!   Master_Adver_Interval or more late since the master was last heard
+//!   (its thread, or the whole host, did not run), the silence is not
+//!   trusted: it waits once more, [`VirtualRouter::late_grace`], before
+//!   taking over. See [`Deferred`] and `handle_timeout`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -163,18 +166,21 @@ pub enum HandOver {
     TimedOut { waited: Duration },
 }
 
-/// A backup's Master_Down_Timer was handled `late` after it was due, a
-/// Master_Adver_Interval or more: this router (its thread, or the whole
-/// host: a VM whose vCPUs were not scheduled) did not run meanwhile. The
-/// silence it saw proves nothing: adverts sent while it was stalled may
-/// not have reached its socket yet, and a master on the same host or
-/// hypervisor was likely frozen with it and sends as soon as it runs. So
-/// it waits `grace` more (once per silence) and takes over only if that
-/// passes without an advert.
+/// A backup's Master_Down_Timer ran out, but since the master was last
+/// heard one of its timers (a listen tick, or the Master_Down_Timer
+/// itself) was handled `late`, a Master_Adver_Interval or more: this
+/// router (its thread, or the whole host: a VM whose vCPUs were not
+/// scheduled) did not run for that long. The silence it saw proves
+/// nothing: adverts sent while it was stalled may not have reached its
+/// socket yet, and a master on the same host or hypervisor was likely
+/// frozen with it and sends as soon as it runs. So it waits `grace` more
+/// (once per silence) and takes over only if that passes without an
+/// advert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deferred {
     /// The master we last heard (none: none since we became backup).
     pub master: Option<IpAddr>,
+    /// The latest any of its timers was handled since then.
     pub late: Duration,
     pub grace: Duration,
 }
@@ -350,7 +356,12 @@ struct Backup {
     after: Duration,
     /// The master as last heard from, for status and reasons.
     master: Option<(IpAddr, u8)>,
-    /// The timer fired late and was re-armed with the grace
+    /// The listen tick: wake up this often (Master_Adver_Interval) to
+    /// see whether we run on time, re-armed whenever we run.
+    listen_at: Instant,
+    /// The latest a timer was handled since the timer was last armed.
+    late: Duration,
+    /// The timer ran out after a stall and was re-armed with the grace
     /// ([`Deferred`]); cleared whenever the timer is armed again.
     deferred: bool,
 }
@@ -478,6 +489,16 @@ impl VirtualRouter {
         &self.counters
     }
 
+    /// Backup: when the Master_Down_Timer runs out (or, after a stall,
+    /// its grace; see [`Deferred`]). [`poll_timeout`](Self::poll_timeout)
+    /// is earlier while the listen tick is.
+    pub fn master_down_at(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Backup(b) => Some(b.master_down_at),
+            _ => None,
+        }
+    }
+
     /// RFC 5798 Master_Adver_Interval in centiseconds.
     pub fn master_adver_interval_cs(&self) -> u16 {
         self.master_adver_interval_cs
@@ -555,7 +576,10 @@ impl VirtualRouter {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let (a, b) = match &self.phase {
             Phase::Initialize => (None, None),
-            Phase::Backup(b) => (Some(b.master_down_at), self.preempt_allowed_at),
+            Phase::Backup(b) => (
+                Some(b.master_down_at.min(b.listen_at)),
+                self.preempt_allowed_at,
+            ),
             Phase::Master(m) => (Some(m.advert_at), m.garp.at),
         };
         let release = match self.released {
@@ -734,23 +758,42 @@ impl VirtualRouter {
         match &self.phase {
             Phase::Initialize => {}
             Phase::Backup(b) => {
+                let interval = cs(self.master_adver_interval_cs);
+                // How late this call is for each due timer: a stall of
+                // this thread or of the whole host.
+                let mut late = b.late;
+                if b.listen_at <= now {
+                    late = late.max(now - b.listen_at);
+                }
                 if b.master_down_at <= now {
-                    let late = now - b.master_down_at;
+                    late = late.max(now - b.master_down_at);
+                }
+                if let Phase::Backup(b) = &mut self.phase {
+                    b.late = late;
+                    if b.listen_at <= now {
+                        b.listen_at = later(now, interval);
+                    }
+                }
+                let Phase::Backup(b) = &self.phase else {
+                    unreachable!("still backup")
+                };
+                if b.master_down_at <= now {
                     // Only a silence is doubted: after a priority 0 the
                     // master said it left, and a backup preempting a lower
                     // master heard it and takes over on purpose.
                     let silence = matches!(b.cause, DownCause::Silence | DownCause::Waiting);
-                    if silence && !b.deferred && late >= cs(self.master_adver_interval_cs) {
+                    if silence && !b.deferred && late >= interval {
                         // Not a breach of RFC 5798 6.4.2 ("If the
                         // Master_Down_Timer fires, then: ... Transition
                         // to the Master state"): its timer stands for
                         // Master_Down_Interval of silence heard by a
-                        // router that was listening. Handled an interval
-                        // or more late, this one was not running for part
-                        // of it, so it heard no such silence; it listens
-                        // again, as a router that has just started does
-                        // (6.4.1 arms a whole Master_Down_Interval), only
-                        // for less, and then takes over as 6.4.2 says.
+                        // router that was listening. One of whose timers
+                        // came an interval or more late was not running
+                        // for part of it, so it heard no such silence; it
+                        // listens again, as a router that has just
+                        // started does (6.4.1 arms a whole
+                        // Master_Down_Interval), only for less, and then
+                        // takes over as 6.4.2 says.
                         let d = Deferred {
                             master: b.master.map(|(a, _)| a),
                             late,
@@ -914,6 +957,8 @@ impl VirtualRouter {
                     cause: DownCause::Waiting,
                     after,
                     master: None,
+                    listen_at: later(now, cs(self.master_adver_interval_cs)),
+                    late: Duration::ZERO,
                     deferred: false,
                 });
             }
@@ -1009,6 +1054,9 @@ impl VirtualRouter {
             b.after = after;
             b.master_down_at = later(now, after);
             b.deferred = false;
+            // We run now: the stall check starts over.
+            b.late = Duration::ZERO;
+            b.listen_at = later(now, cs(self.master_adver_interval_cs));
         }
     }
 

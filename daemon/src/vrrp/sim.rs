@@ -520,7 +520,13 @@ fn whole_host_stall_changes_no_state() {
             sim.run_until(secs_f(10.3 + 10.0 * f64::from(k)));
             sim.stall_all(secs_f(5.0));
         }
-        sim.run_until(secs_f(70.0));
+        // A stall that ends just as the backup's timer is due: the timer
+        // is on time (0.1 ms late), its listen ticks in the stall are not.
+        sim.run_until(secs_f(60.5));
+        let b = if backup_first { 0 } else { 1 };
+        let due = sim.nodes[b].r.master_down_at().expect("a backup");
+        sim.stall_all(due + Duration::from_micros(100) - sim.now);
+        sim.run_until(secs_f(90.0));
         let changes: Vec<_> = sim.log[before..]
             .iter()
             .filter(|e| matches!(e.action, Action::StateChanged { .. }))
