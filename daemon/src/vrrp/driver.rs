@@ -90,7 +90,8 @@ impl DropLog {
 /// Notices when the VRRP thread wakes up later than its timer asked:
 /// a CPU too busy (or a VM's vCPU descheduled) delays the master's adverts,
 /// and a wake-up later than about two advert intervals lets a backup take
-/// over although nothing failed. One warning per ten seconds at most, with
+/// over although nothing failed. (A backup's own lateness is the router's
+/// business: it then defers the takeover once, `router::Deferred`.) One warning per ten seconds at most, with
 /// the worst lateness and how many late wake-ups it stands for.
 struct LateLog {
     /// When the last warning went out; the worst lateness and the count of
@@ -364,6 +365,9 @@ impl Instance {
                         debug!(instance = %self.cfg.name, "{}: {how}", self.cfg.name)
                     }
                 },
+                Action::TakeoverDeferred(d) => {
+                    warn!(instance = %self.cfg.name, "{}: {d}", self.cfg.name);
+                }
                 Action::ReleaseOver => {
                     info!(
                         instance = %self.cfg.name,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::router::{Drop, HandOver, PriorityWhy, Release, State, VirtualRouter, Why};
+use super::router::{Deferred, Drop, HandOver, PriorityWhy, Release, State, VirtualRouter, Why};
 
 /// Why an instance is in its state now: the `why:` line of `halo status`
 /// and `explanation` in its JSON. `priority` is the driver's sentence for
@@ -244,6 +244,30 @@ impl fmt::Display for HandOver {
     }
 }
 
+/// Milliseconds with one decimal: a grace at 10 ms adverts is 16.1 ms.
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl fmt::Display for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "master down timer ran out, but this router ran {} late while it waited (its thread or the whole host was stalled), so the silence of ",
+            millis(self.late)
+        )?;
+        match self.master {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("any master")?,
+        }
+        write!(
+            f,
+            " proves nothing: waiting {} more for an advert before taking over",
+            millis(self.grace)
+        )
+    }
+}
+
 impl fmt::Display for Drop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -338,6 +362,20 @@ mod tests {
         for (why, text) in cases {
             assert_eq!(why.to_string(), text, "{why:?}");
         }
+    }
+
+    #[test]
+    fn deferred_takeover_sentence() {
+        let d = Deferred {
+            master: Some(ip("192.0.2.11")),
+            late: Duration::from_micros(482_250),
+            grace: Duration::from_micros(16_093),
+        };
+        assert_eq!(
+            d.to_string(),
+            "master down timer ran out, but this router ran 482.2 ms late while it waited (its thread or the whole host \
+             was stalled), so the silence of 192.0.2.11 proves nothing: waiting 16.1 ms more for an advert before taking over"
+        );
     }
 
     #[test]

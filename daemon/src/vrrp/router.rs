@@ -40,6 +40,13 @@
 //!   effective priority at 1: the router hands over if master, then stays
 //!   a backup that still takes over when nobody else is there. Tracked
 //!   priority changes are kept for the reclaim.
+//! - A backup checks that it runs on time: besides its Master_Down_Timer
+//!   it asks to be woken every Master_Adver_Interval (a listen tick). If
+//!   one of those wake-ups, or the Master_Down_Timer itself, came a
+//!   Master_Adver_Interval or more late since the master was last heard
+//!   (its thread, or the whole host, did not run), the silence is not
+//!   trusted: it waits once more, [`VirtualRouter::late_grace`], before
+//!   taking over. See [`Deferred`] and `handle_timeout`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -159,6 +166,25 @@ pub enum HandOver {
     TimedOut { waited: Duration },
 }
 
+/// A backup's Master_Down_Timer ran out, but since the master was last
+/// heard one of its timers (a listen tick, or the Master_Down_Timer
+/// itself) was handled `late`, a Master_Adver_Interval or more: this
+/// router (its thread, or the whole host: a VM whose vCPUs were not
+/// scheduled) did not run for that long. The silence it saw proves
+/// nothing: adverts sent while it was stalled may not have reached its
+/// socket yet, and a master on the same host or hypervisor was likely
+/// frozen with it and sends as soon as it runs. So it waits `grace` more
+/// (once per silence) and takes over only if that passes without an
+/// advert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// The master we last heard (none: none since we became backup).
+    pub master: Option<IpAddr>,
+    /// The latest any of its timers was handled since then.
+    pub late: Duration,
+    pub grace: Duration,
+}
+
 /// A release in force (`halo vrrp release`, or a sync group's hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -197,6 +223,8 @@ pub enum Action {
     HandedOver(HandOver),
     /// A release ended (reclaimed, or its deadline passed).
     ReleaseOver,
+    /// A late Master_Down_Timer: still backup, waiting the grace.
+    TakeoverDeferred(Deferred),
 }
 
 /// Why a received advert was not used. The named reasons are the RFC's
@@ -328,6 +356,14 @@ struct Backup {
     after: Duration,
     /// The master as last heard from, for status and reasons.
     master: Option<(IpAddr, u8)>,
+    /// The listen tick: wake up this often (Master_Adver_Interval) to
+    /// see whether we run on time, re-armed whenever we run.
+    listen_at: Instant,
+    /// The latest a timer was handled since the timer was last armed.
+    late: Duration,
+    /// The timer ran out after a stall and was re-armed with the grace
+    /// ([`Deferred`]); cleared whenever the timer is armed again.
+    deferred: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -453,6 +489,16 @@ impl VirtualRouter {
         &self.counters
     }
 
+    /// Backup: when the Master_Down_Timer runs out (or, after a stall,
+    /// its grace; see [`Deferred`]). [`poll_timeout`](Self::poll_timeout)
+    /// is earlier while the listen tick is.
+    pub fn master_down_at(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Backup(b) => Some(b.master_down_at),
+            _ => None,
+        }
+    }
+
     /// RFC 5798 Master_Adver_Interval in centiseconds.
     pub fn master_adver_interval_cs(&self) -> u16 {
         self.master_adver_interval_cs
@@ -477,6 +523,21 @@ impl VirtualRouter {
     /// (RFC 3768: 3 * Advertisement_Interval + Skew_Time).
     pub fn master_down_interval(&self) -> Duration {
         3 * cs(self.master_adver_interval_cs) + self.skew_time()
+    }
+
+    /// How long a backup whose Master_Down_Timer fired late waits more
+    /// for an advert ([`Deferred`]): Master_Adver_Interval + Skew_Time.
+    /// The interval because a running master sends within one interval of
+    /// any instant, and one that was frozen with us sends as soon as it
+    /// runs (its Adver_Timer is overdue too); the skew so that backups
+    /// stalled together still take over in priority order, the highest
+    /// first, whose advert then holds the others, as the RFC's
+    /// Master_Down_Interval orders them. What it costs: a real failover
+    /// is that much slower only when this backup was itself stalled by an
+    /// interval or more when the timer came due (36.1 + 16.1 ms at 10 ms
+    /// adverts, priority 100).
+    pub fn late_grace(&self) -> Duration {
+        cs(self.master_adver_interval_cs) + self.skew_time()
     }
 
     /// How long a leaving master keeps its VIPs at most: one and a half of
@@ -515,7 +576,10 @@ impl VirtualRouter {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let (a, b) = match &self.phase {
             Phase::Initialize => (None, None),
-            Phase::Backup(b) => (Some(b.master_down_at), self.preempt_allowed_at),
+            Phase::Backup(b) => (
+                Some(b.master_down_at.min(b.listen_at)),
+                self.preempt_allowed_at,
+            ),
             Phase::Master(m) => (Some(m.advert_at), m.garp.at),
         };
         let release = match self.released {
@@ -694,10 +758,57 @@ impl VirtualRouter {
         match &self.phase {
             Phase::Initialize => {}
             Phase::Backup(b) => {
+                let interval = cs(self.master_adver_interval_cs);
+                // How late this call is for each due timer: a stall of
+                // this thread or of the whole host.
+                let mut late = b.late;
+                if b.listen_at <= now {
+                    late = late.max(now - b.listen_at);
+                }
                 if b.master_down_at <= now {
-                    // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
-                    let why = self.master_down_reason(b);
-                    self.change_state(now, State::Master, why);
+                    late = late.max(now - b.master_down_at);
+                }
+                if let Phase::Backup(b) = &mut self.phase {
+                    b.late = late;
+                    if b.listen_at <= now {
+                        b.listen_at = later(now, interval);
+                    }
+                }
+                let Phase::Backup(b) = &self.phase else {
+                    unreachable!("still backup")
+                };
+                if b.master_down_at <= now {
+                    // Only a silence is doubted: after a priority 0 the
+                    // master said it left, and a backup preempting a lower
+                    // master heard it and takes over on purpose.
+                    let silence = matches!(b.cause, DownCause::Silence | DownCause::Waiting);
+                    if silence && !b.deferred && late >= interval {
+                        // Not a breach of RFC 5798 6.4.2 ("If the
+                        // Master_Down_Timer fires, then: ... Transition
+                        // to the Master state"): its timer stands for
+                        // Master_Down_Interval of silence heard by a
+                        // router that was listening. One of whose timers
+                        // came an interval or more late was not running
+                        // for part of it, so it heard no such silence; it
+                        // listens again, as a router that has just
+                        // started does (6.4.1 arms a whole
+                        // Master_Down_Interval), only for less, and then
+                        // takes over as 6.4.2 says.
+                        let d = Deferred {
+                            master: b.master.map(|(a, _)| a),
+                            late,
+                            grace: self.late_grace(),
+                        };
+                        if let Phase::Backup(b) = &mut self.phase {
+                            b.deferred = true;
+                            b.master_down_at = later(now, d.grace);
+                        }
+                        self.actions.push_back(Action::TakeoverDeferred(d));
+                    } else {
+                        // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
+                        let why = self.master_down_reason(b);
+                        self.change_state(now, State::Master, why);
+                    }
                 } else if preempt_due {
                     self.preempt_if_master_lower(now);
                 }
@@ -846,6 +957,9 @@ impl VirtualRouter {
                     cause: DownCause::Waiting,
                     after,
                     master: None,
+                    listen_at: later(now, cs(self.master_adver_interval_cs)),
+                    late: Duration::ZERO,
+                    deferred: false,
                 });
             }
             // RFC 5798 6.4.2 / 6.4.3 Shutdown: the timers go with the phase.
@@ -939,6 +1053,10 @@ impl VirtualRouter {
             b.cause = cause;
             b.after = after;
             b.master_down_at = later(now, after);
+            b.deferred = false;
+            // We run now: the stall check starts over.
+            b.late = Duration::ZERO;
+            b.listen_at = later(now, cs(self.master_adver_interval_cs));
         }
     }
 

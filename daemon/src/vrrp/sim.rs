@@ -178,7 +178,8 @@ impl Sim {
                         Action::StateChanged { .. }
                         | Action::PriorityChanged { .. }
                         | Action::HandedOver(_)
-                        | Action::ReleaseOver => {}
+                        | Action::ReleaseOver
+                        | Action::TakeoverDeferred(_) => {}
                     }
                     self.log.push(Event {
                         at: self.elapsed(),
@@ -252,6 +253,19 @@ impl Sim {
         }
         self.flush();
         true
+    }
+
+    /// The whole host froze for `d` (a VM's vCPUs not scheduled, every
+    /// router stopped at once): nothing runs and nothing is sent meanwhile;
+    /// then every router wakes at the same instant with its timers overdue,
+    /// in node order, before any advert of the others is delivered.
+    fn stall_all(&mut self, d: Duration) {
+        self.now += d;
+        let now = self.now;
+        for n in &mut self.nodes {
+            n.r.handle_timeout(now);
+        }
+        self.flush();
     }
 
     /// Run until `at` (since t0), then leave the clock there.
@@ -482,6 +496,47 @@ fn lost_adverts_backup_takes_over_after_master_down_interval() {
     sim.link[0][1] = true;
     sim.run_until(secs_f(40.0));
     assert_eq!(sim.masters(), vec![0]);
+}
+
+#[test]
+fn whole_host_stall_changes_no_state() {
+    // Master and backup frozen together for longer than the master down
+    // interval: the backup wakes with its timer long overdue and no
+    // advert, but the master was frozen too. It used to take over and hand
+    // back at once (two state changes per stall). Node order is the order
+    // they wake in: the master first, then the other way round.
+    for backup_first in [false, true] {
+        let mut sim = if backup_first {
+            let mut sim = Sim::new(vec![params(90), params(100)]);
+            sim.start_all();
+            sim.run_until(secs_f(10.0));
+            assert_eq!(sim.masters(), vec![1]);
+            sim
+        } else {
+            pair()
+        };
+        let before = sim.log.len();
+        for k in 0..5 {
+            sim.run_until(secs_f(10.3 + 10.0 * f64::from(k)));
+            sim.stall_all(secs_f(5.0));
+        }
+        // A stall that ends just as the backup's timer is due: the timer
+        // is on time (0.1 ms late), its listen ticks in the stall are not.
+        sim.run_until(secs_f(60.5));
+        let b = if backup_first { 0 } else { 1 };
+        let due = sim.nodes[b].r.master_down_at().expect("a backup");
+        sim.stall_all(due + Duration::from_micros(100) - sim.now);
+        sim.run_until(secs_f(90.0));
+        let changes: Vec<_> = sim.log[before..]
+            .iter()
+            .filter(|e| matches!(e.action, Action::StateChanged { .. }))
+            .map(|e| (e.at, e.node, e.action.clone()))
+            .collect();
+        assert!(
+            changes.is_empty(),
+            "backup_first {backup_first}: {changes:?}"
+        );
+    }
 }
 
 #[test]
@@ -890,7 +945,7 @@ fn random_event_storm_keeps_invariants() {
                         assert!(held, "seed {seed} step {step}: hand-over without VIPs");
                         handed_over += 1;
                     }
-                    Action::ReleaseOver => {}
+                    Action::ReleaseOver | Action::TakeoverDeferred(_) => {}
                 }
             }
             assert_eq!(state, r.state(), "seed {seed} step {step}");

@@ -70,14 +70,34 @@ fn backup(p: RouterParams, t0: Instant) -> VirtualRouter {
     r
 }
 
-/// A master (it waited out the master down timer), actions drained.
+/// A master (it waited out the master down timer, its listen ticks on
+/// time), actions drained.
 fn master(p: RouterParams, t0: Instant) -> (VirtualRouter, Instant) {
     let mut r = backup(p, t0);
-    let t = r.poll_timeout().unwrap();
-    r.handle_timeout(t);
+    let t = r.master_down_at().unwrap();
+    run_to(&mut r, t);
     assert_eq!(r.state(), State::Master);
     drain(&mut r);
     (r, t)
+}
+
+/// A backup that runs on time up to `t`: every listen tick before `t` is
+/// handled when due (a backup whose ticks are skipped did not run, and
+/// doubts the silence: see the late-timer tests), then `t` itself.
+/// Only the ticks: other deadlines are left for `t`, as one call at `t`
+/// would handle them.
+fn run_to(r: &mut VirtualRouter, t: Instant) {
+    while r.state() == State::Backup {
+        let (Some(next), Some(down)) = (r.poll_timeout(), r.master_down_at()) else {
+            break;
+        };
+        // The earliest deadline is a tick if it is before the timer.
+        if next >= t || next >= down {
+            break;
+        }
+        r.handle_timeout(next);
+    }
+    r.handle_timeout(t);
 }
 
 // === timer arithmetic ===
@@ -152,7 +172,7 @@ fn startup_non_owner_goes_backup_with_master_down_timer() {
         } if *master_down == Duration::from_micros(3_609_375)
     ));
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t0 + Duration::from_micros(3_609_375))
     );
     // A second startup changes nothing.
@@ -198,9 +218,9 @@ fn backup_master_down_timer_fires_to_master() {
     let t0 = Instant::now();
     let mut r = backup(params(Version::V3, 100, 100), t0);
     let due = t0 + Duration::from_micros(3_609_375);
-    r.handle_timeout(due - ns(1));
+    run_to(&mut r, due - ns(1));
     assert_eq!(r.state(), State::Backup, "not yet due");
-    r.handle_timeout(due);
+    run_to(&mut r, due);
     let acts = drain(&mut r);
     assert_eq!(
         reason(&acts),
@@ -224,6 +244,150 @@ fn backup_master_down_timer_fires_to_master() {
     assert_eq!(r.counters().became_master, 1);
 }
 
+// === Backup: a Master_Down_Timer that fires late ===
+
+/// A backup following B (priority 200, 1 s adverts) from `t1` = t0 + 1 s;
+/// its Master_Down_Timer is due at the returned instant (t1 + 3.609375
+/// s), its first listen tick at t1 + 1 s.
+fn following_b(t0: Instant) -> (VirtualRouter, Instant) {
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let t1 = t0 + ms(1000);
+    r.handle_advert(t1, ip(B), &advert(&r, 200, 100)).unwrap();
+    drain(&mut r);
+    (r, t1 + Duration::from_micros(3_609_375))
+}
+
+#[test]
+fn late_master_down_expiry_waits_a_grace_then_takes_over() {
+    // The whole host stalled from just after the advert to 1.5 s past
+    // the timer (a VM's vCPUs not scheduled): the silence it "saw" says
+    // nothing about the master.
+    let (mut r, due) = following_b(Instant::now());
+    let woke = due + ms(1500);
+    r.handle_timeout(woke);
+    assert_eq!(r.state(), State::Backup, "a late expiry must not take over");
+    // Grace: Master_Adver_Interval + Skew_Time = 1 s + 0.609375 s. Late:
+    // the first listen tick, due at t1 + 1 s, handled at t1 + 5.109375 s.
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::TakeoverDeferred(Deferred {
+            master: Some(ip(B)),
+            late: Duration::from_micros(4_109_375),
+            grace: Duration::from_micros(1_609_375),
+        })]
+    );
+    let grace_end = woke + Duration::from_micros(1_609_375);
+    assert_eq!(r.master_down_at(), Some(grace_end));
+    // The listen tick comes first, on time.
+    assert_eq!(r.poll_timeout(), Some(woke + ms(1000)));
+    r.handle_timeout(grace_end - ns(1));
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.poll_action(), None);
+    // Still nothing heard: the master is gone after all (RFC 5798 6.4.2).
+    r.handle_timeout(grace_end);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        reason(&drain(&mut r)),
+        Why::MasterDown {
+            last_master: Some(ip(B)),
+            after: Duration::from_micros(3_609_375)
+        }
+    );
+}
+
+#[test]
+fn advert_during_the_grace_keeps_the_backup() {
+    let (mut r, due) = following_b(Instant::now());
+    let woke = due + ms(1700);
+    r.handle_timeout(woke);
+    assert_eq!(r.state(), State::Backup);
+    // The master, frozen with us, wakes and speaks.
+    let heard = woke + ms(3);
+    r.handle_advert(heard, ip(B), &advert(&r, 200, 100))
+        .unwrap();
+    assert_eq!(
+        r.master_down_at(),
+        Some(heard + Duration::from_micros(3_609_375))
+    );
+    r.handle_timeout(woke + Duration::from_micros(1_609_375));
+    assert_eq!(r.state(), State::Backup);
+    // The advert re-armed the timer and the grace: the next late expiry
+    // waits again.
+    let again = heard + Duration::from_micros(3_609_375) + ms(2000);
+    r.handle_timeout(again);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        r.master_down_at(),
+        Some(again + Duration::from_micros(1_609_375))
+    );
+}
+
+#[test]
+fn second_late_expiry_in_a_row_takes_over() {
+    // Stalled again through the whole grace: one grace per silence.
+    let (mut r, due) = following_b(Instant::now());
+    r.handle_timeout(due + ms(1000));
+    assert_eq!(r.state(), State::Backup);
+    r.handle_timeout(due + ms(1000) + Duration::from_micros(1_609_375) + ms(5000));
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn expiry_less_than_an_interval_late_takes_over_at_once() {
+    // Timer wheel rounding or a short scheduling delay is not a stall
+    // (the listen ticks before were on time).
+    let (mut r, due) = following_b(Instant::now());
+    run_to(&mut r, due + ms(999));
+    assert_eq!(r.state(), State::Master);
+    // Exactly one interval late is a stall.
+    let (mut r, due) = following_b(Instant::now());
+    run_to(&mut r, due + ms(1000));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn stall_ending_at_the_timer_is_caught_by_the_listen_tick() {
+    // The host froze from t1 + 0.5 s and ran again just when the timer
+    // was due: the timer itself is on time, but the tick due at t1 + 1 s
+    // comes 2.609375 s late, so most of the silence was not heard.
+    // (Session 7's soak: master and backup woke in the same 30 us, the
+    // master's timer 27 ms late, the backup's on time; it took over.)
+    let (mut r, due) = following_b(Instant::now());
+    let t1 = due - Duration::from_micros(3_609_375);
+    run_to(&mut r, t1 + ms(500));
+    r.handle_timeout(due);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        drain(&mut r),
+        vec![Action::TakeoverDeferred(Deferred {
+            master: Some(ip(B)),
+            late: Duration::from_micros(2_609_375),
+            grace: Duration::from_micros(1_609_375),
+        })]
+    );
+    // On time all along instead: master at the timer, as the RFC says.
+    let (mut r, due) = following_b(Instant::now());
+    run_to(&mut r, due);
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn late_expiry_after_priority_zero_or_when_preempting_takes_over_at_once() {
+    // The master said it is leaving: no silence to doubt.
+    let (mut r, _) = following_b(Instant::now());
+    let t = r.poll_timeout().unwrap() - ms(2000);
+    r.handle_advert(t, ip(B), &advert(&r, 0, 100)).unwrap();
+    r.handle_timeout(t + ms(5000));
+    assert_eq!(r.state(), State::Master);
+    // We heard the lower master and take over on purpose.
+    let t0 = Instant::now();
+    let mut r = backup(params(Version::V3, 100, 100), t0);
+    let due = r.poll_timeout().unwrap();
+    r.handle_advert(t0, ip(B), &advert(&r, 90, 100)).unwrap();
+    r.handle_timeout(due + ms(5000));
+    assert_eq!(r.state(), State::Master);
+}
+
 #[test]
 fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     let t0 = Instant::now();
@@ -233,7 +397,7 @@ fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     assert_eq!(r.handle_advert(t1, ip(B), &advert(&r, 150, 200)), Ok(()));
     assert_eq!(r.master_adver_interval_cs(), 200);
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t1 + Duration::from_micros(7_218_750))
     );
     assert_eq!(r.master(), Some((ip(B), 150)));
@@ -241,11 +405,11 @@ fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     let t2 = t1 + ms(2000);
     assert_eq!(r.handle_advert(t2, ip(B), &advert(&r, 100, 100)), Ok(()));
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t2 + Duration::from_micros(3_609_375))
     );
     assert_eq!(r.state(), State::Backup);
-    r.handle_timeout(t2 + Duration::from_micros(3_609_375));
+    run_to(&mut r, t2 + Duration::from_micros(3_609_375));
     assert_eq!(
         reason(&drain(&mut r)),
         Why::MasterDown {
@@ -262,7 +426,7 @@ fn v2_backup_keeps_its_own_interval() {
     let adv = advert(&r, 200, 300);
     r.handle_advert(t0, ip(B), &adv).unwrap();
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t0 + Duration::from_micros(9_609_375))
     );
 }
@@ -286,18 +450,18 @@ fn backup_priority_zero_takes_over_after_skew() {
 fn backup_discards_lower_priority_and_preempts_at_master_down() {
     let t0 = Instant::now();
     let mut r = backup(params(Version::V3, 100, 100), t0);
-    let due = r.poll_timeout().unwrap();
+    let due = r.master_down_at().unwrap();
     for i in 0..3 {
         let adv = advert(&r, 90, 100);
         r.handle_advert(t0 + ms(1000 * i), ip(B), &adv).unwrap();
         assert_eq!(
-            r.poll_timeout(),
+            r.master_down_at(),
             Some(due),
             "timer not reset by a lower advert"
         );
     }
     assert_eq!(r.counters().lower_priority_discarded, 3);
-    r.handle_timeout(due);
+    run_to(&mut r, due);
     assert_eq!(r.state(), State::Master);
     assert_eq!(
         reason(&drain(&mut r)),
@@ -318,14 +482,14 @@ fn backup_without_preempt_accepts_lower_priority() {
     let t1 = t0 + ms(3000);
     r.handle_advert(t1, ip(B), &advert(&r, 90, 100)).unwrap();
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t1 + Duration::from_micros(3_609_375))
     );
     // A priority rise does not preempt either.
     r.set_priority(t1, 120);
     assert_eq!(r.state(), State::Backup);
     // But master-down takeover still happens.
-    r.handle_timeout(t1 + Duration::from_micros(3_609_375));
+    run_to(&mut r, t1 + Duration::from_micros(3_609_375));
     assert_eq!(r.state(), State::Master);
 }
 
@@ -342,13 +506,13 @@ fn preempt_delay_holds_back_preemption_until_it_ends() {
         r.handle_advert(t, ip(B), &adv).unwrap();
         // The earlier of the reset master down timer and the delay's end.
         let down = t + Duration::from_micros(3_609_375);
-        assert_eq!(r.poll_timeout(), Some(down.min(t0 + ms(10_000))));
-        r.handle_timeout(t);
+        assert_eq!(r.master_down_at(), Some(down));
+        run_to(&mut r, t);
         assert_eq!(r.state(), State::Backup);
     }
     // Due at the end of the delay, even though an advert just reset the timer.
     assert_eq!(r.poll_timeout(), Some(t0 + ms(10_000)));
-    r.handle_timeout(t0 + ms(10_000));
+    run_to(&mut r, t0 + ms(10_000));
     assert_eq!(r.state(), State::Master);
     assert_eq!(
         reason(&drain(&mut r)),
@@ -367,10 +531,10 @@ fn preempt_delay_does_not_delay_master_down() {
     p.preempt_delay = ms(60_000);
     let mut r = backup(p, t0);
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t0 + Duration::from_micros(3_609_375))
     );
-    r.handle_timeout(t0 + Duration::from_micros(3_609_375));
+    run_to(&mut r, t0 + Duration::from_micros(3_609_375));
     assert_eq!(r.state(), State::Master);
 }
 
@@ -382,11 +546,11 @@ fn preempt_delay_end_with_higher_master_changes_nothing() {
     let mut r = backup(p, t0);
     r.handle_advert(t0 + ms(1000), ip(B), &advert(&r, 150, 100))
         .unwrap();
-    r.handle_timeout(t0 + ms(2000));
+    run_to(&mut r, t0 + ms(2000));
     assert_eq!(r.state(), State::Backup);
     // The delay is over: the next deadline is the master down timer.
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t0 + ms(1000) + Duration::from_micros(3_609_375))
     );
 }
@@ -493,7 +657,7 @@ fn master_yields_to_higher_priority() {
         ]
     );
     // v3: the new master's 50 cs interval is learned: 1.5 s + 156*50/256 cs.
-    assert_eq!(r.poll_timeout(), Some(t1 + ns(1_804_687_500)));
+    assert_eq!(r.master_down_at(), Some(t1 + ns(1_804_687_500)));
     assert_eq!(r.master(), Some((ip(B), 101)));
     assert_eq!(r.counters().became_backup, 2);
 }
@@ -857,7 +1021,7 @@ fn released_again_only_moves_the_end() {
     assert_eq!(r.poll_action(), None);
     assert_eq!(r.released(), Some(Release::UntilReclaimed));
     assert_eq!(
-        r.poll_timeout(),
+        r.master_down_at(),
         Some(t0 + Duration::from_micros(3_609_375))
     );
 }
@@ -874,9 +1038,9 @@ fn released_before_startup_starts_as_the_lowest_backup() {
     r.startup(t0);
     assert_eq!(r.state(), State::Backup);
     // Priority 1: (256 - 1) * 100 / 256 cs of skew.
-    assert_eq!(r.poll_timeout(), Some(t0 + ms(3000) + ns(996_093_750)));
+    assert_eq!(r.master_down_at(), Some(t0 + ms(3000) + ns(996_093_750)));
     // Alone on the link it still takes over.
-    r.handle_timeout(t0 + ms(3000) + ns(996_093_750));
+    run_to(&mut r, t0 + ms(3000) + ns(996_093_750));
     assert_eq!(r.state(), State::Master);
     assert_eq!(r.effective_priority(), 1);
 }
