@@ -46,6 +46,11 @@ in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
 grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt" ||
 	{ echo "customize-hook: cmdline.txt does not name LABEL=RASPIROOT" >&2; exit 1; }
 
+# The native python3.13 and depmod (essential-hook.sh) away again, the
+# packages' own back (after update-initramfs: its depmod ran natively too);
+# checks that the card's python3 takes the compiled files as its own.
+bash "$here/native-tools.sh" remove "$r"
+
 # The build's dpkg path-exclude options (halo-image: no docs, man pages or
 # translations unpacked, fewer files to write under qemu-user) were for the
 # build only: on the card dpkg installs packages whole again, as on any
