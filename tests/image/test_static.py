@@ -331,7 +331,7 @@ def _mtime_and_size(disk, path):
     mtime = size = None
     for line in out.splitlines():
         f = line.split()
-        if "Size:" in f:
+        if "Size:" in f and size is None:  # the first one ("Fragment: ... Size: 0" follows)
             size = int(f[f.index("Size:") + 1])
         if f[:1] == ["mtime:"]:
             mtime = int(f[1].split(":")[0], 16)
