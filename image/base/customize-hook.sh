@@ -27,6 +27,12 @@ CONSOLES="tty0 ttyS1,115200"
 CMA=0
 CONF
 
+# The native tools (essential-hook.sh, native-tools.sh) away again and the
+# packages' own python3.13, depmod, grep and update-ca-certificates back,
+# before the initramfs (mkinitramfs copies programs and looks at /lib64);
+# checks that the card's python3 takes the compiled files as its own.
+bash "$here/native-tools.sh" remove "$r"
+
 # The initramfs, built once (essential-hook.sh diverted update-initramfs to a
 # stub while the packages were installed): the real update-initramfs back,
 # then `-c` for the one kernel, as the kernel's postinst would have run it.
@@ -45,11 +51,6 @@ in_root update-initramfs -c -k "${kernels[0]##*/}"
 in_root env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware
 grep -q 'root=LABEL=RASPIROOT' "$r/boot/firmware/cmdline.txt" ||
 	{ echo "customize-hook: cmdline.txt does not name LABEL=RASPIROOT" >&2; exit 1; }
-
-# The native python3.13 and depmod (essential-hook.sh) away again, the
-# packages' own back (after update-initramfs: its depmod ran natively too);
-# checks that the card's python3 takes the compiled files as its own.
-bash "$here/native-tools.sh" remove "$r"
 
 # The build's dpkg path-exclude options (halo-image: no docs, man pages or
 # translations unpacked, fewer files to write under qemu-user) were for the

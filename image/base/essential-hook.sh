@@ -25,6 +25,7 @@ exit 0
 STUB
 chmod 0755 "$r/usr/sbin/update-initramfs"
 
-# Byte-compilation and depmod by the build machine's own python3.13 and
-# kmod from $2 (image/base/native-tools.sh; the customize hook removes them).
+# Byte-compilation, depmod, update-ca-certificates and grep by the build
+# machine's own programs from $2 (native-tools.sh; the customize hook
+# removes them).
 bash "$(dirname "$0")/native-tools.sh" install "$r" "$2"

@@ -2,7 +2,7 @@
 # Architecture-independent work of the arm64 install, run natively.
 #
 #   native-tools.sh install ROOT TOOLS   (essential hook: before the packages)
-#   native-tools.sh remove ROOT          (customize hook: after the initramfs)
+#   native-tools.sh remove ROOT          (customize hook: before the initramfs)
 #
 # Under qemu-user every emulated program pays for its translation: a bare
 # `python3 -c pass` takes 2 s with bookworm's qemu 7.2. The packages'
@@ -15,23 +15,30 @@
 # big-endian on every architecture.
 #
 # TOOLS is a tree of the build machine's own architecture with the same
-# suite's python3.13, kmod, dash, coreutils, sed, findutils and openssl (mmdebstrap --variant=extract, made by
-# build_base_root). `install` copies it to ROOT/.halo-native and diverts two
-# commands to wrappers that run the native programs inside the chroot
-# (through the native dynamic loader, so that no file of the arm64 tree
-# changes meaning), where they see the card's paths:
+# suite's python3.13, kmod, dash, coreutils, sed, findutils, grep and openssl
+# (mmdebstrap --variant=extract, made by build_base_root). `install` copies
+# it to ROOT/.halo-native and diverts four commands to wrappers that run
+# the native programs inside the chroot, where they see the card's paths:
 # - /usr/bin/python3.13: only the byte-compilations -- the stdlib postinsts'
 #   `python3.13 -E -S /usr/lib/python3.13/py_compile.py FILES`, py3compile
 #   itself and what it runs (`-m py_compile -` and its two `-c` queries for
-#   the magic number and cache tag). The same py3compile chooses the same
-#   files; everything else runs the arm64 python3.13.
-# - /usr/sbin/depmod: the same kmod version's depmod.
-# - /usr/sbin/update-ca-certificates: the card's script with the build
-#   machine's shell tools and openssl (one emulated process per certificate
-#   and step otherwise: a minute).
+#   the magic number and cache tag). The card's py3compile chooses the
+#   files, as it would have; every other python3 call runs the card's
+#   python3.13.
+# - /usr/sbin/depmod: the same kmod version's depmod (the kernel's
+#   postinst runs it).
+# - /usr/sbin/update-ca-certificates: the card's script, run by the build
+#   machine's shell tools and openssl (emulated: a few processes per
+#   certificate, a minute).
+# - /usr/bin/grep (amd64 build machines): the same grep version, for the
+#   locales postinst's grep per supported locale (minutes emulated).
+# python3.13 and depmod run through the native dynamic loader
+# (ld.so --library-path), so nothing of the arm64 tree changes meaning.
 # `remove` takes the wrappers and the copy away again and puts the packages'
-# files back, so the card is the plain Debian system, and checks that
-# python3 on the card takes the compiled files as valid.
+# files back, so the card is the plain Debian system, and checks that the
+# card's python3 takes the compiled files as valid. The outputs are the
+# emulated programs' byte for byte (docs/benchmarks.md, "Where the
+# configure time goes").
 set -euo pipefail
 n=/.halo-native
 
@@ -44,7 +51,7 @@ divert() {
 case "${1:-}" in
 install)
 	r=$2 tools=$3
-	for t in python3.13 kmod dash openssl; do
+	for t in python3.13 kmod dash openssl grep; do
 		[ -x "$tools/usr/bin/$t" ] || { echo "native-tools: $tools has no $t" >&2; exit 1; }
 	done
 	ld=$(cd "$tools" && ls usr/lib/*-linux-gnu*/ld-linux*.so.* | head -n1)
@@ -82,28 +89,37 @@ install)
 	WRAP
 	chmod 0755 "$r/usr/sbin/depmod"
 
+	# On an amd64 build machine the tree also gets the native loader and
+	# libraries where amd64 programs look for them (/lib64 -> usr/lib64,
+	# as on amd64; systemd's preinst accepts a /lib64 that leads into /usr,
+	# /usr/lib/x86_64-linux-gnu), so that native programs run as they are
+	# and exec each other: grep (diverted to the native one: the locales
+	# postinst runs one per supported locale, about 490) and the shell
+	# tools below. An arm64 machine runs its own programs anyway.
+	case $ld in
+	*/x86_64-linux-gnu/*)
+		for p in /lib64 /usr/lib64 /usr/lib/x86_64-linux-gnu; do
+			[ ! -e "$r$p" ] && [ ! -L "$r$p" ] || { echo "native-tools: $r$p exists" >&2; exit 1; }
+		done
+		mkdir "$r/usr/lib64"
+		ln -s "../..$n/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$r/usr/lib64/ld-linux-x86-64.so.2"
+		ln -s usr/lib64 "$r/lib64"
+		ln -s "../..$n/usr/lib/x86_64-linux-gnu" "$r/usr/lib/x86_64-linux-gnu"
+		divert /usr/bin/grep add
+		ln -s "../..$n/usr/bin/grep" "$r/usr/bin/grep"
+		;;
+	esac
+
 	# The card's own update-ca-certificates (a shell script: sed, ln and
 	# readlink per certificate, then openssl rehash) run by the build
-	# machine's dash, coreutils, sed, findutils and openssl. They exec each
-	# other, so their dynamic loader must be where they look for it: on an
-	# amd64 build machine /lib64, which an arm64 tree does not have. The
-	# link is there only while the script runs: systemd's preinst refuses a
-	# /lib64 outside /usr (merged-/usr check), and mkinitramfs would copy it.
-	lib64_add=: lib64_del=:
-	case $ld in
-	*/x86_64-linux-gnu/*) lib64_add="ln -sfn .halo-native/usr/lib64 /lib64" lib64_del="rm -f /lib64" ;;
-	esac
+	# machine's dash, coreutils, sed, findutils and openssl (run-parts for
+	# hooks is the card's).
 	divert /usr/sbin/update-ca-certificates add
 	cat >"$r/usr/sbin/update-ca-certificates" <<-WRAP
 		#!/bin/sh
 		# halo image build (image/base/native-tools.sh): the card's script, the
-		# build machine's programs (the card's after them: run-parts for hooks).
-		$lib64_add
-		rc=0
-		PATH=$n/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin LD_LIBRARY_PATH=$n/$libs \
-		    $n/usr/bin/dash -e /usr/sbin/update-ca-certificates.halo-image "\$@" || rc=\$?
-		$lib64_del
-		exit \$rc
+		# build machine's programs.
+		PATH=$n/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin LD_LIBRARY_PATH=$n/$libs exec $n/usr/bin/dash -e /usr/sbin/update-ca-certificates.halo-image "\$@"
 	WRAP
 	chmod 0755 "$r/usr/sbin/update-ca-certificates"
 	;;
@@ -113,10 +129,22 @@ remove)
 	divert /usr/bin/python3.13 remove
 	divert /usr/sbin/depmod remove
 	divert /usr/sbin/update-ca-certificates remove
-	[ "$(readlink "$r/lib64" || true)" != .halo-native/usr/lib64 ] || rm "$r/lib64"
+	if [ "$(readlink "$r/usr/bin/grep" || true)" = "../..$n/usr/bin/grep" ]; then
+		rm "$r/usr/bin/grep"
+		divert /usr/bin/grep remove
+	fi
+	if [ "$(readlink "$r/lib64" || true)" = usr/lib64 ] && [ -L "$r/usr/lib/x86_64-linux-gnu" ]; then
+		rm "$r/lib64" "$r/usr/lib64/ld-linux-x86-64.so.2" "$r/usr/lib/x86_64-linux-gnu"
+		rmdir "$r/usr/lib64"
+	fi
 	rm -rf "${r:?}$n"
-	[ -x "$r/usr/bin/python3.13" ] && [ -L "$r/usr/sbin/depmod" ] && [ -f "$r/usr/sbin/update-ca-certificates" ] ||
-		{ echo "native-tools: python3.13, depmod or update-ca-certificates did not come back" >&2; exit 1; }
+	for p in /usr/bin/python3.13 /usr/bin/grep /usr/sbin/update-ca-certificates; do
+		[ -f "$r$p" ] && [ ! -L "$r$p" ] || { echo "native-tools: $p did not come back" >&2; exit 1; }
+	done
+	[ "$(readlink "$r/usr/sbin/depmod")" = ../bin/kmod ] || { echo "native-tools: depmod did not come back" >&2; exit 1; }
+	# The dynamic linker's cache as if the native libraries had never been
+	# there (libc-bin's trigger ran ldconfig while they were).
+	in_root ldconfig
 	! in_root dpkg-divert --list | grep -F .halo-image | grep -v update-initramfs ||
 		{ echo "native-tools: diversions left" >&2; exit 1; }
 	# The compiled files are valid for the card's python3.13: importing
@@ -124,7 +152,7 @@ remove)
 	# of the standard library writes no new .pyc.
 	stamp=$(mktemp "$r/tmp/halo-native.XXXXXX")
 	in_root python3 -c 'import cloudinit.cmd.main, json, email.parser, yaml, jinja2, requests'
-	new=$(find "$r/usr/lib/python3.13" "$r/usr/lib/python3" -name '*.pyc' -newer "$stamp" | head -n5)
+	new=$(find "$r/usr/lib/python3.13" "$r/usr/lib/python3" -name "*.pyc" -newer "$stamp" | sed -n 1,5p)
 	rm -f "$stamp"
 	[ -z "$new" ] || { echo "native-tools: python3 on the card recompiled: $new" >&2; exit 1; }
 	;;

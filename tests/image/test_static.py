@@ -364,11 +364,13 @@ def test_python_modules_are_byte_compiled_for_the_card_s_python(disk, tmp_path, 
 
 def test_the_native_tools_are_gone_from_the_card(disk):
     diversions = disk.ext_read("/var/lib/dpkg/diversions")
-    for path in ("/usr/bin/python3.13", "/usr/sbin/depmod", "/usr/sbin/update-ca-certificates"):
+    for path in ("/usr/bin/python3.13", "/usr/sbin/depmod", "/usr/sbin/update-ca-certificates", "/usr/bin/grep"):
         assert path not in diversions.split(), path
         assert disk.ext_stat(path + ".halo-image") is None, path
-    assert disk.ext_stat("/.halo-native") is None and disk.ext_stat("/lib64") is None
+    for path in ("/.halo-native", "/lib64", "/usr/lib64", "/usr/lib/x86_64-linux-gnu"):
+        assert disk.ext_stat(path) is None, path
     assert disk.ext_stat("/usr/bin/python3.13")[0] == "regular"
+    assert disk.ext_stat("/usr/bin/grep")[0] == "regular"
     assert disk.ext_stat("/usr/sbin/depmod")[4] == "../bin/kmod"
     assert "halo" not in disk.ext_read("/usr/sbin/update-ca-certificates")
     # What update-ca-certificates and depmod made natively is there.
