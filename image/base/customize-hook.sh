@@ -27,6 +27,12 @@ CONSOLES="tty0 ttyS1,115200"
 CMA=0
 CONF
 
+# The native tools (essential-hook.sh, native-tools.sh) away again and the
+# packages' own python3.13, depmod, grep and update-ca-certificates back,
+# before the initramfs (mkinitramfs copies programs and looks at /lib64);
+# checks that the card's python3 takes the compiled files as its own.
+bash "$here/native-tools.sh" remove "$r"
+
 # The initramfs, built once (essential-hook.sh diverted update-initramfs to a
 # stub while the packages were installed): the real update-initramfs back,
 # then `-c` for the one kernel, as the kernel's postinst would have run it.

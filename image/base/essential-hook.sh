@@ -10,6 +10,8 @@
 # customize hook removes the stub, puts the real one back and builds the
 # initramfs once. The stub prints no version, so the kernel's postinst.d
 # hook takes update-initramfs for absent and does nothing.
+#
+# $2: the native tools tree (see native-tools.sh).
 set -euo pipefail
 r=$1
 chroot "$r" dpkg-divert --local --rename --divert /usr/sbin/update-initramfs.halo-image \
@@ -22,3 +24,8 @@ cat >"$r/usr/sbin/update-initramfs" <<'STUB'
 exit 0
 STUB
 chmod 0755 "$r/usr/sbin/update-initramfs"
+
+# Byte-compilation, depmod, update-ca-certificates and grep by the build
+# machine's own programs from $2 (native-tools.sh; the customize hook
+# removes them).
+bash "$(dirname "$0")/native-tools.sh" install "$r" "$2"

@@ -321,3 +321,59 @@ def test_pi_5_is_not_supported(disk, tmp_path):
     config = disk.ext_read(f"/boot/{config_name}")
     assert "# CONFIG_MMC_SDHCI_BRCMSTB is not set" in config
     assert "RP1" not in config
+
+
+# === the base build's native tools (image/base/native-tools.sh) ============
+
+
+def _mtime_and_size(disk, path):
+    out, _ = disk.debugfs(f"stat {path}")
+    mtime = size = None
+    for line in out.splitlines():
+        f = line.split()
+        if "Size:" in f and size is None:  # the first one ("Fragment: ... Size: 0" follows)
+            size = int(f[f.index("Size:") + 1])
+        if f[:1] == ["mtime:"]:
+            mtime = int(f[1].split(":")[0], 16)
+    assert mtime is not None and size is not None, out
+    return mtime, size
+
+
+@pytest.mark.parametrize("source", [
+    "/usr/lib/python3.13/os.py",  # libpython3.13-minimal, its postinst's compile
+    "/usr/lib/python3.13/email/parser.py",  # libpython3.13-stdlib, python3.13's postinst
+    "/usr/lib/python3/dist-packages/cloudinit/cmd/main.py",  # py3compile -p cloud-init
+    "/usr/lib/python3/dist-packages/yaml/__init__.py",  # py3compile -p python3-yaml
+])
+def test_python_modules_are_byte_compiled_for_the_card_s_python(disk, tmp_path, source):
+    # Compiled by the build machine's python3.13 (the same version), as the
+    # card's would have: a timestamp .pyc beside the source that the card's
+    # python3.13 takes as valid (3.13's magic number, the source's mtime and
+    # size), so no first boot compiles them again.
+    d, name = source.rsplit("/", 1)
+    pyc = f"{d}/__pycache__/{name.removesuffix('.py')}.cpython-313.pyc"
+    out = tmp_path / "pyc"
+    disk.debugfs(f"dump {pyc} {out}")
+    header = out.read_bytes()[:16]
+    mtime, size = _mtime_and_size(disk, source)
+    assert header[:4] == (3571).to_bytes(2, "little") + b"\r\n", "Python 3.13's magic number"
+    assert int.from_bytes(header[4:8], "little") == 0, "a timestamp .pyc, as py_compile and py3compile write"
+    assert int.from_bytes(header[8:12], "little") == mtime & 0xFFFFFFFF
+    assert int.from_bytes(header[12:16], "little") == size & 0xFFFFFFFF
+
+
+def test_the_native_tools_are_gone_from_the_card(disk):
+    diversions = disk.ext_read("/var/lib/dpkg/diversions")
+    for path in ("/usr/bin/python3.13", "/usr/sbin/depmod", "/usr/sbin/update-ca-certificates", "/usr/bin/grep"):
+        assert path not in diversions.split(), path
+        assert disk.ext_stat(path + ".halo-image") is None, path
+    for path in ("/.halo-native", "/lib64", "/usr/lib64", "/usr/lib/x86_64-linux-gnu"):
+        assert disk.ext_stat(path) is None, path
+    assert disk.ext_stat("/usr/bin/python3.13")[0] == "regular"
+    assert disk.ext_stat("/usr/bin/grep")[0] == "regular"
+    assert disk.ext_stat("/usr/sbin/depmod")[4] == "../bin/kmod"
+    assert "halo" not in disk.ext_read("/usr/sbin/update-ca-certificates")
+    # What update-ca-certificates and depmod made natively is there.
+    assert "BEGIN CERTIFICATE" in disk.ext_read("/etc/ssl/certs/ca-certificates.crt")
+    kernel = next(n for n in disk.ext_ls("/usr/lib/modules"))
+    assert disk.ext_stat(f"/usr/lib/modules/{kernel}/modules.dep.bin") is not None
