@@ -30,24 +30,12 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from halolab import VIP, Lab, vrrp_toml, wait_for  # noqa: E402
 
+import failover  # noqa: E402 (same folder: its keepalived config)
+
 
 def ka_cfg(prio):
-    return f"""global_defs {{
-  router_id r{prio}
-  vrrp_version 3
-  vrrp_garp_master_delay 0
-}}
-vrrp_instance VI_1 {{
-  state BACKUP
-  interface eth0
-  virtual_router_id 51
-  priority {prio}
-  advert_int 0.1
-  virtual_ipaddress {{
-    {VIP}/24
-  }}
-}}
-"""
+    """keepalived at the halo pair's 100 ms adverts (failover.py's config)."""
+    return failover.ka_cfg(prio, 0.1)
 
 
 def daemon_pids(lab, node, name):
