@@ -65,7 +65,7 @@ def backends(tmp_path):
             n.stop()
 
 
-def config(tmp, port, backends, extra=""):
+def config(tmp, port, backends, extra="", timeout="1s", interval="1s"):
     servers = ",\n".join(
         f'  {{ name = "web{i + 1}", address = "127.0.0.1:{b.port}" }}' for i, b in enumerate(backends))
     return f"""
@@ -84,9 +84,9 @@ servers = [
 [proxy.web.health]
 path = "/health"
 expect_status = 200
-interval = "1s"
+interval = "{interval}"
 fast_interval = "100ms"
-timeout = "1s"
+timeout = "{timeout}"
 rise = 2
 fall = 3
 {extra}
@@ -148,7 +148,11 @@ def test_body_digest_from_genhash_keeps_the_server_up(halo, tmp_path, backends):
         h.stop()
     (tmp_path / "halo.log").unlink()
     port = free_port()
-    good = config(tmp_path, port, backends[:1], extra=line).replace('"/health"', '"/page.html"')
+    # A check that times out at startup marks the server DOWN at once ("1
+    # failure at startup"): on a loaded machine the 1 s of the other tests
+    # made this test about speed, not digests (seen failing at load ~8).
+    # (`timeout` may not be longer than `interval`.)
+    good = config(tmp_path, port, backends[:1], extra=line, timeout="10s", interval="10s").replace('"/health"', '"/page.html"')
     h = HaloRun(halo, tmp_path, good, port)
     try:
         h.wait_log(r"web/web1 UP: initial state confirmed \(200 OK, body md5 matches\)")
