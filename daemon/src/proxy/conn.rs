@@ -453,23 +453,9 @@ impl Read {
     }
 }
 
-async fn read_more<S: Stream>(s: &S, buf: &mut Vec<u8>, deadline: Instant) -> Read {
-    spare(buf);
-    read_into(s, buf, deadline, None).await
-}
-
-/// [`read_more`] timed by a connection's own `timer` (see [`timed`]).
-async fn read_more_on<S: Stream>(
-    s: &S,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-    timer: Pin<&mut Sleep>,
-) -> Read {
-    read_timed(s, buf, deadline, Some(timer)).await
-}
-
-/// [`read_more`], timed by `timer` if given.
-async fn read_timed<S: Stream>(
+/// Read more into `buf` until `deadline`, timed by a connection's own
+/// `timer` if given (see [`timed`]), else by a timer of its own.
+async fn read_more<S: Stream>(
     s: &S,
     buf: &mut Vec<u8>,
     deadline: Instant,
@@ -650,7 +636,7 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             let r = if cbuf.is_empty() {
                 read_first(&client, &mut cbuf, deadline, timer.as_mut()).await
             } else {
-                read_more_on(&client, &mut cbuf, deadline, timer.as_mut()).await
+                read_more(&client, &mut cbuf, deadline, Some(timer.as_mut())).await
             };
             match r {
                 Read::Eof => {
@@ -813,7 +799,7 @@ async fn linger<S: Stream>(client: &S) {
     let mut total = 0;
     while total < 1 << 20 {
         buf.clear();
-        match read_more(client, &mut buf, deadline).await {
+        match read_more(client, &mut buf, deadline, None).await {
             Read::Data(n) => total += n,
             Read::Eof | Read::Error(_) | Read::Timeout => break,
         }
@@ -1468,7 +1454,7 @@ async fn read_head<S: Stream>(
                 return Ok(n);
             }
         }
-        let r = read_more_on(s, buf, deadline, timer.as_mut()).await;
+        let r = read_more(s, buf, deadline, Some(timer.as_mut())).await;
         if let Read::Data(_) = r {
             continue;
         }
@@ -1606,7 +1592,7 @@ async fn copy_body<A: Stream, B: Stream>(
             .await
             .map_err(dst_fail)?;
         }
-        match read_timed(
+        match read_more(
             src,
             sbuf,
             Instant::now() + src_t,
@@ -1627,7 +1613,7 @@ async fn tunnel<A: Stream, B: Stream>(src: &A, dst: &B, idle: Duration) -> u64 {
     let mut buf: Vec<u8> = Vec::with_capacity(BUF);
     let mut total = 0u64;
     loop {
-        match read_more(src, &mut buf, Instant::now() + idle).await {
+        match read_more(src, &mut buf, Instant::now() + idle, None).await {
             Read::Eof => break,
             Read::Data(n) => {
                 total += n as u64;
