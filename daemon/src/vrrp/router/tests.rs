@@ -7,6 +7,9 @@ use super::*;
 const A: &str = "192.0.2.11";
 const B: &str = "192.0.2.12";
 const VIP: &str = "192.0.2.100";
+/// Master_Down_Interval at 1 s adverts and priority 100: 3 x 1 s plus the
+/// skew, (256 - 100) / 256 s.
+const MASTER_DOWN: Duration = Duration::from_micros(3_609_375);
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -33,6 +36,14 @@ fn router(p: RouterParams) -> VirtualRouter {
     let mut r = VirtualRouter::new(p);
     r.set_primary_addr(ip(A));
     r
+}
+
+/// A takeover after B, the master last heard, fell silent.
+fn silence_of_b() -> Why {
+    Why::MasterDown {
+        last_master: Some(ip(B)),
+        after: MASTER_DOWN,
+    }
 }
 
 fn drain(r: &mut VirtualRouter) -> Vec<Action> {
@@ -107,7 +118,7 @@ fn v3_skew_and_master_down_exact() {
     let r = router(params(Version::V3, 100, 100));
     // (256 - 100) * 100 / 256 = 60.9375 cs.
     assert_eq!(r.skew_time(), Duration::from_micros(609_375));
-    assert_eq!(r.master_down_interval(), Duration::from_micros(3_609_375));
+    assert_eq!(r.master_down_interval(), MASTER_DOWN);
     let r = router(params(Version::V3, 100, 300));
     // v3 skew scales with the interval: 182.8125 cs.
     assert_eq!(r.skew_time(), Duration::from_micros(1_828_125));
@@ -169,12 +180,9 @@ fn startup_non_owner_goes_backup_with_master_down_timer() {
             from: State::Initialize,
             to: State::Backup,
             why: Why::StartupWaiting { master_down }
-        } if *master_down == Duration::from_micros(3_609_375)
+        } if *master_down == MASTER_DOWN
     ));
-    assert_eq!(
-        r.master_down_at(),
-        Some(t0 + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(t0 + MASTER_DOWN));
     // A second startup changes nothing.
     r.startup(t0 + ms(5));
     assert_eq!(r.poll_action(), None);
@@ -217,7 +225,7 @@ fn startup_owner_goes_master_at_once() {
 fn backup_master_down_timer_fires_to_master() {
     let t0 = Instant::now();
     let mut r = backup(params(Version::V3, 100, 100), t0);
-    let due = t0 + Duration::from_micros(3_609_375);
+    let due = t0 + MASTER_DOWN;
     run_to(&mut r, due - ns(1));
     assert_eq!(r.state(), State::Backup, "not yet due");
     run_to(&mut r, due);
@@ -226,7 +234,7 @@ fn backup_master_down_timer_fires_to_master() {
         reason(&acts),
         Why::MasterDown {
             last_master: None,
-            after: Duration::from_micros(3_609_375)
+            after: MASTER_DOWN
         }
     );
     assert_eq!(
@@ -254,7 +262,7 @@ fn following_b(t0: Instant) -> (VirtualRouter, Instant) {
     let t1 = t0 + ms(1000);
     r.handle_advert(t1, ip(B), &advert(&r, 200, 100)).unwrap();
     drain(&mut r);
-    (r, t1 + Duration::from_micros(3_609_375))
+    (r, t1 + MASTER_DOWN)
 }
 
 #[test]
@@ -286,13 +294,7 @@ fn late_master_down_expiry_waits_a_grace_then_takes_over() {
     // Still nothing heard: the master is gone after all (RFC 5798 6.4.2).
     r.handle_timeout(grace_end);
     assert_eq!(r.state(), State::Master);
-    assert_eq!(
-        reason(&drain(&mut r)),
-        Why::MasterDown {
-            last_master: Some(ip(B)),
-            after: Duration::from_micros(3_609_375)
-        }
-    );
+    assert_eq!(reason(&drain(&mut r)), silence_of_b());
 }
 
 #[test]
@@ -305,15 +307,12 @@ fn advert_during_the_grace_keeps_the_backup() {
     let heard = woke + ms(3);
     r.handle_advert(heard, ip(B), &advert(&r, 200, 100))
         .unwrap();
-    assert_eq!(
-        r.master_down_at(),
-        Some(heard + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(heard + MASTER_DOWN));
     r.handle_timeout(woke + Duration::from_micros(1_609_375));
     assert_eq!(r.state(), State::Backup);
     // The advert re-armed the timer and the grace: the next late expiry
     // waits again.
-    let again = heard + Duration::from_micros(3_609_375) + ms(2000);
+    let again = heard + MASTER_DOWN + ms(2000);
     r.handle_timeout(again);
     assert_eq!(r.state(), State::Backup);
     assert_eq!(
@@ -353,7 +352,7 @@ fn stall_ending_at_the_timer_is_caught_by_the_listen_tick() {
     // (Session 7's soak: master and backup woke in the same 30 us, the
     // master's timer 27 ms late, the backup's on time; it took over.)
     let (mut r, due) = following_b(Instant::now());
-    let t1 = due - Duration::from_micros(3_609_375);
+    let t1 = due - MASTER_DOWN;
     run_to(&mut r, t1 + ms(500));
     r.handle_timeout(due);
     assert_eq!(r.state(), State::Backup);
@@ -404,19 +403,10 @@ fn backup_accepts_higher_and_equal_and_learns_v3_interval() {
     // Equal priority is accepted too (RFC: greater than or equal).
     let t2 = t1 + ms(2000);
     assert_eq!(r.handle_advert(t2, ip(B), &advert(&r, 100, 100)), Ok(()));
-    assert_eq!(
-        r.master_down_at(),
-        Some(t2 + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(t2 + MASTER_DOWN));
     assert_eq!(r.state(), State::Backup);
-    run_to(&mut r, t2 + Duration::from_micros(3_609_375));
-    assert_eq!(
-        reason(&drain(&mut r)),
-        Why::MasterDown {
-            last_master: Some(ip(B)),
-            after: Duration::from_micros(3_609_375)
-        }
-    );
+    run_to(&mut r, t2 + MASTER_DOWN);
+    assert_eq!(reason(&drain(&mut r)), silence_of_b());
 }
 
 #[test]
@@ -481,15 +471,12 @@ fn backup_without_preempt_accepts_lower_priority() {
     let mut r = backup(p, t0);
     let t1 = t0 + ms(3000);
     r.handle_advert(t1, ip(B), &advert(&r, 90, 100)).unwrap();
-    assert_eq!(
-        r.master_down_at(),
-        Some(t1 + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(t1 + MASTER_DOWN));
     // A priority rise does not preempt either.
     r.set_priority(t1, 120);
     assert_eq!(r.state(), State::Backup);
     // But master-down takeover still happens.
-    run_to(&mut r, t1 + Duration::from_micros(3_609_375));
+    run_to(&mut r, t1 + MASTER_DOWN);
     assert_eq!(r.state(), State::Master);
 }
 
@@ -505,7 +492,7 @@ fn preempt_delay_holds_back_preemption_until_it_ends() {
         let adv = advert(&r, 90, 100);
         r.handle_advert(t, ip(B), &adv).unwrap();
         // The earlier of the reset master down timer and the delay's end.
-        let down = t + Duration::from_micros(3_609_375);
+        let down = t + MASTER_DOWN;
         assert_eq!(r.master_down_at(), Some(down));
         run_to(&mut r, t);
         assert_eq!(r.state(), State::Backup);
@@ -530,11 +517,8 @@ fn preempt_delay_does_not_delay_master_down() {
     let mut p = params(Version::V3, 100, 100);
     p.preempt_delay = ms(60_000);
     let mut r = backup(p, t0);
-    assert_eq!(
-        r.master_down_at(),
-        Some(t0 + Duration::from_micros(3_609_375))
-    );
-    run_to(&mut r, t0 + Duration::from_micros(3_609_375));
+    assert_eq!(r.master_down_at(), Some(t0 + MASTER_DOWN));
+    run_to(&mut r, t0 + MASTER_DOWN);
     assert_eq!(r.state(), State::Master);
 }
 
@@ -549,10 +533,7 @@ fn preempt_delay_end_with_higher_master_changes_nothing() {
     run_to(&mut r, t0 + ms(2000));
     assert_eq!(r.state(), State::Backup);
     // The delay is over: the next deadline is the master down timer.
-    assert_eq!(
-        r.master_down_at(),
-        Some(t0 + ms(1000) + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(t0 + ms(1000) + MASTER_DOWN));
 }
 
 #[test]
@@ -1020,10 +1001,7 @@ fn released_again_only_moves_the_end() {
     r.release(t0, None);
     assert_eq!(r.poll_action(), None);
     assert_eq!(r.released(), Some(Release::UntilReclaimed));
-    assert_eq!(
-        r.master_down_at(),
-        Some(t0 + Duration::from_micros(3_609_375))
-    );
+    assert_eq!(r.master_down_at(), Some(t0 + MASTER_DOWN));
 }
 
 #[test]
