@@ -757,32 +757,26 @@ impl VirtualRouter {
         }
         match &self.phase {
             Phase::Initialize => {}
-            Phase::Backup(b) => {
+            Phase::Backup(_) => {
                 let interval = cs(self.master_adver_interval_cs);
+                let grace = self.late_grace();
+                let ours = self.effective;
+                let Phase::Backup(b) = &mut self.phase else {
+                    unreachable!("matched above")
+                };
                 // How late this call is for each due timer: a stall of
                 // this thread or of the whole host.
-                let mut late = b.late;
                 if b.listen_at <= now {
-                    late = late.max(now - b.listen_at);
+                    b.late = b.late.max(now - b.listen_at);
+                    b.listen_at = later(now, interval);
                 }
                 if b.master_down_at <= now {
-                    late = late.max(now - b.master_down_at);
-                }
-                if let Phase::Backup(b) = &mut self.phase {
-                    b.late = late;
-                    if b.listen_at <= now {
-                        b.listen_at = later(now, interval);
-                    }
-                }
-                let Phase::Backup(b) = &self.phase else {
-                    unreachable!("still backup")
-                };
-                if b.master_down_at <= now {
+                    b.late = b.late.max(now - b.master_down_at);
                     // Only a silence is doubted: after a priority 0 the
                     // master said it left, and a backup preempting a lower
                     // master heard it and takes over on purpose.
                     let silence = matches!(b.cause, DownCause::Silence | DownCause::Waiting);
-                    if silence && !b.deferred && late >= interval {
+                    if silence && !b.deferred && b.late >= interval {
                         // Not a breach of RFC 5798 6.4.2 ("If the
                         // Master_Down_Timer fires, then: ... Transition
                         // to the Master state"): its timer stands for
@@ -796,17 +790,15 @@ impl VirtualRouter {
                         // takes over as 6.4.2 says.
                         let d = Deferred {
                             master: b.master.map(|(a, _)| a),
-                            late,
-                            grace: self.late_grace(),
+                            late: b.late,
+                            grace,
                         };
-                        if let Phase::Backup(b) = &mut self.phase {
-                            b.deferred = true;
-                            b.master_down_at = later(now, d.grace);
-                        }
+                        b.deferred = true;
+                        b.master_down_at = later(now, grace);
                         self.actions.push_back(Action::TakeoverDeferred(d));
                     } else {
                         // RFC 5798 6.4.2: Master_Down_Timer fires -> Master.
-                        let why = self.master_down_reason(b);
+                        let why = master_down_reason(b, ours);
                         self.change_state(now, State::Master, why);
                     }
                 } else if preempt_due {
@@ -1026,21 +1018,6 @@ impl VirtualRouter {
         }
     }
 
-    fn master_down_reason(&self, b: &Backup) -> Why {
-        match b.cause {
-            DownCause::Preempting(master, theirs) => Why::Preempting {
-                master,
-                theirs,
-                ours: self.effective,
-            },
-            DownCause::Shutdown(master) => Why::MasterLeft { master },
-            DownCause::Silence | DownCause::Waiting => Why::MasterDown {
-                last_master: b.master.map(|(a, _)| a),
-                after: b.after,
-            },
-        }
-    }
-
     /// Backup: `src` (with `priority`) is the master we follow.
     fn follow_master(&mut self, src: IpAddr, priority: u8) {
         if let Phase::Backup(b) = &mut self.phase {
@@ -1112,6 +1089,23 @@ impl VirtualRouter {
                     .map(|d| later(now, d))
             };
         }
+    }
+}
+
+/// Why a backup whose Master_Down_Timer ran out takes over (`ours`: our
+/// effective priority, for a preemption).
+fn master_down_reason(b: &Backup, ours: u8) -> Why {
+    match b.cause {
+        DownCause::Preempting(master, theirs) => Why::Preempting {
+            master,
+            theirs,
+            ours,
+        },
+        DownCause::Shutdown(master) => Why::MasterLeft { master },
+        DownCause::Silence | DownCause::Waiting => Why::MasterDown {
+            last_master: b.master.map(|(a, _)| a),
+            after: b.after,
+        },
     }
 }
 
