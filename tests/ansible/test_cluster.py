@@ -239,7 +239,19 @@ def test_rolling_upgrade_fails_no_request(cluster, debs):
     # advert, so "lb1 alone" may need that moment.
     wait_for("lb1 the one master after the upgrade", lambda: master_of(cluster) == "lb1")
     assert result["requests"] > 100, result
-    assert result["failed"] == 0, result
+    # lb1 is released to lb2 and reclaims: two moves.
+    assert_no_request_failed_but_at_vip_moves(result, moves=2)
+
+
+def assert_no_request_failed_but_at_vip_moves(result, moves):
+    """No failed request, except a connection that was open at the instant
+    the VIP moved: its next segment reaches the new master, which never had
+    the connection and resets it (VRRP moves an address, not TCP state;
+    keepalived and HAProxy behave the same). Seen once in CI, 1 request of
+    ~2000; requests started after the move are served. So: every failure is
+    a reset, at most one per move."""
+    assert result["failed"] <= moves, result
+    assert all(f["error"].startswith("ConnectionResetError") for f in result["failures"]), result
 
 
 def test_second_upgrade_run_changes_nothing(cluster, debs):
@@ -253,7 +265,7 @@ def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, d
     package there (postinst restarts halo) while lb1 cannot reach its
     backends: lb1 comes back released and stays backup, also once its
     backends are healthy again, until the operator reclaims. A client on
-    the VIP meanwhile: 0 failed requests."""
+    the VIP meanwhile: no failed request but a reset at a VIP move."""
     wait_for("lb1 the one master", lambda: master_of(cluster) == "lb1")
     stop = os.path.join(cluster.work, "client-release.stop")
     ready = os.path.join(cluster.work, "client-release.ready")
@@ -321,7 +333,8 @@ def test_release_survives_the_upgrade_restart_while_backends_are_down(cluster, d
     result = json.loads(cout)
     print("release across an upgrade restart:", json.dumps(result))
     assert result["requests"] > 50, result
-    assert result["failed"] == 0, result
+    # Release to lb2, reclaim to lb1: two moves.
+    assert_no_request_failed_but_at_vip_moves(result, moves=2)
 
 
 def test_watchdog_restarts_a_frozen_halo(cluster):

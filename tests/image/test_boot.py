@@ -166,12 +166,10 @@ def booted(image, tmp_path_factory):
     kernel, initrd, cmdline = boot_files(disk_img, tmp)
 
     vm = Vm(tmp, disk_img)
-    t0 = time.monotonic()
-    vm.start(kernel, initrd, cmdline)
     try:
-        vm.wait_for(
-            r"HALO-READY lb1", BOOT_TIMEOUT, fail_patterns=BOOT_FAILURES)
-        vm.ready_after = time.monotonic() - t0
+        # The drive is snapshot=on: a second start boots the card as made.
+        vm.boot(lambda: vm.start(kernel, initrd, cmdline), r"HALO-READY lb1")
+        vm.ready_after = time.monotonic() - vm.started
         print(f"\nboot to HALO-READY: {vm.ready_after:.0f} s (TCG)")
         (Path(os.environ.get("HALO_IMAGE_OUT", Path(image).parent)) / "boot-time.txt").write_text(f"{vm.ready_after:.0f}\n")
         wait_ssh(vm, key, BOOT_TIMEOUT)
