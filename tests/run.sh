@@ -30,6 +30,20 @@ if want deps; then
   bash tests/lib/install-deps.sh
 fi
 
+# The image base and the Ansible hosts' tree take minutes when not cached
+# and little of this machine's CPU beside the stages before theirs (one
+# emulated dpkg at a time; downloads): built meanwhile, in the background
+# (tests/lib/prebuild.sh; the image stage waits for it).
+prebuild=()
+want image && prebuild+=(image)
+want ansible && prebuild+=(ansible)
+prebuild_pid=
+if [ ${#prebuild[@]} -gt 0 ]; then
+  mkdir -p build
+  bash tests/lib/prebuild.sh "${prebuild[@]}" >build/prebuild.log 2>&1 &
+  prebuild_pid=$!
+fi
+
 build() {
   cargo build --release --locked -p halo
 }
@@ -65,6 +79,14 @@ fi
 
 if want packaging && [ -x tests/packaging/run.sh ]; then
   stage packaging bash tests/packaging/run.sh
+fi
+
+if [ -n "$prebuild_pid" ]; then
+  t0=$SECONDS
+  wait "$prebuild_pid" || true
+  echo
+  echo "=== caches built in the background (waited $((SECONDS - t0)) s for them) ==="
+  tail -n 40 build/prebuild.log
 fi
 
 if want image && [ -x tests/image/run.sh ]; then

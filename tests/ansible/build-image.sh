@@ -19,6 +19,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 key=$(sha256sum "$here/build-image.sh" | cut -c1-16)
 cache=/var/cache/halo-tests/ansible-root-$key
+# One build at a time (tests/lib/prebuild.sh may be building it in the
+# background): a second caller waits, then finds the tree.
+mkdir -p /var/cache/halo-tests
+exec 9>/var/cache/halo-tests/.ansible-root.lock
+flock 9
 if [ -x "$cache/root/usr/sbin/sshd" ] && [ -s "$cache/id_ed25519" ]; then
   echo "$cache"
   exit 0

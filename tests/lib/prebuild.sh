@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The suite's two slow caches, built in the background while the Rust
+# stages and the integration tests run: tests/run.sh starts this after the
+# deps stage when the image or ansible stage is wanted, and waits for it
+# before the image stage.
+#   bash tests/lib/prebuild.sh image ansible
+# - image: the base root of the Pi image (mmdebstrap trixie arm64 with
+#   every postinst under qemu-user: ~11 min cold, about one core, see
+#   docs/benchmarks.md), the longest step of a cold suite;
+# - ansible: the Ansible hosts' Debian tree (tests/ansible/build-image.sh).
+# Warm caches make each a check of a file. Each build holds the lock its own
+# stage takes (the image stage's build, build-image.sh), so a stage that
+# gets there first waits and then finds the cache warm: nothing is built
+# twice, nothing half-built is read. A failure here is only reported: the
+# stage builds again itself and fails with its own message.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
+rc=0
+for what in "$@"; do
+  t0=$SECONDS
+  case $what in
+  image)
+    export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-/var/cache/halo-tests/image}
+    if [ -f "$(image/halo-image base-path)" ]; then
+      echo "prebuild: image base cached"
+      continue
+    fi
+    # qemu-user for the arm64 postinsts, as tests/image/run.sh enables it.
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
+    # The plain image (--no-halo) is the cheapest build that makes the
+    # base; the image stage makes its own again from the warm base.
+    out=$(mktemp -d /var/tmp/halo-prebuild.XXXXXX)
+    mkdir -p "$HALO_IMAGE_CACHE"
+    flock "$HALO_IMAGE_CACHE/.build.lock" image/halo-image build --no-halo --no-xz --out "$out" || rc=1
+    rm -rf "$out"
+    ;;
+  ansible)
+    bash tests/ansible/build-image.sh >/dev/null || rc=1
+    ;;
+  *)
+    echo "prebuild: unknown cache $what" >&2
+    exit 2
+    ;;
+  esac
+  echo "prebuild: $what: $((SECONDS - t0)) s (exit $rc)"
+done
+exit $rc
