@@ -491,8 +491,11 @@ async fn accept_loop<I: Io>(
         let w = current.borrow().clone();
         let shared = w.shared.clone();
         let maxconn = shared.svc.maxconn;
-        if maxconn != 0 {
+        if maxconn != 0 && shared.conns.load(Ordering::Relaxed) >= maxconn {
             // Service maxconn: leave further clients in the kernel backlog.
+            // (Below it, as nearly always, no waiter is made: making,
+            // enabling and dropping one locked the Notify twice per
+            // connection.)
             loop {
                 let freed = shared.conn_freed.notified();
                 tokio::pin!(freed);
@@ -595,9 +598,15 @@ struct ConnGuard(Arc<Shared>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.conns.fetch_sub(1, Ordering::Relaxed);
+        let was = self.0.conns.fetch_sub(1, Ordering::Relaxed);
         self.0.stats.conn_close();
-        self.0.conn_freed.notify_waiters();
+        // An accept loop waits only once it saw `conns >= maxconn` (after
+        // enabling its waiter), so only a close from there can free it;
+        // below maxconn nobody waits, and notify_waiters takes a lock.
+        let maxconn = self.0.svc.maxconn;
+        if maxconn != 0 && was >= maxconn {
+            self.0.conn_freed.notify_waiters();
+        }
     }
 }
 
