@@ -899,50 +899,29 @@ pub(super) async fn acquire<I: Io>(
     up: &mut Vec<bool>,
     now: Instant,
 ) -> Result<(Slot, Instant), NoServer> {
+    // Nearly always a server has room: then no waiter is made. Making,
+    // enabling and dropping one (below) locks the Notify twice and puts a
+    // waiter in its list and takes it out, for nothing.
+    match try_pick(w, client, tried, up) {
+        Pick::Got(slot) => return Ok((slot, now)),
+        Pick::NoneUp => return Err(NoServer::NoneUp),
+        Pick::Full | Pick::Raced => {}
+    }
     let shared = &w.shared;
-    let svc = shared.idx;
-    let n = shared.svc.servers.len();
     let queue_deadline = now + shared.svc.timeouts.queue;
     let mut queued = false;
     let result = loop {
         let notified = shared.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        up.clear();
-        up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
-        let up = &*up;
-        if !up.iter().any(|&u| u) {
-            break Err(NoServer::NoneUp);
-        }
-        // Redispatch: prefer servers not tried yet; once every up server
-        // failed, any up server may be tried again.
-        let untried_left = (0..n).any(|i| up[i] && !tried[i]);
-        let room = |i: usize| {
-            let max = shared.svc.servers[i].maxconn;
-            max == 0 || shared.active[i].load(Ordering::Relaxed) < max
-        };
-        let pick = w.balancer.borrow_mut().pick(
-            client,
-            |i| up[i] && (!untried_left || !tried[i]) && room(i),
-            |i| shared.active[i].load(Ordering::Relaxed),
-        );
-        if let Some(i) = pick {
-            let max = shared.svc.servers[i].maxconn;
-            let prev = shared.active[i].fetch_add(1, Ordering::Relaxed);
-            if max != 0 && prev >= max {
-                // Another worker took the last slot in between.
-                shared.active[i].fetch_sub(1, Ordering::Relaxed);
-                continue;
+        match try_pick(w, client, tried, up) {
+            Pick::Got(slot) => {
+                let at = if queued { Instant::now() } else { now };
+                break Ok((slot, at));
             }
-            shared.stats.server_busy(i);
-            let at = if queued { Instant::now() } else { now };
-            break Ok((
-                Slot {
-                    shared: shared.clone(),
-                    srv: i,
-                },
-                at,
-            ));
+            Pick::NoneUp => break Err(NoServer::NoneUp),
+            Pick::Raced => continue,
+            Pick::Full => {}
         }
         if !queued {
             let q = shared.queued.fetch_add(1, Ordering::SeqCst);
@@ -962,6 +941,57 @@ pub(super) async fn acquire<I: Io>(
         shared.queued.fetch_sub(1, Ordering::SeqCst);
     }
     result
+}
+
+/// What one look for a server slot found.
+enum Pick {
+    Got(Slot),
+    /// No server is up.
+    NoneUp,
+    /// Every up server is at its maxconn.
+    Full,
+    /// Another worker took the last slot of the server picked: look again.
+    Raced,
+}
+
+/// One look for a server slot (see [`acquire`]); never waits.
+fn try_pick<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool], up: &mut Vec<bool>) -> Pick {
+    let shared = &w.shared;
+    let svc = shared.idx;
+    let n = shared.svc.servers.len();
+    up.clear();
+    up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
+    let up = &*up;
+    if !up.iter().any(|&u| u) {
+        return Pick::NoneUp;
+    }
+    // Redispatch: prefer servers not tried yet; once every up server
+    // failed, any up server may be tried again.
+    let untried_left = (0..n).any(|i| up[i] && !tried[i]);
+    let room = |i: usize| {
+        let max = shared.svc.servers[i].maxconn;
+        max == 0 || shared.active[i].load(Ordering::Relaxed) < max
+    };
+    let pick = w.balancer.borrow_mut().pick(
+        client,
+        |i| up[i] && (!untried_left || !tried[i]) && room(i),
+        |i| shared.active[i].load(Ordering::Relaxed),
+    );
+    let Some(i) = pick else {
+        return Pick::Full;
+    };
+    let max = shared.svc.servers[i].maxconn;
+    let prev = shared.active[i].fetch_add(1, Ordering::Relaxed);
+    if max != 0 && prev >= max {
+        // Another worker took the last slot in between.
+        shared.active[i].fetch_sub(1, Ordering::Relaxed);
+        return Pick::Raced;
+    }
+    shared.stats.server_busy(i);
+    Pick::Got(Slot {
+        shared: shared.clone(),
+        srv: i,
+    })
 }
 
 /// A client connection's own buffers: what it read and not yet used (its
