@@ -137,7 +137,6 @@ pub(crate) struct Worker<I: Io> {
     /// Boxed: a set is a few hundred bytes (a response head, two timers),
     /// and taking one by value and putting it back copied all of it, some
     /// 1,200 instructions per request; a box moves as a pointer.
-    // The box is the point: a set moves in and out as a pointer.
     #[allow(clippy::vec_box)]
     spare: RefCell<Vec<Box<Bufs>>>,
     /// The same for client connections (see [`ConnBufs`]).
@@ -793,7 +792,7 @@ pub(super) async fn serve_request<I: Io, C: Stream>(
     proto: &'static str,
 ) {
     let shared = &w.shared;
-    let mut log = Log::new(peer, start, start, proto);
+    let mut log = Log::new(peer, start, Instant::now(), proto);
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let mut bufs = w.take_bufs();
     let mut cbuf = Vec::new();
