@@ -134,7 +134,15 @@ pub(crate) struct Worker<I: Io> {
     /// Buffers of finished requests, for the next ones: a connection holds
     /// them only while it has a request in flight, so an idle keep-alive
     /// connection costs no response buffers, and a request allocates none.
-    spare: RefCell<Vec<Bufs>>,
+    /// Boxed: a set is a few hundred bytes (a response head, two timers),
+    /// and taking one by value and putting it back copied all of it, some
+    /// 1,200 instructions per request; a box moves as a pointer.
+    #[allow(clippy::vec_box)]
+    spare: RefCell<Vec<Box<Bufs>>>,
+    /// The same for client connections (see [`ConnBufs`]).
+    // The box is the point: a set moves in and out as a pointer.
+    #[allow(clippy::vec_box)]
+    spare_conns: RefCell<Vec<Box<ConnBufs>>>,
 }
 
 impl<I: Io> Worker<I> {
@@ -146,17 +154,18 @@ impl<I: Io> Worker<I> {
             pool: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
             in_flight: RefCell::new(vec![Vec::new(); n]),
             spare: RefCell::new(Vec::new()),
+            spare_conns: RefCell::new(Vec::new()),
             shared,
         }
     }
 
-    fn take_bufs(&self) -> Bufs {
+    fn take_bufs(&self) -> Box<Bufs> {
         self.spare.borrow_mut().pop().unwrap_or_default()
     }
 
     /// Back to the worker, emptied: nothing of one request may reach
     /// another connection's.
-    fn put_bufs(&self, mut b: Bufs) {
+    fn put_bufs(&self, mut b: Box<Bufs>) {
         let mut spare = self.spare.borrow_mut();
         if spare.len() < SPARE_BUFS {
             b.msg.out.clear();
@@ -164,6 +173,29 @@ impl<I: Io> Worker<I> {
             b.msg.sbuf.clear();
             b.tried.clear();
             b.up.clear();
+            spare.push(b);
+        }
+    }
+
+    /// A client connection's read buffer and request head, from the
+    /// spares of connections that ended (see [`ConnBufs`]).
+    fn take_conn_bufs(&self) -> Box<ConnBufs> {
+        self.spare_conns.borrow_mut().pop().unwrap_or_else(|| {
+            Box::new(ConnBufs {
+                cbuf: Vec::with_capacity(FIRST),
+                req: http::RequestHead::default(),
+            })
+        })
+    }
+
+    /// Back to the worker when its connection ends, the buffer emptied;
+    /// one that grew past `FIRST` is let go (an idle connection waits
+    /// with `FIRST`). The head's old contents are never read: a parse
+    /// starts by clearing it.
+    fn put_conn_bufs(&self, mut b: Box<ConnBufs>) {
+        let mut spare = self.spare_conns.borrow_mut();
+        if spare.len() < SPARE_BUFS && b.cbuf.capacity() == FIRST {
+            b.cbuf.clear();
             spare.push(b);
         }
     }
@@ -191,7 +223,7 @@ impl<I: Io> Worker<I> {
     /// (Bytes beyond that response or its close are looked for at
     /// checkout, the one check that counts: a second one here cost a
     /// recv per request.)
-    fn checkin(&self, srv: usize, s: I::Stream) {
+    fn checkin(&self, srv: usize, s: I::Stream, now: Instant) {
         // A drained or disabled server gets no more requests: no pooling.
         if self.shared.board.admin(self.shared.idx, srv) != Some(AdminState::Enabled) {
             return;
@@ -201,7 +233,7 @@ impl<I: Io> Worker<I> {
         if q.len() >= POOL_MAX {
             q.pop_front();
         }
-        q.push_back((s, Instant::now()));
+        q.push_back((s, now));
     }
 
     /// Apply the servers' admin states to this worker's connections:
@@ -343,8 +375,12 @@ pub(super) fn connect_failed(
 
 /// What the access log says about one request.
 ///
-/// The request's method and target are not copied here: `emit` takes them
-/// from the head, and they are formatted only when access lines are on.
+/// Its times are kept as the clock readings the request's steps take
+/// anyway (a deadline needs one), not as durations: a duration costs a
+/// subtraction, and only a written access line shows Tq, Tw, Tc and Tr.
+/// The request's method and target are not copied here either: `emit`
+/// takes them from the head, and they are made text only when access
+/// lines are on.
 struct Log {
     peer: SocketAddr,
     server: Option<usize>,
@@ -352,10 +388,16 @@ struct Log {
     bytes: u64,
     /// When the first byte of the request head arrived (or accept).
     start: Instant,
-    tq: Duration,
-    tw: Option<Duration>,
-    tc: Option<Duration>,
-    tr: Option<Duration>,
+    /// When the head was complete (Tq is from `start` to here).
+    head: Instant,
+    /// Waiting for a server slot, connecting (or reusing a pooled
+    /// connection), waiting for the response head: (from, to).
+    tw: Option<(Instant, Instant)>,
+    tc: Option<(Instant, Instant)>,
+    tr: Option<(Instant, Instant)>,
+    /// When the response was complete, if a step read the clock there
+    /// (else `emit` does).
+    end: Option<Instant>,
     retries: u32,
     /// What went wrong; empty only when the request and its response
     /// went through whole (`serve` then may close without a linger).
@@ -364,34 +406,45 @@ struct Log {
     proto: &'static str,
 }
 
-fn ms(d: Option<Duration>) -> i64 {
-    d.map(|d| d.as_millis() as i64).unwrap_or(-1)
+fn ms(span: Option<(Instant, Instant)>) -> i64 {
+    span.map(|(a, b)| b.saturating_duration_since(a).as_millis() as i64)
+        .unwrap_or(-1)
 }
 
 impl Log {
-    /// A request's line before anything is known but who asked and when.
-    fn new(peer: SocketAddr, start: Instant, proto: &'static str) -> Log {
+    /// A request's line before anything is known but who asked, when its
+    /// first byte came (`start`) and when its head was complete (`head`).
+    fn new(peer: SocketAddr, start: Instant, head: Instant, proto: &'static str) -> Log {
         Log {
             peer,
             server: None,
             status: 0,
             bytes: 0,
             start,
-            tq: start.elapsed(),
+            head,
             tw: None,
             tc: None,
             tr: None,
+            end: None,
             retries: 0,
             note: "",
             proto,
         }
     }
 
-    fn emit(&self, shared: &Shared, method: &str, target: &str) {
-        let tt = self.start.elapsed();
+    /// Count the request in the service's statistics and write its access
+    /// line; `what` gives its method and target, asked only for a line.
+    /// Returns when the request ended.
+    fn emit<'a>(&self, shared: &Shared, what: impl FnOnce() -> (&'a str, &'a str)) -> Instant {
+        let end = self.end.unwrap_or_else(Instant::now);
+        let tt = end.saturating_duration_since(self.start);
         shared
             .stats
             .response(self.server, self.status, self.bytes, tt);
+        if !tracing::enabled!(target: "halo::access", tracing::Level::INFO) {
+            return end;
+        }
+        let (method, target) = what();
         let server = self
             .server
             .map(|i| shared.svc.servers[i].name.as_str())
@@ -403,7 +456,7 @@ impl Log {
             server,
             status = self.status,
             bytes = self.bytes,
-            Tq = self.tq.as_millis() as i64,
+            Tq = ms(Some((self.start, self.head))),
             Tw = ms(self.tw),
             Tc = ms(self.tc),
             Tr = ms(self.tr),
@@ -417,6 +470,7 @@ impl Log {
             method,
             target,
         );
+        end
     }
 }
 
@@ -490,14 +544,19 @@ async fn read_first<S: Stream>(
 /// read cost a lock of tokio's timer wheel, an insert and a removal per
 /// wait. `None`: the deadline passed. (When a timer left armed fires
 /// between waits, the task is polled once for nothing.)
-async fn timed<F: Future>(
-    mut timer: Pin<&mut Sleep>,
+///
+/// `op` comes pinned where the caller made it, and this is a plain
+/// function returning a future of two pointers and a deadline: an async
+/// fn taking `op` by value copied the read or write future into its state
+/// and again into a pinned slot: about 1,400 instructions per keep-alive
+/// request on epoll (callgrind), more on io_uring, whose futures are larger.
+fn timed<'a, F: Future>(
+    mut timer: Pin<&'a mut Sleep>,
     deadline: Instant,
-    op: F,
-) -> Option<F::Output> {
+    mut op: Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
     let deadline = tokio::time::Instant::from_std(deadline);
-    let mut op = std::pin::pin!(op);
-    std::future::poll_fn(|cx| {
+    std::future::poll_fn(move |cx| {
         if let Poll::Ready(v) = op.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
@@ -506,7 +565,6 @@ async fn timed<F: Future>(
         }
         timer.as_mut().poll(cx).map(|()| None)
     })
-    .await
 }
 
 async fn read_into<S: Stream>(
@@ -517,7 +575,7 @@ async fn read_into<S: Stream>(
 ) -> Read {
     let b = std::mem::take(buf);
     let r = match timer {
-        Some(timer) => timed(timer, deadline, s.read(b)).await,
+        Some(timer) => timed(timer, deadline, std::pin::pin!(s.read(b))).await,
         None => timeout_at(deadline.into(), s.read(b)).await.ok(),
     };
     match r {
@@ -568,7 +626,7 @@ async fn write_on<S: Stream>(
 ) -> Result<(), WriteError> {
     let b = std::mem::take(out);
     let r = match timer {
-        Some(timer) => timed(timer, deadline, s.write_all(b)).await,
+        Some(timer) => timed(timer, deadline, std::pin::pin!(s.write_all(b))).await,
         None => timeout_at(deadline.into(), s.write_all(b)).await.ok(),
     };
     match r {
@@ -594,32 +652,47 @@ fn timer_at(slot: &mut TimerSlot, deadline: Instant) -> Pin<&mut Sleep> {
 pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: SocketAddr) {
     let shared = w.shared.clone();
     let t = &shared.svc.timeouts;
-    let mut cbuf: Vec<u8> = Vec::with_capacity(FIRST);
-    let mut req = http::RequestHead::default();
+    let mut held = Held {
+        w: &w,
+        bufs: Some(w.take_conn_bufs()),
+    };
+    let Some(bufs) = held.bufs.as_deref_mut() else {
+        return;
+    };
+    let ConnBufs { cbuf, req } = bufs;
     let mut first = true;
+    // The clock is read where a deadline or the access log needs it, and
+    // a reading serves every use up to the next wait: at accept (for the
+    // first request), when a head's first byte came, when it was complete
+    // (if a read came in between), when the response head came and when
+    // the response was complete (the next request's keep_alive wait
+    // counts from there). About 10 readings per request were 3 to 4.
+    let mut now = Instant::now();
     // The timer of every request head's reads (see `timed`).
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(
-        (Instant::now() + t.http_request).into()
-    ));
+    let mut timer = std::pin::pin!(tokio::time::sleep_until((now + t.http_request).into()));
     loop {
         // === request head ===
-        let mut start = Instant::now();
+        let mut start = now;
         let mut deadline = start + t.http_request;
+        // Whether a read waited since `start`: then the head's completion
+        // needs a reading of its own.
+        let mut waited = first;
         if !first && cbuf.is_empty() {
             if cbuf.capacity() > FIRST {
                 // A large head or a body grew it: idle with a small one.
-                cbuf = Vec::with_capacity(FIRST);
+                *cbuf = Vec::with_capacity(FIRST);
             }
             // Even when a reload has retired this connection, it is not
             // closed here: the client may have sent its next request
             // already, and closing now would reset it. That request is
             // served with `Connection: close` (or keep_alive ends the wait).
             // Idle between requests: keep_alive, then http_request from the first byte.
-            match read_first(&client, &mut cbuf, start + t.keep_alive, timer.as_mut()).await {
+            match read_first(&client, cbuf, start + t.keep_alive, timer.as_mut()).await {
                 Read::Eof | Read::Error(_) | Read::Timeout => return,
                 Read::Data(_) => {
                     start = Instant::now();
                     deadline = start + t.http_request;
+                    waited = false;
                 }
             }
         }
@@ -628,15 +701,16 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
         let mut seen = !cbuf.is_empty();
         let head_len = loop {
             seen |= !cbuf.is_empty();
-            match http::check_head(&cbuf, shared.limits) {
+            match http::check_head(cbuf, shared.limits) {
                 Ok(Some(n)) => break Ok(n),
                 Ok(None) => {}
                 Err(e) => break Err(Some(e)),
             }
+            waited = true;
             let r = if cbuf.is_empty() {
-                read_first(&client, &mut cbuf, deadline, timer.as_mut()).await
+                read_first(&client, cbuf, deadline, timer.as_mut()).await
             } else {
-                read_more(&client, &mut cbuf, deadline, Some(timer.as_mut())).await
+                read_more(&client, cbuf, deadline, Some(timer.as_mut())).await
             };
             match r {
                 Read::Eof => {
@@ -678,13 +752,14 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
             return;
         }
         cbuf.drain(..head_len);
-        let mut log = Log::new(peer, start, "http/1.1");
+        let head = if waited { Instant::now() } else { start };
+        let mut log = Log::new(peer, start, head, "http/1.1");
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let mut bufs = w.take_bufs();
-        let keep = exchange(&w, &client, &mut cbuf, &mut bufs, &req, &mut log).await;
-        w.put_bufs(bufs);
+        let mut rbufs = w.take_bufs();
+        let keep = exchange(&w, &client, cbuf, &mut rbufs, req, &mut log).await;
+        w.put_bufs(rbufs);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
-        log.emit(&shared, req.method(), req.target());
+        now = log.emit(&shared, || (req.method(), req.target()));
         if !keep {
             // A client that asked to close, whose request and response
             // went through whole (no note) with nothing unread (its FIN
@@ -717,14 +792,14 @@ pub(super) async fn serve_request<I: Io, C: Stream>(
     proto: &'static str,
 ) {
     let shared = &w.shared;
-    let mut log = Log::new(peer, start, proto);
+    let mut log = Log::new(peer, start, Instant::now(), proto);
     shared.busy.fetch_add(1, Ordering::Relaxed);
     let mut bufs = w.take_bufs();
     let mut cbuf = Vec::new();
     exchange(w, client, &mut cbuf, &mut bufs, req, &mut log).await;
     w.put_bufs(bufs);
     shared.busy.fetch_sub(1, Ordering::Relaxed);
-    log.emit(shared, req.method(), req.target());
+    log.emit(shared, || (req.method(), req.target()));
 }
 
 /// An access-log line for a request that got no exchange (refused before
@@ -738,12 +813,14 @@ pub(super) fn log_refused(
     proto: &'static str,
     (method, target): (&str, &str),
 ) {
+    let now = Instant::now();
     Log {
         status,
         note,
-        ..Log::new(peer, start, proto)
+        end: Some(now),
+        ..Log::new(peer, start, now, proto)
     }
-    .emit(shared, method, target);
+    .emit(shared, || (method, target));
 }
 
 fn log_short(
@@ -754,13 +831,15 @@ fn log_short(
     bytes: u64,
     note: &'static str,
 ) {
+    let now = Instant::now();
     Log {
         status,
         bytes,
         note,
-        ..Log::new(peer, start, "http/1.1")
+        end: Some(now),
+        ..Log::new(peer, start, now, "http/1.1")
     }
-    .emit(shared, "-", "-");
+    .emit(shared, || ("-", "-"));
 }
 
 /// Answer with an error page, close, and log why.
@@ -809,53 +888,39 @@ async fn linger<S: Stream>(client: &S) {
 
 /// Get a server slot: balance over up servers that have room, queueing
 /// (bounded, `timeouts.queue`) when all of them are at maxconn.
-/// `up` is scratch space for which servers are up.
+/// `up` is scratch space for which servers are up. `now`: a clock reading
+/// of the caller's; the slot comes with the time it was got (`now` unless
+/// it had to wait).
 pub(super) async fn acquire<I: Io>(
     w: &Worker<I>,
     client: IpAddr,
     tried: &[bool],
     up: &mut Vec<bool>,
-) -> Result<Slot, NoServer> {
+    now: Instant,
+) -> Result<(Slot, Instant), NoServer> {
+    // Nearly always a server has room: then no waiter is made. Making,
+    // enabling and dropping one (below) locks the Notify twice and puts a
+    // waiter in its list and takes it out, for nothing.
+    match try_pick(w, client, tried, up) {
+        Pick::Got(slot) => return Ok((slot, now)),
+        Pick::NoneUp => return Err(NoServer::NoneUp),
+        Pick::Full | Pick::Raced => {}
+    }
     let shared = &w.shared;
-    let svc = shared.idx;
-    let n = shared.svc.servers.len();
-    let queue_deadline = Instant::now() + shared.svc.timeouts.queue;
+    let queue_deadline = now + shared.svc.timeouts.queue;
     let mut queued = false;
     let result = loop {
         let notified = shared.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        up.clear();
-        up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
-        let up = &*up;
-        if !up.iter().any(|&u| u) {
-            break Err(NoServer::NoneUp);
-        }
-        // Redispatch: prefer servers not tried yet; once every up server
-        // failed, any up server may be tried again.
-        let untried_left = (0..n).any(|i| up[i] && !tried[i]);
-        let room = |i: usize| {
-            let max = shared.svc.servers[i].maxconn;
-            max == 0 || shared.active[i].load(Ordering::Relaxed) < max
-        };
-        let pick = w.balancer.borrow_mut().pick(
-            client,
-            |i| up[i] && (!untried_left || !tried[i]) && room(i),
-            |i| shared.active[i].load(Ordering::Relaxed),
-        );
-        if let Some(i) = pick {
-            let max = shared.svc.servers[i].maxconn;
-            let prev = shared.active[i].fetch_add(1, Ordering::Relaxed);
-            if max != 0 && prev >= max {
-                // Another worker took the last slot in between.
-                shared.active[i].fetch_sub(1, Ordering::Relaxed);
-                continue;
+        match try_pick(w, client, tried, up) {
+            Pick::Got(slot) => {
+                let at = if queued { Instant::now() } else { now };
+                break Ok((slot, at));
             }
-            shared.stats.server_busy(i);
-            break Ok(Slot {
-                shared: shared.clone(),
-                srv: i,
-            });
+            Pick::NoneUp => break Err(NoServer::NoneUp),
+            Pick::Raced => continue,
+            Pick::Full => {}
         }
         if !queued {
             let q = shared.queued.fetch_add(1, Ordering::SeqCst);
@@ -877,7 +942,84 @@ pub(super) async fn acquire<I: Io>(
     result
 }
 
-/// Buffers kept for the life of a client connection, reused per request.
+/// What one look for a server slot found.
+enum Pick {
+    Got(Slot),
+    /// No server is up.
+    NoneUp,
+    /// Every up server is at its maxconn.
+    Full,
+    /// Another worker took the last slot of the server picked: look again.
+    Raced,
+}
+
+/// One look for a server slot (see [`acquire`]); never waits.
+fn try_pick<I: Io>(w: &Worker<I>, client: IpAddr, tried: &[bool], up: &mut Vec<bool>) -> Pick {
+    let shared = &w.shared;
+    let svc = shared.idx;
+    let n = shared.svc.servers.len();
+    up.clear();
+    up.extend((0..n).map(|i| shared.board.is_up(svc, i)));
+    let up = &*up;
+    if !up.iter().any(|&u| u) {
+        return Pick::NoneUp;
+    }
+    // Redispatch: prefer servers not tried yet; once every up server
+    // failed, any up server may be tried again.
+    let untried_left = (0..n).any(|i| up[i] && !tried[i]);
+    let room = |i: usize| {
+        let max = shared.svc.servers[i].maxconn;
+        max == 0 || shared.active[i].load(Ordering::Relaxed) < max
+    };
+    let pick = w.balancer.borrow_mut().pick(
+        client,
+        |i| up[i] && (!untried_left || !tried[i]) && room(i),
+        |i| shared.active[i].load(Ordering::Relaxed),
+    );
+    let Some(i) = pick else {
+        return Pick::Full;
+    };
+    let max = shared.svc.servers[i].maxconn;
+    let prev = shared.active[i].fetch_add(1, Ordering::Relaxed);
+    if max != 0 && prev >= max {
+        // Another worker took the last slot in between.
+        shared.active[i].fetch_sub(1, Ordering::Relaxed);
+        return Pick::Raced;
+    }
+    shared.stats.server_busy(i);
+    Pick::Got(Slot {
+        shared: shared.clone(),
+        srv: i,
+    })
+}
+
+/// A client connection's own buffers: what it read and not yet used (its
+/// first read buffer, `FIRST` bytes) and its request head, whose storage
+/// serves all its requests. A worker hands them from a connection that
+/// ended to a new one: each was four allocations per connection (the
+/// buffer, and the head's copy, fields and Connection items on its
+/// first parse).
+struct ConnBufs {
+    cbuf: Vec<u8>,
+    req: http::RequestHead,
+}
+
+/// Holds a connection's [`ConnBufs`] and gives them back to the worker
+/// however the connection ends.
+struct Held<'a, I: Io> {
+    w: &'a Worker<I>,
+    bufs: Option<Box<ConnBufs>>,
+}
+
+impl<I: Io> Drop for Held<'_, I> {
+    fn drop(&mut self) {
+        if let Some(b) = self.bufs.take() {
+            self.w.put_conn_bufs(b);
+        }
+    }
+}
+
+/// A request's buffers, from the worker's spares (`Worker::take_bufs`).
 #[derive(Default)]
 struct Bufs {
     msg: MsgBufs,
@@ -955,32 +1097,35 @@ async fn exchange<I: Io, C: Stream>(
     tried.clear();
     tried.resize(n, false);
     let mut attempts = 0u32;
-    let wait_start = Instant::now();
+    // The clock as of the last reading (see `serve`): a failed attempt
+    // takes time, so the next one reads it again.
+    let wait_start = log.head;
+    let mut now = wait_start;
 
     loop {
-        let slot = match acquire(w, ip, tried, up).await {
+        let (slot, connect_start) = match acquire(w, ip, tried, up, now).await {
             Ok(s) => s,
             Err(why) => {
-                log.tw = Some(wait_start.elapsed());
+                log.tw = Some((wait_start, Instant::now()));
                 return answer(client, &shared, log, ProxyError::no_server(why)).await;
             }
         };
         let srv = slot.srv;
         log.server = Some(srv);
-        log.tw.get_or_insert(wait_start.elapsed());
-        let connect_start = Instant::now();
-        let (server, reused) = match connect(w, srv, connect_start).await {
+        log.tw.get_or_insert((wait_start, connect_start));
+        let (server, reused, connected) = match connect(w, srv, connect_start).await {
             Ok(c) => c,
             Err(e) => {
                 let more = connect_failed(&shared, srv, tried, &mut attempts);
                 log.retries = attempts;
                 if more && e.may_retry(false, replayable) {
+                    now = Instant::now();
                     continue;
                 }
                 return answer(client, &shared, log, e).await;
             }
         };
-        log.tc = Some(connect_start.elapsed());
+        log.tc = Some((connect_start, connected));
         log.retries = attempts;
         let attempt = Attempt {
             w,
@@ -989,28 +1134,33 @@ async fn exchange<I: Io, C: Stream>(
             srv,
             fwd,
         };
-        match attempt.forward(server, slot, cbuf, msg, log).await {
+        match attempt
+            .forward(server, slot, cbuf, msg, log, connected)
+            .await
+        {
             Ok(keep) => return keep,
             Err(e) if e.may_retry(reused, replayable) => {
                 tracing::debug!(client = %log.peer, "pooled connection failed ({:?}); sending again", e.kind);
+                now = Instant::now();
             }
             Err(e) => return answer(client, &shared, log, e).await,
         }
     }
 }
 
-/// A pooled connection to `srv` (`true`: reused) or a new one.
+/// A pooled connection to `srv` (`true`: reused) or a new one, and when
+/// it was ready (`now`, a clock reading of the caller's, for a reused one).
 async fn connect<I: Io>(
     w: &Worker<I>,
     srv: usize,
     now: Instant,
-) -> Result<(I::Stream, bool), ProxyError> {
+) -> Result<(I::Stream, bool, Instant), ProxyError> {
     if let Some(s) = w.checkout(srv, now) {
-        return Ok((s, true));
+        return Ok((s, true, now));
     }
     let svc = &w.shared.svc;
     let s = connect_server::<I>(svc, srv, now + svc.timeouts.connect).await?;
-    Ok((s, false))
+    Ok((s, false, Instant::now()))
 }
 
 /// Answer a failure that came before any response reached the client:
@@ -1061,6 +1211,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         cbuf: &mut Vec<u8>,
         msg: &mut MsgBufs,
         log: &mut Log,
+        sent_at: Instant,
     ) -> Result<bool, ProxyError> {
         // Registered while the request is in flight, so that `halo server
         // disable` can cut it (`Worker::apply_admin`): the attempt then
@@ -1076,14 +1227,14 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             client_timer,
         } = msg;
 
-        let sent_at = Instant::now();
         let mut pump = self
             .send_request(&server, cbuf, out, sent_at, timer)
             .await?;
         let body_res = self
             .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
             .await?;
-        log.tr = Some(sent_at.elapsed());
+        let answered = Instant::now();
+        log.tr = Some((sent_at, answered));
         log.status = resp.status;
         let ev = if resp.status >= 500 {
             PassiveEvent::Status5xx
@@ -1110,10 +1261,13 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                 resp,
                 (timer, client_timer),
                 log,
+                answered,
             )
             .await;
+        let end = Instant::now();
+        log.end = Some(end);
         if reusable {
-            self.w.checkin(self.srv, server);
+            self.w.checkin(self.srv, server, end);
         }
         drop(slot);
         Ok(keep)
@@ -1162,6 +1316,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                 &mut ob,
                 Direction::ClientToServer,
                 (None, None),
+                Instant::now(),
             )
             .await;
             (r, cb, ob)
@@ -1316,6 +1471,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         resp: &http::ResponseHead,
         (server_timer, client_timer): (&mut TimerSlot, &mut TimerSlot),
         log: &mut Log,
+        now: Instant,
     ) -> (bool, bool) {
         let shared = &self.w.shared;
         let t = &shared.svc.timeouts;
@@ -1345,7 +1501,6 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         let relay = async {
             // The server's timer is free now: a request body still going
             // out has its own.
-            let now = Instant::now();
             let server_timer = timer_at(server_timer, now + t.server);
             let client_timer = timer_at(client_timer, now + t.client);
             if resp.body == BodyKind::None {
@@ -1365,6 +1520,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                     rbuf,
                     Direction::ServerToClient,
                     (Some(server_timer), Some(client_timer)),
+                    now,
                 )
                 .await
             }
@@ -1539,7 +1695,12 @@ async fn copy_body<A: Stream, B: Stream>(
     out: &mut Vec<u8>,
     dir: Direction,
     (mut src_timer, mut dst_timer): (Option<Pin<&mut Sleep>>, Option<Pin<&mut Sleep>>),
+    at: Instant,
 ) -> Result<u64, ProxyError> {
+    // `at`, a clock reading of the caller's, times the first wait; each
+    // later one reads the clock.
+    let mut at = Some(at);
+    let mut clock = move || at.take().unwrap_or_else(Instant::now);
     let (src_side, dst_side) = match dir {
         Direction::ClientToServer => (Side::Client, Side::Server),
         Direction::ServerToClient => (Side::Server, Side::Client),
@@ -1574,7 +1735,7 @@ async fn copy_body<A: Stream, B: Stream>(
                 write_on(
                     dst,
                     out,
-                    Instant::now() + dst_t,
+                    clock() + dst_t,
                     dst_timer.as_mut().map(|t| t.as_mut()),
                 )
                 .await
@@ -1586,7 +1747,7 @@ async fn copy_body<A: Stream, B: Stream>(
             write_on(
                 dst,
                 out,
-                Instant::now() + dst_t,
+                clock() + dst_t,
                 dst_timer.as_mut().map(|t| t.as_mut()),
             )
             .await
@@ -1595,7 +1756,7 @@ async fn copy_body<A: Stream, B: Stream>(
         match read_more(
             src,
             sbuf,
-            Instant::now() + src_t,
+            clock() + src_t,
             src_timer.as_mut().map(|t| t.as_mut()),
         )
         .await

@@ -51,8 +51,8 @@ pub(crate) async fn serve<I: Io>(w: Rc<Worker<I>>, client: I::Stream, peer: Sock
     };
 
     let (slot, server) = loop {
-        let slot = match acquire(&w, peer.ip(), &tried, &mut up).await {
-            Ok(s) => s,
+        let slot = match acquire(&w, peer.ip(), &tried, &mut up, Instant::now()).await {
+            Ok((s, _)) => s,
             Err(why) => {
                 line.note = why.note();
                 line.emit(&w, 503);
