@@ -64,7 +64,12 @@ printf '# halo image: halo-firstboot writes nameservers from halo/node.toml (dns
 
 # Root's password locked: SSH keys only (halo-firstboot installs them).
 in_root usermod -p '!' root
-# Per-card identity is made at first boot.
+# Per-card identity is made at first boot. (The host keys here are the
+# essential hook's empty placeholders: openssh-server's postinst made none.)
+for t in rsa ecdsa ed25519; do
+	[ -f "$r/etc/ssh/ssh_host_${t}_key" ] && [ ! -s "$r/etc/ssh/ssh_host_${t}_key" ] ||
+		{ echo "customize-hook: /etc/ssh/ssh_host_${t}_key is not the essential hook's placeholder" >&2; exit 1; }
+done
 rm -f "$r"/etc/ssh/ssh_host_*
 : >"$r/etc/machine-id"
 rm -f "$r/var/lib/dbus/machine-id"

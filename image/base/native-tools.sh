@@ -32,7 +32,18 @@
 #   certificate, a minute).
 # - /usr/bin/grep (amd64 build machines): the same grep version, for the
 #   locales postinst's grep per supported locale (minutes emulated).
-# python3.13 and depmod run through the native dynamic loader
+# - /usr/bin/systemd-hwdb: the same systemd version's, for udev's postinst
+#   (`systemd-hwdb --usr update`: 13.5 MB of hwdb.bin from the text files
+#   in /usr/lib/udev/hwdb.d, 45 s of CPU emulated, 1 s native). The
+#   database is the same on every architecture (compared byte for byte,
+#   docs/benchmarks.md); run in the chroot, so it reads and writes the
+#   card's paths, as the emulated one did.
+# - /usr/bin/ckbcomp: the card's script run by the same perl version
+#   (perl-base; it uses strict and warnings only): console-setup's and
+#   keyboard-configuration's postinsts run setupcon, which turns the XKB
+#   layout into the console keymap with it (25 s of a minute of emulated
+#   setupcon, each time).
+# python3.13, depmod and systemd-hwdb run through the native dynamic loader
 # (ld.so --library-path), so nothing of the arm64 tree changes meaning.
 # `remove` takes the wrappers and the copy away again and puts the packages'
 # files back, so the card is the plain Debian system, and checks that the
@@ -51,7 +62,7 @@ divert() {
 case "${1:-}" in
 install)
 	r=$2 tools=$3
-	for t in python3.13 kmod dash openssl grep; do
+	for t in python3.13 kmod dash openssl grep systemd-hwdb perl; do
 		[ -x "$tools/usr/bin/$t" ] || { echo "native-tools: $tools has no $t" >&2; exit 1; }
 	done
 	ld=$(cd "$tools" && ls usr/lib/*-linux-gnu*/ld-linux*.so.* | head -n1)
@@ -89,6 +100,25 @@ install)
 	WRAP
 	chmod 0755 "$r/usr/sbin/depmod"
 
+	divert /usr/bin/systemd-hwdb add
+	cat >"$r/usr/bin/systemd-hwdb" <<-WRAP
+		#!/bin/sh
+		# halo image build (image/base/native-tools.sh): the build machine's systemd-hwdb.
+		exec $run:$n/$libs/systemd $n/usr/bin/systemd-hwdb "\$@"
+	WRAP
+	chmod 0755 "$r/usr/bin/systemd-hwdb"
+
+	# ckbcomp's perl finds its modules (strict, warnings) in perl-base's
+	# directory for the build machine's architecture: on amd64 the native
+	# tree's through /usr/lib/x86_64-linux-gnu (below), on arm64 the card's.
+	divert /usr/bin/ckbcomp add
+	cat >"$r/usr/bin/ckbcomp" <<-WRAP
+		#!/bin/sh
+		# halo image build (image/base/native-tools.sh): the card's script, the build machine's perl.
+		exec $run $n/usr/bin/perl /usr/bin/ckbcomp.halo-image "\$@"
+	WRAP
+	chmod 0755 "$r/usr/bin/ckbcomp"
+
 	# On an amd64 build machine the tree also gets the native loader and
 	# libraries where amd64 programs look for them (/lib64 -> usr/lib64,
 	# as on amd64; systemd's preinst accepts a /lib64 that leads into /usr,
@@ -125,8 +155,11 @@ install)
 	;;
 remove)
 	r=$2
-	rm -f "$r/usr/bin/python3.13" "$r/usr/sbin/depmod" "$r/usr/sbin/update-ca-certificates"
+	rm -f "$r/usr/bin/python3.13" "$r/usr/sbin/depmod" "$r/usr/sbin/update-ca-certificates" "$r/usr/bin/systemd-hwdb" \
+		"$r/usr/bin/ckbcomp"
 	divert /usr/bin/python3.13 remove
+	divert /usr/bin/systemd-hwdb remove
+	divert /usr/bin/ckbcomp remove
 	divert /usr/sbin/depmod remove
 	divert /usr/sbin/update-ca-certificates remove
 	if [ "$(readlink "$r/usr/bin/grep" || true)" = "../..$n/usr/bin/grep" ]; then
@@ -138,7 +171,7 @@ remove)
 		rmdir "$r/usr/lib64"
 	fi
 	rm -rf "${r:?}$n"
-	for p in /usr/bin/python3.13 /usr/bin/grep /usr/sbin/update-ca-certificates; do
+	for p in /usr/bin/python3.13 /usr/bin/grep /usr/sbin/update-ca-certificates /usr/bin/systemd-hwdb /usr/bin/ckbcomp; do
 		[ -f "$r$p" ] && [ ! -L "$r$p" ] || { echo "native-tools: $p did not come back" >&2; exit 1; }
 	done
 	[ "$(readlink "$r/usr/sbin/depmod")" = ../bin/kmod ] || { echo "native-tools: depmod did not come back" >&2; exit 1; }

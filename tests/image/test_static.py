@@ -362,9 +362,10 @@ def test_python_modules_are_byte_compiled_for_the_card_s_python(disk, tmp_path, 
     assert int.from_bytes(header[12:16], "little") == size & 0xFFFFFFFF
 
 
-def test_the_native_tools_are_gone_from_the_card(disk):
+def test_the_native_tools_are_gone_from_the_card(disk, tmp_path):
     diversions = disk.ext_read("/var/lib/dpkg/diversions")
-    for path in ("/usr/bin/python3.13", "/usr/sbin/depmod", "/usr/sbin/update-ca-certificates", "/usr/bin/grep"):
+    for path in ("/usr/bin/python3.13", "/usr/sbin/depmod", "/usr/sbin/update-ca-certificates", "/usr/bin/grep",
+                 "/usr/bin/systemd-hwdb", "/usr/bin/ckbcomp"):
         assert path not in diversions.split(), path
         assert disk.ext_stat(path + ".halo-image") is None, path
     for path in ("/.halo-native", "/lib64", "/usr/lib64", "/usr/lib/x86_64-linux-gnu"):
@@ -373,7 +374,14 @@ def test_the_native_tools_are_gone_from_the_card(disk):
     assert disk.ext_stat("/usr/bin/grep")[0] == "regular"
     assert disk.ext_stat("/usr/sbin/depmod")[4] == "../bin/kmod"
     assert "halo" not in disk.ext_read("/usr/sbin/update-ca-certificates")
+    assert disk.ext_stat("/usr/bin/systemd-hwdb")[0] == "regular"
+    assert "halo" not in disk.ext_read("/usr/bin/ckbcomp") and "XKB" in disk.ext_read("/usr/bin/ckbcomp")
     # What update-ca-certificates and depmod made natively is there.
     assert "BEGIN CERTIFICATE" in disk.ext_read("/etc/ssl/certs/ca-certificates.crt")
     kernel = next(n for n in disk.ext_ls("/usr/lib/modules"))
     assert disk.ext_stat(f"/usr/lib/modules/{kernel}/modules.dep.bin") is not None
+    # ... and systemd-hwdb (udev's hardware database) and ckbcomp (the
+    # console keymap setupcon caches).
+    disk.debugfs(f"dump /usr/lib/udev/hwdb.bin {tmp_path / 'hwdb.bin'}")
+    assert (tmp_path / "hwdb.bin").read_bytes()[:8] == b"KSLPHHRH", "systemd's hwdb signature"
+    assert disk.ext_stat("/etc/console-setup/cached_UTF-8_del.kmap.gz") is not None
