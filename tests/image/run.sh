@@ -3,8 +3,7 @@
 # trixie), a plain Debian image whose network NetworkManager manages (as
 # Raspberry Pi OS's) and the same customised with --base, then pytest
 # tests/image: static checks of the images, the `node` command, and boots in
-# qemu-system-aarch64 (TCG), two pytest processes at once (see
-# start_side_pytest): the image on `virt` (halo's
+# qemu-system-aarch64 (TCG), one VM at a time: the image on `virt` (halo's
 # READY, the proxy, MASTER, SSH by key only, the grown root), on the Pi 3 B
 # board model `raspi3b` with a cloud-init NoCloud seed (host name, key,
 # static address, halo.toml by write_files), the --base image with
@@ -127,72 +126,11 @@ build_base_variant() {
   rm -f "$out/debian-pi-arm64.img.xz"
 }
 
-# The tests in two pytest processes at once. Each boots its VMs one after
-# another, and a TCG boot keeps about one core busy (one guest process at a
-# time does the work: cloud-init's python, systemd, halo) and waits on
-# timers and the emulated disk the rest, so two boots side by side take
-# less than two in a row on 2 cores. The side process needs only the halo
-# image, so it starts as soon as that is built, beside the plain image and
-# --base build: the raspi3b boot (the longest) and the pair (two VMs of
-# -smp 1). The main one runs every other file once the --base image is
-# there. No test shares anything with another file's (each boots its own
-# copy or overlay of the image; host ports are picked free; the pair's lab
-# has its own name).
-side_tests=(tests/image/test_raspi.py tests/image/test_pair.py tests/image/test_raspi4.py)
-side_log=$out/pytest-side.log
-side_pid=
-side_t0=
-start_side_pytest() {
-  side_t0=$SECONDS
-  # SIGINT, which bash has a background command ignore, back to Python's
-  # KeyboardInterrupt (stop_side_pytest).
-  /usr/bin/python3 -c 'import signal, sys, pytest
-signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(pytest.main(sys.argv[1:]))' -q -p no:cacheprovider -rs "${side_tests[@]}" >"$side_log" 2>&1 &
-  side_pid=$!
-  echo "image: pytest ${side_tests[*]##*/} started beside the rest (output below, when done)"
-}
-
-# A failure here is reported after the side process is done (its results
-# too), by wait_side_pytest.
-main_rc=0
-main_pytest() {
-  local ignore=() f
-  for f in "${side_tests[@]}"; do ignore+=("--ignore=$f"); done
-  /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image "${ignore[@]}" || main_rc=$?
-}
-
-wait_side_pytest() {
-  local rc=0
-  wait "$side_pid" || rc=$?
-  side_pid=
-  echo "--- image: pytest ${side_tests[*]##*/} (started beside the builds and the other tests; done after $((SECONDS - side_t0)) s)"
-  cat "$side_log"
-  [ "$main_rc" -eq 0 ] || echo "image: the main pytest failed (above)"
-  [ "$rc" -eq 0 ] && [ "$main_rc" -eq 0 ]
-}
-
-# When a step fails while the side process runs: SIGINT, as Ctrl-C would,
-# so that pytest's fixtures stop their VMs and remove the pair's lab.
-stop_side_pytest() {
-  local rc=$?
-  if [ -n "$side_pid" ] && kill -INT "$side_pid" 2>/dev/null; then
-    echo "image: stopping the side pytest (${side_tests[*]##*/})"
-    wait "$side_pid" || true
-    cat "$side_log"
-  fi
-  (exit "$rc")
-  steps_report
-}
-
 steps_begin image
-trap stop_side_pytest EXIT
 step "apt packages" install_deps
 step "qemu-system-aarch64" ensure_qemu
 step "binfmt qemu-aarch64" enable_binfmt
 step "halo arm64 .deb" build_deb
 step "image build ($kind)" build_image
-start_side_pytest
 step "plain image + --base customisation" build_base_variant
-step "pytest tests/image: static, node, boot, base boot" main_pytest
-step "pytest tests/image: raspi3b, pair (the rest)" wait_side_pytest
+step "pytest tests/image (static, node, boot, raspi3b, base boot, pair)" /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/image
