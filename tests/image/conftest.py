@@ -173,6 +173,11 @@ BOOT_FAILURES = [r"Failed to start .*halo", r"Kernel panic", r"Gave up waiting f
 # started again once from the same card (Console.boot); a card whose boot
 # stalls for a reason of its own stalls the second time too and fails.
 GUEST_STALLS = [r"watchdog: BUG: soft lockup", r"rcu: INFO: rcu_\w+ (?:self-)?detected stall"]
+# systemd (PID 1) stopping for good: seen at load ~9, when the generators
+# ran out of systemd's time for them ("Failed to fork off sandboxing
+# environment for executing generators: Protocol error" first). Retried as
+# a stall, but the second time it fails at once: such a boot never ends.
+PID1_FROZEN = r"systemd\[1\]: Freezing execution"
 
 
 class GuestStalled(Exception):
@@ -316,13 +321,13 @@ class Console:
         guest reports a stall (GUEST_STALLS) before it, stop it, keep its
         console beside as console-stalled.log, call `start()` once more and
         wait again (a stall then waits out the timeout: a guest that was
-        only starved for a while still boots). `start` must boot the same
+        only starved for a while still boots; a frozen PID 1 fails). `start` must boot the same
         card from its state before the first start. `self.started`: when
         the boot that is waited for was started (for boot times)."""
         self.started = time.monotonic()
         start()
         try:
-            return self.wait_for(pattern, timeout, BOOT_FAILURES, GUEST_STALLS)
+            return self.wait_for(pattern, timeout, BOOT_FAILURES, GUEST_STALLS + [PID1_FROZEN])
         except GuestStalled as e:
             self.stop()
             kept = self.console.with_name(f"{self.console.stem}-stalled.log")
@@ -330,7 +335,7 @@ class Console:
             print(f"\n{kept}: the guest stalled ({e}); booting the same card once more")
         self.started = time.monotonic()
         start()
-        return self.wait_for(pattern, timeout, BOOT_FAILURES)
+        return self.wait_for(pattern, timeout, BOOT_FAILURES + [PID1_FROZEN])
 
     def stop(self):
         stop_process(self.proc)

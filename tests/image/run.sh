@@ -21,7 +21,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-/var/cache/halo-tests/image}
-mkdir -p "$HALO_IMAGE_CACHE"
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" -eq 0 ] || { echo "image: must run as root (mmdebstrap, chroot, loop devices)" >&2; exit 1; }
 out=${HALO_IMAGE_OUT:-$root/build/image}
@@ -100,9 +99,9 @@ build_image() {
   # is still not cached, the failure was in that download-heavy step: try
   # again, at most twice. Any failure once the base is there is final.
   for try in 1 2 3; do
-    # The lock tests/lib/prebuild.sh holds while it builds the base in the
-    # background: wait for it, then find the base cached.
-    if flock "$HALO_IMAGE_CACHE/.build.lock" image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"; then
+    # A base that tests/lib/prebuild.sh is building in the background:
+    # halo-image waits on its lock, then finds it cached.
+    if image/halo-image build --deb "$HALO_IMAGE_DEB" --out "$out"; then
       break
     fi
     if [ -f "$(image/halo-image base-path)" ] || [ $try -eq 3 ]; then

@@ -15,6 +15,10 @@ from conftest import Console, GuestStalled
 
 LOCKUP = "[   88.164990] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [modprobe:248]"
 RCU = "[  195.133193] rcu: INFO: rcu_sched self-detected stall on CPU"
+# A --base boot at load ~9 (session 8).
+FROZEN = """[  143.357074] systemd[1]: Failed to fork off sandboxing environment for executing generators: Protocol error
+[!!!!!!] Failed to start up manager.
+[  143.402993] systemd[1]: Freezing execution."""
 
 
 class ShellVm(Console):
@@ -51,6 +55,14 @@ def test_a_stalled_guest_is_booted_once_more_and_its_console_kept(tmp_path):
 def test_an_rcu_stall_counts_as_a_stall(tmp_path):
     vm = ShellVm(tmp_path, [RCU, "HALO-READY lb1"])
     boot(vm)
+    assert vm.starts == 2
+
+
+def test_a_frozen_pid_1_is_booted_once_more_then_fails_at_once(tmp_path):
+    vm = ShellVm(tmp_path, [FROZEN, FROZEN])
+    # "console shows": the fail pattern's message, not the timeout's.
+    with pytest.raises(pytest.fail.Exception, match=r"console shows .*Freezing execution"):
+        boot(vm, timeout=600)
     assert vm.starts == 2
 
 
