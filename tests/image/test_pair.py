@@ -23,13 +23,15 @@ moves to lb2's MAC and the page still comes through the VIP."""
 import json
 import os
 import signal
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BOOT_FAILURES, BOOT_TIMEOUT, Console, boot_files, card_overlay, qemu_command, ssh_keygen
+from conftest import (BOOT_FAILURES, BOOT_TIMEOUT, GUEST_STALLS, PID1_FROZEN, Console, GuestStalled, boot_files,
+                      card_overlay, qemu_command, ssh_keygen)
 from halolab import LB, VIP, WEB, Lab, wait_for
 
 NODES = {"lb1": 150, "lb2": 100}
@@ -65,6 +67,22 @@ class PairVm(Console):
         self.name = name
         self.addr = LB[name]
         self.mac = MAC[name]
+        # The first boot: a stall restarts it (restarter); the second: a
+        # stall waits out the timeout, a frozen PID 1 fails (Console.boot).
+        self.stalls, self.frozen = GUEST_STALLS + [PID1_FROZEN], []
+
+
+def restarter(lab, vm, cmd, overlay, made):
+    """Stop the stalled VM, keep its console as console-stalled.log, put
+    its card back as made and start it again, once."""
+    def restart(e):
+        lab.signal(f"vm-{vm.name}")
+        vm.console.rename(vm.console.with_name("console-stalled.log"))
+        print(f"\n{vm.name}: the guest stalled ({e}); booting the same card once more")
+        shutil.copyfile(made, overlay)
+        vm.proc = lab.spawn(f"vm-{vm.name}", vm.name, cmd)
+        vm.stalls, vm.frozen = [], [PID1_FROZEN]
+    return restart
 
 
 def vm_network(lab, node):
@@ -148,6 +166,10 @@ def pair(image, halo_bin, tmp_path_factory):
                 )
                 kernel, initrd, cmdline = boot_files(boot, d)
                 boot.unlink()
+                # The card as made, for a second start (a stalled guest,
+                # as Console.boot does for one VM): the boot writes into
+                # the overlay.
+                shutil.copyfile(overlay, d / "disk-made.qcow2")
                 vm_network(lab, name)
                 console = d / "console.log"
                 cmd = qemu_command(
@@ -160,13 +182,20 @@ def pair(image, halo_bin, tmp_path_factory):
                 )
                 proc = lab.spawn(f"vm-{name}", name, cmd)
                 vms[name] = PairVm(name, proc, console, lab.procs[f"vm-{name}"][1])
+                vms[name].restart = restarter(lab, vms[name], cmd, overlay, d / "disk-made.qcow2")
             prep = time.monotonic() - t0
             # Both boot at once; each one's time is when its line appears.
             pending = list(vms.values())
             deadline = time.monotonic() + BOOT_TIMEOUT
             while pending:
                 for vm in list(pending):
-                    if vm.check(rf"HALO-READY {vm.name}", BOOT_FAILURES):
+                    try:
+                        ready = vm.check(rf"HALO-READY {vm.name}", BOOT_FAILURES + vm.frozen, vm.stalls)
+                    except GuestStalled as e:
+                        vm.restart(e)
+                        deadline = time.monotonic() + BOOT_TIMEOUT
+                        continue
+                    if ready:
                         vm.ready_after = time.monotonic() - t0
                         pending.remove(vm)
                 if pending and time.monotonic() > deadline:
