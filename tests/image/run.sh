@@ -70,11 +70,8 @@ ensure_qemu() {
   export HALO_QEMU
 }
 
-enable_binfmt() {
-  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
-  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
-}
+# shellcheck source=../lib/binfmt.sh
+source "$root/tests/lib/binfmt.sh"
 
 build_deb() {
   # daemon/debian/build-deb.sh builds the aarch64 binary first (cargo,

@@ -11,11 +11,14 @@
 # Warm caches make each a check of a file. Each build holds a lock that the
 # stage's own build takes too (halo-image's per-base lock, build-image.sh's),
 # so a stage that gets there first waits and then finds the cache warm:
-# nothing is built twice, nothing half-built is read. A failure here is only reported: the
-# stage builds again itself and fails with its own message.
+# nothing is built twice, nothing half-built is read. A failure here is
+# only reported: the stage builds again itself and fails with its own
+# message.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# shellcheck source=binfmt.sh
+source "$root/tests/lib/binfmt.sh"
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 rc=0
 for what in "$@"; do
@@ -27,9 +30,8 @@ for what in "$@"; do
       echo "prebuild: image base cached"
       continue
     fi
-    # qemu-user for the arm64 postinsts, as tests/image/run.sh enables it.
-    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-    grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64
+    # qemu-user for the arm64 postinsts.
+    enable_binfmt || { rc=1; continue; }
     # At the lowest CPU and I/O priority: it takes what the stages beside
     # it leave idle (the integration tests mostly wait on timers), and
     # they keep their speed.

@@ -17,16 +17,8 @@ source "$root/tests/lib/apt.sh"
 source "$root/tests/lib/steps.sh"
 install_deps() { install_listed packaging tests/packaging/apt-packages.txt; }
 
-# qemu-user for arm64 chroots and test binaries: the kernel's binfmt_misc,
-# with qemu-user-static's "F" (fix-binary) entry, so it works inside chroots.
-enable_binfmt() {
-  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
-    update-binfmts --enable qemu-aarch64
-  fi
-  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64
-  grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64
-}
+# shellcheck source=../lib/binfmt.sh
+source "$root/tests/lib/binfmt.sh"
 
 build_debs() {
   bash daemon/debian/build-deb.sh amd64
