@@ -178,10 +178,14 @@ GUEST_STALLS = [r"watchdog: BUG: soft lockup", r"rcu: INFO: rcu_\w+ (?:self-)?de
 # environment for executing generators: Protocol error" first). Retried as
 # a stall, but the second time it fails at once: such a boot never ends.
 PID1_FROZEN = r"systemd\[1\]: Freezing execution"
+# A first boot showing one of these is started again; the second one fails
+# on these.
+RESTART_ON = GUEST_STALLS + [PID1_FROZEN]
+SECOND_BOOT_FAILURES = BOOT_FAILURES + [PID1_FROZEN]
 
 
 class GuestStalled(Exception):
-    """The console shows one of GUEST_STALLS."""
+    """The console shows one of the patterns a boot is restarted on (RESTART_ON)."""
 
 
 def qemu_binary():
@@ -318,24 +322,29 @@ class Console:
 
     def boot(self, start, pattern, timeout=BOOT_TIMEOUT):
         """`start()` the VM and wait for `pattern` on its console. When the
-        guest reports a stall (GUEST_STALLS) before it, stop it, keep its
-        console beside as console-stalled.log, call `start()` once more and
-        wait again (a stall then waits out the timeout: a guest that was
-        only starved for a while still boots; a frozen PID 1 fails). `start` must boot the same
-        card from its state before the first start. `self.started`: when
-        the boot that is waited for was started (for boot times)."""
+        guest reports a stall (RESTART_ON) before it, stop it, set its
+        console aside, call `start()` once more and wait again (a stall then
+        waits out the timeout: a guest that was only starved for a while
+        still boots; a frozen PID 1 fails). `start` must boot the same card
+        from its state before the first start. `self.started`: when the
+        boot that is waited for was started (for boot times)."""
         self.started = time.monotonic()
         start()
         try:
-            return self.wait_for(pattern, timeout, BOOT_FAILURES, GUEST_STALLS + [PID1_FROZEN])
+            return self.wait_for(pattern, timeout, BOOT_FAILURES, RESTART_ON)
         except GuestStalled as e:
             self.stop()
-            kept = self.console.with_name(f"{self.console.stem}-stalled.log")
-            self.console.rename(kept)
-            print(f"\n{kept}: the guest stalled ({e}); booting the same card once more")
+            self.set_aside(e)
         self.started = time.monotonic()
         start()
-        return self.wait_for(pattern, timeout, BOOT_FAILURES + [PID1_FROZEN])
+        return self.wait_for(pattern, timeout, SECOND_BOOT_FAILURES)
+
+    def set_aside(self, why):
+        """Keep a stalled boot's console as console-stalled.log (the next
+        start writes a new console.log)."""
+        kept = self.console.with_name(f"{self.console.stem}-stalled.log")
+        self.console.rename(kept)
+        print(f"\n{kept}: the guest stalled ({why}); booting the same card once more")
 
     def stop(self):
         stop_process(self.proc)

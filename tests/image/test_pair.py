@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOT_FAILURES, BOOT_TIMEOUT, GUEST_STALLS, PID1_FROZEN, Console, GuestStalled, boot_files,
-                      card_overlay, qemu_command, ssh_keygen)
+from conftest import (BOOT_FAILURES, BOOT_TIMEOUT, RESTART_ON, SECOND_BOOT_FAILURES, Console, GuestStalled,
+                      boot_files, card_overlay, qemu_command, ssh_keygen)
 from halolab import LB, VIP, WEB, Lab, wait_for
 
 NODES = {"lb1": 150, "lb2": 100}
@@ -67,21 +67,20 @@ class PairVm(Console):
         self.name = name
         self.addr = LB[name]
         self.mac = MAC[name]
-        # The first boot: a stall restarts it (restarter); the second: a
-        # stall waits out the timeout, a frozen PID 1 fails (Console.boot).
-        self.stalls, self.frozen = GUEST_STALLS + [PID1_FROZEN], []
+        # What fails its boot and what restarts it: the first boot's, then
+        # the second's (as Console.boot; restarter).
+        self.failures, self.restart_on = BOOT_FAILURES, RESTART_ON
 
 
 def restarter(lab, vm, cmd, overlay, made):
-    """Stop the stalled VM, keep its console as console-stalled.log, put
-    its card back as made and start it again, once."""
+    """Stop the stalled VM, set its console aside, put its card back as
+    made and start it again, once."""
     def restart(e):
         lab.signal(f"vm-{vm.name}")
-        vm.console.rename(vm.console.with_name("console-stalled.log"))
-        print(f"\n{vm.name}: the guest stalled ({e}); booting the same card once more")
+        vm.set_aside(f"{vm.name}: {e}")
         shutil.copyfile(made, overlay)
         vm.proc = lab.spawn(f"vm-{vm.name}", vm.name, cmd)
-        vm.stalls, vm.frozen = [], [PID1_FROZEN]
+        vm.failures, vm.restart_on = SECOND_BOOT_FAILURES, []
     return restart
 
 
@@ -190,7 +189,7 @@ def pair(image, halo_bin, tmp_path_factory):
             while pending:
                 for vm in list(pending):
                     try:
-                        ready = vm.check(rf"HALO-READY {vm.name}", BOOT_FAILURES + vm.frozen, vm.stalls)
+                        ready = vm.check(rf"HALO-READY {vm.name}", vm.failures, vm.restart_on)
                     except GuestStalled as e:
                         vm.restart(e)
                         deadline = time.monotonic() + BOOT_TIMEOUT
