@@ -247,8 +247,8 @@ def assert_no_request_failed_but_at_vip_moves(result, moves):
     """No failed request, except a connection that was open at the instant
     the VIP moved: its next segment reaches the new master, which never had
     the connection and resets it (VRRP moves an address, not TCP state;
-    keepalived and HAProxy behave the same). Seen once in CI, 1 request of
-    ~2000; requests started after the move are served. So: every failure is
+    keepalived and HAProxy behave the same). Seen once in CI; requests
+    started after the move are served. So: every failure is
     a reset, at most one per move."""
     assert result["failed"] <= moves, result
     assert all(f["error"].startswith("ConnectionResetError") for f in result["failures"]), result
