@@ -18,11 +18,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 key=$(sha256sum "$here/build-image.sh" | cut -c1-16)
-cache=/var/cache/halo-tests/ansible-root-$key
+cache_root=${HALO_TEST_CACHE:-/var/cache/halo-tests}
+cache=$cache_root/ansible-root-$key
 # One build at a time (tests/lib/prebuild.sh may be building it in the
 # background): a second caller waits, then finds the tree.
-mkdir -p /var/cache/halo-tests
-exec 9>/var/cache/halo-tests/.ansible-root.lock
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.ansible-root.lock"
 flock 9
 if [ -x "$cache/root/usr/sbin/sshd" ] && [ -s "$cache/id_ed25519" ]; then
   echo "$cache"
@@ -40,8 +41,8 @@ packages=(
   # what the roles install (common: nftables, chrony; nginx_backend: nginx-light)
   nftables chrony nginx-light
 )
-mkdir -p /var/cache/halo-tests
-work=$(mktemp -d /var/cache/halo-tests/.ansible-root.XXXXXX)
+mkdir -p "$cache_root"
+work=$(mktemp -d "$cache_root/.ansible-root.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 ssh-keygen -q -t ed25519 -N '' -C halo-ansible-test -f "$work/id_ed25519"
 
@@ -73,6 +74,6 @@ rm -rf "$cache"
 mkdir "$cache"
 mv "$work/root" "$work/id_ed25519" "$work/id_ed25519.pub" "$cache/"
 # Trees of earlier versions of this script are no longer used.
-find /var/cache/halo-tests -maxdepth 1 -name 'ansible-root-*' ! -path "$cache" -exec rm -rf {} +
+find "$cache_root" -maxdepth 1 -name 'ansible-root-*' ! -path "$cache" -exec rm -rf {} +
 log "built $cache"
 echo "$cache"

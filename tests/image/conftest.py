@@ -17,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(os.environ.get("HALO_IMAGE_OUT", ROOT / "build" / "image"))
 HALO_IMAGE_TOOL = ROOT / "image" / "halo-image"
+# Downloads and unpacked tools kept between runs (tests/image/run.sh).
+TEST_CACHE = Path(os.environ.get("HALO_TEST_CACHE", "/var/cache/halo-tests"))
 NODE_PARSER = ROOT / "image" / "overlay" / "usr" / "lib" / "halo-image" / "node-toml.awk"
 
 
@@ -190,7 +192,7 @@ class GuestStalled(Exception):
 
 def qemu_binary():
     q = os.environ.get("HALO_QEMU") or shutil.which("qemu-system-aarch64")
-    cached = Path("/var/cache/halo-tests/qemu-system/root/usr/bin/qemu-system-aarch64")
+    cached = TEST_CACHE / "qemu-system/root/usr/bin/qemu-system-aarch64"
     if not q and cached.is_file():
         q = str(cached)
     if not q:

@@ -20,7 +20,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-/var/cache/halo-tests/image}
+export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-${HALO_TEST_CACHE:-/var/cache/halo-tests}/image}
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 [ "$(id -u)" -eq 0 ] || { echo "image: must run as root (mmdebstrap, chroot, loop devices)" >&2; exit 1; }
 out=${HALO_IMAGE_OUT:-$root/build/image}
@@ -43,7 +43,7 @@ install_deps() {
 # Breaks bookworm's qemu-system-common) the package is unpacked into a cache
 # directory instead, its libraries installed from Debian. -kernel boots of
 # the "virt" machine need no firmware files from qemu-system-data.
-qemu_dir=/var/cache/halo-tests/qemu-system
+qemu_dir=${HALO_TEST_CACHE:-/var/cache/halo-tests}/qemu-system
 ensure_qemu() {
   if command -v qemu-system-aarch64 >/dev/null; then
     HALO_QEMU=$(command -v qemu-system-aarch64)

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOOT_TIMEOUT, Console, Disk, run, stop_process
+from conftest import BOOT_TIMEOUT, TEST_CACHE, Console, Disk, run, stop_process
 from test_raspi import pow2_at_least, raspi_boot_files
 
 DTB = "bcm2711-rpi-4-b.dtb"
-QEMU10 = Path("/var/cache/halo-tests/qemu-system-10/root/usr/bin/qemu-system-aarch64")
+QEMU10 = TEST_CACHE / "qemu-system-10/root/usr/bin/qemu-system-aarch64"
 # Nodes qemu's raspi4b does not map (the display pipeline).
 UNMAPPED = [
     "/soc/txp@7e004000", "/soc/hvs@7e400000", "/soc/pixelvalve@7e206000", "/soc/pixelvalve@7e207000",

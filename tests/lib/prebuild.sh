@@ -25,7 +25,7 @@ for what in "$@"; do
   t0=$SECONDS
   case $what in
   image)
-    export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-/var/cache/halo-tests/image}
+    export HALO_IMAGE_CACHE=${HALO_IMAGE_CACHE:-${HALO_TEST_CACHE:-/var/cache/halo-tests}/image}
     if [ -f "$(image/halo-image base-path)" ]; then
       echo "prebuild: image base cached"
       continue
