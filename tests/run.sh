@@ -44,6 +44,15 @@ if [ ${#prebuild[@]} -gt 0 ]; then
   prebuild_pid=$!
 fi
 
+# The unit stage's test build beside the release build, at the lowest
+# priority: it takes the core the release build leaves idle while it links
+# (one codegen unit, fat LTO). Cargo's lock on target/debug makes the lint
+# and unit stages wait for it; a compile error is theirs to report.
+if want unit; then
+  mkdir -p build
+  nice -n 19 cargo test --no-run --locked -p halo >build/prebuild-tests.log 2>&1 &
+fi
+
 build() {
   cargo build --release --locked -p halo
 }
@@ -65,6 +74,27 @@ if want unit; then
   stage unit cargo test --locked -p halo
 fi
 
+# The packaging stage's cold builds (the aarch64 binary and unit tests, the
+# bookworm chroots) while the integration tests wait on their timers: after
+# the unit stage, whose cargo would otherwise wait on the same target
+# directory's lock (tests/lib/prebuild.sh).
+prebuild_pkg_pid=
+if want packaging || want image; then
+  prebuild_pkg=(aarch64)
+  want packaging && prebuild_pkg+=(bookworm)
+  mkdir -p build
+  bash tests/lib/prebuild.sh "${prebuild_pkg[@]}" >build/prebuild-packaging.log 2>&1 &
+  prebuild_pkg_pid=$!
+fi
+# waited NAME PID LOG: wait for a background prebuild, show how long and its log.
+waited() {
+  local t0=$SECONDS
+  wait "$2" || true
+  echo
+  echo "=== $1 built in the background (waited $((SECONDS - t0)) s for them) ==="
+  tail -n 40 "$3"
+}
+
 # pytest areas under tests/; `bash tests/run.sh vrrp ops` runs just those.
 areas=(vrrp ops proxy health import lab hooks admin l4)
 sel=()
@@ -77,17 +107,12 @@ if [ ${#sel[@]} -gt 0 ]; then
   stage integration /usr/bin/python3 -m pytest -q -p no:cacheprovider "${sel[@]}"
 fi
 
+[ -z "$prebuild_pkg_pid" ] || waited "packaging's builds" "$prebuild_pkg_pid" build/prebuild-packaging.log
 if want packaging && [ -x tests/packaging/run.sh ]; then
   stage packaging bash tests/packaging/run.sh
 fi
 
-if [ -n "$prebuild_pid" ]; then
-  t0=$SECONDS
-  wait "$prebuild_pid" || true
-  echo
-  echo "=== caches built in the background (waited $((SECONDS - t0)) s for them) ==="
-  tail -n 40 build/prebuild.log
-fi
+[ -z "$prebuild_pid" ] || waited "caches" "$prebuild_pid" build/prebuild.log
 
 if want image && [ -x tests/image/run.sh ]; then
   stage image bash tests/image/run.sh

@@ -8,6 +8,15 @@
 #   every postinst under qemu-user: ~11 min cold, about one core, see
 #   docs/benchmarks.md), the longest step of a cold suite;
 # - ansible: the Ansible hosts' Debian tree (tests/ansible/build-image.sh).
+# tests/run.sh starts a second one before the integration tests, for the
+# packaging stage (those tests mostly wait on timers; a cold run measured
+# load ~1.3 on 2 cores beside the image base, docs/benchmarks.md):
+#   bash tests/lib/prebuild.sh aarch64 bookworm
+# - aarch64: the aarch64 release binary and its unit tests' build
+#   (daemon/debian/build-aarch64.sh; cargo's lock on the target directory
+#   makes the stage's own cargo wait for it), ~4 min cold;
+# - bookworm: the packaging tests' chroot tarballs (mmdebstrap, amd64 and
+#   arm64; tests/packaging/pkgtest.py locks each), ~2 min cold.
 # Warm caches make each a check of a file. Each build holds a lock that the
 # stage's own build takes too (halo-image's per-base lock, build-image.sh's),
 # so a stage that gets there first waits and then finds the cache warm:
@@ -39,6 +48,15 @@ for what in "$@"; do
     ;;
   ansible)
     nice -n 19 ionice -c 3 bash tests/ansible/build-image.sh >/dev/null || rc=1
+    ;;
+  aarch64)
+    nice -n 19 ionice -c 3 bash daemon/debian/build-aarch64.sh build || rc=1
+    CARGO_FLAGS="--locked --no-run" nice -n 19 ionice -c 3 bash daemon/debian/build-aarch64.sh test || rc=1
+    ;;
+  bookworm)
+    # qemu-user for the arm64 chroot's maintainer scripts.
+    enable_binfmt || { rc=1; continue; }
+    nice -n 19 ionice -c 3 /usr/bin/python3 tests/packaging/pkgtest.py rootfs amd64 arm64 || rc=1
     ;;
   *)
     echo "prebuild: unknown cache $what" >&2

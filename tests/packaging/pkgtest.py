@@ -12,6 +12,7 @@ and mirror, and unpacked afresh for every test. Nothing is mounted inside
 them, so removing the directory is the whole cleanup.
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -79,6 +80,18 @@ def rootfs_tarball(arch: str) -> Path:
     if path.is_file():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
+    # One build at a time (tests/lib/prebuild.sh may be making it in the
+    # background while the integration tests run): a second caller waits on
+    # the lock, then finds the tarball.
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return path
+        _bootstrap(arch, path)
+    return path
+
+
+def _bootstrap(arch: str, path: Path):
     # mmdebstrap picks its output format from the name: keep ".tar" last.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tar")
     cmd = [
@@ -112,7 +125,6 @@ def rootfs_tarball(arch: str) -> Path:
         tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 # policy-rc.d as Debian defines it (/usr/share/doc/init-system-helpers/
@@ -165,3 +177,14 @@ class Chroot:
                 if os.path.ismount(os.path.join(dirpath, d)):
                     raise RuntimeError(f"{dirpath}/{d} is mounted; not removing {self.root}")
         shutil.rmtree(self.root)
+
+
+if __name__ == "__main__":
+    # `python3 tests/packaging/pkgtest.py rootfs amd64 arm64`: make the
+    # chroot tarballs ahead of the tests (tests/lib/prebuild.sh).
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "rootfs":
+        sys.exit("usage: pkgtest.py rootfs ARCH...")
+    for a in sys.argv[2:]:
+        print(rootfs_tarball(a))
