@@ -1487,6 +1487,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         let conn = if client_keep {
             ClientConn::KeepAlive
         } else {
+            client.closing();
             ClientConn::Close
         };
         http::encode_response(resp, body_out, req.minor, conn, rbuf);
