@@ -37,6 +37,14 @@ pub(crate) trait Stream: Sized + 'static {
     /// write could be batched with. A hint for the driver; the default
     /// ignores it.
     fn closing(&self) {}
+    /// A small write (conn.rs `WRITE_ALONE`), once its future was polled,
+    /// ends without being polled again and without anybody woken by its
+    /// end: so it can go out beside a read that wakes the task instead.
+    /// False by default: an epoll write that would block waits for
+    /// readiness, which only a poll registers.
+    fn writes_alone(&self) -> bool {
+        false
+    }
     /// The socket's descriptor, so that a `halo server disable` can shut
     /// down the connections in flight to that server from outside.
     fn fd(&self) -> std::os::fd::RawFd;
@@ -133,6 +141,11 @@ impl<S: Stream> Stream for Transport<S> {
         if let Transport::Plain(s) = self {
             s.closing()
         }
+    }
+
+    fn writes_alone(&self) -> bool {
+        // A TLS write is records written one after another by a loop.
+        matches!(self, Transport::Plain(s) if s.writes_alone())
     }
 
     fn fd(&self) -> RawFd {
@@ -502,6 +515,13 @@ impl Stream for UringStream {
 
     fn closing(&self) {
         self.closing.set(true);
+    }
+
+    fn writes_alone(&self) -> bool {
+        // The ring completes a write submitted once; only a write the
+        // socket takes in parts makes tokio-uring submit another, which a
+        // small write to a socket with nothing queued is not.
+        true
     }
 
     fn shutdown(&self, how: Shutdown) {
