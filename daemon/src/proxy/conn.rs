@@ -629,10 +629,13 @@ enum Sent<'s> {
 }
 
 /// The largest request head written together with the response head's
-/// read (`Attempt::write_with_head`): one segment's worth, which a
-/// connection with nothing queued takes whole at once (Linux allocates
-/// the first buffer of an empty send queue whatever its memory limits).
-const WRITE_ALONE: usize = 2048;
+/// read (`Attempt::write_with_head`): less than one segment on any path
+/// (IPv6's minimum MTU is 1,280), so a connection with nothing queued
+/// takes it whole at once: Linux allocates the first buffer of an empty
+/// send queue and guarantees it `tcp_wmem[0]` (4 KiB) whatever its memory
+/// pressure. Typical heads are a few hundred bytes; larger ones are
+/// written first, as on epoll.
+const WRITE_ALONE: usize = 1024;
 
 /// [`write`], timed by a connection's own `timer` if given (see [`timed`]).
 async fn write_on<S: Stream>(
