@@ -617,6 +617,26 @@ async fn write<S: Stream>(s: &S, out: &mut Vec<u8>, deadline: Instant) -> Result
     write_on(s, out, deadline, None).await
 }
 
+/// How `Attempt::send_request` left the request.
+enum Sent<'s> {
+    /// The head went out whole (no body).
+    Written,
+    /// The head is in `out`, to be written together with the response
+    /// head's read (`Attempt::write_with_head`).
+    Now,
+    /// The head went out and the body is going out through the pump.
+    Pump(Pump<'s>),
+}
+
+/// The largest request head written together with the response head's
+/// read (`Attempt::write_with_head`): less than one segment on any path
+/// (IPv6's minimum MTU is 1,280), so a connection with nothing queued
+/// takes it whole at once: Linux allocates the first buffer of an empty
+/// send queue and guarantees it `tcp_wmem[0]` (4 KiB) whatever its memory
+/// pressure. Typical heads are a few hundred bytes; larger ones are
+/// written first, as on epoll.
+const WRITE_ALONE: usize = 1024;
+
 /// [`write`], timed by a connection's own `timer` if given (see [`timed`]).
 async fn write_on<S: Stream>(
     s: &S,
@@ -1227,12 +1247,31 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             client_timer,
         } = msg;
 
-        let mut pump = self
+        let (pump, body_res) = match self
             .send_request(&server, cbuf, out, sent_at, timer)
-            .await?;
-        let body_res = self
-            .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
-            .await?;
+            .await?
+        {
+            Sent::Now => {
+                let r = self
+                    .write_with_head(&server, sbuf, resp, cbuf, out, sent_at, timer)
+                    .await?;
+                (None, r)
+            }
+            Sent::Pump(pump) => {
+                let mut pump = Some(pump);
+                let r = self
+                    .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
+                    .await?;
+                (pump, r)
+            }
+            Sent::Written => {
+                let mut pump = None;
+                let r = self
+                    .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
+                    .await?;
+                (pump, r)
+            }
+        };
         let answered = Instant::now();
         log.tr = Some((sent_at, answered));
         log.status = resp.status;
@@ -1286,7 +1325,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         out: &mut Vec<u8>,
         sent_at: Instant,
         timer: &mut TimerSlot,
-    ) -> Result<Option<Pump<'s>>, ProxyError> {
+    ) -> Result<Sent<'s>, ProxyError> {
         let shared = &self.w.shared;
         let t = &shared.svc.timeouts;
         out.clear();
@@ -1294,17 +1333,20 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         http::encode_request(self.req, self.fwd, host, out);
         shared.stats.sent(self.srv, out.len() as u64);
         if self.req.body == BodyKind::None {
+            if out.len() <= WRITE_ALONE && server.writes_alone() {
+                return Ok(Sent::Now);
+            }
             // A pooled connection the server closed under us fails here
             // or at the response head: the request may go again.
             let deadline = sent_at + t.server;
             write_on(server, out, deadline, Some(timer_at(timer, deadline)))
                 .await
                 .map_err(|e| e.on(Side::Server, Retry::IfReused))?;
-            return Ok(None);
+            return Ok(Sent::Written);
         }
         let (mut cb, mut ob) = (std::mem::take(cbuf), std::mem::take(out));
         let (kind, tc, ts, client) = (self.req.body, t.client, t.server, self.client);
-        Ok(Some(Box::pin(async move {
+        Ok(Sent::Pump(Box::pin(async move {
             let r = copy_body(
                 client,
                 &mut cb,
@@ -1321,6 +1363,86 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             .await;
             (r, cb, ob)
         })))
+    }
+
+    /// Write the request head in `out` (`Sent::Now`) and read the final
+    /// response head into `resp` at once, the write not waking the task.
+    ///
+    /// On io_uring a write is an operation whose completion wakes the
+    /// connection's task, which is then polled again from the top of its
+    /// state machine: ~800 instructions per request (callgrind; docs/
+    /// benchmarks.md, "io_uring against epoll, session 9"). Here the write
+    /// is polled with a waker that wakes nobody while the response head is
+    /// awaited: the ring completes a write that small on its own
+    /// (`Stream::writes_alone`), and its completion comes before the
+    /// response it asks for, which wakes the task. The outcome is the
+    /// one of a write then a read: a write that failed is the error (the
+    /// request may go again on a new connection if this one was reused),
+    /// and one that had not ended when the head read timed out is a
+    /// write timeout.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_with_head(
+        &self,
+        server: &I::Stream,
+        sbuf: &mut Vec<u8>,
+        resp: &mut http::ResponseHead,
+        cbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        sent_at: Instant,
+        timer: &mut TimerSlot,
+    ) -> Result<Option<Result<(), ProxyError>>, ProxyError> {
+        let deadline = sent_at + self.w.shared.svc.timeouts.server;
+        let mut write = std::pin::pin!(server.write_all(std::mem::take(out)));
+        // No pump: the head read touches neither `cbuf` nor this.
+        let mut unused = Vec::new();
+        let mut no_pump = None;
+        let mut head = std::pin::pin!(self.read_response_head(
+            server,
+            sbuf,
+            resp,
+            &mut no_pump,
+            cbuf,
+            &mut unused,
+            sent_at,
+            timer,
+        ));
+        let mut written = None;
+        let head_res = std::future::poll_fn(|cx| {
+            if written.is_none() {
+                // First: the write's operation goes into the ring before
+                // the read's.
+                let mut quiet = std::task::Context::from_waker(std::task::Waker::noop());
+                if let Poll::Ready(w) = write.as_mut().poll(&mut quiet) {
+                    written = Some(w);
+                }
+            }
+            head.as_mut().poll(cx)
+        })
+        .await;
+        let (w, mut b) = match written {
+            Some(w) => w,
+            None if head_res.is_ok() => {
+                // The response came first (a server answering what it
+                // had not read whole): the write ends as a write would.
+                match timeout_at(deadline.into(), &mut write).await {
+                    Ok(w) => w,
+                    Err(_) => return Err(WriteError::Timeout.on(Side::Server, Retry::IfReused)),
+                }
+            }
+            None => {
+                // Dropping `write` leaves the operation to the ring, as a
+                // timed-out write does.
+                let e = head_res.expect_err("not ok");
+                return Err(match e.kind {
+                    Kind::Timeout => WriteError::Timeout.on(Side::Server, Retry::IfReused),
+                    _ => e,
+                });
+            }
+        };
+        b.clear();
+        *out = b;
+        w.map_err(|e| WriteError::Io(e).on(Side::Server, Retry::IfReused))?;
+        head_res
     }
 
     /// Read the final response head into `resp` while the request body
@@ -1487,6 +1609,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
         let conn = if client_keep {
             ClientConn::KeepAlive
         } else {
+            client.closing();
             ClientConn::Close
         };
         http::encode_response(resp, body_out, req.minor, conn, rbuf);

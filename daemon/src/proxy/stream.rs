@@ -32,6 +32,19 @@ pub(crate) trait Stream: Sized + 'static {
     fn nothing_unread(&self) -> bool {
         self.is_idle()
     }
+    /// The connection closes after the writes that follow (a response
+    /// with `Connection: close`): nothing will be read after them that a
+    /// write could be batched with. A hint for the driver; the default
+    /// ignores it.
+    fn closing(&self) {}
+    /// A small write (conn.rs `WRITE_ALONE`), once its future was polled,
+    /// ends without being polled again and without anybody woken by its
+    /// end: so it can go out beside a read that wakes the task instead.
+    /// False by default: an epoll write that would block waits for
+    /// readiness, which only a poll registers.
+    fn writes_alone(&self) -> bool {
+        false
+    }
     /// The socket's descriptor, so that a `halo server disable` can shut
     /// down the connections in flight to that server from outside.
     fn fd(&self) -> std::os::fd::RawFd;
@@ -122,6 +135,17 @@ impl<S: Stream> Stream for Transport<S> {
             Transport::Plain(s) => s.nothing_unread(),
             Transport::Tls(s) => s.nothing_unread(),
         }
+    }
+
+    fn closing(&self) {
+        if let Transport::Plain(s) = self {
+            s.closing()
+        }
+    }
+
+    fn writes_alone(&self) -> bool {
+        // A TLS write is records written one after another by a loop.
+        matches!(self, Transport::Plain(s) if s.writes_alone())
     }
 
     fn fd(&self) -> RawFd {
@@ -223,6 +247,23 @@ fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     // SAFETY: the kernel initialised these `n` bytes.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// One non-blocking send(2) of as much of `buf` as the socket takes now.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: a valid descriptor owned by the caller and a live buffer.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
 }
 
 // === epoll driver (plain tokio) ===
@@ -369,6 +410,9 @@ pub(crate) struct UringStream {
     /// Accepted and not read from yet: the client's first bytes have
     /// most likely arrived with the connection (see `read`).
     fresh: std::cell::Cell<bool>,
+    /// The connection closes after its next writes (`Stream::closing`):
+    /// they try a send(2) first (see `write_all`).
+    closing: std::cell::Cell<bool>,
 }
 
 impl UringStream {
@@ -377,6 +421,7 @@ impl UringStream {
             s,
             ops: std::cell::Cell::new(0),
             fresh: std::cell::Cell::new(false),
+            closing: std::cell::Cell::new(false),
         }
     }
 
@@ -440,10 +485,43 @@ impl Stream for UringStream {
         // more syscalls per proxied request (keep-alive 24.5k -> 29.9k
         // req/s without it, `Connection: close` level; docs/benchmarks.md,
         // "io_uring writes").
+        //
+        // Except the last writes of a connection that closes after them:
+        // no read follows for the ring to batch them with, and a write
+        // through the ring costs an operation and a wake-up and poll of
+        // the connection's task that a send(2) taking the bytes at once
+        // does not (~1,600 instructions per `Connection: close` request,
+        // callgrind; docs/benchmarks.md, "session 9").
+        let mut off = 0;
+        if self.closing.get() {
+            match send_now(self.s.as_raw_fd(), &buf) {
+                Ok(n) if n == buf.len() => return (Ok(()), buf),
+                Ok(n) => off = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
         self.start();
-        let r = self.s.write_all(buf).await;
+        let r = if off == 0 {
+            self.s.write_all(buf).await
+        } else {
+            use tokio_uring::buf::BoundedBuf;
+            let (r, b) = self.s.write_all(buf.slice(off..)).await;
+            (r, b.into_inner())
+        };
         self.done();
         r
+    }
+
+    fn closing(&self) {
+        self.closing.set(true);
+    }
+
+    fn writes_alone(&self) -> bool {
+        // The ring completes a write submitted once; only a write the
+        // socket takes in parts makes tokio-uring submit another, which a
+        // small write to a socket with nothing queued is not.
+        true
     }
 
     fn shutdown(&self, how: Shutdown) {
@@ -463,9 +541,57 @@ impl Stream for UringStream {
     }
 }
 
+/// A listening socket of the io_uring driver, with the socket address
+/// its accepts write the peer into, kept from one accept to the next.
+///
+/// tokio-uring's own accept boxes a fresh address per connection (an
+/// allocation and a free per `Connection: close` request, a third of the
+/// io_uring driver's); this accept is the same ring operation with the
+/// listener's box (`accept`, below).
+pub(crate) struct UringListener {
+    /// Shared with an accept in flight: the descriptor stays open until
+    /// the ring is done with it, even if the accept loop is dropped.
+    fd: std::rc::Rc<std::net::TcpListener>,
+    /// The address box, absent while an accept has it (or an abandoned
+    /// accept kept it: the next one makes another).
+    addr: std::cell::Cell<Option<Box<PeerAddr>>>,
+}
+
+/// The peer's address as accept(2) writes it.
+type PeerAddr = (libc::sockaddr_storage, libc::socklen_t);
+
+/// What an accept in flight holds: the listener and the address box.
+struct AcceptData {
+    _l: std::rc::Rc<std::net::TcpListener>,
+    addr: Box<PeerAddr>,
+}
+
+/// An accept's completion: the new descriptor (or the error) and the
+/// address box back.
+struct AcceptDone;
+
+impl tokio_uring::OneshotOutputTransform for AcceptDone {
+    type Output = (io::Result<RawFd>, Box<PeerAddr>);
+    type StoredData = AcceptData;
+
+    fn transform_oneshot_output(
+        self,
+        data: AcceptData,
+        cqe: io_uring::cqueue::Entry,
+    ) -> Self::Output {
+        let r = cqe.result();
+        let r = if r < 0 {
+            Err(io::Error::from_raw_os_error(-r))
+        } else {
+            Ok(r)
+        };
+        (r, data.addr)
+    }
+}
+
 impl Io for Uring {
     type Stream = Transport<UringStream>;
-    type Listener = tokio_uring::net::TcpListener;
+    type Listener = UringListener;
     const NAME: &'static str = "io_uring";
 
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
@@ -488,13 +614,45 @@ impl Io for Uring {
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
-        // TCP_NODELAY comes from the listener (listen.rs).
-        let (s, a) = l.accept().await?;
-        Ok((Transport::Plain(UringStream::accepted(s)), a))
+        use std::os::fd::FromRawFd;
+        let mut addr = l.addr.take().unwrap_or_else(|| {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            Box::new((unsafe { std::mem::zeroed() }, 0))
+        });
+        addr.1 = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let sqe = io_uring::opcode::Accept::new(
+            io_uring::types::Fd(l.fd.as_raw_fd()),
+            std::ptr::addr_of_mut!(addr.0).cast(),
+            std::ptr::addr_of_mut!(addr.1),
+        )
+        // Blocking sockets, as tokio-uring's accept makes them (see
+        // `connect`); TCP_NODELAY comes from the listener (listen.rs).
+        .flags(libc::O_CLOEXEC)
+        .build();
+        // The box lives on the heap: the kernel writes into it wherever
+        // the operation's data moves meanwhile.
+        let data = AcceptData {
+            _l: l.fd.clone(),
+            addr,
+        };
+        let (r, addr) = tokio_uring::UnsubmittedOneshot::new(data, AcceptDone, sqe)
+            .submit()
+            .await;
+        // SAFETY: the kernel wrote a socket address of `addr.1` bytes.
+        let peer = unsafe { socket2::SockAddr::new(addr.0, addr.1) }.as_socket();
+        l.addr.set(Some(addr));
+        // SAFETY: a descriptor the accept just made, owned by nobody else.
+        let s = unsafe { std::net::TcpStream::from_raw_fd(r?) };
+        let peer = peer.ok_or_else(|| io::Error::other("accept: not an IP peer"))?;
+        let s = tokio_uring::net::TcpStream::from_std(s);
+        Ok((Transport::Plain(UringStream::accepted(s)), peer))
     }
 
     fn listener(l: std::net::TcpListener) -> io::Result<Self::Listener> {
-        Ok(tokio_uring::net::TcpListener::from_std(l))
+        Ok(UringListener {
+            fd: std::rc::Rc::new(l),
+            addr: std::cell::Cell::new(None),
+        })
     }
 
     async fn accept_tls(
@@ -532,8 +690,9 @@ mod tests {
         std::io::Write::write_all(&mut c, b"GET").unwrap();
         l.set_nonblocking(true).unwrap();
         tokio_uring::start(async move {
-            let l = tokio_uring::net::TcpListener::from_std(l);
-            let (s, _) = Uring::accept(&l).await.unwrap();
+            let l = Uring::listener(l).unwrap();
+            let (s, peer) = Uring::accept(&l).await.unwrap();
+            assert_eq!(peer, c.local_addr().unwrap());
             // Let "GET" arrive (loopback: at once; a read through the ring
             // would find it too).
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -550,9 +709,47 @@ mod tests {
     }
 
     #[test]
+    fn uring_accepts_give_each_connection_its_own_peer() {
+        // The listener's address box serves one accept after another;
+        // IPv6 too (the larger address).
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = std::net::TcpListener::bind(bind) else {
+                continue; // no IPv6 here
+            };
+            let addr = l.local_addr().unwrap();
+            let cs: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            l.set_nonblocking(true).unwrap();
+            tokio_uring::start(async move {
+                let l = Uring::listener(l).unwrap();
+                for c in &cs {
+                    let (_, peer) = Uring::accept(&l).await.unwrap();
+                    assert_eq!(peer, c.local_addr().unwrap());
+                }
+            });
+        }
+    }
+
+    #[test]
     fn uring_writes_larger_than_the_socket_buffer_arrive_whole_and_in_order() {
         // 8 MiB cannot fit a loopback socket's buffer while nobody reads:
         // the ring's write goes on as the reader drains it.
+        large_write(false);
+    }
+
+    #[test]
+    fn uring_writes_of_a_closing_connection_arrive_whole_and_in_order() {
+        // The send(2) first takes what fits in the socket's buffer; the
+        // ring writes the rest after it.
+        large_write(true);
+    }
+
+    fn large_write(closing: bool) {
         if let Err(e) = super::super::probe_uring() {
             eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
             return;
@@ -572,6 +769,9 @@ mod tests {
         tokio_uring::start(async move {
             let s = std::net::TcpStream::connect(addr).unwrap();
             let s = UringStream::new(tokio_uring::net::TcpStream::from_std(s));
+            if closing {
+                s.closing();
+            }
             let (r, back) = s.write_all(data).await;
             r.unwrap();
             assert_eq!(back.len(), 8 << 20);

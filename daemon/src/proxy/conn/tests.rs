@@ -124,6 +124,14 @@ impl Stream for Mem {
         self.rx.buf.borrow().is_empty() && !self.rx.fin.get()
     }
 
+    fn writes_alone(&self) -> bool {
+        // A write puts its bytes into the pipe at its first poll, as the
+        // ring takes a small write at its submission: these tests drive
+        // `Attempt::write_with_head` (the io_uring driver's way); the
+        // epoll driver's is tests/proxy's with `io = "epoll"`.
+        true
+    }
+
     fn fd(&self) -> RawFd {
         self.fd
     }
@@ -492,6 +500,31 @@ fn a_get_on_a_pooled_connection_the_server_closed_is_sent_again() {
     assert_eq!(connects().len(), 2);
     // A replay on a new connection is not a connect retry.
     assert_eq!(total.retries, 0);
+}
+
+#[test]
+fn a_large_head_on_a_pooled_connection_the_server_closed_is_sent_again() {
+    // Over `WRITE_ALONE`: the head is written before the response is
+    // read (the other path of `Attempt::send_request`), with the same
+    // outcomes.
+    let big: &'static [u8] = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "c".repeat(2000)
+    )
+    .into_bytes()
+    .leak();
+    server(A, answers_once_then_drops);
+    server(A, |s| answers(s, 1));
+    let ((one, two), total) = run("", &[A], |c| async move {
+        c.send(big).await;
+        let one = c.response(false).await;
+        c.send(big).await;
+        (one, c.response(false).await)
+    });
+    assert_eq!(status_of(&one), "200", "{}", text(&one));
+    assert_eq!(status_of(&two), "200", "{}", text(&two));
+    assert_eq!(connects().len(), 2);
+    assert_eq!(total.classes[1], 2);
 }
 
 #[test]
