@@ -44,15 +44,6 @@ if [ ${#prebuild[@]} -gt 0 ]; then
   prebuild_pid=$!
 fi
 
-# The unit stage's test build beside the release build, at the lowest
-# priority: it takes the core the release build leaves idle while it links
-# (one codegen unit, fat LTO). Cargo's lock on target/debug makes the lint
-# and unit stages wait for it; a compile error is theirs to report.
-if want unit; then
-  mkdir -p build
-  nice -n 19 cargo test --no-run --locked -p halo >build/prebuild-tests.log 2>&1 &
-fi
-
 build() {
   cargo build --release --locked -p halo
 }
