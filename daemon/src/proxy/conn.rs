@@ -619,13 +619,11 @@ async fn write<S: Stream>(s: &S, out: &mut Vec<u8>, deadline: Instant) -> Result
 
 /// How `Attempt::send_request` left the request.
 enum Sent<'s> {
-    /// The head went out whole (no body).
-    Written,
     /// The head is in `out`, to be written together with the response
     /// head's read (`Attempt::write_with_head`).
     Now,
-    /// The head went out and the body is going out through the pump.
-    Pump(Pump<'s>),
+    /// The head went out; the body, if any, is going out through the pump.
+    Written(Option<Pump<'s>>),
 }
 
 /// The largest request head written together with the response head's
@@ -1257,15 +1255,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
                     .await?;
                 (None, r)
             }
-            Sent::Pump(pump) => {
-                let mut pump = Some(pump);
-                let r = self
-                    .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
-                    .await?;
-                (pump, r)
-            }
-            Sent::Written => {
-                let mut pump = None;
+            Sent::Written(mut pump) => {
                 let r = self
                     .read_response_head(&server, sbuf, resp, &mut pump, cbuf, out, sent_at, timer)
                     .await?;
@@ -1342,11 +1332,11 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             write_on(server, out, deadline, Some(timer_at(timer, deadline)))
                 .await
                 .map_err(|e| e.on(Side::Server, Retry::IfReused))?;
-            return Ok(Sent::Written);
+            return Ok(Sent::Written(None));
         }
         let (mut cb, mut ob) = (std::mem::take(cbuf), std::mem::take(out));
         let (kind, tc, ts, client) = (self.req.body, t.client, t.server, self.client);
-        Ok(Sent::Pump(Box::pin(async move {
+        Ok(Sent::Written(Some(Box::pin(async move {
             let r = copy_body(
                 client,
                 &mut cb,
@@ -1362,7 +1352,7 @@ impl<'a, I: Io, C: Stream> Attempt<'a, I, C> {
             )
             .await;
             (r, cb, ob)
-        })))
+        }))))
     }
 
     /// Write the request head in `out` (`Sent::Now`) and read the final

@@ -250,7 +250,7 @@ fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// One non-blocking send(2) of as much of `buf` as the socket takes now.
-fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub(super) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: a valid descriptor owned by the caller and a live buffer.
     let r = unsafe {
         libc::send(

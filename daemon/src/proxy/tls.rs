@@ -287,15 +287,7 @@ impl<S: Stream> Stream for TlsStream<S> {
                         break;
                     }
                 }
-                // SAFETY: a descriptor the stream owns and a live buffer.
-                unsafe {
-                    libc::send(
-                        self.io.fd(),
-                        v.as_ptr().cast(),
-                        v.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    );
-                }
+                let _ = super::stream::send_now(self.io.fd(), &v);
             }
         }
         self.io.shutdown(how);
