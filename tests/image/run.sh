@@ -31,12 +31,8 @@ mkdir -p "$out"
 source "$root/tests/lib/apt.sh"
 # shellcheck source=../lib/steps.sh
 source "$root/tests/lib/steps.sh"
-install_deps() {
-  # libc6:arm64 (apt-packages.txt) needs the foreign architecture; the
-  # packaging stage adds it too, but this stage must run on its own.
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-  install_listed image tests/image/apt-packages.txt
-}
+# libc6:arm64 (apt-packages.txt): install_listed adds the arm64 architecture.
+install_deps() { install_listed image tests/image/apt-packages.txt; }
 
 # qemu-system-aarch64. Debian's qemu-system-arm normally; on a machine where
 # it cannot be installed (here: qemu-utils from bookworm-backports, which

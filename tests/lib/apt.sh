@@ -35,13 +35,28 @@ apt_retry() {
 
 install_listed() {
   local label=$1; shift
-  local want=() pkg
-  while read -r pkg; do
-    pkg=${pkg%%#*}; pkg=${pkg// /}
-    [ -n "$pkg" ] || continue
-    have_pkg "$pkg" || want+=("$pkg")
-  done < <(cat "$@" 2>/dev/null)
+  local want=() pkg list
+  # A plain redirection, not `< <(cat ...)`: process substitution needs
+  # /dev/fd, which a chroot without /proc lacks, and it hid a missing list.
+  for list in "$@"; do
+    while read -r pkg; do
+      pkg=${pkg%%#*}; pkg=${pkg// /}
+      [ -n "$pkg" ] || continue
+      have_pkg "$pkg" || want+=("$pkg")
+    done < "$list"
+  done
   [ ${#want[@]} -gt 0 ] || return 0
+  # A package named with its architecture (libc6:arm64) installs only once
+  # dpkg knows that architecture: a fresh Debian has none but its own, and
+  # apt-get then says "Unable to locate package". The update below reads the
+  # new architecture's index.
+  local arch
+  for pkg in "${want[@]}"; do
+    [[ $pkg == *:* ]] || continue
+    arch=${pkg##*:}
+    [ "$arch" = "$(dpkg --print-architecture)" ] && continue
+    dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch"
+  done
   echo "$label: installing ${want[*]}"
   local own_policy= rc=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then

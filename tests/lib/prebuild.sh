@@ -16,7 +16,8 @@
 #   (daemon/debian/build-aarch64.sh; cargo's lock on the target directory
 #   makes the stage's own cargo wait for it), ~4 min cold;
 # - bookworm: the packaging tests' chroot tarballs (mmdebstrap, amd64 and
-#   arm64; tests/packaging/pkgtest.py locks each), ~2 min cold.
+#   arm64, and an amd64 one with apt for tests/lib/apt.sh's test;
+#   tests/packaging/pkgtest.py locks each), ~3 min cold.
 # Warm caches make each a check of a file. Each build holds a lock that the
 # stage's own build takes too (halo-image's per-base lock, build-image.sh's),
 # so a stage that gets there first waits and then finds the cache warm:
@@ -56,7 +57,7 @@ for what in "$@"; do
   bookworm)
     # qemu-user for the arm64 chroot's maintainer scripts.
     enable_binfmt || { rc=1; continue; }
-    nice -n 19 ionice -c 3 /usr/bin/python3 tests/packaging/pkgtest.py rootfs amd64 arm64 || rc=1
+    nice -n 19 ionice -c 3 /usr/bin/python3 tests/packaging/pkgtest.py rootfs amd64 arm64 amd64:apt || rc=1
     ;;
   *)
     echo "prebuild: unknown cache $what" >&2

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtest import UPGRADE_SUFFIX, Chroot, aarch64_binary, build_deb
+from pkgtest import UPGRADE_SUFFIX, VARIANT, Chroot, aarch64_binary, build_deb
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +31,8 @@ def aarch64_bin() -> Path:
 def chroot_factory(tmp_path):
     made = []
 
-    def make(arch: str) -> Chroot:
-        c = Chroot(arch, tmp_path)
+    def make(arch: str, variant: str = VARIANT) -> Chroot:
+        c = Chroot(arch, tmp_path, variant)
         made.append(c)
         return c
 

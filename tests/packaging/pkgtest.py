@@ -72,11 +72,14 @@ def build_deb(arch: str, suffix: str = "") -> Path:
     return path
 
 
-def rootfs_tarball(arch: str) -> Path:
-    """A cached mmdebstrap tarball of bookworm for `arch`; made if missing."""
-    spec = f"{SUITE} {arch} {VARIANT} {','.join(sorted(INCLUDE))} {MIRROR}"
+def rootfs_tarball(arch: str, variant: str = VARIANT) -> Path:
+    """A cached mmdebstrap tarball of bookworm for `arch`; made if missing.
+
+    `variant` "essential" (the default: dpkg, no apt) for the package tests;
+    "apt" for the tests of tests/lib/apt.sh, which runs apt-get."""
+    spec = f"{SUITE} {arch} {variant} {','.join(sorted(INCLUDE))} {MIRROR}"
     key = hashlib.sha256(spec.encode()).hexdigest()[:16]
-    path = CACHE / f"{SUITE}-{arch}-{VARIANT}-{key}.tar"
+    path = CACHE / f"{SUITE}-{arch}-{variant}-{key}.tar"
     if path.is_file():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -87,18 +90,18 @@ def rootfs_tarball(arch: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():
             return path
-        _bootstrap(arch, path)
+        _bootstrap(arch, variant, path)
     return path
 
 
-def _bootstrap(arch: str, path: Path):
+def _bootstrap(arch: str, variant: str, path: Path):
     # mmdebstrap picks its output format from the name: keep ".tar" last.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tar")
     cmd = [
         "mmdebstrap",
         "--quiet",
         "--format=tar",
-        f"--variant={VARIANT}",
+        f"--variant={variant}",
         f"--arch={arch}",
         f"--include={','.join(INCLUDE)}",
         # apt's own retries for a download that fails for a moment.
@@ -139,12 +142,12 @@ exit 101
 class Chroot:
     """A bookworm tree unpacked from the cached tarball, used through chroot(8)."""
 
-    def __init__(self, arch: str, where: Path):
+    def __init__(self, arch: str, where: Path, variant: str = VARIANT):
         self.arch = arch
-        self.root = where / f"chroot-{arch}"
+        self.root = where / f"chroot-{arch}-{variant}"
         self.root.mkdir()
         try:
-            run(["tar", "-xf", str(rootfs_tarball(arch)), "-C", str(self.root)], timeout=300)
+            run(["tar", "-xf", str(rootfs_tarball(arch, variant)), "-C", str(self.root)], timeout=300)
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)
             raise
@@ -180,11 +183,12 @@ class Chroot:
 
 
 if __name__ == "__main__":
-    # `python3 tests/packaging/pkgtest.py rootfs amd64 arm64`: make the
-    # chroot tarballs ahead of the tests (tests/lib/prebuild.sh).
+    # `python3 tests/packaging/pkgtest.py rootfs amd64 arm64 amd64:apt`: make
+    # the chroot tarballs ahead of the tests (tests/lib/prebuild.sh).
     import sys
 
     if len(sys.argv) < 3 or sys.argv[1] != "rootfs":
-        sys.exit("usage: pkgtest.py rootfs ARCH...")
+        sys.exit("usage: pkgtest.py rootfs ARCH[:VARIANT]...")
     for a in sys.argv[2:]:
-        print(rootfs_tarball(a))
+        arch, _, variant = a.partition(":")
+        print(rootfs_tarball(arch, variant or VARIANT))
