@@ -6,6 +6,8 @@
 #
 #   bash tests/bench/ab.sh OLD_BINARY NEW_BINARY [uring|epoll]
 #   ROUNDS=5 bash tests/bench/ab.sh ...
+#   CLOSE=1 bash tests/bench/ab.sh ...    # `Connection: close`: a new client
+#                                         # connection per request
 #
 # Bounded: ROUNDS x 2 wrk runs of 8 s; every process it starts is killed by
 # pid on exit. Needs nginx-light and wrk.
@@ -15,6 +17,8 @@ A=$1 B=$2 IO=${3:-uring}
 ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-28180}
 PROXY=$((BASE_PORT + 10))
+hdr=()
+[ -n "${CLOSE:-}" ] && hdr=(-H "Connection: close")
 
 . "$(dirname "$0")/lib.sh"
 bench_init ab
@@ -28,8 +32,8 @@ for round in $(seq 1 "$ROUNDS"); do
     pid=$!
     pids+=("$pid")
     wait_port "$PROXY"
-    wrk -t1 -c50 -d2s "http://127.0.0.1:$PROXY/1k.html" > /dev/null
-    rps=$(wrk -t1 -c50 -d8s "http://127.0.0.1:$PROXY/1k.html" | awk '/^Requests\/sec:/ {print $2}')
+    wrk -t1 -c50 -d2s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html" > /dev/null
+    rps=$(wrk -t1 -c50 -d8s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html" | awk '/^Requests\/sec:/ {print $2}')
     echo "round $round $side $rps req/s"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     sleep 0.5
