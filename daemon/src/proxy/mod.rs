@@ -153,13 +153,33 @@ pub fn probe_uring() -> Result<(), String> {
     let t = std::thread::Builder::new()
         .name("halo-uring-probe".into())
         .spawn(|| {
-            let rt =
-                tokio_uring::Runtime::new(&tokio_uring::builder()).map_err(|e| e.to_string())?;
+            let rt = uring_runtime().map_err(|e| e.to_string())?;
             rt.block_on(tokio_uring::no_op()).map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?;
     t.join()
         .map_err(|_| "io_uring probe panicked".to_string())?
+}
+
+/// A worker's io_uring runtime. The ring is made with COOP_TASKRUN (Linux
+/// 5.19): a completion raised on another core (the peer's send delivered in
+/// its softirq) is run at this thread's next entry into the kernel instead
+/// of interrupting it with an IPI, an exit to the hypervisor on a VM; the
+/// thread enters the kernel every loop turn anyway (epoll_wait,
+/// io_uring_enter), and one that sleeps is still woken. SINGLE_ISSUER
+/// (6.0): only this thread submits, so the kernel skips the submission
+/// lock's sharing. DEFER_TASKRUN is not used: tokio-uring reaps the
+/// completion queue without asking the kernel for events, which that mode
+/// needs. An older kernel refuses the flags (EINVAL): a plain ring then.
+pub(crate) fn uring_runtime() -> std::io::Result<tokio_uring::Runtime> {
+    let mut ring = tokio_uring::uring_builder();
+    ring.setup_coop_taskrun().setup_single_issuer();
+    match tokio_uring::Runtime::new(tokio_uring::builder().uring_builder(&ring)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tokio_uring::Runtime::new(&tokio_uring::builder())
+        }
+        r => r,
+    }
 }
 
 /// Pick the driver for `io`, probing io_uring at most once per `start`.
@@ -284,7 +304,7 @@ pub fn start_generation(
                 .spawn(move || {
                     crate::run::priority::normal();
                     if driver == Uring::NAME {
-                        match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+                        match uring_runtime() {
                             Ok(rt) => {
                                 let _ = ready_tx.send(Ok(()));
                                 // The start loop reads until every sender is gone.
