@@ -25,6 +25,10 @@ bench_init ab
 start_backends
 halo_toml "$work/halo.toml" "$IO"
 
+cpu_ticks() {  # pid: utime + stime of the whole process, in clock ticks
+  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
 for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
@@ -33,8 +37,14 @@ for round in $(seq 1 "$ROUNDS"); do
     pids+=("$pid")
     wait_port "$PROXY"
     wrk -t1 -c50 -d2s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html" > /dev/null
-    rps=$(wrk -t1 -c50 -d8s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html" | awk '/^Requests\/sec:/ {print $2}')
-    echo "round $round $side $rps req/s"
+    # The proxy's own CPU (user + system ticks of every thread) over the
+    # measured run: moves far less than req/s on a shared machine.
+    t0=$(cpu_ticks "$pid")
+    out=$(wrk -t1 -c50 -d8s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html")
+    t1=$(cpu_ticks "$pid")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "round $round $side $rps req/s, $(awk -v t="$((t1 - t0))" -v n="$n" 'BEGIN { printf "%.1f", t * 1e4 / n }') us CPU per request"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     sleep 0.5
   done

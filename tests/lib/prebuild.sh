@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The suite's two slow caches, built in the background while the Rust
-# stages and the integration tests run: tests/run.sh starts this after the
-# deps stage when the image or ansible stage is wanted, and waits for it
-# before the image stage.
+# stages and the integration tests run: tests/run.sh starts one for each
+# after the deps stage when the image or ansible stage is wanted, and waits
+# for each before its stage (ansible first: its tree is ready in seconds,
+# and the image base gets the ansible stage's minutes).
 #   bash tests/lib/prebuild.sh image ansible
 # - image: the base root of the Pi image (mmdebstrap trixie arm64 with
 #   every postinst under qemu-user: ~11 min cold, about one core, see
