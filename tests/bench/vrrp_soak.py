@@ -258,7 +258,11 @@ def main():
                 cap.kill()
                 _, cap_err = cap.communicate()
 
+        # Both daemons' counts at the same moment, the end of the window:
+        # what the script does next (reading the capture) is not the soak.
         after_halo = {n: halo_transitions(lab, n) for n in before_halo}
+        after_ka = {n: ka_entering(lab, n, mark) for n, mark in ka_marks.items()}
+        window_end = time.time()
         gaps, counts = advert_gaps(pcap)
         rps = re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", wrk_out)
@@ -273,6 +277,9 @@ def main():
               f"of any one CPU: median {100 * sorted(steals)[len(steals) // 2] if steals else float('nan'):.1f} %, "
               f"max {100 * max(steals, default=float('nan')):.1f} %")
         print(f"capture: {dropped.group(1) if dropped else '?'} packets dropped by kernel")
+        print("window ended "
+              + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(window_end))
+              + f".{int(window_end % 1 * 1e6):06d}Z: the log lines below stamped later are not counted")
         print("halo VRRP threads (policy, rt priority, nice): "
               + ", ".join(f"{n} {' '.join(v)}" for n, v in sched.items()))
         print()
@@ -295,7 +302,7 @@ def main():
                     if changes != 0 and p in ("halo", "mixed"):
                         bad = True
                 else:
-                    changes = ka_entering(lab, node, ka_marks[node])
+                    changes = after_ka[node]
                 key = (vrid, ip[node])
                 g = gaps.get(key, [])
                 if counts[key] < 10:
