@@ -50,11 +50,12 @@ install_listed() {
   # dpkg knows that architecture: a fresh Debian has none but its own, and
   # apt-get then says "Unable to locate package". The update below reads the
   # new architecture's index.
-  local arch
+  local arch native
+  native=$(dpkg --print-architecture)
   for pkg in "${want[@]}"; do
     [[ $pkg == *:* ]] || continue
     arch=${pkg##*:}
-    [ "$arch" = "$(dpkg --print-architecture)" ] && continue
+    [ "$arch" = "$native" ] && continue
     dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch"
   done
   echo "$label: installing ${want[*]}"
