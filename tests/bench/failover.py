@@ -2,7 +2,8 @@
 """Benchmark: client-visible failover gap when the VRRP master dies.
 
 Two routers (a halo pair, or a keepalived pair with the same timers) on a
-bridge, a client pinging the VIP every 10 ms, all inside namespaces. The
+bridge, a client pinging the VIP every 2 ms (`--probe`), all inside
+namespaces. The
 master "dies" the way a Pi losing power does: its daemon is killed with
 SIGKILL and its switch port goes down at the same moment (a killed daemon
 alone leaves the VIP on a live interface, which still answers).
@@ -10,16 +11,23 @@ alone leaves the VIP on a live interface, which still answers).
 The gap is the longest time between two consecutive ping replies (ICMP
 echo, no retransmission to wait for: unlike a TCP client whose lost SYN
 waits a whole second, the gap is what the network did, to the probe
-interval). Bounded: each trial pings for at most 8 s (800 probes at 10 ms).
+interval). Bounded: each trial pings for 8 s (4,000 probes at 2 ms).
+
+The probe's interval bounds how exactly the gap is seen: the last reply
+before the master died came up to one interval before it, the first after
+up to one interval after the VIP moved. Until session 11 the probe was
+iputils ping every 10 ms, which made a 10 ms advert's gap read up to
+10 ms long; ping itself cannot go finer here (icmp_probe.py says why).
 
 A capture on the switch's bridge (kernel timestamps) splits the gap:
 "detect" is the new master's first advert after the old master's last one
 (Master_Down_Interval plus how late the backup's timer fired), "announce"
 the new master's first gratuitous ARP for the VIP after its first advert.
-The rest of the gap is the ping's own interval on both sides. The ping
-runs at SCHED_RR 20 so a loaded machine does not delay the probes.
+The rest of the gap is when in the old master's advert interval it died
+(the backup's timer runs from its last advert) and the probe's interval.
+The probe runs at SCHED_RR 20 so a loaded machine does not delay it.
 
-    sudo python3 tests/bench/failover.py [--trials 3] [--intervals 0.01]
+    sudo python3 tests/bench/failover.py [--trials 3] [--intervals 0.01] [--probe 0.002]
 
 Prints a Markdown table; results go into docs/benchmarks.md.
 """
@@ -36,6 +44,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from halolab import VIP, Lab, vrrp_toml, wait_for  # noqa: E402
+
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "icmp_probe.py")
 
 
 def halo_cfg(prio, interval):
@@ -99,7 +109,7 @@ def capture_split(pcap):
     return detect, announce
 
 
-def trial(impl, interval_s):
+def trial(impl, interval_s, probe_s):
     # lb1 192.0.2.11, lb2 192.0.2.12, client 192.0.2.2 (halo lab's addresses).
     with Lab("fb", lbs=2, backends=0) as lab, tempfile.TemporaryDirectory() as tmp:
         start(lab, impl, "lb1", 101, interval_s)
@@ -114,7 +124,7 @@ def trial(impl, interval_s):
             "ping", "client",
             # Real-time, so a loaded machine does not delay the probes
             # themselves (a late probe widens the gap the network did not make).
-            ["chrt", "-r", "20", "ping", "-n", "-D", "-i", "0.01", "-W", "0.05", "-c", "800", "-w", "8", VIP],
+            ["chrt", "-r", "20", sys.executable, PROBE, VIP, str(probe_s), "8"],
             stdout=subprocess.PIPE)
         time.sleep(1.0)
         # Power loss: the cable goes quiet first, then every process of the
@@ -130,7 +140,7 @@ def trial(impl, interval_s):
             cap.kill()
             cap.wait()
         detect, announce = capture_split(pcap)
-        stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", out, re.M)]
+        stamps = [float(line.split()[0]) for line in out.splitlines() if line.strip()]
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
         return (max(gaps) if gaps else float("nan")), detect, announce
 
@@ -139,9 +149,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--intervals", default="1.0,0.1", help="advert intervals in seconds, comma-separated")
+    ap.add_argument("--probe", type=float, default=0.002, help="the client's probe interval in seconds")
     a = ap.parse_args()
-    print("| daemons | advert interval | master down interval | failover gap (median of %d) | p90 | min | max "
-          "| detect (median, max) | announce (median) |" % a.trials)
+    if not 0.0005 <= a.probe <= 1:
+        ap.error("--probe: between 0.0005 and 1 second")
+    print("| daemons | advert interval | master down interval | failover gap, %g ms probes (median of %d) "
+          "| p90 | min | max | detect (median, max) | announce (median) |" % (a.probe * 1000, a.trials))
     print("|---|---|---|---|---|---|---|---|---|")
     for interval in [float(x) for x in a.intervals.split(",")]:
         mdi = 3 * interval + (256 - 100) * interval / 256
@@ -149,7 +162,7 @@ def main():
         runs = {"halo": [], "keepalived": []}
         for _ in range(a.trials):
             for impl in runs:
-                runs[impl].append(trial(impl, interval))
+                runs[impl].append(trial(impl, interval, a.probe))
         for impl, rs in runs.items():
             ms = sorted(r[0] * 1000 for r in rs)
             det = sorted(r[1] * 1000 for r in rs if r[1] == r[1])
