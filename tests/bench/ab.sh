@@ -40,11 +40,12 @@ for round in $(seq 1 "$ROUNDS"); do
     # The proxy's own CPU (user + system ticks of every thread) over the
     # measured run: moves far less than req/s on a shared machine.
     t0=$(cpu_ticks "$pid")
-    out=$(wrk -t1 -c50 -d8s "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html")
+    out=$(wrk -t1 -c50 -d8s --latency "${hdr[@]}" "http://127.0.0.1:$PROXY/1k.html")
     t1=$(cpu_ticks "$pid")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "round $round $side $rps req/s, $(awk -v t="$((t1 - t0))" -v n="$n" 'BEGIN { printf "%.1f", t * 1e4 / n }') us CPU per request"
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "round $round $side $rps req/s, p99 $p99, $(awk -v t="$((t1 - t0))" -v n="$n" 'BEGIN { printf "%.1f", t * 1e4 / n }') us CPU per request"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     sleep 0.5
   done

@@ -398,19 +398,30 @@ async fn run_worker<I: Io>(
     let current: Current<I> = Rc::new(RefCell::new(Rc::new(Worker::new(shared.clone()))));
     // Set at `Stop::Drain`: each accept loop ends after its pending accept.
     let stopping = Rc::new(std::cell::Cell::new(false));
+    // Accepts in flight on this worker's listeners: counted against the
+    // service's maxconn with its open connections (see `accept_loop`).
+    let accepting = Rc::new(std::cell::Cell::new(0u32));
     let mut accepts = Vec::new();
     for (bind, l) in listeners.into_iter().enumerate() {
         let addr = l.local_addr().ok();
-        match I::listener(l) {
-            Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(
-                current.clone(),
-                l,
-                bind,
-                stopping.clone(),
-            ))),
-            Err(e) => {
-                tracing::error!(service = %shared.svc.name, "listener {addr:?}: {e}");
-                shared.board.set_listener_ok(shared.idx, false);
+        // `I::ACCEPTS` loops per listener, each on its own descriptor of
+        // the one socket (a dup does not fail but for want of descriptors;
+        // then fewer loops).
+        let mut copies: Vec<_> = (1..I::ACCEPTS).filter_map(|_| l.try_clone().ok()).collect();
+        copies.push(l);
+        for l in copies {
+            match I::listener(l) {
+                Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(
+                    current.clone(),
+                    l,
+                    bind,
+                    stopping.clone(),
+                    accepting.clone(),
+                ))),
+                Err(e) => {
+                    tracing::error!(service = %shared.svc.name, "listener {addr:?}: {e}");
+                    shared.board.set_listener_ok(shared.idx, false);
+                }
             }
         }
     }
@@ -505,6 +516,7 @@ async fn accept_loop<I: Io>(
     l: I::Listener,
     bind: usize,
     stopping: Rc<std::cell::Cell<bool>>,
+    accepting: Rc<std::cell::Cell<u32>>,
 ) {
     let mut failing = false;
     // Boxes of connections that ended, for the next ones (see `Recycle`).
@@ -516,7 +528,11 @@ async fn accept_loop<I: Io>(
         let w = current.borrow().clone();
         let shared = w.shared.clone();
         let maxconn = shared.svc.maxconn;
-        if maxconn != 0 && shared.conns.load(Ordering::Relaxed) >= maxconn {
+        // An accept in flight counts as the connection it will be: with
+        // several in flight (`Io::ACCEPTS`) they could otherwise each take
+        // the service's last free place.
+        let taken = |shared: &Shared| shared.conns.load(Ordering::Relaxed) + accepting.get();
+        if maxconn != 0 && taken(&shared) >= maxconn {
             // Service maxconn: leave further clients in the kernel backlog.
             // (Below it, as nearly always, no waiter is made: making,
             // enabling and dropping one locked the Notify twice per
@@ -525,7 +541,7 @@ async fn accept_loop<I: Io>(
                 let freed = shared.conn_freed.notified();
                 tokio::pin!(freed);
                 freed.as_mut().enable();
-                if shared.conns.load(Ordering::Relaxed) < maxconn {
+                if taken(&shared) < maxconn {
                     break;
                 }
                 freed.await;
@@ -534,7 +550,10 @@ async fn accept_loop<I: Io>(
                 return;
             }
         }
-        match I::accept(&l).await {
+        accepting.set(accepting.get() + 1);
+        let accepted = I::accept(&l).await;
+        accepting.set(accepting.get() - 1);
+        match accepted {
             Ok((s, peer)) => {
                 if failing {
                     failing = false;

@@ -169,6 +169,10 @@ pub(crate) trait Io: 'static {
     type Stream: Stream;
     type Listener: 'static;
     const NAME: &'static str;
+    /// Accepts each worker keeps in flight per listener. One for epoll: an
+    /// accept taken when the listener is readable goes on to the next
+    /// connection in the backlog without waiting.
+    const ACCEPTS: usize = 1;
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream>;
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
     /// Wrap a bound, listening, non-blocking std listener.
@@ -593,6 +597,13 @@ impl Io for Uring {
     type Stream = Transport<UringStream>;
     type Listener = UringListener;
     const NAME: &'static str = "io_uring";
+    /// Two: the ring completes an accept, and its task makes the next one,
+    /// a turn of the worker's loop later, so with one in flight a burst of
+    /// new clients waited in the backlog a loop turn each. With two, the
+    /// p99 of `Connection: close` fell ~5 % and the worker's CPU per
+    /// request ~5 % (`CLOSE=1 bash tests/bench/ab.sh`, 15 rounds;
+    /// docs/benchmarks.md, "Two accepts in flight").
+    const ACCEPTS: usize = 2;
 
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
         // Connect through the tokio reactor under tokio-uring, then hand the
