@@ -396,12 +396,15 @@ async fn run_worker<I: Io>(
     // The worker new connections go to; a reload swaps it (see
     // `ProxyRuntime::reconfigure`) while the listeners stay as they are.
     let current: Current<I> = Rc::new(RefCell::new(Rc::new(Worker::new(shared.clone()))));
-    // Set at `Stop::Drain`: each accept loop ends after its pending accept.
+    // Set at `Stop::Drain`: each accept loop ends (its pending accept
+    // cancelled, `Io::cancel_accepts`, or served).
     let stopping = Rc::new(std::cell::Cell::new(false));
     // Accepts in flight on this worker's listeners: counted against the
     // service's maxconn with its open connections (see `accept_loop`).
     let accepting = Rc::new(std::cell::Cell::new(0u32));
     let mut accepts = Vec::new();
+    // Each accept loop's listener, for the drain to cancel its accept.
+    let mut listening_on = Vec::new();
     for (bind, l) in listeners.into_iter().enumerate() {
         let addr = l.local_addr().ok();
         // `I::ACCEPTS` loops per listener, each on its own descriptor of
@@ -411,13 +414,17 @@ async fn run_worker<I: Io>(
         copies.push(l);
         for l in copies {
             match I::listener(l) {
-                Ok(l) => accepts.push(tokio::task::spawn_local(accept_loop(
-                    current.clone(),
-                    l,
-                    bind,
-                    stopping.clone(),
-                    accepting.clone(),
-                ))),
+                Ok(l) => {
+                    let l = Rc::new(l);
+                    listening_on.push(l.clone());
+                    accepts.push(tokio::task::spawn_local(accept_loop(
+                        current.clone(),
+                        l,
+                        bind,
+                        stopping.clone(),
+                        accepting.clone(),
+                    )))
+                }
                 Err(e) => {
                     tracing::error!(service = %shared.svc.name, "listener {addr:?}: {e}");
                     shared.board.set_listener_ok(shared.idx, false);
@@ -466,11 +473,15 @@ async fn run_worker<I: Io>(
             // The accept loops are not aborted: tokio-uring does not cancel
             // a dropped accept, which then still takes a connection from the
             // queue these sockets share with the next generation, and nobody
-            // serves it. Each loop ends after its pending accept instead; a
-            // connection it gets is served (once, `Connection: close`).
-            // Connection tasks go on until `Stop::Now`.
+            // serves it. Their accepts are cancelled instead
+            // (`Io::cancel_accepts`) and each loop ends; one whose accept
+            // had already taken a connection serves it (once, `Connection:
+            // close`). Connection tasks go on until `Stop::Now`.
             stopping.set(true);
             listening = false;
+            for l in listening_on.drain(..) {
+                I::cancel_accepts(&l).await;
+            }
         }
         tokio::select! {
             r = stop.changed() => if r.is_err() { break },
@@ -513,7 +524,7 @@ type Current<I> = Rc<RefCell<Rc<Worker<I>>>>;
 /// so a reload changes certificates for new connections only.
 async fn accept_loop<I: Io>(
     current: Current<I>,
-    l: I::Listener,
+    l: Rc<I::Listener>,
     bind: usize,
     stopping: Rc<std::cell::Cell<bool>>,
     accepting: Rc<std::cell::Cell<u32>>,
@@ -590,6 +601,7 @@ async fn accept_loop<I: Io>(
                 };
                 tokio::task::spawn_local(Recycle::new(&spares, conn));
             }
+            Err(_) if stopping.get() => return, // cancelled by the drain
             Err(e) => {
                 // Out of descriptors or memory: back off; the listener is
                 // still fine. Anything else means the listener is broken.
