@@ -176,10 +176,21 @@ pub(crate) fn uring_runtime() -> std::io::Result<tokio_uring::Runtime> {
     ring.setup_coop_taskrun().setup_single_issuer();
     match tokio_uring::Runtime::new(tokio_uring::builder().uring_builder(&ring)) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            RING_IS_OLD.store(true, Ordering::Relaxed);
             tokio_uring::Runtime::new(&tokio_uring::builder())
         }
         r => r,
     }
+}
+
+/// Set when the kernel refused the ring's flags (before Linux 6.0): then
+/// it may lack later io_uring features too (`Uring::accepts`).
+static RING_IS_OLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the rings were made with their flags (Linux 6.0 or later).
+/// Asked after `uring_runtime` made this thread's.
+pub(crate) fn ring_is_modern() -> bool {
+    !RING_IS_OLD.load(Ordering::Relaxed)
 }
 
 /// Pick the driver for `io`, probing io_uring at most once per `start`.
@@ -407,10 +418,12 @@ async fn run_worker<I: Io>(
     let mut listening_on = Vec::new();
     for (bind, l) in listeners.into_iter().enumerate() {
         let addr = l.local_addr().ok();
-        // `I::ACCEPTS` loops per listener, each on its own descriptor of
+        // `I::accepts()` loops per listener, each on its own descriptor of
         // the one socket (a dup does not fail but for want of descriptors;
         // then fewer loops).
-        let mut copies: Vec<_> = (1..I::ACCEPTS).filter_map(|_| l.try_clone().ok()).collect();
+        let mut copies: Vec<_> = (1..I::accepts())
+            .filter_map(|_| l.try_clone().ok())
+            .collect();
         copies.push(l);
         for l in copies {
             match I::listener(l) {
@@ -540,7 +553,7 @@ async fn accept_loop<I: Io>(
         let shared = w.shared.clone();
         let maxconn = shared.svc.maxconn;
         // An accept in flight counts as the connection it will be: with
-        // several in flight (`Io::ACCEPTS`) they could otherwise each take
+        // several in flight (`Io::accepts`) they could otherwise each take
         // the service's last free place.
         let taken = |shared: &Shared| shared.conns.load(Ordering::Relaxed) + accepting.get();
         if maxconn != 0 && taken(&shared) >= maxconn {

@@ -172,7 +172,9 @@ pub(crate) trait Io: 'static {
     /// Accepts each worker keeps in flight per listener. One for epoll: an
     /// accept taken when the listener is readable goes on to the next
     /// connection in the backlog without waiting.
-    const ACCEPTS: usize = 1;
+    fn accepts() -> usize {
+        1
+    }
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream>;
     async fn accept(l: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
     /// Wrap a bound, listening, non-blocking std listener.
@@ -620,7 +622,19 @@ impl Io for Uring {
     /// ~5 % faster with ~8 % lower p99 and ~9 % less CPU per request (two
     /// ~5 % below one); `CLOSE=1 bash tests/bench/ab.sh`, docs/benchmarks.md,
     /// "Accepts in flight". Each costs a descriptor (a dup) and an idle task.
-    const ACCEPTS: usize = 8;
+    ///
+    /// One where the kernel cannot cancel them by descriptor at a drain
+    /// (`cancel_accepts`, Linux 5.19): each would then take one more
+    /// connection after the drain, and those still pending when the worker
+    /// stops, connections nobody serves. Known from the ring's flags
+    /// (Linux 6.0, `super::ring_is_modern`).
+    fn accepts() -> usize {
+        if super::ring_is_modern() {
+            8
+        } else {
+            1
+        }
+    }
 
     async fn connect(addr: SocketAddr) -> io::Result<Self::Stream> {
         // Connect through the tokio reactor under tokio-uring, then hand the
