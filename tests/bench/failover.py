@@ -3,10 +3,10 @@
 
 Two routers (a halo pair, or a keepalived pair with the same timers) on a
 bridge, a client pinging the VIP every 2 ms (`--probe`), all inside
-namespaces. The
-master "dies" the way a Pi losing power does: its daemon is killed with
-SIGKILL and its switch port goes down at the same moment (a killed daemon
-alone leaves the VIP on a live interface, which still answers).
+namespaces. The master "dies" the way a Pi losing power does: its daemon
+is killed with SIGKILL and its switch port goes down at the same moment (a
+killed daemon alone leaves the VIP on a live interface, which still
+answers).
 
 The gap is the longest time between two consecutive ping replies (ICMP
 echo, no retransmission to wait for: unlike a TCP client whose lost SYN

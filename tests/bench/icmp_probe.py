@@ -87,7 +87,7 @@ def main():
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
                     sec, nsec = struct.unpack("qq", value[:16])
                     stamp = sec + nsec / 1e9
-            print(f"{stamp:.6f} {rseq}", flush=False)
+            print(f"{stamp:.6f} {rseq}")
     sys.stdout.flush()
 
 
