@@ -413,7 +413,9 @@ pub(crate) struct Uring;
 /// Only then: a stream with no operation left behind closes without the
 /// extra syscall.
 pub(crate) struct UringStream {
-    s: tokio_uring::net::TcpStream,
+    /// Shared with a read in flight (`RecvData`; tokio-uring's writes hold
+    /// their own reference): the socket stays open until the ring is done.
+    s: std::rc::Rc<tokio_uring::net::TcpStream>,
     /// Operations started and not seen to complete: one whose future was
     /// dropped stays counted.
     ops: std::cell::Cell<u32>,
@@ -423,15 +425,19 @@ pub(crate) struct UringStream {
     /// The connection closes after its next writes (`Stream::closing`):
     /// they try a send(2) first (see `write_all`).
     closing: std::cell::Cell<bool>,
+    /// Written to since the last read: the next read waits for the peer's
+    /// answer, which cannot have come yet (see `read`).
+    answer_due: std::cell::Cell<bool>,
 }
 
 impl UringStream {
     fn new(s: tokio_uring::net::TcpStream) -> Self {
         UringStream {
-            s,
+            s: std::rc::Rc::new(s),
             ops: std::cell::Cell::new(0),
             fresh: std::cell::Cell::new(false),
             closing: std::cell::Cell::new(false),
+            answer_due: std::cell::Cell::new(false),
         }
     }
 
@@ -466,26 +472,56 @@ impl Drop for UringStream {
 
 impl Stream for UringStream {
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // tokio-uring reads a `Vec` from its start, over the bytes already
-        // in it (and returns a length of max(len, n)): a head or body
-        // arriving in two reads was corrupted. A slice of the spare
-        // capacity appends, as `Stream::read` promises.
-        use tokio_uring::buf::BoundedBuf;
+        // The ring's recv writes into the buffer's spare capacity, after
+        // the bytes already in it, as `Stream::read` promises.
         let mut buf = buf;
+        let mut nothing_yet = self.answer_due.replace(false);
         if self.fresh.replace(false) && buf.capacity() > buf.len() {
             // The first read of an accepted connection: a client sends its
             // request as it connects, so a non-blocking recv(2) usually
             // finds it, where the ring costs a turn of its loop and a timer.
             match recv_now(self.s.as_raw_fd(), &mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => nothing_yet = true,
                 r => return (r, buf),
             }
         }
+        if buf.capacity() == buf.len() {
+            // A read into no room: 0, as the ring would answer it.
+            return (Ok(0), buf);
+        }
         let len = buf.len();
+        let spare = u32::try_from(buf.capacity() - len).unwrap_or(u32::MAX);
+        let sqe = io_uring::opcode::Recv::new(
+            io_uring::types::Fd(self.s.as_raw_fd()),
+            // SAFETY: `len` is within the allocation; the kernel writes at
+            // most `spare` bytes after it, into the spare capacity.
+            unsafe { buf.as_mut_ptr().add(len) },
+            spare,
+        )
+        .build();
+        // A read that comes right after a write waits for the peer's
+        // answer (the next request after a response, a response after its
+        // request), as does one after a recv(2) that found nothing: the
+        // ring would try the socket, find nothing and only then wait for
+        // it. POLL_FIRST (Linux 5.19) has it wait at once: one failed
+        // tcp_recvmsg less per such read. Other reads (the rest of a body)
+        // most likely find bytes, so they try first. An older kernel
+        // refuses the flag; its rings were made without Linux 6.0's flags.
+        let sqe = if nothing_yet && super::ring_is_modern() {
+            poll_first(sqe)
+        } else {
+            sqe
+        };
         self.start();
-        let (r, b) = self.s.read(buf.slice(len..)).await;
+        let data = RecvData {
+            _s: self.s.clone(),
+            buf,
+        };
+        let r = tokio_uring::UnsubmittedOneshot::new(data, RecvDone, sqe)
+            .submit()
+            .await;
         self.done();
-        (r, b.into_inner())
+        r
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -502,6 +538,7 @@ impl Stream for UringStream {
         // the connection's task that a send(2) taking the bytes at once
         // does not (~1,600 instructions per `Connection: close` request,
         // callgrind; docs/benchmarks.md, "session 9").
+        self.answer_due.set(true);
         let mut off = 0;
         if self.closing.get() {
             match send_now(self.s.as_raw_fd(), &buf) {
@@ -549,6 +586,52 @@ impl Stream for UringStream {
     fn fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.s)
     }
+}
+
+/// What a read in flight holds: the socket (open until the ring is done
+/// with it, even if the read's future is dropped) and the buffer the
+/// kernel writes into.
+struct RecvData {
+    _s: std::rc::Rc<tokio_uring::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// A read's completion: the bytes appended to the buffer.
+struct RecvDone;
+
+impl tokio_uring::OneshotOutputTransform for RecvDone {
+    type Output = (io::Result<usize>, Vec<u8>);
+    type StoredData = RecvData;
+
+    fn transform_oneshot_output(
+        self,
+        data: RecvData,
+        cqe: io_uring::cqueue::Entry,
+    ) -> Self::Output {
+        let mut buf = data.buf;
+        let r = cqe.result();
+        if r < 0 {
+            return (Err(io::Error::from_raw_os_error(-r)), buf);
+        }
+        let n = r as usize;
+        // SAFETY: the kernel wrote `n` bytes after the buffer's length.
+        unsafe { buf.set_len(buf.len() + n) };
+        (Ok(n), buf)
+    }
+}
+
+/// linux/io_uring.h; io-uring 0.6 does not export it.
+const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+
+/// `sqe`, a recv, with IORING_RECVSEND_POLL_FIRST: wait for the socket to
+/// be readable before trying it.
+fn poll_first(sqe: io_uring::squeue::Entry) -> io_uring::squeue::Entry {
+    // SAFETY: `Entry` is repr(C) over the kernel's 64-byte SQE, whose
+    // ioprio (a u16 at byte 2) carries a recv's flags.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+    raw[2..4].copy_from_slice(&IORING_RECVSEND_POLL_FIRST.to_ne_bytes());
+    // SAFETY: the same SQE back, with a valid recv flag set.
+    unsafe { std::mem::transmute(raw) }
 }
 
 /// A listening socket of the io_uring driver, with the socket address
@@ -772,6 +855,132 @@ mod tests {
             let (r, buf) = s.read(buf).await;
             assert_eq!(r.unwrap(), 2);
             assert_eq!(&buf, b"xyGET /");
+        });
+    }
+
+    #[test]
+    fn uring_reads_after_a_write_wait_for_the_answer_and_append() {
+        // A read right after a write waits for the socket before trying it
+        // (POLL_FIRST): the answer still arrives, appended to the buffer,
+        // whether it comes after the read is made or was there before.
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = [0u8; 4];
+            // Answered after the read is made.
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::io::Write::write_all(&mut c, b"pong").unwrap();
+            // Answered before the read is made.
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            std::io::Write::write_all(&mut c, b"PONG").unwrap();
+            // The rest of a message, read without a write between (well
+            // after the reader's 50 ms pause above).
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::io::Write::write_all(&mut c, b"!").unwrap();
+        });
+        tokio_uring::start(async move {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(s));
+            let (r, _) = s.write_all(b"ping".to_vec()).await;
+            r.unwrap();
+            let mut buf = Vec::with_capacity(64);
+            buf.extend_from_slice(b"xy");
+            let (r, buf) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 4);
+            assert_eq!(&buf, b"xypong");
+            let (r, _) = s.write_all(b"ping".to_vec()).await;
+            r.unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let (r, buf) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 4);
+            assert_eq!(&buf, b"xypongPONG");
+            let (r, buf) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 1);
+            assert_eq!(&buf, b"xypongPONG!");
+            // The peer is gone: end of stream.
+            let (r, _) = s.read(buf).await;
+            assert_eq!(r.unwrap(), 0);
+        });
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn uring_a_dropped_read_lets_go_of_its_socket() {
+        // A read whose future is dropped (a timeout) stays in the ring and
+        // holds the socket; dropping the stream shuts the socket down, the
+        // read completes, and the socket is closed.
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio_uring::start(async move {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (mut peer, _) = l.accept().unwrap();
+            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(c));
+            let held = std::rc::Rc::downgrade(&s.s);
+            let read = tokio::time::timeout(
+                std::time::Duration::from_millis(20),
+                s.read(Vec::with_capacity(64)),
+            );
+            assert!(read.await.is_err(), "nothing was sent: the read times out");
+            assert!(held.upgrade().is_some(), "the ring's read holds the socket");
+            drop(s);
+            for _ in 0..100 {
+                if held.upgrade().is_none() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(held.upgrade().is_none(), "the socket was never let go");
+            let mut rest = Vec::new();
+            assert_eq!(peer.read_to_end(&mut rest).unwrap(), 0, "closed");
+        });
+    }
+
+    #[test]
+    fn uring_a_write_to_a_peer_that_reset_fails() {
+        // An error, not a signal and not a write that seems to succeed.
+        if let Err(e) = super::super::probe_uring() {
+            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio_uring::start(async move {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (peer, _) = l.accept().unwrap();
+            // Linger 0: the close sends a reset.
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(c));
+            let mut r = Ok(());
+            for _ in 0..3 {
+                r = s.write_all(vec![b'x'; 64 << 10]).await.0;
+                if r.is_err() {
+                    break;
+                }
+            }
+            let e = r.expect_err("writes to a reset peer fail");
+            assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ),
+                "{e}"
+            );
         });
     }
 
