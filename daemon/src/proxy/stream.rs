@@ -609,14 +609,24 @@ impl tokio_uring::OneshotOutputTransform for RecvDone {
         cqe: io_uring::cqueue::Entry,
     ) -> Self::Output {
         let mut buf = data.buf;
-        let r = cqe.result();
-        if r < 0 {
-            return (Err(io::Error::from_raw_os_error(-r)), buf);
-        }
-        let n = r as usize;
-        // SAFETY: the kernel wrote `n` bytes after the buffer's length.
-        unsafe { buf.set_len(buf.len() + n) };
-        (Ok(n), buf)
+        let r = cqe_result(&cqe).map(|n| {
+            let n = n as usize;
+            // SAFETY: the kernel wrote `n` bytes after the buffer's length.
+            unsafe { buf.set_len(buf.len() + n) };
+            n
+        });
+        (r, buf)
+    }
+}
+
+/// A completion's result: what the operation returned (a count, a
+/// descriptor), or its error.
+fn cqe_result(cqe: &io_uring::cqueue::Entry) -> io::Result<u32> {
+    let r = cqe.result();
+    if r < 0 {
+        Err(io::Error::from_raw_os_error(-r))
+    } else {
+        Ok(r as u32)
     }
 }
 
@@ -672,13 +682,7 @@ impl tokio_uring::OneshotOutputTransform for AcceptDone {
         data: AcceptData,
         cqe: io_uring::cqueue::Entry,
     ) -> Self::Output {
-        let r = cqe.result();
-        let r = if r < 0 {
-            Err(io::Error::from_raw_os_error(-r))
-        } else {
-            Ok(r)
-        };
-        (r, data.addr)
+        (cqe_result(&cqe).map(|fd| fd as RawFd), data.addr)
     }
 }
 
