@@ -413,7 +413,7 @@ pub(crate) struct Uring;
 /// Only then: a stream with no operation left behind closes without the
 /// extra syscall.
 pub(crate) struct UringStream {
-    /// Shared with a read in flight (`RecvData`; tokio-uring's writes hold
+    /// Shared with a read in flight (`Held`; tokio-uring's writes hold
     /// their own reference): the socket stays open until the ring is done.
     s: std::rc::Rc<tokio_uring::net::TcpStream>,
     /// Operations started and not seen to complete: one whose future was
@@ -513,13 +513,17 @@ impl Stream for UringStream {
             sqe
         };
         self.start();
-        let data = RecvData {
-            _s: self.s.clone(),
-            buf,
-        };
-        let r = tokio_uring::UnsubmittedOneshot::new(data, RecvDone, sqe)
-            .submit()
-            .await;
+        let r = submit(sqe, &self.s, buf, |r, mut buf| {
+            let r = r.map(|n| {
+                let n = n as usize;
+                // SAFETY: the kernel wrote `n` bytes after the buffer's
+                // length, into its spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                n
+            });
+            (r, buf)
+        })
+        .await;
         self.done();
         r
     }
@@ -588,35 +592,44 @@ impl Stream for UringStream {
     }
 }
 
-/// What a read in flight holds: the socket (open until the ring is done
-/// with it, even if the read's future is dropped) and the buffer the
-/// kernel writes into.
-struct RecvData {
-    _s: std::rc::Rc<tokio_uring::net::TcpStream>,
-    buf: Vec<u8>,
+/// An operation submitted through tokio-uring's `UnsubmittedOneshot`: it
+/// holds what it works on, open until the ring is done with it even if the
+/// operation's future is dropped (tokio-uring keeps an abandoned
+/// operation's data until its completion), and its data, which the
+/// completion gives back through `done` with the result.
+struct Held<T, D, O> {
+    _on: std::rc::Rc<T>,
+    data: D,
+    done: fn(io::Result<u32>, D) -> O,
 }
 
-/// A read's completion: the bytes appended to the buffer.
-struct RecvDone;
+/// Completes a [`Held`] operation.
+struct Complete<T, D, O>(std::marker::PhantomData<fn(T, D) -> O>);
 
-impl tokio_uring::OneshotOutputTransform for RecvDone {
-    type Output = (io::Result<usize>, Vec<u8>);
-    type StoredData = RecvData;
+impl<T: 'static, D: 'static, O> tokio_uring::OneshotOutputTransform for Complete<T, D, O> {
+    type Output = O;
+    type StoredData = Held<T, D, O>;
 
-    fn transform_oneshot_output(
-        self,
-        data: RecvData,
-        cqe: io_uring::cqueue::Entry,
-    ) -> Self::Output {
-        let mut buf = data.buf;
-        let r = cqe_result(&cqe).map(|n| {
-            let n = n as usize;
-            // SAFETY: the kernel wrote `n` bytes after the buffer's length.
-            unsafe { buf.set_len(buf.len() + n) };
-            n
-        });
-        (r, buf)
+    fn transform_oneshot_output(self, held: Held<T, D, O>, cqe: io_uring::cqueue::Entry) -> O {
+        (held.done)(cqe_result(&cqe), held.data)
     }
+}
+
+/// Submits `sqe`, which works on `on` with `data`, and waits for it.
+async fn submit<T: 'static, D: Unpin + 'static, O: 'static>(
+    sqe: io_uring::squeue::Entry,
+    on: &std::rc::Rc<T>,
+    data: D,
+    done: fn(io::Result<u32>, D) -> O,
+) -> O {
+    let held = Held {
+        _on: on.clone(),
+        data,
+        done,
+    };
+    tokio_uring::UnsubmittedOneshot::new(held, Complete(std::marker::PhantomData), sqe)
+        .submit()
+        .await
 }
 
 /// A completion's result: what the operation returned (a count, a
@@ -662,29 +675,6 @@ pub(crate) struct UringListener {
 
 /// The peer's address as accept(2) writes it.
 type PeerAddr = (libc::sockaddr_storage, libc::socklen_t);
-
-/// What an accept in flight holds: the listener and the address box.
-struct AcceptData {
-    _l: std::rc::Rc<std::net::TcpListener>,
-    addr: Box<PeerAddr>,
-}
-
-/// An accept's completion: the new descriptor (or the error) and the
-/// address box back.
-struct AcceptDone;
-
-impl tokio_uring::OneshotOutputTransform for AcceptDone {
-    type Output = (io::Result<RawFd>, Box<PeerAddr>);
-    type StoredData = AcceptData;
-
-    fn transform_oneshot_output(
-        self,
-        data: AcceptData,
-        cqe: io_uring::cqueue::Entry,
-    ) -> Self::Output {
-        (cqe_result(&cqe).map(|fd| fd as RawFd), data.addr)
-    }
-}
 
 /// An accept cancel's completion: how many operations it ended, or why not.
 struct CancelDone;
@@ -760,18 +750,12 @@ impl Io for Uring {
         .build();
         // The box lives on the heap: the kernel writes into it wherever
         // the operation's data moves meanwhile.
-        let data = AcceptData {
-            _l: l.fd.clone(),
-            addr,
-        };
-        let (r, addr) = tokio_uring::UnsubmittedOneshot::new(data, AcceptDone, sqe)
-            .submit()
-            .await;
+        let (r, addr) = submit(sqe, &l.fd, addr, |r, addr| (r, addr)).await;
         // SAFETY: the kernel wrote a socket address of `addr.1` bytes.
         let peer = unsafe { socket2::SockAddr::new(addr.0, addr.1) }.as_socket();
         l.addr.set(Some(addr));
         // SAFETY: a descriptor the accept just made, owned by nobody else.
-        let s = unsafe { std::net::TcpStream::from_raw_fd(r?) };
+        let s = unsafe { std::net::TcpStream::from_raw_fd(r? as RawFd) };
         let peer = peer.ok_or_else(|| io::Error::other("accept: not an IP peer"))?;
         let s = tokio_uring::net::TcpStream::from_std(s);
         Ok((Transport::Plain(UringStream::accepted(s)), peer))
@@ -830,16 +814,49 @@ mod tests {
     use super::*;
     use std::io::Read as _;
 
+    /// Whether io_uring works here; where it does not, the epoll driver
+    /// serves and these tests have nothing to test.
+    fn uring_here() -> bool {
+        match super::super::probe_uring() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+                false
+            }
+        }
+    }
+
+    /// A stream of this driver connected to `l` (inside a tokio-uring
+    /// runtime), and its peer.
+    fn connected(
+        l: &std::net::TcpListener,
+        addr: SocketAddr,
+    ) -> (UringStream, std::net::TcpStream) {
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        (
+            UringStream::new(tokio_uring::net::TcpStream::from_std(c)),
+            peer,
+        )
+    }
+
+    /// A loopback listener and its address, if io_uring works here.
+    fn uring_and_a_listener() -> Option<(std::net::TcpListener, SocketAddr)> {
+        if !uring_here() {
+            return None;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        Some((l, addr))
+    }
+
     #[test]
     fn a_uring_first_read_appends_after_the_bytes_in_the_buffer() {
         // The first read of an accepted connection is a recv(2) of its
         // own; like the ring's reads it appends to what the buffer holds.
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        let Some((l, addr)) = uring_and_a_listener() else {
             return;
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        };
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut c, b"GET").unwrap();
         l.set_nonblocking(true).unwrap();
@@ -867,12 +884,9 @@ mod tests {
         // A read right after a write waits for the socket before trying it
         // (POLL_FIRST): the answer still arrives, appended to the buffer,
         // whether it comes after the read is made or was there before.
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        let Some((l, addr)) = uring_and_a_listener() else {
             return;
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        };
         let peer = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
             let mut got = [0u8; 4];
@@ -921,16 +935,11 @@ mod tests {
         // A read whose future is dropped (a timeout) stays in the ring and
         // holds the socket; dropping the stream shuts the socket down, the
         // read completes, and the socket is closed.
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        let Some((l, addr)) = uring_and_a_listener() else {
             return;
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        };
         tokio_uring::start(async move {
-            let c = std::net::TcpStream::connect(addr).unwrap();
-            let (mut peer, _) = l.accept().unwrap();
-            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(c));
+            let (s, mut peer) = connected(&l, addr);
             let held = std::rc::Rc::downgrade(&s.s);
             let read = tokio::time::timeout(
                 std::time::Duration::from_millis(20),
@@ -954,22 +963,17 @@ mod tests {
     #[test]
     fn uring_a_write_to_a_peer_that_reset_fails() {
         // An error, not a signal and not a write that seems to succeed.
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        let Some((l, addr)) = uring_and_a_listener() else {
             return;
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        };
         tokio_uring::start(async move {
-            let c = std::net::TcpStream::connect(addr).unwrap();
-            let (peer, _) = l.accept().unwrap();
+            let (s, peer) = connected(&l, addr);
             // Linger 0: the close sends a reset.
             socket2::SockRef::from(&peer)
                 .set_linger(Some(std::time::Duration::ZERO))
                 .unwrap();
             drop(peer);
             std::thread::sleep(std::time::Duration::from_millis(20));
-            let s = UringStream::new(tokio_uring::net::TcpStream::from_std(c));
             let mut r = Ok(());
             for _ in 0..3 {
                 r = s.write_all(vec![b'x'; 64 << 10]).await.0;
@@ -992,8 +996,7 @@ mod tests {
     fn uring_accepts_give_each_connection_its_own_peer() {
         // The listener's address box serves one accept after another;
         // IPv6 too (the larger address).
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        if !uring_here() {
             return;
         }
         for bind in ["127.0.0.1:0", "[::1]:0"] {
@@ -1030,12 +1033,9 @@ mod tests {
     }
 
     fn large_write(closing: bool) {
-        if let Err(e) = super::super::probe_uring() {
-            eprintln!("io_uring unavailable here ({e}): the epoll driver serves");
+        let Some((l, addr)) = uring_and_a_listener() else {
             return;
-        }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        };
         let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
         let want = data.clone();
         let reader = std::thread::spawn(move || {
