@@ -676,18 +676,6 @@ pub(crate) struct UringListener {
 /// The peer's address as accept(2) writes it.
 type PeerAddr = (libc::sockaddr_storage, libc::socklen_t);
 
-/// An accept cancel's completion: how many operations it ended, or why not.
-struct CancelDone;
-
-impl tokio_uring::OneshotOutputTransform for CancelDone {
-    type Output = i32;
-    type StoredData = ();
-
-    fn transform_oneshot_output(self, _: (), cqe: io_uring::cqueue::Entry) -> i32 {
-        cqe.result()
-    }
-}
-
 impl Io for Uring {
     type Stream = Transport<UringStream>;
     type Listener = UringListener;
@@ -775,14 +763,11 @@ impl Io for Uring {
             io_uring::types::CancelBuilder::fd(io_uring::types::Fd(l.fd.as_raw_fd())).all(),
         )
         .build();
-        let r = tokio_uring::UnsubmittedOneshot::new((), CancelDone, sqe)
-            .submit()
-            .await;
-        if r < 0 && r != -libc::ENOENT {
-            tracing::debug!(
-                "cancelling a draining listener's accepts: {}",
-                io::Error::from_raw_os_error(-r)
-            );
+        match submit(sqe, &l.fd, (), |r, ()| r).await {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                tracing::debug!("cancelling a draining listener's accepts: {e}");
+            }
+            _ => {}
         }
     }
 
